@@ -1,0 +1,12 @@
+"""People and their credentials: registration, passwords, TOTP, recovery codes, pages."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+
+def init_app(app: Flask) -> None:
+    from accounts import cli, views
+
+    views.init_app(app)
+    app.cli.add_command(cli.users)

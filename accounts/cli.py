@@ -1,0 +1,59 @@
+"""``idp users ...``: administer accounts from the command line."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from accounts.deps import account_service
+from accounts.errors import AccountError
+from accounts.models import User
+from idp.core.cli_support import echo_json, fail, with_app
+
+
+def _user_json(user: User) -> dict[str, Any]:
+    return {
+        "id": user.public_id,
+        "username": user.username,
+        "status": user.status.value,
+        "totp": user.has_totp,
+        "phone": user.phone_encrypted is not None,
+        "created_at": user.created_at.isoformat(),
+    }
+
+
+@click.group("users")
+def users() -> None:
+    """Create and list accounts."""
+
+
+@users.command("create")
+@click.option("--username", required=True)
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True,
+              help="Prompted for (hidden) when omitted.")
+@click.option("--phone", default=None, help="Mainland mobile number (optional).")
+@click.option("--json", "as_json", is_flag=True, help="Print the account as JSON.")
+@with_app
+def create(username: str, password: str, phone: str | None, as_json: bool) -> None:
+    """Create an account."""
+    try:
+        user = account_service(actor="cli").register(username, password, phone=phone)
+    except AccountError as exc:
+        fail(str(exc))
+    if as_json:
+        echo_json(_user_json(user))
+    else:
+        click.echo(f"created {user.username} ({user.public_id})")
+
+
+@users.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@with_app
+def list_users(as_json: bool) -> None:
+    """List accounts."""
+    found = [_user_json(user) for user in account_service().list()]
+    if as_json:
+        echo_json(found)
+        return
+    for entry in found:
+        click.echo(f"{entry['username']}\t{entry['id']}\t{entry['status']}")

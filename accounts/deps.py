@@ -1,0 +1,38 @@
+"""Builders of this package's services for the current request or CLI command.
+
+Other packages use these (and the services' methods) rather than the models directly.
+"""
+
+from __future__ import annotations
+
+from flask import current_app
+
+from accounts.passwords import PasswordHasher
+from accounts.services import AccountService
+from accounts.totp import TotpService
+from idp.core.runtime import audit_log, db, runtime
+
+_HASHER = "accounts.hasher"
+
+
+def hasher() -> PasswordHasher:
+    existing: PasswordHasher | None = current_app.extensions.get(_HASHER)
+    if existing is None:
+        settings = runtime().settings
+        existing = PasswordHasher(
+            memory_kib=settings.argon2_memory_kib,
+            time_cost=settings.argon2_time_cost,
+            parallelism=settings.argon2_parallelism,
+        )
+        current_app.extensions[_HASHER] = existing
+    return existing
+
+
+def account_service(actor: str | None = None) -> AccountService:
+    rt = runtime()
+    return AccountService(db(), hasher(), rt.keys.cipher, audit_log(actor), rt.clock)
+
+
+def totp_service() -> TotpService:
+    rt = runtime()
+    return TotpService(db(), rt.keys.cipher, rt.keys.secrets, audit_log(), rt.clock)

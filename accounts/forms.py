@@ -1,0 +1,43 @@
+"""Account forms. Limits here only bound the input; the rules live in the services."""
+
+from __future__ import annotations
+
+from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
+from wtforms import PasswordField, StringField
+from wtforms.validators import EqualTo, InputRequired, Length, Optional
+
+
+class RegisterForm(FlaskForm):  # type: ignore[misc]
+    username = StringField(_l("Username"), validators=[InputRequired(), Length(max=64)])
+    password = PasswordField(_l("Password"), validators=[InputRequired(), Length(max=1024)])
+    password_confirm = PasswordField(
+        _l("Repeat the password"),
+        validators=[InputRequired(), EqualTo("password", message=_l("The passwords differ."))],
+    )
+    phone = StringField(_l("Mobile number (optional)"), validators=[Optional(), Length(max=20)])
+
+
+class TotpConfirmForm(FlaskForm):  # type: ignore[misc]
+    otp = StringField(_l("Code from the app"), validators=[InputRequired(), Length(max=32)])
+
+
+class PasswordConfirmForm(FlaskForm):  # type: ignore[misc]
+    password = PasswordField(
+        _l("Current password"), validators=[InputRequired(), Length(max=1024)]
+    )
+
+
+class PasswordChangeForm(FlaskForm):  # type: ignore[misc]
+    current_password = PasswordField(
+        _l("Current password"), validators=[InputRequired(), Length(max=1024)]
+    )
+    password = PasswordField(_l("New password"), validators=[InputRequired(), Length(max=1024)])
+    password_confirm = PasswordField(
+        _l("Repeat the new password"),
+        validators=[InputRequired(), EqualTo("password", message=_l("The passwords differ."))],
+    )
+
+
+class ActionForm(FlaskForm):  # type: ignore[misc]
+    """A button that changes something: only the CSRF token."""

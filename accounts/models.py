@@ -1,0 +1,83 @@
+"""Accounts and their credentials."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+
+from sqlalchemy import Enum, ForeignKey, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from idp.core.db import Base, enum_column_values, utcnow
+
+
+class UserStatus(enum.StrEnum):
+    ACTIVE = "active"
+    DISABLED = "disabled"
+
+
+class User(Base):
+    """A natural person's account."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Stable, opaque, never reused: the OpenID Connect public subject identifier.
+    public_id: Mapped[str] = mapped_column(
+        String(36), unique=True, default=lambda: str(uuid.uuid4())
+    )
+    username: Mapped[str] = mapped_column(String(64))
+    # NFKC + casefold of the username: what uniqueness and sign-in compare.
+    username_key: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    password_changed_at: Mapped[datetime | None]
+    # Mainland mobile number, AES-GCM encrypted, with a keyed blind index for lookup.
+    phone_encrypted: Mapped[str | None] = mapped_column(Text)
+    phone_index: Mapped[str | None] = mapped_column(String(64), index=True)
+    status: Mapped[UserStatus] = mapped_column(
+        Enum(UserStatus, native_enum=False, length=16, values_callable=enum_column_values),
+        default=UserStatus.ACTIVE,
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    totp: Mapped[TotpCredential | None] = relationship(
+        back_populates="user", cascade="all, delete-orphan", uselist=False, lazy="selectin"
+    )
+
+    @property
+    def subject(self) -> str:
+        """How audit events name this account."""
+        return f"user:{self.public_id}"
+
+    @property
+    def has_totp(self) -> bool:
+        return self.totp is not None and self.totp.confirmed_at is not None
+
+
+class TotpCredential(Base):
+    """An authenticator app's seed (encrypted); confirmed once a first code matched."""
+
+    __tablename__ = "totp_credentials"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), unique=True)
+    secret_encrypted: Mapped[str] = mapped_column(Text)
+    confirmed_at: Mapped[datetime | None]
+    # The newest accepted time step: codes at or before it are refused (single use).
+    last_used_step: Mapped[int | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    user: Mapped[User] = relationship(back_populates="totp")
+
+
+class RecoveryCode(Base):
+    """A single-use fallback code, stored as a keyed hash."""
+
+    __tablename__ = "recovery_codes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(64))
+    used_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

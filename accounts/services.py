@@ -1,0 +1,152 @@
+"""Account lifecycle: registration, look-up, password changes."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from accounts.errors import N_, InvalidCredentials, InvalidPhone, InvalidUsername, UsernameTaken
+from accounts.models import User, UserStatus
+from accounts.passwords import PasswordHasher, check_password_rules
+from idp.audit.services import AuditLog
+from idp.core.clock import Clock
+from idp.core.keys import DataCipher
+
+USERNAME_MIN = 3
+USERNAME_MAX = 32
+_USERNAME = re.compile(r"^[^\W_](?:[\w.-]*[^\W_])?$")
+_MOBILE = re.compile(r"^1[3-9]\d{9}$")
+PHONE_CONTEXT = "users.phone_encrypted"
+PHONE_INDEX = "phone"
+
+
+def username_key(username: str) -> str:
+    """What makes two usernames the same: NFKC normalisation and case folding."""
+    return unicodedata.normalize("NFKC", username).strip().casefold()
+
+
+def check_username(username: str) -> str:
+    name = unicodedata.normalize("NFKC", username).strip()
+    if not USERNAME_MIN <= len(name) <= USERNAME_MAX:
+        raise InvalidUsername(
+            N_("Use %(min)d to %(max)d characters."), min=USERNAME_MIN, max=USERNAME_MAX
+        )
+    if not _USERNAME.match(name):
+        raise InvalidUsername(
+            N_("Use letters, digits, dots, hyphens and underscores, starting and ending "
+               "with a letter or digit.")
+        )
+    if name.isdigit():
+        raise InvalidUsername(
+            N_("A username cannot be only digits (it could be mistaken for a phone or "
+               "ID number).")
+        )
+    return name
+
+
+def normalise_mobile(raw: str) -> str:
+    """A mainland mobile number as 11 digits; accepts spaces, hyphens and +86."""
+    compact = re.sub(r"[\s-]", "", raw)
+    compact = compact.removeprefix("+86").removeprefix("0086")
+    if not _MOBILE.match(compact):
+        raise InvalidPhone()
+    return compact
+
+
+def mask_mobile(number: str) -> str:
+    return number[:3] + "****" + number[-4:]
+
+
+class AccountService:
+    def __init__(
+        self,
+        session: Session,
+        hasher: PasswordHasher,
+        cipher: DataCipher,
+        audit: AuditLog,
+        clock: Clock,
+    ) -> None:
+        self._session = session
+        self._hasher = hasher
+        self._cipher = cipher
+        self._audit = audit
+        self._clock = clock
+
+    def register(self, username: str, password: str, *, phone: str | None = None) -> User:
+        """Create an account; nothing is written unless every check passes."""
+        name = check_username(username)
+        check_password_rules(password, username=name)
+        number = normalise_mobile(phone) if phone else None
+        key = username_key(name)
+        if self.find_by_username(name) is not None:
+            raise UsernameTaken()
+        now = self._clock.now()
+        user = User(
+            username=name,
+            username_key=key,
+            password_hash=self._hasher.hash(password),
+            password_changed_at=now,
+            created_at=now,
+        )
+        if number is not None:
+            user.phone_encrypted = self._cipher.encrypt(number, context=PHONE_CONTEXT)
+            user.phone_index = self._cipher.blind_index(number, purpose=PHONE_INDEX)
+        self._session.add(user)
+        try:
+            self._session.flush()
+        except IntegrityError:
+            # Another registration took the name between our check and our insert.
+            self._session.rollback()
+            raise UsernameTaken() from None
+        self._audit.record("account.register", subject=user.subject,
+                           details={"phone": number is not None})
+        self._session.commit()
+        return user
+
+    def find_by_username(self, username: str) -> User | None:
+        return self._session.scalar(select(User).where(User.username_key == username_key(username)))
+
+    def find_by_public_id(self, public_id: str) -> User | None:
+        return self._session.scalar(select(User).where(User.public_id == public_id))
+
+    def get(self, user_id: int) -> User | None:
+        return self._session.get(User, user_id)
+
+    def list(self, *, limit: int = 1000, offset: int = 0) -> Sequence[User]:
+        return self._session.scalars(
+            select(User).order_by(User.id).limit(limit).offset(offset)
+        ).all()
+
+    def phone_of(self, user: User) -> str | None:
+        if user.phone_encrypted is None:
+            return None
+        return self._cipher.decrypt(user.phone_encrypted, context=PHONE_CONTEXT)
+
+    def change_password(self, user: User, current: str, new: str) -> None:
+        if user.password_hash is None or not self._hasher.verify(user.password_hash, current):
+            self._audit.record("password.change", "failure", subject=user.subject)
+            self._session.commit()
+            raise InvalidCredentials(N_("Your current password is incorrect."))
+        self.set_password(user, new, event="password.change")
+
+    def set_password(self, user: User, new: str, *, event: str = "password.set") -> None:
+        check_password_rules(new, username=user.username)
+        user.password_hash = self._hasher.hash(new)
+        user.password_changed_at = self._clock.now()
+        self._audit.record(event, subject=user.subject)
+        self._session.commit()
+
+    def confirm_password(self, user: User, password: str) -> bool:
+        """Re-authentication before a sensitive change."""
+        return user.password_hash is not None and self._hasher.verify(user.password_hash, password)
+
+    def set_status(self, user: User, status: UserStatus) -> None:
+        user.status = status
+        self._audit.record("account.status", subject=user.subject,
+                           details={"status": status.value})
+        self._session.commit()

@@ -1,0 +1,194 @@
+"""Account pages: register, the account page, authenticator app, recovery codes, password."""
+
+from __future__ import annotations
+
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    abort,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_babel import gettext as _
+
+from accounts.deps import account_service, totp_service
+from accounts.errors import (
+    AccountError,
+    InvalidCredentials,
+    InvalidOtp,
+    InvalidPhone,
+    InvalidUsername,
+    NoPendingEnrollment,
+    TotpAlreadyEnrolled,
+    UsernameTaken,
+    WeakPassword,
+)
+from accounts.forms import (
+    ActionForm,
+    PasswordChangeForm,
+    PasswordConfirmForm,
+    RegisterForm,
+    TotpConfirmForm,
+)
+from accounts.models import User
+from accounts.services import mask_mobile
+from idp.core.navigation import safe_next
+from idp.core.runtime import runtime
+from idp.login.auth import complete_sign_in, current_user, login_required
+from idp.login.throttle import RateLimit, Throttled
+
+bp = Blueprint("accounts", __name__, template_folder="templates")
+
+
+def _message(error: AccountError) -> str:
+    return _(error.message, **error.params)
+
+
+def _me() -> User:
+    user = current_user()
+    assert user is not None  # login_required ran first
+    return user
+
+
+@bp.route("/register", methods=["GET", "POST"])
+def register() -> Response:
+    settings = runtime().settings
+    if not settings.registration_enabled:
+        abort(404)
+    form = RegisterForm()
+    next_url = safe_next(request.values.get("next"))
+    context = {"form": form, "next_url": next_url}
+    if not form.validate_on_submit():
+        status = 400 if form.errors else 200
+        return make_response(render_template("accounts/register.html", **context), status)
+    rt = runtime()
+    try:
+        RateLimit(rt.store, "register", limit=settings.registrations_per_ip_per_hour,
+                  window_seconds=3600).hit(request.remote_addr or "unknown")
+    except Throttled:
+        return make_response(render_template(
+            "accounts/register.html", error=_("Too many registrations from your network. "
+                                              "Try again later."), **context), 429)
+    status = 400
+    try:
+        user = account_service().register(
+            form.username.data or "", form.password.data or "", phone=form.phone.data or None
+        )
+    except UsernameTaken as exc:
+        form.username.errors = [_message(exc)]
+        status = 409
+    except InvalidUsername as exc:
+        form.username.errors = [_message(exc)]
+    except WeakPassword as exc:
+        form.password.errors = [_message(exc)]
+    except InvalidPhone as exc:
+        form.phone.errors = [_message(exc)]
+    else:
+        complete_sign_in(user, ["pwd"])
+        flash(_("Your account has been created."), "success")
+        return redirect(next_url)
+    return make_response(render_template("accounts/register.html", **context), status)
+
+
+@bp.get("/account")
+@login_required
+def account() -> Response:
+    user = _me()
+    phone = account_service().phone_of(user)
+    totp = totp_service()
+    return make_response(render_template(
+        "accounts/account.html",
+        user=user,
+        phone=mask_mobile(phone) if phone else None,
+        recovery_left=totp.remaining_recovery_codes(user) if user.has_totp else 0,
+        form=ActionForm(),
+    ))
+
+
+@bp.route("/account/totp", methods=["GET", "POST"])
+@login_required
+def totp_setup() -> Response:
+    user = _me()
+    service = totp_service()
+    if user.has_totp:
+        flash(_("An authenticator app is already set up."), "info")
+        return redirect(url_for("accounts.account"))
+    form = TotpConfirmForm()
+    if request.method == "GET" or user.totp is None:
+        enrollment = service.begin_enrollment(user)
+        return make_response(render_template("accounts/totp_setup.html", form=form,
+                                             enrollment=enrollment))
+    try:
+        enrollment = service.pending_enrollment(user)
+    except NoPendingEnrollment:
+        return redirect(url_for("accounts.totp_setup"))
+    if not form.validate_on_submit():
+        return make_response(render_template("accounts/totp_setup.html", form=form,
+                                             enrollment=enrollment), 400)
+    try:
+        codes = service.confirm_enrollment(user, form.otp.data or "")
+    except (InvalidOtp, TotpAlreadyEnrolled, NoPendingEnrollment) as exc:
+        form.otp.errors = [_message(exc)]
+        return make_response(render_template("accounts/totp_setup.html", form=form,
+                                             enrollment=enrollment), 400)
+    return make_response(render_template("accounts/recovery_codes.html", codes=codes,
+                                         first_time=True))
+
+
+@bp.route("/account/totp/disable", methods=["GET", "POST"])
+@login_required
+def totp_disable() -> Response:
+    user = _me()
+    form = PasswordConfirmForm()
+    if not form.validate_on_submit():
+        status = 400 if form.errors else 200
+        return make_response(render_template("accounts/totp_disable.html", form=form), status)
+    if not account_service().confirm_password(user, form.password.data or ""):
+        form.password.errors = [_("Your current password is incorrect.")]
+        return make_response(render_template("accounts/totp_disable.html", form=form), 401)
+    totp_service().disable(user)
+    flash(_("The authenticator app has been removed from your account."), "success")
+    return redirect(url_for("accounts.account"))
+
+
+@bp.post("/account/recovery-codes")
+@login_required
+def recovery_codes() -> Response:
+    user = _me()
+    form = ActionForm()
+    if not form.validate_on_submit() or not user.has_totp:
+        return redirect(url_for("accounts.account"))
+    codes = totp_service().regenerate_recovery_codes(user)
+    return make_response(render_template("accounts/recovery_codes.html", codes=codes,
+                                         first_time=False))
+
+
+@bp.route("/account/password", methods=["GET", "POST"])
+@login_required
+def password_change() -> Response:
+    user = _me()
+    form = PasswordChangeForm()
+    if not form.validate_on_submit():
+        status = 400 if form.errors else 200
+        return make_response(render_template("accounts/password.html", form=form), status)
+    try:
+        account_service().change_password(
+            user, form.current_password.data or "", form.password.data or ""
+        )
+    except InvalidCredentials as exc:
+        form.current_password.errors = [_message(exc)]
+    except WeakPassword as exc:
+        form.password.errors = [_message(exc)]
+    else:
+        flash(_("Your password has been changed."), "success")
+        return redirect(url_for("accounts.account"))
+    return make_response(render_template("accounts/password.html", form=form), 400)
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)

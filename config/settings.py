@@ -1,0 +1,275 @@
+"""Every setting the service reads, with its type, default and validation.
+
+Settings come from, in increasing priority: defaults, the TOML file named by
+``IDP_CONFIG``, and ``IDP_<NAME>`` environment variables. Nothing else in the code
+base reads the environment for configuration. Tests build ``Settings`` directly.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+ENV_PREFIX = "IDP_"
+CONFIG_FILE_VARIABLE = "IDP_CONFIG"
+# Variables with this prefix belong to the test suite, not to the service.
+_IGNORED_PREFIXES = ("IDP_TEST_", "IDP_BENCH_")
+
+OWASP_MIN_ARGON2_MEMORY_KIB = 19 * 1024
+OWASP_MIN_ARGON2_TIME_COST = 2
+
+
+class SettingsError(Exception):
+    """A setting is missing, unknown or invalid; the message names it."""
+
+
+class Settings(BaseModel):
+    """The service's configuration. Immutable once built."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    # -- identity of the service
+    issuer: str = Field(
+        default="http://127.0.0.1:5000",
+        description="Public base URL; the OpenID Connect issuer identifier.",
+    )
+
+    # -- storage
+    data_dir: Path = Field(
+        default=Path("var"),
+        description="Directory for the SQLite file, key files and runtime state.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; default sqlite:///<data_dir>/idp.sqlite3. "
+        "Production: postgresql+psycopg://user:password@host/db.",
+    )
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+    redis_url: str | None = Field(
+        default=None,
+        description="Short-lived state store; unset means the in-process store "
+        "(one worker process only).",
+    )
+    redis_namespace: str = Field(
+        default="idp:",
+        pattern=r"^[A-Za-z0-9:_.-]{1,64}$",
+        description="Prefix of every key this service writes to Redis.",
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Root secret for MACs (CSRF, cookies, blind indexes, audit chain). "
+        "Unset: generated once into <data_dir>/keys/secret.key.",
+    )
+
+    # -- server
+    workers: int = Field(default=1, ge=1, le=256, description="gunicorn worker processes.")
+    threads: int = Field(default=1, ge=1, le=256, description="Threads per worker.")
+    trusted_proxy_count: int = Field(
+        default=0,
+        ge=0,
+        le=5,
+        description="Reverse proxies in front of the service whose X-Forwarded-* to trust.",
+    )
+    max_request_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+
+    # -- logging and operations
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token that /metrics requires; unset means /metrics is off.",
+    )
+
+    # -- user interface
+    default_locale: Literal["zh_CN", "en"] = "zh_CN"
+    registration_enabled: bool = True
+
+    # -- sessions
+    session_idle_timeout: int = Field(default=30 * 60, ge=60, le=7 * 24 * 3600)
+    session_max_age: int = Field(default=8 * 3600, ge=300, le=30 * 24 * 3600)
+
+    # -- passwords (Argon2id; OWASP minimum is m=19 MiB, t=2, p=1)
+    argon2_memory_kib: int = Field(default=OWASP_MIN_ARGON2_MEMORY_KIB, ge=8, le=4 * 1024 * 1024)
+    argon2_time_cost: int = Field(default=OWASP_MIN_ARGON2_TIME_COST, ge=1, le=20)
+    argon2_parallelism: int = Field(default=1, ge=1, le=16)
+    allow_weak_password_hashing: bool = Field(
+        default=False,
+        description="Permit Argon2 parameters below OWASP's minimum (test suites only).",
+    )
+
+    # -- throttling (NIST SP 800-63B 5.2.2)
+    login_failures_before_backoff: int = Field(default=5, ge=1, le=100)
+    login_backoff_base_seconds: int = Field(default=30, ge=1, le=3600)
+    login_backoff_max_seconds: int = Field(default=15 * 60, ge=1, le=24 * 3600)
+    login_failure_window_seconds: int = Field(default=24 * 3600, ge=60, le=7 * 24 * 3600)
+    ip_max_failures: int = Field(default=100, ge=1, le=100_000)
+    ip_window_seconds: int = Field(default=15 * 60, ge=10, le=24 * 3600)
+    registrations_per_ip_per_hour: int = Field(default=20, ge=1, le=100_000)
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer_is_a_base_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise ValueError("must be an http(s) URL such as https://id.example.gov.cn")
+        if parts.query or parts.fragment:
+            raise ValueError("must not have a query or fragment")
+        return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if value.startswith(("postgresql://", "postgres://")):
+            value = "postgresql+psycopg://" + value.split("://", 1)[1]
+        if not value.startswith(("sqlite://", "postgresql+psycopg://")):
+            raise ValueError("must be sqlite:///PATH or postgresql+psycopg://USER@HOST/DB")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _supported_redis(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be redis://HOST:PORT/DB, rediss://... or unix://PATH")
+        return value
+
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters (try: openssl rand -hex 32)")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.session_idle_timeout > self.session_max_age:
+            raise ValueError(
+                "session_idle_timeout: must not exceed session_max_age "
+                f"({self.session_idle_timeout} > {self.session_max_age})"
+            )
+        weak = (
+            self.argon2_memory_kib < OWASP_MIN_ARGON2_MEMORY_KIB
+            or self.argon2_time_cost < OWASP_MIN_ARGON2_TIME_COST
+        )
+        if weak and not self.allow_weak_password_hashing:
+            raise ValueError(
+                "argon2_memory_kib: Argon2id below OWASP's minimum "
+                f"(m={OWASP_MIN_ARGON2_MEMORY_KIB} KiB, t={OWASP_MIN_ARGON2_TIME_COST})"
+            )
+        if self.login_backoff_base_seconds > self.login_backoff_max_seconds:
+            raise ValueError("login_backoff_base_seconds: must not exceed login_backoff_max_seconds")
+        return self
+
+    # -- derived values
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url is not None:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'idp.sqlite3').resolve()}"
+
+    @property
+    def uses_sqlite(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+    @property
+    def is_https(self) -> bool:
+        return self.issuer.startswith("https://")
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.data_dir / "keys"
+
+
+def env_name(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+def load_settings(
+    environ: Mapping[str, str], *, overrides: Mapping[str, Any] | None = None
+) -> Settings:
+    """Build settings from a TOML file (``IDP_CONFIG``), the environment and overrides."""
+    values: dict[str, Any] = {}
+    config_file = environ.get(CONFIG_FILE_VARIABLE)
+    if config_file:
+        values.update(_read_toml(Path(config_file)))
+    fields = Settings.model_fields
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_FILE_VARIABLE:
+            continue
+        if name.startswith(_IGNORED_PREFIXES):
+            continue
+        field = name[len(ENV_PREFIX) :].lower()
+        if field not in fields:
+            raise SettingsError(f"unknown setting {name} (see the settings table in README.md)")
+        values[field] = raw
+    values.update(overrides or {})
+    return build_settings(values)
+
+
+def build_settings(values: Mapping[str, Any]) -> Settings:
+    """Validate a mapping of setting names to values; errors name the setting."""
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as exc:
+        raise SettingsError(f"cannot read {CONFIG_FILE_VARIABLE}={path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{CONFIG_FILE_VARIABLE}={path} is not valid TOML: {exc}") from None
+    unknown = sorted(set(data) - set(Settings.model_fields))
+    if unknown:
+        raise SettingsError(f"unknown setting {unknown[0]!r} in {path}")
+    return data
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"]]
+        message = error["msg"].removeprefix("Value error, ")
+        if loc:
+            field = loc[0]
+        else:
+            # model-level errors name their field as "field: message"
+            field, _, message = message.partition(": ")
+        shown = "<hidden>" if "secret" in field or "token" in field else repr(error.get("input"))
+        if field in Settings.model_fields:
+            name = f"{env_name(field)} ({field})"
+        else:
+            name = field
+        suffix = f" (got {shown})" if loc else ""
+        lines.append(f"invalid setting {name}: {message}{suffix}")
+    return "; ".join(lines)
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = parts.username or ""
+    return urlunsplit((parts.scheme, f"{user}:***@{netloc[-1]}", parts.path, parts.query, ""))

@@ -1,0 +1,1 @@
+"""The OpenID Connect provider and the application shell (factory, CLI, core services)."""

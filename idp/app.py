@@ -1,0 +1,109 @@
+"""The application factory: builds one app, in a fixed order, checking as it goes."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from flask import Flask
+from flask_wtf.csrf import CSRFProtect
+
+from config import Settings, load_settings
+from idp.core import i18n, metrics, ops, web
+from idp.core.clock import Clock, SystemClock
+from idp.core.db import Database, DatabaseUnavailable
+from idp.core.keys import KeysMissing, load_keys
+from idp.core.logs import configure_logging
+from idp.core.runtime import Runtime
+from idp.core.runtime import init_app as init_runtime
+from idp.core.schema import pending_migrations
+from idp.core.store import Store, StoreUnavailable, build_store
+from idp.sessions import StoreSessionInterface
+
+log = logging.getLogger(__name__)
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+class StartupError(Exception):
+    """The service cannot start; the message is one line naming what is wrong."""
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    store: Store | None = None,
+    clock: Clock | None = None,
+    database: Database | None = None,
+) -> Flask:
+    settings = settings or load_settings(os.environ)
+    configure_logging(settings.log_level, settings.log_format)
+
+    try:
+        keys = load_keys(settings)
+    except KeysMissing as exc:
+        raise StartupError(str(exc)) from None
+    database = database or Database.from_settings(settings)
+    try:
+        database.check()
+    except DatabaseUnavailable as exc:
+        raise StartupError(str(exc)) from None
+    if pending_migrations(database.engine):
+        raise StartupError("the database schema is not up to date; run `idp init`")
+    store = store or build_store(
+        settings.redis_url, data_dir=settings.data_dir, namespace=settings.redis_namespace
+    )
+    try:
+        store.ping()
+    except StoreUnavailable as exc:
+        raise StartupError(str(exc)) from None
+
+    app = Flask(
+        "idp",
+        root_path=str(PACKAGE_DIR),
+        template_folder="templates",
+        static_folder="static",
+    )
+    app.config.update(
+        SECRET_KEY=keys.secrets.subkey("flask").hex(),
+        MAX_CONTENT_LENGTH=settings.max_request_bytes,
+        MAX_FORM_MEMORY_SIZE=settings.max_request_bytes,
+        WTF_CSRF_TIME_LIMIT=3600,
+        WTF_CSRF_SSL_STRICT=settings.is_https,
+        PREFERRED_URL_SCHEME="https" if settings.is_https else "http",
+        IDP_REGISTRATION_ENABLED=settings.registration_enabled,
+        TEMPLATES_AUTO_RELOAD=False,
+    )
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    init_runtime(
+        app,
+        Runtime(
+            settings=settings,
+            database=database,
+            store=store,
+            keys=keys,
+            clock=clock or SystemClock(),
+        ),
+    )
+    app.session_interface = StoreSessionInterface(store, settings)
+    web.init_app(app, trusted_proxies=settings.trusted_proxy_count)
+    i18n.init_app(app)
+    CSRFProtect(app)
+    metrics.init_app(app)
+    ops.init_app(app)
+
+    import accounts
+    from idp import login
+    from idp.audit.cli import audit
+
+    login.init_app(app)
+    accounts.init_app(app)
+    app.cli.add_command(audit)
+
+    @app.get("/")
+    def index() -> object:
+        from flask import redirect, url_for
+
+        return redirect(url_for("accounts.account"))
+
+    return app

@@ -1,0 +1,153 @@
+"""Recording and verifying audit events.
+
+Each event's MAC is HMAC-SHA-256 (key derived from the root secret) over the previous
+MAC and the event's canonical form, so an edited, inserted, reordered or deleted row
+breaks the chain, and a person with database access alone cannot forge a new chain.
+Events never carry secrets or document numbers in clear.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from idp.audit.models import GENESIS_MAC, AuditEvent, AuditHead
+from idp.core.clock import Clock
+from idp.core.keys import Secrets
+
+MAC_PURPOSE = "audit-chain"
+SUCCESS = "success"
+FAILURE = "failure"
+DENIED = "denied"
+
+
+@dataclass(frozen=True)
+class AuditContext:
+    """Who and where: filled from the request (or the CLI) by the caller."""
+
+    client_ip: str | None = None
+    request_id: str | None = None
+    actor: str | None = None
+
+
+@dataclass
+class VerifyReport:
+    checked: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class AuditLog:
+    def __init__(
+        self, session: Session, secrets: Secrets, clock: Clock, context: AuditContext
+    ) -> None:
+        self._session = session
+        self._key = secrets.subkey(MAC_PURPOSE)
+        self._clock = clock
+        self._context = context
+
+    def record(
+        self,
+        event: str,
+        outcome: str = SUCCESS,
+        *,
+        subject: str | None = None,
+        actor: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> AuditEvent:
+        """Append an event to the current transaction (the caller commits)."""
+        head = self._session.execute(
+            update(AuditHead)
+            .where(AuditHead.id == 1)
+            .values(seq=AuditHead.seq + 1)
+            .returning(AuditHead.seq, AuditHead.mac)
+        ).one()
+        row = AuditEvent(
+            seq=head.seq,
+            created_at=self._clock.now(),
+            event=event,
+            outcome=outcome,
+            actor=actor or self._context.actor,
+            subject=subject,
+            client_ip=self._context.client_ip,
+            request_id=self._context.request_id,
+            details=details or {},
+        )
+        row.mac = chain_mac(self._key, head.mac, row)
+        self._session.add(row)
+        self._session.execute(update(AuditHead).where(AuditHead.id == 1).values(mac=row.mac))
+        return row
+
+    def verify(self, batch: int = 1000) -> VerifyReport:
+        report = VerifyReport()
+        previous = GENESIS_MAC
+        expected_seq = 1
+        for row in self._iterate(batch):
+            if row.seq != expected_seq:
+                report.problems.append(
+                    f"events {expected_seq}..{row.seq - 1} are missing"
+                    if row.seq > expected_seq
+                    else f"event {row.seq} is out of order"
+                )
+            if not hmac.compare_digest(row.mac, chain_mac(self._key, previous, row)):
+                report.problems.append(f"event {row.seq} ({row.event}) was altered")
+            previous = row.mac
+            expected_seq = row.seq + 1
+            report.checked += 1
+        head = self._session.get(AuditHead, 1)
+        if head is None:
+            report.problems.append("the chain head is missing")
+        elif head.seq != expected_seq - 1 or not hmac.compare_digest(head.mac, previous):
+            report.problems.append(
+                f"the chain head says {head.seq} events but {expected_seq - 1} remain: "
+                "the newest events were deleted or altered"
+            )
+        return report
+
+    def _iterate(self, batch: int) -> Iterator[AuditEvent]:
+        last = 0
+        while True:
+            rows = self._session.scalars(
+                select(AuditEvent).where(AuditEvent.seq > last).order_by(AuditEvent.seq).limit(batch)
+            ).all()
+            if not rows:
+                return
+            yield from rows
+            last = rows[-1].seq
+            self._session.expunge_all()
+
+    def recent(self, *, subject: str | None = None, limit: int = 50) -> list[AuditEvent]:
+        query = select(AuditEvent).order_by(AuditEvent.seq.desc()).limit(limit)
+        if subject is not None:
+            query = query.where(AuditEvent.subject == subject)
+        return list(self._session.scalars(query))
+
+
+def chain_mac(key: bytes, previous: str, row: AuditEvent) -> str:
+    canonical = json.dumps(
+        [
+            row.seq,
+            row.created_at.isoformat(timespec="microseconds"),
+            row.event,
+            row.outcome,
+            row.actor,
+            row.subject,
+            row.client_ip,
+            row.request_id,
+            row.details,
+        ],
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hmac.new(key, previous.encode() + canonical.encode(), hashlib.sha256).hexdigest()

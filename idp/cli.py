@@ -1,0 +1,195 @@
+"""The ``idp`` command (also reachable as ``flask --app wsgi``).
+
+Exit codes: 0 success, 1 a refused operation or unreachable dependency, 2 usage or
+invalid settings. Heavy modules are imported inside commands: ``serve`` must set up
+Prometheus' multi-process directory before ``prometheus_client`` is first imported.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+
+import click
+
+from config import Settings, SettingsError, load_settings, redact_url
+from idp.core.cli_support import EXIT_USAGE, echo_json, fail
+
+DEMO_USERS = ("demo", "demo-mfa")
+
+
+def _settings(**overrides: object) -> Settings:
+    try:
+        return load_settings(os.environ, overrides={k: v for k, v in overrides.items()
+                                                     if v is not None})
+    except SettingsError as exc:
+        fail(str(exc), EXIT_USAGE)
+
+
+@click.group()
+@click.version_option(package_name="dongguan-idp")
+def main() -> None:
+    """Dongguan unified identity service."""
+
+
+def initialise(settings: Settings) -> list[str]:
+    """Create the data directory, key files and schema; safe to run again."""
+    from idp.core.db import Database, DatabaseUnavailable
+    from idp.core.keys import ensure_keys
+    from idp.core.schema import upgrade
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    created = ensure_keys(settings)
+    database = Database.from_settings(settings)
+    try:
+        database.check()
+    except DatabaseUnavailable as exc:
+        fail(str(exc))
+    upgrade(database.engine)
+    database.dispose()
+    return created
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def init(as_json: bool) -> None:
+    """Create keys and bring the database schema up to date."""
+    settings = _settings()
+    created = initialise(settings)
+    database = redact_url(settings.effective_database_url)
+    if as_json:
+        echo_json({"database": database, "created": created})
+        return
+    for path in created:
+        click.echo(f"created {path}")
+    click.echo(f"database {database} is up to date")
+
+
+def preflight(settings: Settings) -> None:
+    """Refuse to start what cannot work, with one line saying why."""
+    from idp.core.db import Database, DatabaseUnavailable
+    from idp.core.keys import KeysMissing, load_keys
+    from idp.core.schema import pending_migrations
+    from idp.core.store import RedisStore, StoreUnavailable
+
+    if settings.redis_url is None and settings.workers > 1:
+        fail(
+            f"IDP_WORKERS={settings.workers} needs a shared store: the in-process store "
+            "serves one process only; set IDP_REDIS_URL or use IDP_WORKERS=1"
+        )
+    try:
+        load_keys(settings)
+    except KeysMissing as exc:
+        fail(str(exc))
+    database = Database.from_settings(settings)
+    try:
+        database.check()
+    except DatabaseUnavailable as exc:
+        fail(str(exc))
+    if pending_migrations(database.engine):
+        fail("the database schema is not up to date; run `idp init`")
+    database.dispose()
+    if settings.redis_url:
+        store = RedisStore(settings.redis_url, namespace=settings.redis_namespace)
+        try:
+            store.ping()
+        except StoreUnavailable as exc:
+            fail(str(exc))
+        store.close()
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--workers", type=click.IntRange(1, 256), default=None,
+              help="Overrides IDP_WORKERS.")
+@click.option("--threads", type=click.IntRange(1, 256), default=None,
+              help="Overrides IDP_THREADS.")
+def serve(host: str, port: int, workers: int | None, threads: int | None) -> None:
+    """Serve the application with gunicorn."""
+    settings = _settings(workers=workers, threads=threads)
+    preflight(settings)
+    from idp.server import prepare_metrics_dir, serve as run
+
+    prepare_metrics_dir(settings)
+    run(settings, host, port)
+
+
+def _demo_accounts(settings: Settings) -> list[tuple[str, str, str | None]]:
+    """Create (or reset) the demo accounts; returns (username, password, totp seed)."""
+    import pyotp
+
+    from accounts.deps import account_service, totp_service
+    from idp.app import StartupError, create_app
+
+    try:
+        app = create_app(settings)
+    except StartupError as exc:
+        fail(str(exc))
+    made = []
+    with app.app_context():
+        accounts = account_service(actor="demo")
+        for username in DEMO_USERS:
+            password = "-".join(secrets.token_hex(3) for _ in range(3))
+            user = accounts.find_by_username(username)
+            if user is None:
+                user = accounts.register(username, password)
+            else:
+                accounts.set_password(user, password, event="password.reset")
+            seed = None
+            if username == "demo-mfa":
+                totp = totp_service()
+                if user.has_totp:
+                    totp.disable(user)
+                enrollment = totp.begin_enrollment(user)
+                totp.confirm_enrollment(user, pyotp.TOTP(enrollment.secret).now())
+                seed = enrollment.secret
+            made.append((username, password, seed))
+    app.extensions["idp.runtime"].database.dispose()
+    return made
+
+
+@main.command()
+@click.option("--host", default=None, help="Default: the issuer's host.")
+@click.option("--port", default=None, type=click.IntRange(1, 65535),
+              help="Default: the issuer's port.")
+def demo(host: str | None, port: int | None) -> None:
+    """Initialise the embedded mode, create demo accounts and serve."""
+    from urllib.parse import urlsplit
+
+    settings = _settings()
+    issuer = urlsplit(settings.issuer)
+    host = host or issuer.hostname or "127.0.0.1"
+    port = port or issuer.port or (443 if issuer.scheme == "https" else 80)
+    from idp.server import prepare_metrics_dir, serve as run
+
+    prepare_metrics_dir(settings)
+    initialise(settings)
+    accounts = _demo_accounts(settings)
+    click.echo("")
+    click.echo("=" * 72)
+    click.echo(f"  Dongguan unified identity service (demo) at {settings.issuer}/")
+    click.echo(f"  Sign in at {settings.issuer}/login with:")
+    for username, password, seed in accounts:
+        line = f"    username {username:<10} password {password}"
+        if seed:
+            line += f"   (TOTP seed {seed}; add it to an authenticator app)"
+        click.echo(line)
+    click.echo("  Passwords are new each time the demo starts. Stop with Ctrl-C.")
+    click.echo("=" * 72)
+    click.echo("")
+    sys.stdout.flush()
+    preflight(settings)
+    run(settings, host, port)
+
+
+def _register_groups() -> None:
+    from accounts.cli import users
+    from idp.audit.cli import audit
+
+    main.add_command(users)
+    main.add_command(audit)
+
+
+_register_groups()

@@ -1,0 +1,1 @@
+"""Infrastructure every domain package uses: database, short-lived store, keys, audit, web."""

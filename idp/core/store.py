@@ -1,0 +1,280 @@
+"""The short-lived state store: sessions, codes, nonces, counters.
+
+One small interface, two implementations chosen by configuration:
+
+* ``MemoryStore`` keeps state in this process. It is for one process only (the
+  embedded mode); it refuses to be used from a second process.
+* ``RedisStore`` keeps state in Redis, shared by every worker and node.
+
+Single-use values are consumed with ``take`` (atomic get-and-delete), so two
+parallel redemptions can never both succeed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Protocol, TypeVar
+
+import redis
+
+from config import redact_url
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be reached; the message names the URL without its password."""
+
+
+class StoreMisuse(Exception):
+    """The in-process store was used from more than one process."""
+
+
+class Store(Protocol):
+    """Keys are strings, values bytes; every value expires (``ttl`` in seconds)."""
+
+    def get(self, key: str) -> bytes | None: ...
+
+    def set(self, key: str, value: bytes, ttl: float) -> None: ...
+
+    def add(self, key: str, value: bytes, ttl: float) -> bool:
+        """Set only if absent; True when this call created the key."""
+        ...
+
+    def take(self, key: str) -> bytes | None:
+        """Return and delete the value atomically; None if absent or already taken."""
+        ...
+
+    def delete(self, *keys: str) -> None: ...
+
+    def incr(self, key: str, ttl: float) -> int:
+        """Increment a counter; the first increment starts its ``ttl``."""
+        ...
+
+    def ttl(self, key: str) -> float | None:
+        """Seconds left, or None when the key does not exist."""
+        ...
+
+    def ping(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    @property
+    def shared(self) -> bool:
+        """True when several processes may use the store together."""
+        ...
+
+
+class MemoryStore:
+    """In-process store for the embedded mode and tests."""
+
+    shared = False
+
+    def __init__(self, *, namespace: str = "", lock_file: Path | None = None) -> None:
+        self._data: dict[str, tuple[bytes, float]] = {}
+        self._lock = threading.Lock()
+        self._namespace = namespace
+        self._pid = os.getpid()
+        self._lock_file = lock_file
+        self._lock_handle: IO[bytes] | None = None
+        self._operations = 0
+
+    def _key(self, key: str) -> str:
+        return self._namespace + key
+
+    def _guard(self) -> None:
+        if os.getpid() != self._pid:
+            raise StoreMisuse(
+                "the in-process store was created in another process; with several "
+                "worker processes set IDP_REDIS_URL"
+            )
+        if self._lock_file is not None and self._lock_handle is None:
+            self._acquire_process_lock(self._lock_file)
+
+    def _acquire_process_lock(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = path.open("ab")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise StoreMisuse(
+                f"another process already uses the in-process store of {path.parent}; "
+                "run one worker process, or set IDP_REDIS_URL for several"
+            ) from None
+        self._lock_handle = handle
+
+    def _live(self, key: str, now: float) -> bytes | None:
+        entry = self._data.get(key)
+        if entry is None:
+            return None
+        if entry[1] <= now:
+            del self._data[key]
+            return None
+        return entry[0]
+
+    def _sweep(self, now: float) -> None:
+        self._operations += 1
+        if self._operations % 1024:
+            return
+        expired = [key for key, (_, expires) in self._data.items() if expires <= now]
+        for key in expired:
+            del self._data[key]
+
+    def get(self, key: str) -> bytes | None:
+        self._guard()
+        with self._lock:
+            return self._live(self._key(key), time.monotonic())
+
+    def set(self, key: str, value: bytes, ttl: float) -> None:
+        self._guard()
+        now = time.monotonic()
+        with self._lock:
+            self._sweep(now)
+            self._data[self._key(key)] = (value, now + ttl)
+
+    def add(self, key: str, value: bytes, ttl: float) -> bool:
+        self._guard()
+        now = time.monotonic()
+        with self._lock:
+            self._sweep(now)
+            full = self._key(key)
+            if self._live(full, now) is not None:
+                return False
+            self._data[full] = (value, now + ttl)
+            return True
+
+    def take(self, key: str) -> bytes | None:
+        self._guard()
+        now = time.monotonic()
+        with self._lock:
+            value = self._live(self._key(key), now)
+            if value is not None:
+                del self._data[self._key(key)]
+            return value
+
+    def delete(self, *keys: str) -> None:
+        self._guard()
+        with self._lock:
+            for key in keys:
+                self._data.pop(self._key(key), None)
+
+    def incr(self, key: str, ttl: float) -> int:
+        self._guard()
+        now = time.monotonic()
+        with self._lock:
+            self._sweep(now)
+            full = self._key(key)
+            current = self._live(full, now)
+            if current is None:
+                self._data[full] = (b"1", now + ttl)
+                return 1
+            count = int(current) + 1
+            self._data[full] = (str(count).encode(), self._data[full][1])
+            return count
+
+    def ttl(self, key: str) -> float | None:
+        self._guard()
+        now = time.monotonic()
+        with self._lock:
+            full = self._key(key)
+            if self._live(full, now) is None:
+                return None
+            return self._data[full][1] - now
+
+    def ping(self) -> None:
+        """Always reachable; does not claim the data directory (CLI commands ping too)."""
+
+    def close(self) -> None:
+        if self._lock_handle is not None:
+            self._lock_handle.close()
+            self._lock_handle = None
+
+
+class RedisStore:
+    """Redis-backed store shared by every worker and node."""
+
+    shared = True
+
+    def __init__(self, url: str, *, namespace: str = "idp:") -> None:
+        self.url = url
+        self._namespace = namespace
+        self._redis = redis.Redis.from_url(
+            url, socket_connect_timeout=3, socket_timeout=5, health_check_interval=30
+        )
+
+    def _key(self, key: str) -> str:
+        return self._namespace + key
+
+    def _call(self, operation: str, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except redis.RedisError as exc:
+            raise StoreUnavailable(
+                f"cannot reach the store at {redact_url(self.url)} ({operation}): {exc}"
+            ) from None
+
+    def get(self, key: str) -> bytes | None:
+        return self._call("get", lambda: self._redis.get(self._key(key)))  # type: ignore[arg-type,return-value]
+
+    def set(self, key: str, value: bytes, ttl: float) -> None:
+        self._call("set", lambda: self._redis.set(self._key(key), value, px=_millis(ttl)))
+
+    def add(self, key: str, value: bytes, ttl: float) -> bool:
+        created = self._call(
+            "add", lambda: self._redis.set(self._key(key), value, px=_millis(ttl), nx=True)
+        )
+        return bool(created)
+
+    def take(self, key: str) -> bytes | None:
+        return self._call("take", lambda: self._redis.getdel(self._key(key)))  # type: ignore[arg-type,return-value]
+
+    def delete(self, *keys: str) -> None:
+        if keys:
+            self._call("delete", lambda: self._redis.delete(*(self._key(k) for k in keys)))
+
+    def incr(self, key: str, ttl: float) -> int:
+        full = self._key(key)
+
+        def run() -> int:
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.incr(full)
+            pipe.pexpire(full, _millis(ttl), nx=True)
+            count, _ = pipe.execute()
+            return int(count)
+
+        return self._call("incr", run)
+
+    def ttl(self, key: str) -> float | None:
+        millis = self._call("ttl", lambda: self._redis.pttl(self._key(key)))
+        remaining = int(millis)  # type: ignore[arg-type]
+        if remaining == -2:
+            return None
+        return None if remaining < 0 else remaining / 1000
+
+    def ping(self) -> None:
+        self._call("ping", self._redis.ping)
+
+    def close(self) -> None:
+        self._redis.close()
+
+
+def _millis(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+def build_store(redis_url: str | None, *, data_dir: Path, namespace: str = "idp:") -> Store:
+    if redis_url:
+        return RedisStore(redis_url, namespace=namespace)
+    log.warning(
+        "EMBEDDED MODE: short-lived state is kept in this process only; "
+        "run one worker, and set IDP_REDIS_URL for production"
+    )
+    return MemoryStore(namespace=namespace, lock_file=data_dir / "store.lock")

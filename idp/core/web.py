@@ -1,0 +1,191 @@
+"""Cross-cutting HTTP behaviour: request ids, security headers, input guards, errors.
+
+Every error a user can cause ends here as a clear page (or JSON ``error`` /
+``error_description`` for API endpoints) with a 4xx status; anything unexpected is
+logged with its request id and answered with a plain 500 page, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any
+from urllib.parse import parse_qsl
+
+from flask import Flask, Response, g, jsonify, render_template, request
+from flask_babel import gettext as _
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from sqlalchemy.exc import OperationalError
+
+from idp.core.db import DatabaseUnavailable
+from idp.core.store import StoreUnavailable
+
+log = logging.getLogger("idp.http")
+access_log = logging.getLogger("idp.access")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_FORM_TYPES = {"application/x-www-form-urlencoded"}
+MAX_FORM_FIELDS = 50
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+# Blueprints whose errors are JSON (API endpoints register themselves here).
+JSON_BLUEPRINTS_KEY = "IDP_JSON_BLUEPRINTS"
+
+
+class BadInput(HTTPException):
+    code = 400
+    description = "The request could not be read."
+
+
+def wants_json() -> bool:
+    if request.blueprint in g.get("json_blueprints", ()):
+        return True
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return best == "application/json" and not request.accept_mimetypes.accept_html
+
+
+def error_response(
+    status: int, message: str, *, error: str = "invalid_request", title: str | None = None
+) -> Response:
+    if wants_json():
+        response = jsonify(error=error, error_description=message)
+        response.status_code = status
+        return response
+    body = render_template("error.html", status=status, title=title or _("Something went wrong"),
+                           message=message)
+    return Response(body, status=status, mimetype="text/html")
+
+
+def _guard_input() -> Response | None:
+    """Reject undecodable input before any view reads it (Werkzeug would replace it)."""
+    try:
+        _strict_parse(request.query_string.decode("utf-8"))
+        if request.method in {"POST", "PUT", "PATCH"} and request.mimetype in _FORM_TYPES:
+            _strict_parse(request.get_data(cache=True).decode("utf-8"))
+    except UnicodeDecodeError:
+        return error_response(400, _("The request is not valid UTF-8 text."),
+                              title=_("Unreadable request"))
+    except ValueError:
+        return error_response(400, _("The request has too many fields."),
+                              title=_("Unreadable request"))
+    return None
+
+
+def _strict_parse(text: str) -> None:
+    if text:
+        parse_qsl(
+            text, keep_blank_values=True, strict_parsing=False, encoding="utf-8",
+            errors="strict", max_num_fields=MAX_FORM_FIELDS,
+        )
+
+
+def _security_headers(response: Response) -> Response:
+    headers = response.headers
+    headers.setdefault("Content-Security-Policy", CSP)
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("Referrer-Policy", "same-origin")
+    headers.setdefault("X-Frame-Options", "DENY")
+    headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+    headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
+    if request.scheme == "https" or request.headers.get("X-Forwarded-Proto") == "https":
+        headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+    if response.mimetype == "text/html":
+        headers.setdefault("Cache-Control", "no-store")
+    headers["X-Request-Id"] = g.get("request_id", "")
+    started = g.get("request_started_at")
+    if started is not None and request.endpoint != "static":
+        access_log.info(
+            "request",
+            extra={
+                "method": request.method,
+                # the path only: query strings may carry codes and tokens
+                "path": request.path,
+                "status": response.status_code,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                "client_ip": request.remote_addr,
+            },
+        )
+    return response
+
+
+def _http_error(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    if isinstance(exc, RequestEntityTooLarge):
+        return error_response(413, _("The request is too large."), title=_("Request too large"))
+    messages: dict[int, Any] = {
+        400: _("The request could not be understood."),
+        403: _("You are not allowed to do that."),
+        404: _("There is no page at this address."),
+        405: _("This address does not accept that kind of request."),
+        429: _("Too many requests. Please wait and try again."),
+    }
+    message = messages.get(status, exc.description or _("The request failed."))
+    if isinstance(exc, BadInput) and exc.description:
+        message = exc.description
+    error = {404: "not_found", 405: "invalid_request", 429: "slow_down"}.get(status,
+                                                                        "invalid_request")
+    if status >= 500:
+        error = "server_error"
+    return error_response(status, str(message), error=error)
+
+
+def _csrf_error(_exc: CSRFError) -> Response:
+    return error_response(
+        400,
+        _("This form has expired or was not sent from this site. Go back, reload the page "
+          "and try again."),
+        title=_("Form expired"),
+        error="invalid_request",
+    )
+
+
+def _unavailable(exc: Exception) -> Response:
+    log.error("dependency unavailable: %s", exc)
+    return error_response(503, _("The service is temporarily unavailable. Please try again "
+                                 "shortly."), error="temporarily_unavailable",
+                          title=_("Temporarily unavailable"))
+
+
+def _unexpected(exc: Exception) -> Response:
+    log.exception("unhandled error", exc_info=exc)
+    return error_response(500, _("An unexpected error occurred. It has been logged; please "
+                                 "try again."), error="server_error")
+
+
+def init_app(app: Flask, *, trusted_proxies: int) -> None:
+    if trusted_proxies:
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=trusted_proxies, x_proto=trusted_proxies,
+            x_host=trusted_proxies, x_port=trusted_proxies,
+        )
+    app.config.setdefault(JSON_BLUEPRINTS_KEY, set())
+    json_blueprints: set[str] = app.config[JSON_BLUEPRINTS_KEY]
+
+    def begin() -> None:
+        g.request_started_at = time.perf_counter()
+        supplied = request.headers.get("X-Request-Id", "")
+        g.request_id = supplied if _REQUEST_ID.match(supplied) else uuid.uuid4().hex
+        g.json_blueprints = json_blueprints
+
+    app.before_request(begin)
+    app.before_request(_guard_input)
+    app.after_request(_security_headers)
+    app.register_error_handler(CSRFError, _csrf_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(StoreUnavailable, _unavailable)
+    app.register_error_handler(DatabaseUnavailable, _unavailable)
+    app.register_error_handler(OperationalError, _unavailable)
+    app.register_error_handler(Exception, _unexpected)
+
+
+def register_json_blueprint(app: Flask, name: str) -> None:
+    app.config.setdefault(JSON_BLUEPRINTS_KEY, set()).add(name)

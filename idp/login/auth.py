@@ -1,0 +1,86 @@
+"""Who is signed in: the SSO session's contents and the helpers views use.
+
+Session keys: ``uid`` (account id), ``sub`` (public id), ``auth_time``, ``amr`` (RFC
+8176 method references), ``sid`` (the OpenID Connect session id), and ``pending`` while
+a second factor is awaited.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar, cast
+
+from flask import g, redirect, request, session, url_for
+
+from accounts.deps import account_service
+from accounts.models import User, UserStatus
+from idp.sessions import StoreSession
+
+F = TypeVar("F", bound=Callable[..., Any])
+PENDING_TTL = 5 * 60
+
+
+def current_user() -> User | None:
+    if "current_user" in g:
+        return cast(User | None, g.current_user)
+    user = None
+    uid = session.get("uid")
+    if uid is not None:
+        user = account_service().get(int(uid))
+        if user is None or user.status is not UserStatus.ACTIVE:
+            sign_out()
+            user = None
+    g.current_user = user
+    return user
+
+
+def login_required(view: F) -> F:
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if current_user() is None:
+            return redirect(url_for("login.login", next=request.full_path.rstrip("?")))
+        return view(*args, **kwargs)
+
+    return cast(F, wrapper)
+
+
+def begin_second_factor(
+    user: User, *, account_key: str, device_id: str | None, next_url: str
+) -> None:
+    session["pending"] = {
+        "uid": user.id, "at": time.time(), "key": account_key, "dev": device_id,
+        "next": next_url,
+    }
+
+
+def pending_second_factor() -> dict[str, Any] | None:
+    pending = session.get("pending")
+    if not isinstance(pending, dict):
+        return None
+    if time.time() - float(pending.get("at", 0)) > PENDING_TTL:
+        session.pop("pending", None)
+        return None
+    return pending
+
+
+def complete_sign_in(user: User, amr: list[str]) -> None:
+    """Start the signed-in session under a fresh identifier (no session fixation)."""
+    store_session = cast(StoreSession, session)
+    session.clear()  # includes the CSRF token: a new one is made for the new session
+    session.update(
+        uid=user.id,
+        sub=user.public_id,
+        auth_time=int(time.time()),
+        amr=amr,
+        sid=secrets.token_urlsafe(16),
+    )
+    store_session.rotate()
+    g.current_user = user
+
+
+def sign_out() -> None:
+    cast(StoreSession, session).destroy()
+    g.current_user = None

@@ -1,0 +1,176 @@
+"""Sign-in pages: ``/login`` (password), ``/login/otp`` (second factor), ``/logout``."""
+
+from __future__ import annotations
+
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_babel import gettext as _
+from flask_babel import ngettext
+
+from accounts.deps import account_service, hasher, totp_service
+from accounts.errors import InvalidCredentials, InvalidOtp
+from idp.core.navigation import safe_next
+from idp.core.runtime import audit_log, db, runtime
+from idp.login.auth import (
+    begin_second_factor,
+    complete_sign_in,
+    current_user,
+    pending_second_factor,
+    sign_out,
+)
+from idp.login.forms import LoginForm, LogoutForm, OtpForm
+from idp.login.services import SignInService
+from idp.login.throttle import Throttle, Throttled
+
+bp = Blueprint("login", __name__, template_folder="templates")
+
+DEVICE_COOKIE = "idp_device"
+DEVICE_COOKIE_DAYS = 180
+
+
+def sign_in_service() -> SignInService:
+    rt = runtime()
+    return SignInService(
+        db(),
+        account_service(),
+        hasher(),
+        totp_service(),
+        Throttle(rt.store, rt.clock, rt.settings, rt.keys.secrets, scope="pwd"),
+        Throttle(rt.store, rt.clock, rt.settings, rt.keys.secrets, scope="otp"),
+        audit_log(),
+    )
+
+
+def _client_ip() -> str:
+    return request.remote_addr or "unknown"
+
+
+def _wait_message(exc: Throttled) -> str:
+    minutes = (exc.retry_after + 59) // 60
+    if exc.retry_after < 60:
+        return ngettext(
+            "Too many attempts. Try again in %(num)d second.",
+            "Too many attempts. Try again in %(num)d seconds.",
+            exc.retry_after,
+        )
+    return ngettext(
+        "Too many attempts. Try again in %(num)d minute.",
+        "Too many attempts. Try again in %(num)d minutes.",
+        minutes,
+    )
+
+
+def _throttled(template: str, exc: Throttled, **context: object) -> Response:
+    response = make_response(render_template(template, error=_wait_message(exc), **context), 429)
+    response.headers["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Response:
+    next_url = safe_next(request.values.get("next"))
+    if request.method == "GET" and current_user() is not None:
+        return redirect(next_url)
+    form = LoginForm()
+    context = {"form": form, "next_url": next_url}
+    if not form.validate_on_submit():
+        status = 400 if form.errors else 200
+        return make_response(render_template("login/login.html", **context), status)
+    service = sign_in_service()
+    try:
+        result = service.check_password(
+            form.username.data or "",
+            form.password.data or "",
+            client_ip=_client_ip(),
+            device_cookie=request.cookies.get(DEVICE_COOKIE),
+        )
+    except Throttled as exc:
+        return _throttled("login/login.html", exc, **context)
+    except InvalidCredentials as exc:
+        return make_response(
+            render_template("login/login.html", error=_(exc.message), **context), 401
+        )
+    if result.needs_otp:
+        begin_second_factor(result.user, account_key=result.account_key,
+                            device_id=result.device_id, next_url=next_url)
+        return redirect(url_for("login.otp"))
+    complete_sign_in(result.user, ["pwd"])
+    service.record_success(result.user, ["pwd"])
+    response = redirect(next_url)
+    _remember_device(response, result.account_key, result.device_id)
+    return response
+
+
+@bp.route("/login/otp", methods=["GET", "POST"])
+def otp() -> Response:
+    pending = pending_second_factor()
+    if pending is None:
+        flash(_("Please sign in again."), "info")
+        return redirect(url_for("login.login"))
+    user = account_service().get(int(pending["uid"]))
+    if user is None:
+        sign_out()
+        return redirect(url_for("login.login"))
+    form = OtpForm()
+    if not form.validate_on_submit():
+        status = 400 if form.errors else 200
+        return make_response(render_template("login/otp.html", form=form), status)
+    service = sign_in_service()
+    try:
+        service.check_otp(user, form.otp.data or "", client_ip=_client_ip(),
+                          device_id=pending.get("dev"))
+    except Throttled as exc:
+        return _throttled("login/otp.html", exc, form=form)
+    except InvalidOtp as exc:
+        return make_response(
+            render_template("login/otp.html", form=form, error=_(exc.message)), 401
+        )
+    amr = ["pwd", "otp", "mfa"]
+    complete_sign_in(user, amr)
+    service.record_success(user, amr)
+    response = redirect(safe_next(pending.get("next")))
+    _remember_device(response, str(pending.get("key")), pending.get("dev"))
+    return response
+
+
+def _remember_device(response: Response, account_key: str, device_id: str | None) -> None:
+    """Give this browser a device cookie (OWASP): it is exempt from the account's back-off."""
+    if device_id is not None:
+        return
+    rt = runtime()
+    cookie = Throttle(rt.store, rt.clock, rt.settings, rt.keys.secrets).issue_device_cookie(
+        account_key
+    )
+    response.set_cookie(
+        DEVICE_COOKIE, cookie, max_age=DEVICE_COOKIE_DAYS * 24 * 3600, httponly=True,
+        secure=rt.settings.is_https, samesite="Lax", path="/login",
+    )
+
+
+@bp.route("/logout", methods=["GET", "POST"])
+def logout() -> Response:
+    form = LogoutForm()
+    if request.method == "POST" and form.validate_on_submit():
+        user = current_user()
+        if user is not None:
+            audit_log().record("signout", subject=user.subject)
+            db().commit()
+        sign_out()
+        flash(_("You have signed out."), "info")
+        return redirect(url_for("login.login"))
+    if current_user() is None:
+        return redirect(url_for("login.login"))
+    return make_response(render_template("login/logout.html", form=form))
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)

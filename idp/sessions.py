@@ -1,0 +1,122 @@
+"""Browser sessions kept in the short-lived store (the SSO session).
+
+The cookie carries only a random 256-bit identifier; the store key is its SHA-256, so a
+dump of Redis does not yield usable cookies. Every worker and node sees the same
+sessions. A session ends after ``session_idle_timeout`` without use or
+``session_max_age`` after it began, whichever is first. ``rotate()`` (called at sign-in)
+moves the data to a fresh identifier so a planted cookie is worthless (session fixation).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+import time
+from typing import Any
+
+from flask import Flask, Request, Response
+from flask.sessions import SessionInterface, SessionMixin
+from werkzeug.datastructures import CallbackDict
+
+from config import Settings
+from idp.core.store import Store
+
+COOKIE_NAME = "idp_session"
+SECURE_COOKIE_NAME = "__Host-idp_session"
+_SID = re.compile(r"^[A-Za-z0-9_-]{43}$")
+# Refresh the idle deadline at most this often, so reads do not all become writes.
+TOUCH_INTERVAL = 60
+_CREATED = "_created"
+_TOUCHED = "_touched"
+
+
+def _store_key(sid: str) -> str:
+    return "s:" + hashlib.sha256(sid.encode()).hexdigest()
+
+
+class StoreSession(CallbackDict[str, Any], SessionMixin):
+    def __init__(self, initial: dict[str, Any] | None = None, sid: str | None = None) -> None:
+        def on_update(_self: CallbackDict[str, Any]) -> None:
+            self.modified = True
+
+        super().__init__(initial or {}, on_update)
+        self.sid = sid
+        self.new = sid is None
+        self.modified = False
+        self.rotate_requested = False
+        self.destroy_requested = False
+
+    def rotate(self) -> None:
+        """Give the session a new identifier when the response is sent."""
+        self.rotate_requested = True
+        self.modified = True
+
+    def destroy(self) -> None:
+        """End the session: delete it from the store and clear the cookie."""
+        self.clear()
+        self.destroy_requested = True
+
+
+class StoreSessionInterface(SessionInterface):
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.idle = settings.session_idle_timeout
+        self.max_age = settings.session_max_age
+        self.secure = settings.is_https
+        self.cookie_name = SECURE_COOKIE_NAME if self.secure else COOKIE_NAME
+
+    def open_session(self, app: Flask, request: Request) -> StoreSession:
+        sid = request.cookies.get(self.cookie_name, "")
+        if not _SID.match(sid):
+            return StoreSession()
+        raw = self.store.get(_store_key(sid))
+        if raw is None:
+            return StoreSession()
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return StoreSession()
+        if time.time() - data.get(_CREATED, 0) > self.max_age:
+            self.store.delete(_store_key(sid))
+            return StoreSession()
+        return StoreSession(data, sid)
+
+    def save_session(  # type: ignore[override]
+        self, app: Flask, session: StoreSession, response: Response
+    ) -> None:
+        if session.destroy_requested:
+            if session.sid:
+                self.store.delete(_store_key(session.sid))
+            response.delete_cookie(self.cookie_name, path="/", secure=self.secure,
+                                   httponly=True, samesite="Lax")
+            return
+        now = time.time()
+        if not session.sid and not session:
+            return  # nothing worth a session yet
+        touched = session.get(_TOUCHED, 0)
+        if not (session.modified or session.new or now - touched > TOUCH_INTERVAL):
+            return
+        if session.rotate_requested and session.sid:
+            self.store.delete(_store_key(session.sid))
+            session.sid = None
+        sid = session.sid or secrets.token_urlsafe(32)
+        data = dict(session)
+        data.setdefault(_CREATED, now)
+        data[_TOUCHED] = now
+        remaining = data[_CREATED] + self.max_age - now
+        ttl = min(self.idle, remaining)
+        if ttl <= 0:
+            self.store.delete(_store_key(sid))
+            return
+        self.store.set(_store_key(sid), json.dumps(data, separators=(",", ":")).encode(), ttl)
+        session.sid = sid
+        response.set_cookie(
+            self.cookie_name, sid, httponly=True, secure=self.secure, samesite="Lax", path="/"
+        )
+        response.vary.add("Cookie")
+
+
+def session_age(session: SessionMixin) -> float:
+    return time.time() - float(session.get(_CREATED, time.time()))

@@ -1,0 +1,188 @@
+"""Fixtures shared by the whole suite.
+
+Storage back ends: every test that uses ``app``/``client``/``services`` runs twice,
+on the embedded back end (SQLite file + in-process store) and on the production one
+(PostgreSQL + Redis, from ``IDP_TEST_DATABASE_URL`` / ``IDP_TEST_REDIS_URL``). When
+those variables are unset the production runs are skipped; when they are set and the
+service cannot be reached, the run fails.
+
+The schema always comes from the real Alembic migrations: once per run into a SQLite
+template file (copied for each test) and into a fresh PostgreSQL schema (truncated
+after each test). Tests commit for real, so several processes can share the data.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine, make_url
+
+from config import Settings
+from config.settings import build_settings
+from idp.app import create_app
+from idp.core.clock import FrozenClock
+from idp.core.db import build_engine
+from idp.core.keys import ensure_keys
+from idp.core.schema import metadata, upgrade
+from idp.core.store import MemoryStore, RedisStore, Store
+
+PG_URL = os.environ.get("IDP_TEST_DATABASE_URL")
+REDIS_URL = os.environ.get("IDP_TEST_REDIS_URL")
+TEST_SECRET = "test-secret-" + "x" * 40
+RUN_ID = uuid.uuid4().hex[:10]
+
+BACKENDS = ["embedded", "production"]
+
+
+@dataclass
+class Backend:
+    name: str
+    database_url: str
+    redis_url: str | None
+    redis_namespace: str
+
+    def make_store(self, data_dir: Path) -> Store:
+        if self.redis_url:
+            return RedisStore(self.redis_url, namespace=self.redis_namespace)
+        return MemoryStore(lock_file=data_dir / "store.lock")
+
+
+def _fail_unreachable(what: str, url: str, exc: Exception) -> None:
+    pytest.fail(f"{what} at {url} is unreachable ({exc}); the production back end was "
+                "requested, so this is a failure, not a skip", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "idp.sqlite3"
+    engine = build_engine(f"sqlite:///{path}")
+    upgrade(engine)
+    engine.dispose()
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_schema() -> Iterator[tuple[str, Engine]]:
+    if not PG_URL:
+        pytest.skip("IDP_TEST_DATABASE_URL is not set: production back end not tested")
+    schema = f"idp_test_{RUN_ID}"
+    admin = create_engine(PG_URL)
+    try:
+        with admin.begin() as connection:
+            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except Exception as exc:  # noqa: BLE001 - any failure to connect fails the run
+        _fail_unreachable("PostgreSQL", PG_URL, exc)
+    url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    url_text = url.render_as_string(hide_password=False)
+    engine = build_engine(url_text, pool_size=5)
+    upgrade(engine)
+    yield url_text, engine
+    engine.dispose()
+    with admin.begin() as connection:
+        connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_client() -> Iterator[redis.Redis]:
+    if not REDIS_URL:
+        pytest.skip("IDP_TEST_REDIS_URL is not set: production back end not tested")
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        _fail_unreachable("Redis", REDIS_URL, exc)
+    yield client
+    client.close()
+
+
+def _truncate(engine: Engine) -> None:
+    tables = [table.name for table in metadata.sorted_tables]
+    with engine.begin() as connection:
+        connection.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        connection.execute(
+            text("INSERT INTO audit_head (id, seq, mac) VALUES (1, 0, :mac)"), {"mac": "0" * 64}
+        )
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    if request.param == "embedded":
+        template: Path = request.getfixturevalue("sqlite_template")
+        target = tmp_path / "idp.sqlite3"
+        shutil.copyfile(template, target)
+        yield Backend("embedded", f"sqlite:///{target}", None, "")
+        return
+    url, engine = request.getfixturevalue("pg_schema")
+    client: redis.Redis = request.getfixturevalue("redis_client")
+    namespace = f"idp-test:{RUN_ID}:{uuid.uuid4().hex[:8]}:"
+    assert REDIS_URL is not None
+    yield Backend("production", url, REDIS_URL, namespace)
+    _truncate(engine)
+    keys = list(client.scan_iter(match=namespace + "*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+def make_settings(tmp_path: Path, backend: Backend, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "issuer": "http://localhost",
+        "data_dir": tmp_path,
+        "database_url": backend.database_url,
+        "redis_url": backend.redis_url,
+        "redis_namespace": backend.redis_namespace or "idp:",
+        "secret_key": TEST_SECRET,
+        "log_format": "text",
+        "log_level": "WARNING",
+    }
+    values.update(overrides)
+    settings = build_settings(values)
+    ensure_keys(settings)
+    return settings
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    """Override in a test module to change settings for its apps."""
+    return {}
+
+
+@pytest.fixture
+def settings(tmp_path: Path, backend: Backend, settings_overrides: dict[str, Any]) -> Settings:
+    return make_settings(tmp_path, backend, **settings_overrides)
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock()
+
+
+@pytest.fixture
+def store(backend: Backend, tmp_path: Path) -> Iterator[Store]:
+    made = backend.make_store(tmp_path)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def app(settings: Settings, store: Store, clock: FrozenClock) -> Iterator[Flask]:
+    application = create_app(settings, store=store, clock=clock)
+    application.config["TESTING"] = True
+    yield application
+    application.extensions["idp.runtime"].database.dispose()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
