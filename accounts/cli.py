@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import click
+
 from accounts.deps import account_service
 from accounts.errors import AccountError
 from accounts.models import User
@@ -29,8 +30,13 @@ def users() -> None:
 
 @users.command("create")
 @click.option("--username", required=True)
-@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True,
-              help="Prompted for (hidden) when omitted.")
+@click.option(
+    "--password",
+    prompt=True,
+    hide_input=True,
+    confirmation_prompt=True,
+    help="Prompted for (hidden) when omitted.",
+)
 @click.option("--phone", default=None, help="Mainland mobile number (optional).")
 @click.option("--json", "as_json", is_flag=True, help="Print the account as JSON.")
 @with_app

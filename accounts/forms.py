@@ -23,9 +23,7 @@ class TotpConfirmForm(FlaskForm):  # type: ignore[misc]
 
 
 class PasswordConfirmForm(FlaskForm):  # type: ignore[misc]
-    password = PasswordField(
-        _l("Current password"), validators=[InputRequired(), Length(max=1024)]
-    )
+    password = PasswordField(_l("Current password"), validators=[InputRequired(), Length(max=1024)])
 
 
 class PasswordChangeForm(FlaskForm):  # type: ignore[misc]

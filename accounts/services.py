@@ -38,13 +38,14 @@ def check_username(username: str) -> str:
         )
     if not _USERNAME.match(name):
         raise InvalidUsername(
-            N_("Use letters, digits, dots, hyphens and underscores, starting and ending "
-               "with a letter or digit.")
+            N_(
+                "Use letters, digits, dots, hyphens and underscores, starting and ending "
+                "with a letter or digit."
+            )
         )
     if name.isdigit():
         raise InvalidUsername(
-            N_("A username cannot be only digits (it could be mistaken for a phone or "
-               "ID number).")
+            N_("A username cannot be only digits (it could be mistaken for a phone or ID number).")
         )
     return name
 
@@ -103,8 +104,9 @@ class AccountService:
             # Another registration took the name between our check and our insert.
             self._session.rollback()
             raise UsernameTaken() from None
-        self._audit.record("account.register", subject=user.subject,
-                           details={"phone": number is not None})
+        self._audit.record(
+            "account.register", subject=user.subject, details={"phone": number is not None}
+        )
         self._session.commit()
         return user
 
@@ -147,6 +149,5 @@ class AccountService:
 
     def set_status(self, user: User, status: UserStatus) -> None:
         user.status = status
-        self._audit.record("account.status", subject=user.subject,
-                           details={"status": status.value})
+        self._audit.record("account.status", subject=user.subject, details={"status": status.value})
         self._session.commit()

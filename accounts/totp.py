@@ -152,7 +152,7 @@ class TotpService:
             .values(last_used_step=matched)
             .execution_options(synchronize_session="fetch")
         )
-        return result.rowcount == 1  # type: ignore[attr-defined]
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
     # -- recovery codes
 

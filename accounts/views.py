@@ -5,7 +5,6 @@ from __future__ import annotations
 from flask import (
     Blueprint,
     Flask,
-    Response,
     abort,
     flash,
     make_response,
@@ -14,6 +13,7 @@ from flask import (
     request,
     url_for,
 )
+from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 
 from accounts.deps import account_service, totp_service
@@ -46,7 +46,7 @@ bp = Blueprint("accounts", __name__, template_folder="templates")
 
 
 def _message(error: AccountError) -> str:
-    return _(error.message, **error.params)
+    return str(_(error.message, **error.params))
 
 
 def _me() -> User:
@@ -56,7 +56,7 @@ def _me() -> User:
 
 
 @bp.route("/register", methods=["GET", "POST"])
-def register() -> Response:
+def register() -> ResponseReturnValue:
     settings = runtime().settings
     if not settings.registration_enabled:
         abort(404)
@@ -68,12 +68,18 @@ def register() -> Response:
         return make_response(render_template("accounts/register.html", **context), status)
     rt = runtime()
     try:
-        RateLimit(rt.store, "register", limit=settings.registrations_per_ip_per_hour,
-                  window_seconds=3600).hit(request.remote_addr or "unknown")
+        RateLimit(
+            rt.store, "register", limit=settings.registrations_per_ip_per_hour, window_seconds=3600
+        ).hit(request.remote_addr or "unknown")
     except Throttled:
-        return make_response(render_template(
-            "accounts/register.html", error=_("Too many registrations from your network. "
-                                              "Try again later."), **context), 429)
+        return make_response(
+            render_template(
+                "accounts/register.html",
+                error=_("Too many registrations from your network. Try again later."),
+                **context,
+            ),
+            429,
+        )
     status = 400
     try:
         user = account_service().register(
@@ -97,22 +103,24 @@ def register() -> Response:
 
 @bp.get("/account")
 @login_required
-def account() -> Response:
+def account() -> ResponseReturnValue:
     user = _me()
     phone = account_service().phone_of(user)
     totp = totp_service()
-    return make_response(render_template(
-        "accounts/account.html",
-        user=user,
-        phone=mask_mobile(phone) if phone else None,
-        recovery_left=totp.remaining_recovery_codes(user) if user.has_totp else 0,
-        form=ActionForm(),
-    ))
+    return make_response(
+        render_template(
+            "accounts/account.html",
+            user=user,
+            phone=mask_mobile(phone) if phone else None,
+            recovery_left=totp.remaining_recovery_codes(user) if user.has_totp else 0,
+            form=ActionForm(),
+        )
+    )
 
 
 @bp.route("/account/totp", methods=["GET", "POST"])
 @login_required
-def totp_setup() -> Response:
+def totp_setup() -> ResponseReturnValue:
     user = _me()
     service = totp_service()
     if user.has_totp:
@@ -121,28 +129,32 @@ def totp_setup() -> Response:
     form = TotpConfirmForm()
     if request.method == "GET" or user.totp is None:
         enrollment = service.begin_enrollment(user)
-        return make_response(render_template("accounts/totp_setup.html", form=form,
-                                             enrollment=enrollment))
+        return make_response(
+            render_template("accounts/totp_setup.html", form=form, enrollment=enrollment)
+        )
     try:
         enrollment = service.pending_enrollment(user)
     except NoPendingEnrollment:
         return redirect(url_for("accounts.totp_setup"))
     if not form.validate_on_submit():
-        return make_response(render_template("accounts/totp_setup.html", form=form,
-                                             enrollment=enrollment), 400)
+        return make_response(
+            render_template("accounts/totp_setup.html", form=form, enrollment=enrollment), 400
+        )
     try:
         codes = service.confirm_enrollment(user, form.otp.data or "")
     except (InvalidOtp, TotpAlreadyEnrolled, NoPendingEnrollment) as exc:
         form.otp.errors = [_message(exc)]
-        return make_response(render_template("accounts/totp_setup.html", form=form,
-                                             enrollment=enrollment), 400)
-    return make_response(render_template("accounts/recovery_codes.html", codes=codes,
-                                         first_time=True))
+        return make_response(
+            render_template("accounts/totp_setup.html", form=form, enrollment=enrollment), 400
+        )
+    return make_response(
+        render_template("accounts/recovery_codes.html", codes=codes, first_time=True)
+    )
 
 
 @bp.route("/account/totp/disable", methods=["GET", "POST"])
 @login_required
-def totp_disable() -> Response:
+def totp_disable() -> ResponseReturnValue:
     user = _me()
     form = PasswordConfirmForm()
     if not form.validate_on_submit():
@@ -158,19 +170,20 @@ def totp_disable() -> Response:
 
 @bp.post("/account/recovery-codes")
 @login_required
-def recovery_codes() -> Response:
+def recovery_codes() -> ResponseReturnValue:
     user = _me()
     form = ActionForm()
     if not form.validate_on_submit() or not user.has_totp:
         return redirect(url_for("accounts.account"))
     codes = totp_service().regenerate_recovery_codes(user)
-    return make_response(render_template("accounts/recovery_codes.html", codes=codes,
-                                         first_time=False))
+    return make_response(
+        render_template("accounts/recovery_codes.html", codes=codes, first_time=False)
+    )
 
 
 @bp.route("/account/password", methods=["GET", "POST"])
 @login_required
-def password_change() -> Response:
+def password_change() -> ResponseReturnValue:
     user = _me()
     form = PasswordChangeForm()
     if not form.validate_on_submit():

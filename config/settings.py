@@ -173,7 +173,9 @@ class Settings(BaseModel):
                 f"(m={OWASP_MIN_ARGON2_MEMORY_KIB} KiB, t={OWASP_MIN_ARGON2_TIME_COST})"
             )
         if self.login_backoff_base_seconds > self.login_backoff_max_seconds:
-            raise ValueError("login_backoff_base_seconds: must not exceed login_backoff_max_seconds")
+            raise ValueError(
+                "login_backoff_base_seconds: must not exceed login_backoff_max_seconds"
+            )
         return self
 
     # -- derived values
@@ -256,10 +258,7 @@ def _describe(exc: ValidationError) -> str:
             # model-level errors name their field as "field: message"
             field, _, message = message.partition(": ")
         shown = "<hidden>" if "secret" in field or "token" in field else repr(error.get("input"))
-        if field in Settings.model_fields:
-            name = f"{env_name(field)} ({field})"
-        else:
-            name = field
+        name = f"{env_name(field)} ({field})" if field in Settings.model_fields else field
         suffix = f" (got {shown})" if loc else ""
         lines.append(f"invalid setting {name}: {message}{suffix}")
     return "; ".join(lines)

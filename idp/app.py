@@ -75,17 +75,12 @@ def create_app(
         TEMPLATES_AUTO_RELOAD=False,
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    clock = clock or SystemClock()
     init_runtime(
         app,
-        Runtime(
-            settings=settings,
-            database=database,
-            store=store,
-            keys=keys,
-            clock=clock or SystemClock(),
-        ),
+        Runtime(settings=settings, database=database, store=store, keys=keys, clock=clock),
     )
-    app.session_interface = StoreSessionInterface(store, settings)
+    app.session_interface = StoreSessionInterface(store, settings, clock)
     web.init_app(app, trusted_proxies=settings.trusted_proxy_count)
     i18n.init_app(app)
     CSRFProtect(app)
@@ -99,11 +94,5 @@ def create_app(
     login.init_app(app)
     accounts.init_app(app)
     app.cli.add_command(audit)
-
-    @app.get("/")
-    def index() -> object:
-        from flask import redirect, url_for
-
-        return redirect(url_for("accounts.account"))
 
     return app

@@ -21,8 +21,9 @@ DEMO_USERS = ("demo", "demo-mfa")
 
 def _settings(**overrides: object) -> Settings:
     try:
-        return load_settings(os.environ, overrides={k: v for k, v in overrides.items()
-                                                     if v is not None})
+        return load_settings(
+            os.environ, overrides={k: v for k, v in overrides.items() if v is not None}
+        )
     except SettingsError as exc:
         fail(str(exc), EXIT_USAGE)
 
@@ -102,15 +103,14 @@ def preflight(settings: Settings) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--workers", type=click.IntRange(1, 256), default=None,
-              help="Overrides IDP_WORKERS.")
-@click.option("--threads", type=click.IntRange(1, 256), default=None,
-              help="Overrides IDP_THREADS.")
+@click.option("--workers", type=click.IntRange(1, 256), default=None, help="Overrides IDP_WORKERS.")
+@click.option("--threads", type=click.IntRange(1, 256), default=None, help="Overrides IDP_THREADS.")
 def serve(host: str, port: int, workers: int | None, threads: int | None) -> None:
     """Serve the application with gunicorn."""
     settings = _settings(workers=workers, threads=threads)
     preflight(settings)
-    from idp.server import prepare_metrics_dir, serve as run
+    from idp.server import prepare_metrics_dir
+    from idp.server import serve as run
 
     prepare_metrics_dir(settings)
     run(settings, host, port)
@@ -152,8 +152,9 @@ def _demo_accounts(settings: Settings) -> list[tuple[str, str, str | None]]:
 
 @main.command()
 @click.option("--host", default=None, help="Default: the issuer's host.")
-@click.option("--port", default=None, type=click.IntRange(1, 65535),
-              help="Default: the issuer's port.")
+@click.option(
+    "--port", default=None, type=click.IntRange(1, 65535), help="Default: the issuer's port."
+)
 def demo(host: str | None, port: int | None) -> None:
     """Initialise the embedded mode, create demo accounts and serve."""
     from urllib.parse import urlsplit
@@ -162,7 +163,8 @@ def demo(host: str | None, port: int | None) -> None:
     issuer = urlsplit(settings.issuer)
     host = host or issuer.hostname or "127.0.0.1"
     port = port or issuer.port or (443 if issuer.scheme == "https" else 80)
-    from idp.server import prepare_metrics_dir, serve as run
+    from idp.server import prepare_metrics_dir
+    from idp.server import serve as run
 
     prepare_metrics_dir(settings)
     initialise(settings)

@@ -13,7 +13,6 @@ import hashlib
 import json
 import re
 import secrets
-import time
 from typing import Any
 
 from flask import Flask, Request, Response
@@ -21,6 +20,7 @@ from flask.sessions import SessionInterface, SessionMixin
 from werkzeug.datastructures import CallbackDict
 
 from config import Settings
+from idp.core.clock import Clock
 from idp.core.store import Store
 
 COOKIE_NAME = "idp_session"
@@ -60,14 +60,19 @@ class StoreSession(CallbackDict[str, Any], SessionMixin):
 
 
 class StoreSessionInterface(SessionInterface):
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(self, store: Store, settings: Settings, clock: Clock) -> None:
         self.store = store
+        self.clock = clock
         self.idle = settings.session_idle_timeout
         self.max_age = settings.session_max_age
         self.secure = settings.is_https
         self.cookie_name = SECURE_COOKIE_NAME if self.secure else COOKIE_NAME
 
-    def open_session(self, app: Flask, request: Request) -> StoreSession:
+    def open_session(
+        self,
+        app: Flask,  # noqa: ARG002 - Flask's signature
+        request: Request,
+    ) -> StoreSession:
         sid = request.cookies.get(self.cookie_name, "")
         if not _SID.match(sid):
             return StoreSession()
@@ -78,21 +83,30 @@ class StoreSessionInterface(SessionInterface):
             data = json.loads(raw)
         except ValueError:
             return StoreSession()
-        if time.time() - data.get(_CREATED, 0) > self.max_age:
+        now = self.clock.now().timestamp()
+        expired = (
+            now - data.get(_CREATED, 0) > self.max_age
+            or now - data.get(_TOUCHED, 0) > self.idle + TOUCH_INTERVAL
+        )
+        if expired:
             self.store.delete(_store_key(sid))
             return StoreSession()
         return StoreSession(data, sid)
 
     def save_session(  # type: ignore[override]
-        self, app: Flask, session: StoreSession, response: Response
+        self,
+        app: Flask,  # noqa: ARG002 - Flask's signature
+        session: StoreSession,
+        response: Response,
     ) -> None:
         if session.destroy_requested:
             if session.sid:
                 self.store.delete(_store_key(session.sid))
-            response.delete_cookie(self.cookie_name, path="/", secure=self.secure,
-                                   httponly=True, samesite="Lax")
+            response.delete_cookie(
+                self.cookie_name, path="/", secure=self.secure, httponly=True, samesite="Lax"
+            )
             return
-        now = time.time()
+        now = self.clock.now().timestamp()
         if not session.sid and not session:
             return  # nothing worth a session yet
         touched = session.get(_TOUCHED, 0)
@@ -106,7 +120,9 @@ class StoreSessionInterface(SessionInterface):
         data.setdefault(_CREATED, now)
         data[_TOUCHED] = now
         remaining = data[_CREATED] + self.max_age - now
-        ttl = min(self.idle, remaining)
+        # the idle deadline counts from the last touch, which may lag a request by
+        # up to TOUCH_INTERVAL
+        ttl = min(self.idle + TOUCH_INTERVAL, remaining)
         if ttl <= 0:
             self.store.delete(_store_key(sid))
             return
@@ -116,7 +132,3 @@ class StoreSessionInterface(SessionInterface):
             self.cookie_name, sid, httponly=True, secure=self.secure, samesite="Lax", path="/"
         )
         response.vary.add("Cookie")
-
-
-def session_age(session: SessionMixin) -> float:
-    return time.time() - float(session.get(_CREATED, time.time()))

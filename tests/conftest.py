@@ -59,8 +59,11 @@ class Backend:
 
 
 def _fail_unreachable(what: str, url: str, exc: Exception) -> None:
-    pytest.fail(f"{what} at {url} is unreachable ({exc}); the production back end was "
-                "requested, so this is a failure, not a skip", pytrace=False)
+    pytest.fail(
+        f"{what} at {url} is unreachable ({exc}); the production back end was "
+        "requested, so this is a failure, not a skip",
+        pytrace=False,
+    )
 
 
 @pytest.fixture(scope="session")

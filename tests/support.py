@@ -22,22 +22,30 @@ def csrf_token(html: str) -> str:
     return match.group(1)
 
 
-def submit(client: FlaskClient, url: str, data: dict[str, Any], *, form_url: str | None = None,
-           **kwargs: Any) -> TestResponse:
+def submit(
+    client: FlaskClient,
+    url: str,
+    data: dict[str, Any],
+    *,
+    form_url: str | None = None,
+    **kwargs: Any,
+) -> TestResponse:
     """GET the form (for its CSRF token), then POST it."""
     page = client.get(form_url or url)
     token = csrf_token(page.get_data(as_text=True))
     return client.post(url, data={"csrf_token": token, **data}, **kwargs)
 
 
-def create_user(app: Flask, username: str = "alice", password: str = STRONG_PASSWORD,
-                **kwargs: Any) -> User:
+def create_user(
+    app: Flask, username: str = "alice", password: str = STRONG_PASSWORD, **kwargs: Any
+) -> User:
     with app.app_context():
         return account_service(actor="test").register(username, password, **kwargs)
 
 
-def sign_in(client: FlaskClient, username: str = "alice",
-            password: str = STRONG_PASSWORD, **kwargs: Any) -> TestResponse:
+def sign_in(
+    client: FlaskClient, username: str = "alice", password: str = STRONG_PASSWORD, **kwargs: Any
+) -> TestResponse:
     return submit(client, "/login", {"username": username, "password": password}, **kwargs)
 
 

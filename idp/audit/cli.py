@@ -36,9 +36,16 @@ def verify(as_json: bool) -> None:
 def tail(limit: int) -> None:
     """Print the newest events as JSON lines."""
     for event in reversed(audit_log("cli").recent(limit=limit)):
-        echo_json({
-            "seq": event.seq, "time": event.created_at.isoformat(), "event": event.event,
-            "outcome": event.outcome, "actor": event.actor, "subject": event.subject,
-            "client_ip": event.client_ip, "request_id": event.request_id,
-            "details": event.details,
-        })
+        echo_json(
+            {
+                "seq": event.seq,
+                "time": event.created_at.isoformat(),
+                "event": event.event,
+                "outcome": event.outcome,
+                "actor": event.actor,
+                "subject": event.subject,
+                "client_ip": event.client_ip,
+                "request_id": event.request_id,
+                "details": event.details,
+            }
+        )

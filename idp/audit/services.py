@@ -118,7 +118,10 @@ class AuditLog:
         last = 0
         while True:
             rows = self._session.scalars(
-                select(AuditEvent).where(AuditEvent.seq > last).order_by(AuditEvent.seq).limit(batch)
+                select(AuditEvent)
+                .where(AuditEvent.seq > last)
+                .order_by(AuditEvent.seq)
+                .limit(batch)
             ).all()
             if not rows:
                 return

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Blueprint, Flask, Response, has_request_context, redirect, request
+from flask import Blueprint, Flask, has_request_context, redirect, request
+from flask.typing import ResponseReturnValue
 from flask_babel import Babel, get_locale
 
 from idp.core.navigation import safe_next
@@ -49,11 +50,15 @@ def select_locale() -> str:
 
 
 @bp.get("/locale")
-def switch_locale() -> Response:
+def switch_locale() -> ResponseReturnValue:
     chosen = normalise(request.args.get("lang", "")) or runtime().settings.default_locale
     response = redirect(safe_next(request.args.get("next")), code=303)
     response.set_cookie(
-        LOCALE_COOKIE, chosen, max_age=365 * 24 * 3600, httponly=True, samesite="Lax",
+        LOCALE_COOKIE,
+        chosen,
+        max_age=365 * 24 * 3600,
+        httponly=True,
+        samesite="Lax",
         secure=runtime().settings.is_https,
     )
     return response

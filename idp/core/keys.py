@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from config import Settings
 
-SECRET_FILE = "secret.key"
+SECRET_FILE = "secret.key"  # noqa: S105 - a file name, not a secret
 DATA_KEYS_DIR = "data"
 
 
@@ -149,7 +149,7 @@ def ensure_keys(settings: Settings) -> list[str]:
 
 def add_data_key(data_dir: Path) -> Path:
     """A new data key; it becomes the active one (kids sort by creation time)."""
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
     kid = f"d{stamp}{secrets.token_hex(2)}"
     path = data_dir / f"{kid}.key"
     write_private_file(path, base64.urlsafe_b64encode(AESGCM.generate_key(bit_length=256)))

@@ -28,9 +28,11 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key, value in vars(record).items():
-            if key not in _STANDARD and value is not None:
-                entry[key] = value
+        entry.update(
+            (key, value)
+            for key, value in vars(record).items()
+            if key not in _STANDARD and value is not None
+        )
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False, default=str)

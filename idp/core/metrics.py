@@ -22,9 +22,7 @@ from prometheus_client import (
 
 from idp.core.runtime import runtime
 
-SIGNINS = Counter(
-    "idp_signins", "Sign-in attempts by step and outcome", ["step", "outcome"]
-)
+SIGNINS = Counter("idp_signins", "Sign-in attempts by step and outcome", ["step", "outcome"])
 REQUEST_SECONDS = Histogram(
     "idp_request_duration_seconds",
     "Time to answer a request",

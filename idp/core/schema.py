@@ -35,7 +35,9 @@ def upgrade(engine: Engine) -> None:
 
 def pending_migrations(engine: Engine) -> bool:
     """True when the database is not at the newest revision."""
-    script = ScriptDirectory.from_config(alembic_config(engine.url.render_as_string(hide_password=False)))
+    script = ScriptDirectory.from_config(
+        alembic_config(engine.url.render_as_string(hide_password=False))
+    )
     with engine.connect() as connection:
         current = set(MigrationContext.configure(connection).get_current_heads())
     return current != set(script.get_heads())

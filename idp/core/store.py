@@ -96,7 +96,9 @@ class MemoryStore:
                 "worker processes set IDP_REDIS_URL"
             )
         if self._lock_file is not None and self._lock_handle is None:
-            self._acquire_process_lock(self._lock_file)
+            with self._lock:
+                if self._lock_handle is None:  # another thread may have just taken it
+                    self._acquire_process_lock(self._lock_file)
 
     def _acquire_process_lock(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -222,7 +224,7 @@ class RedisStore:
             ) from None
 
     def get(self, key: str) -> bytes | None:
-        return self._call("get", lambda: self._redis.get(self._key(key)))  # type: ignore[arg-type,return-value]
+        return self._call("get", lambda: self._redis.get(self._key(key)))  # type: ignore[return-value]
 
     def set(self, key: str, value: bytes, ttl: float) -> None:
         self._call("set", lambda: self._redis.set(self._key(key), value, px=_millis(ttl)))
@@ -234,7 +236,7 @@ class RedisStore:
         return bool(created)
 
     def take(self, key: str) -> bytes | None:
-        return self._call("take", lambda: self._redis.getdel(self._key(key)))  # type: ignore[arg-type,return-value]
+        return self._call("take", lambda: self._redis.getdel(self._key(key)))  # type: ignore[return-value]
 
     def delete(self, *keys: str) -> None:
         if keys:
@@ -254,7 +256,7 @@ class RedisStore:
 
     def ttl(self, key: str) -> float | None:
         millis = self._call("ttl", lambda: self._redis.pttl(self._key(key)))
-        remaining = int(millis)  # type: ignore[arg-type]
+        remaining = int(millis)
         if remaining == -2:
             return None
         return None if remaining < 0 else remaining / 1000

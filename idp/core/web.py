@@ -17,10 +17,9 @@ from urllib.parse import parse_qsl
 from flask import Flask, Response, g, jsonify, render_template, request
 from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
-
-from sqlalchemy.exc import OperationalError
 
 from idp.core.db import DatabaseUnavailable
 from idp.core.store import StoreUnavailable
@@ -60,8 +59,9 @@ def error_response(
         response = jsonify(error=error, error_description=message)
         response.status_code = status
         return response
-    body = render_template("error.html", status=status, title=title or _("Something went wrong"),
-                           message=message)
+    body = render_template(
+        "error.html", status=status, title=title or _("Something went wrong"), message=message
+    )
     return Response(body, status=status, mimetype="text/html")
 
 
@@ -72,19 +72,25 @@ def _guard_input() -> Response | None:
         if request.method in {"POST", "PUT", "PATCH"} and request.mimetype in _FORM_TYPES:
             _strict_parse(request.get_data(cache=True).decode("utf-8"))
     except UnicodeDecodeError:
-        return error_response(400, _("The request is not valid UTF-8 text."),
-                              title=_("Unreadable request"))
+        return error_response(
+            400, _("The request is not valid UTF-8 text."), title=_("Unreadable request")
+        )
     except ValueError:
-        return error_response(400, _("The request has too many fields."),
-                              title=_("Unreadable request"))
+        return error_response(
+            400, _("The request has too many fields."), title=_("Unreadable request")
+        )
     return None
 
 
 def _strict_parse(text: str) -> None:
     if text:
         parse_qsl(
-            text, keep_blank_values=True, strict_parsing=False, encoding="utf-8",
-            errors="strict", max_num_fields=MAX_FORM_FIELDS,
+            text,
+            keep_blank_values=True,
+            strict_parsing=False,
+            encoding="utf-8",
+            errors="strict",
+            max_num_fields=MAX_FORM_FIELDS,
         )
 
 
@@ -131,8 +137,9 @@ def _http_error(exc: HTTPException) -> Response:
     message = messages.get(status, exc.description or _("The request failed."))
     if isinstance(exc, BadInput) and exc.description:
         message = exc.description
-    error = {404: "not_found", 405: "invalid_request", 429: "slow_down"}.get(status,
-                                                                        "invalid_request")
+    error = {404: "not_found", 405: "invalid_request", 429: "slow_down"}.get(
+        status, "invalid_request"
+    )
     if status >= 500:
         error = "server_error"
     return error_response(status, str(message), error=error)
@@ -141,8 +148,10 @@ def _http_error(exc: HTTPException) -> Response:
 def _csrf_error(_exc: CSRFError) -> Response:
     return error_response(
         400,
-        _("This form has expired or was not sent from this site. Go back, reload the page "
-          "and try again."),
+        _(
+            "This form has expired or was not sent from this site. Go back, reload the page "
+            "and try again."
+        ),
         title=_("Form expired"),
         error="invalid_request",
     )
@@ -150,22 +159,31 @@ def _csrf_error(_exc: CSRFError) -> Response:
 
 def _unavailable(exc: Exception) -> Response:
     log.error("dependency unavailable: %s", exc)
-    return error_response(503, _("The service is temporarily unavailable. Please try again "
-                                 "shortly."), error="temporarily_unavailable",
-                          title=_("Temporarily unavailable"))
+    return error_response(
+        503,
+        _("The service is temporarily unavailable. Please try again shortly."),
+        error="temporarily_unavailable",
+        title=_("Temporarily unavailable"),
+    )
 
 
 def _unexpected(exc: Exception) -> Response:
-    log.exception("unhandled error", exc_info=exc)
-    return error_response(500, _("An unexpected error occurred. It has been logged; please "
-                                 "try again."), error="server_error")
+    log.error("unhandled error", exc_info=exc)
+    return error_response(
+        500,
+        _("An unexpected error occurred. It has been logged; please try again."),
+        error="server_error",
+    )
 
 
 def init_app(app: Flask, *, trusted_proxies: int) -> None:
     if trusted_proxies:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
-            app.wsgi_app, x_for=trusted_proxies, x_proto=trusted_proxies,
-            x_host=trusted_proxies, x_port=trusted_proxies,
+            app.wsgi_app,
+            x_for=trusted_proxies,
+            x_proto=trusted_proxies,
+            x_host=trusted_proxies,
+            x_port=trusted_proxies,
         )
     app.config.setdefault(JSON_BLUEPRINTS_KEY, set())
     json_blueprints: set[str] = app.config[JSON_BLUEPRINTS_KEY]

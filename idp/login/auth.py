@@ -8,7 +8,6 @@ a second factor is awaited.
 from __future__ import annotations
 
 import secrets
-import time
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar, cast
@@ -17,10 +16,15 @@ from flask import g, redirect, request, session, url_for
 
 from accounts.deps import account_service
 from accounts.models import User, UserStatus
+from idp.core.runtime import runtime
 from idp.sessions import StoreSession
 
 F = TypeVar("F", bound=Callable[..., Any])
 PENDING_TTL = 5 * 60
+
+
+def _now() -> float:
+    return runtime().clock.now().timestamp()
 
 
 def current_user() -> User | None:
@@ -51,7 +55,10 @@ def begin_second_factor(
     user: User, *, account_key: str, device_id: str | None, next_url: str
 ) -> None:
     session["pending"] = {
-        "uid": user.id, "at": time.time(), "key": account_key, "dev": device_id,
+        "uid": user.id,
+        "at": _now(),
+        "key": account_key,
+        "dev": device_id,
         "next": next_url,
     }
 
@@ -60,7 +67,7 @@ def pending_second_factor() -> dict[str, Any] | None:
     pending = session.get("pending")
     if not isinstance(pending, dict):
         return None
-    if time.time() - float(pending.get("at", 0)) > PENDING_TTL:
+    if _now() - float(pending.get("at", 0)) > PENDING_TTL:
         session.pop("pending", None)
         return None
     return pending
@@ -73,7 +80,7 @@ def complete_sign_in(user: User, amr: list[str]) -> None:
     session.update(
         uid=user.id,
         sub=user.public_id,
-        auth_time=int(time.time()),
+        auth_time=int(_now()),
         amr=amr,
         sid=secrets.token_urlsafe(16),
     )

@@ -57,8 +57,12 @@ class SignInService:
         try:
             throttle.check(attempt)
         except Throttled as exc:
-            self._audit.record("signin.throttled", DENIED, subject=f"account-key:{key[:16]}",
-                               details={"scope": exc.scope, "retry_after": exc.retry_after})
+            self._audit.record(
+                "signin.throttled",
+                DENIED,
+                subject=f"account-key:{key[:16]}",
+                details={"scope": exc.scope, "retry_after": exc.retry_after},
+            )
             self._session.commit()
             SIGNINS.labels("password", "throttled").inc()
             raise
@@ -66,7 +70,8 @@ class SignInService:
         if user is None or user.password_hash is None:
             self._hasher.burn(password)
             self._fail(attempt, f"account-key:{key[:16]}", "unknown_user")
-        assert user is not None and user.password_hash is not None
+        assert user is not None
+        assert user.password_hash is not None
         if not self._hasher.verify(user.password_hash, password):
             self._fail(attempt, user.subject, "bad_password")
         if user.status is not UserStatus.ACTIVE:
@@ -80,8 +85,7 @@ class SignInService:
 
     def _fail(self, attempt: Attempt, subject: str, reason: str) -> None:
         self._password_throttle.failure(attempt)
-        self._audit.record("signin.password", FAILURE, subject=subject,
-                           details={"reason": reason})
+        self._audit.record("signin.password", FAILURE, subject=subject, details={"reason": reason})
         self._session.commit()
         SIGNINS.labels("password", "failure").inc()
         raise InvalidCredentials()
@@ -94,8 +98,12 @@ class SignInService:
         try:
             throttle.check(attempt)
         except Throttled as exc:
-            self._audit.record("signin.throttled", DENIED, subject=user.subject,
-                               details={"scope": exc.scope, "step": "otp"})
+            self._audit.record(
+                "signin.throttled",
+                DENIED,
+                subject=user.subject,
+                details={"scope": exc.scope, "step": "otp"},
+            )
             self._session.commit()
             SIGNINS.labels("otp", "throttled").inc()
             raise

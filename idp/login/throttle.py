@@ -44,8 +44,15 @@ class Attempt:
 
 
 class Throttle:
-    def __init__(self, store: Store, clock: Clock, settings: Settings, secrets_: Secrets,
-                 *, scope: str = "pwd") -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        settings: Settings,
+        secrets_: Secrets,
+        *,
+        scope: str = "pwd",
+    ) -> None:
         self._store = store
         self._clock = clock
         self._settings = settings
@@ -111,8 +118,10 @@ class Throttle:
         )
         over = failures - settings.login_failures_before_backoff
         if over >= 0:
-            delay = min(settings.login_backoff_base_seconds * 2**min(over, 30),
-                        settings.login_backoff_max_seconds)
+            delay = min(
+                settings.login_backoff_base_seconds * 2 ** min(over, 30),
+                settings.login_backoff_max_seconds,
+            )
             until = self._clock.now().timestamp() + delay
             self._store.set(self._k("lock", attempt.account_key), repr(until).encode(), delay)
 

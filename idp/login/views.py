@@ -13,8 +13,10 @@ from flask import (
     request,
     url_for,
 )
+from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from flask_babel import ngettext
+from werkzeug.wrappers import Response as BaseResponse
 
 from accounts.deps import account_service, hasher, totp_service
 from accounts.errors import InvalidCredentials, InvalidOtp
@@ -57,15 +59,19 @@ def _client_ip() -> str:
 def _wait_message(exc: Throttled) -> str:
     minutes = (exc.retry_after + 59) // 60
     if exc.retry_after < 60:
-        return ngettext(
-            "Too many attempts. Try again in %(num)d second.",
-            "Too many attempts. Try again in %(num)d seconds.",
-            exc.retry_after,
+        return str(
+            ngettext(
+                "Too many attempts. Try again in %(num)d second.",
+                "Too many attempts. Try again in %(num)d seconds.",
+                exc.retry_after,
+            )
         )
-    return ngettext(
-        "Too many attempts. Try again in %(num)d minute.",
-        "Too many attempts. Try again in %(num)d minutes.",
-        minutes,
+    return str(
+        ngettext(
+            "Too many attempts. Try again in %(num)d minute.",
+            "Too many attempts. Try again in %(num)d minutes.",
+            minutes,
+        )
     )
 
 
@@ -75,8 +81,13 @@ def _throttled(template: str, exc: Throttled, **context: object) -> Response:
     return response
 
 
+@bp.get("/")
+def index() -> ResponseReturnValue:
+    return redirect(url_for("accounts.account"))
+
+
 @bp.route("/login", methods=["GET", "POST"])
-def login() -> Response:
+def login() -> ResponseReturnValue:
     next_url = safe_next(request.values.get("next"))
     if request.method == "GET" and current_user() is not None:
         return redirect(next_url)
@@ -100,8 +111,12 @@ def login() -> Response:
             render_template("login/login.html", error=_(exc.message), **context), 401
         )
     if result.needs_otp:
-        begin_second_factor(result.user, account_key=result.account_key,
-                            device_id=result.device_id, next_url=next_url)
+        begin_second_factor(
+            result.user,
+            account_key=result.account_key,
+            device_id=result.device_id,
+            next_url=next_url,
+        )
         return redirect(url_for("login.otp"))
     complete_sign_in(result.user, ["pwd"])
     service.record_success(result.user, ["pwd"])
@@ -111,7 +126,7 @@ def login() -> Response:
 
 
 @bp.route("/login/otp", methods=["GET", "POST"])
-def otp() -> Response:
+def otp() -> ResponseReturnValue:
     pending = pending_second_factor()
     if pending is None:
         flash(_("Please sign in again."), "info")
@@ -126,8 +141,9 @@ def otp() -> Response:
         return make_response(render_template("login/otp.html", form=form), status)
     service = sign_in_service()
     try:
-        service.check_otp(user, form.otp.data or "", client_ip=_client_ip(),
-                          device_id=pending.get("dev"))
+        service.check_otp(
+            user, form.otp.data or "", client_ip=_client_ip(), device_id=pending.get("dev")
+        )
     except Throttled as exc:
         return _throttled("login/otp.html", exc, form=form)
     except InvalidOtp as exc:
@@ -142,7 +158,7 @@ def otp() -> Response:
     return response
 
 
-def _remember_device(response: Response, account_key: str, device_id: str | None) -> None:
+def _remember_device(response: BaseResponse, account_key: str, device_id: str | None) -> None:
     """Give this browser a device cookie (OWASP): it is exempt from the account's back-off."""
     if device_id is not None:
         return
@@ -151,13 +167,18 @@ def _remember_device(response: Response, account_key: str, device_id: str | None
         account_key
     )
     response.set_cookie(
-        DEVICE_COOKIE, cookie, max_age=DEVICE_COOKIE_DAYS * 24 * 3600, httponly=True,
-        secure=rt.settings.is_https, samesite="Lax", path="/login",
+        DEVICE_COOKIE,
+        cookie,
+        max_age=DEVICE_COOKIE_DAYS * 24 * 3600,
+        httponly=True,
+        secure=rt.settings.is_https,
+        samesite="Lax",
+        path="/login",
     )
 
 
 @bp.route("/logout", methods=["GET", "POST"])
-def logout() -> Response:
+def logout() -> ResponseReturnValue:
     form = LogoutForm()
     if request.method == "POST" and form.validate_on_submit():
         user = current_user()
