@@ -19,7 +19,7 @@ from idp.core.runtime import Runtime
 from idp.core.runtime import init_app as init_runtime
 from idp.core.schema import pending_migrations
 from idp.core.store import Store, StoreUnavailable, build_store
-from idp.sessions import StoreSessionInterface
+from idp.sessions import StoreSessionInterface, refuse_without_store
 
 log = logging.getLogger(__name__)
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -81,6 +81,7 @@ def create_app(
         Runtime(settings=settings, database=database, store=store, keys=keys, clock=clock),
     )
     app.session_interface = StoreSessionInterface(store, settings, clock)
+    app.before_request(refuse_without_store)
     web.init_app(app, trusted_proxies=settings.trusted_proxy_count)
     i18n.init_app(app)
     CSRFProtect(app)

@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import secrets
 from typing import Any
 
-from flask import Flask, Request, Response
+from flask import Flask, Request, Response, session
 from flask.sessions import SessionInterface, SessionMixin
 from werkzeug.datastructures import CallbackDict
 
 from config import Settings
 from idp.core.clock import Clock
-from idp.core.store import Store
+from idp.core.store import Store, StoreUnavailable
+
+log = logging.getLogger(__name__)
 
 COOKIE_NAME = "idp_session"
 SECURE_COOKIE_NAME = "__Host-idp_session"
@@ -59,6 +62,15 @@ class StoreSession(CallbackDict[str, Any], SessionMixin):
         self.destroy_requested = True
 
 
+class UnavailableSession(StoreSession):
+    """Stands in when the store cannot be reached; the request then gets a 503."""
+
+
+def refuse_without_store() -> None:
+    if isinstance(session, UnavailableSession):
+        raise StoreUnavailable("the session store cannot be reached")
+
+
 class StoreSessionInterface(SessionInterface):
     def __init__(self, store: Store, settings: Settings, clock: Clock) -> None:
         self.store = store
@@ -76,7 +88,11 @@ class StoreSessionInterface(SessionInterface):
         sid = request.cookies.get(self.cookie_name, "")
         if not _SID.match(sid):
             return StoreSession()
-        raw = self.store.get(_store_key(sid))
+        try:
+            raw = self.store.get(_store_key(sid))
+        except StoreUnavailable as exc:
+            log.error("sessions unavailable: %s", exc)
+            return UnavailableSession()
         if raw is None:
             return StoreSession()
         try:
@@ -99,6 +115,15 @@ class StoreSessionInterface(SessionInterface):
         session: StoreSession,
         response: Response,
     ) -> None:
+        if isinstance(session, UnavailableSession):
+            return
+        try:
+            self._save(session, response)
+        except StoreUnavailable as exc:
+            # the response is already made; the change to the session is lost
+            log.error("session not saved: %s", exc)
+
+    def _save(self, session: StoreSession, response: Response) -> None:
         if session.destroy_requested:
             if session.sid:
                 self.store.delete(_store_key(session.sid))

@@ -11,9 +11,16 @@ from werkzeug.test import TestResponse
 
 from accounts.deps import account_service
 from accounts.models import User
+from config import Settings
+from config.settings import build_settings
 
 _CSRF = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
 STRONG_PASSWORD = "correct horse battery staple"
+
+
+def replace_settings(settings: Settings, **changes: Any) -> Settings:
+    """A validated copy (``model_copy`` would skip validation)."""
+    return build_settings({**settings.model_dump(), **changes})
 
 
 def csrf_token(html: str) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 from flask import Blueprint, Flask, has_request_context, redirect, request
 from flask.typing import ResponseReturnValue
 from flask_babel import Babel, get_locale
+from werkzeug.exceptions import HTTPException
 
 from idp.core.navigation import safe_next
 from idp.core.runtime import runtime
@@ -32,10 +33,20 @@ def normalise(tag: str) -> str | None:
     return None
 
 
+def _ui_locales() -> str:
+    tags = request.args.get("ui_locales", "")
+    if not tags and request.method == "POST":
+        try:
+            tags = request.form.get("ui_locales", "")
+        except HTTPException:  # an oversized or unreadable body: its error page needs a locale
+            tags = ""
+    return tags
+
+
 def select_locale() -> str:
     if not has_request_context():
         return runtime().settings.default_locale
-    for tag in request.values.get("ui_locales", "").split():
+    for tag in _ui_locales().split():
         chosen = normalise(tag)
         if chosen:
             return chosen

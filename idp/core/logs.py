@@ -20,6 +20,21 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is now (test runners swap it)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -43,7 +58,7 @@ def configure_logging(level: str, fmt: str) -> None:
     root = logging.getLogger()
     handler = next((h for h in root.handlers if getattr(h, "_idp", False)), None)
     if handler is None:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = StderrHandler()
         handler._idp = True  # type: ignore[attr-defined]
         handler.addFilter(RequestIdFilter())
         root.addHandler(handler)

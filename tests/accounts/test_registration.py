@@ -40,7 +40,7 @@ def test_registration_signs_the_new_user_in(app: Flask, client: FlaskClient) -> 
     assert _count_users(app) == 1
 
 
-@pytest.mark.parametrize("variant", ["alice", "ALICE", "Ａｌｉｃｅ"])
+@pytest.mark.parametrize("variant", ["alice", "ALICE", "Ａｌｉｃｅ"])  # noqa: RUF001
 def test_a_taken_username_is_refused_in_any_case_or_width(
     app: Flask, client: FlaskClient, variant: str
 ) -> None:

@@ -89,8 +89,9 @@ def test_sign_in_then_asks_for_a_code(
     assert client.get("/account").status_code == 200
 
 
-def test_a_password_alone_does_not_sign_in(client: FlaskClient,
-                                           enrolled: tuple[str, list[str]]) -> None:
+def test_a_password_alone_does_not_sign_in(
+    client: FlaskClient, enrolled: tuple[str, list[str]]
+) -> None:
     sign_in(client)
     assert client.get("/account").status_code == 302
 

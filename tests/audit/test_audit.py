@@ -6,7 +6,7 @@ from flask import Flask
 from sqlalchemy import delete, select, text, update
 
 from idp.audit.models import AuditEvent
-from idp.audit.services import AuditLog, chain_mac
+from idp.audit.services import AuditContext, AuditLog, chain_mac
 from idp.core.runtime import audit_log, db, runtime
 
 
@@ -92,7 +92,5 @@ def test_concurrent_appends_keep_one_unbroken_chain(app: Flask) -> None:
     assert report.checked == 40
 
 
-def _ctx():  # type: ignore[no-untyped-def]
-    from idp.audit.services import AuditContext
-
+def _ctx() -> AuditContext:
     return AuditContext(actor="thread")

@@ -38,8 +38,10 @@ def test_environment_overrides_the_toml_file(tmp_path: Path) -> None:
         ({"IDP_REDIS_URL": "http://localhost:6379"}, "IDP_REDIS_URL"),
         ({"IDP_LOG_FORMAT": "xml"}, "IDP_LOG_FORMAT"),
         ({"IDP_ARGON2_MEMORY_KIB": "1024"}, "IDP_ARGON2_MEMORY_KIB"),
-        ({"IDP_SESSION_IDLE_TIMEOUT": "90000", "IDP_SESSION_MAX_AGE": "3600"},
-         "IDP_SESSION_IDLE_TIMEOUT"),
+        (
+            {"IDP_SESSION_IDLE_TIMEOUT": "90000", "IDP_SESSION_MAX_AGE": "3600"},
+            "IDP_SESSION_IDLE_TIMEOUT",
+        ),
     ],
 )
 def test_a_wrong_value_stops_with_a_message_naming_the_setting(

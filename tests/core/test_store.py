@@ -56,7 +56,11 @@ def test_parallel_takes_let_exactly_one_win(s: Store) -> None:
         results: list[bytes | None] = []
         barrier = threading.Barrier(16)
 
-        def redeem(key: str = key) -> None:
+        def redeem(
+            key: str = key,
+            barrier: threading.Barrier = barrier,
+            results: list[bytes | None] = results,
+        ) -> None:
             barrier.wait()
             results.append(s.take(key))
 
