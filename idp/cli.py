@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import sys
+import time
 
 import click
 
@@ -143,7 +144,9 @@ def _demo_accounts(settings: Settings) -> list[tuple[str, str, str | None]]:
                 if user.has_totp:
                     totp.disable(user)
                 enrollment = totp.begin_enrollment(user)
-                totp.confirm_enrollment(user, pyotp.TOTP(enrollment.secret).now())
+                # confirm with the previous step's code, so the current one stays usable
+                previous = pyotp.TOTP(enrollment.secret).at(time.time() - 30)
+                totp.confirm_enrollment(user, previous)
                 seed = enrollment.secret
             made.append((username, password, seed))
     app.extensions["idp.runtime"].database.dispose()

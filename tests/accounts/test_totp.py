@@ -190,3 +190,21 @@ def test_new_recovery_codes_replace_the_old_ones(
     assert len(new) == 10
     assert _otp_step(app.test_client(), old[0]).status_code == 401
     assert _otp_step(app.test_client(), new[0]).status_code == 302
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, object]:
+    return {"login_failures_before_backoff": 3}
+
+
+def test_guessing_codes_is_throttled(
+    app: Flask, clock: FrozenClock, enrolled: tuple[str, list[str]]
+) -> None:
+    seed, _ = enrolled
+    attacker = app.test_client()
+    assert sign_in(attacker).status_code == 302  # the attacker knows the password
+    for guess in ("111111", "222222", "333333"):
+        assert submit(attacker, "/login/otp", {"otp": guess}).status_code == 401
+    right = pyotp.TOTP(seed).at(clock.now())
+    assert submit(attacker, "/login/otp", {"otp": right}).status_code == 429
+    assert attacker.get("/account").status_code == 302

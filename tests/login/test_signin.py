@@ -36,3 +36,85 @@ def test_unknown_user_gets_the_same_answer_as_a_wrong_password(
 
     strip = __import__("re").compile(r'name="csrf_token" type="hidden" value="[^"]+"')
     assert strip.sub("", body(wrong)) == strip.sub("", body(unknown))
+
+
+def test_an_old_hash_is_upgraded_at_sign_in(app: Flask, client: FlaskClient) -> None:
+    from sqlalchemy import select
+
+    from accounts.deps import account_service
+    from accounts.passwords import PasswordHasher
+    from idp.audit.models import AuditEvent
+    from idp.core.runtime import db
+
+    user = create_user(app)
+    old = PasswordHasher(memory_kib=4096, time_cost=1, parallelism=1)
+    with app.app_context():
+        stored = account_service().get(user.id)
+        assert stored is not None
+        stored.password_hash = old.hash(STRONG_PASSWORD)
+        db().commit()
+    assert sign_in(client).status_code == 302
+    with app.app_context():
+        upgraded = account_service().get(user.id)
+        assert upgraded is not None
+        assert upgraded.password_hash is not None
+        assert upgraded.password_hash.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+        events = db().scalars(select(AuditEvent.event)).all()
+        assert "password.rehash" in events
+    client.post("/logout")
+    assert sign_in(app.test_client()).status_code == 302  # the new hash verifies
+
+
+def test_a_disabled_account_cannot_sign_in_and_is_not_revealed(
+    app: Flask, client: FlaskClient
+) -> None:
+    from accounts.deps import account_service
+    from accounts.models import UserStatus
+
+    user = create_user(app)
+    with app.app_context():
+        stored = account_service().get(user.id)
+        assert stored is not None
+        account_service(actor="admin").set_status(stored, UserStatus.DISABLED)
+    response = sign_in(client)
+    assert response.status_code == 401
+    assert "incorrect" in text(response) or "不正确" in text(response)
+
+
+def test_changing_the_password(app: Flask, client: FlaskClient) -> None:
+    from tests.support import submit
+
+    create_user(app)
+    sign_in(client)
+    wrong = submit(
+        client,
+        "/account/password",
+        {
+            "current_password": "not it",
+            "password": "brand new passphrase",
+            "password_confirm": "brand new passphrase",
+        },
+    )
+    assert wrong.status_code == 400
+    weak = submit(
+        client,
+        "/account/password",
+        {
+            "current_password": STRONG_PASSWORD,
+            "password": "password1",
+            "password_confirm": "password1",
+        },
+    )
+    assert weak.status_code == 400
+    done = submit(
+        client,
+        "/account/password",
+        {
+            "current_password": STRONG_PASSWORD,
+            "password": "brand new passphrase",
+            "password_confirm": "brand new passphrase",
+        },
+    )
+    assert done.status_code == 302
+    assert sign_in(app.test_client()).status_code == 401
+    assert sign_in(app.test_client(), password="brand new passphrase").status_code == 302

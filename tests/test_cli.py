@@ -1,0 +1,143 @@
+"""The ``idp`` command as an operator runs it (a separate process each time)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support import STRONG_PASSWORD
+
+IDP = str(Path(sys.executable).with_name("idp"))
+
+
+def run(args: list[str], env: dict[str, str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
+    return subprocess.run(  # type: ignore[call-overload, no-any-return]
+        [IDP, *args],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        **kwargs,
+    )
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {"IDP_DATA_DIR": str(tmp_path / "data"), "IDP_LOG_FORMAT": "text"}
+
+
+def test_init_users_and_audit(env: dict[str, str]) -> None:
+    first = run(["init"], env)
+    assert first.returncode == 0, first.stderr
+    assert "secret.key" in first.stdout
+    again = run(["init", "--json"], env)
+    assert json.loads(again.stdout)["created"] == []
+
+    created = run(
+        ["users", "create", "--username", "bob", "--password", STRONG_PASSWORD, "--json"], env
+    )
+    assert created.returncode == 0, created.stderr
+    user = json.loads(created.stdout)
+    assert user["username"] == "bob"
+    assert "password" not in created.stdout
+
+    duplicate = run(["users", "create", "--username", "BOB", "--password", STRONG_PASSWORD], env)
+    assert duplicate.returncode == 1
+    assert "taken" in duplicate.stderr
+
+    weak = run(["users", "create", "--username", "carol", "--password", "password"], env)
+    assert weak.returncode == 1
+    assert "commonly used" in weak.stderr
+
+    listed = run(["users", "list", "--json"], env)
+    assert [entry["username"] for entry in json.loads(listed.stdout)] == ["bob"]
+
+    verified = run(["audit", "verify", "--json"], env)
+    assert verified.returncode == 0
+    assert json.loads(verified.stdout) == {"ok": True, "checked": 1, "problems": []}
+
+
+def test_audit_verify_fails_after_tampering(env: dict[str, str]) -> None:
+    import sqlite3
+
+    run(["init"], env)
+    run(["users", "create", "--username", "bob", "--password", STRONG_PASSWORD], env)
+    database = Path(env["IDP_DATA_DIR"]) / "idp.sqlite3"
+    with sqlite3.connect(database) as connection:
+        connection.execute("UPDATE audit_events SET actor = 'someone else'")
+    result = run(["audit", "verify"], env)
+    assert result.returncode == 1
+    assert "altered" in result.stderr
+
+
+def test_invalid_settings_stop_with_the_setting_named(env: dict[str, str]) -> None:
+    result = run(["users", "list"], {**env, "IDP_WORKERS": "-3"})
+    assert result.returncode == 2
+    assert "IDP_WORKERS" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_unreachable_database_is_one_line_without_the_password(env: dict[str, str]) -> None:
+    url = "postgresql+psycopg://idp:hunter2secret@127.0.0.1:1/idp"
+    result = run(["init"], {**env, "IDP_DATABASE_URL": url})
+    assert result.returncode == 1
+    assert "127.0.0.1:1" in result.stderr
+    assert "hunter2secret" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_an_unreachable_redis_is_one_line_without_the_password(env: dict[str, str]) -> None:
+    run(["init"], env)
+    result = run(
+        ["serve", "--port", "1"], {**env, "IDP_REDIS_URL": "redis://:hunter2secret@127.0.0.1:1/0"}
+    )
+    assert result.returncode == 1
+    assert "127.0.0.1:1" in result.stderr
+    assert "hunter2secret" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_several_workers_need_a_shared_store(env: dict[str, str]) -> None:
+    run(["init"], env)
+    result = run(["serve", "--workers", "3", "--port", "1"], env)
+    assert result.returncode == 1
+    assert "IDP_REDIS_URL" in result.stderr
+
+
+def test_commands_before_init_say_what_to_do(env: dict[str, str]) -> None:
+    result = run(["users", "list"], env)
+    assert result.returncode == 1
+    assert "idp init" in result.stderr
+
+
+def test_the_cli_module_leaves_prometheus_unconfigured() -> None:
+    """`serve` must set PROMETHEUS_MULTIPROC_DIR before prometheus_client is imported."""
+    code = "import sys, idp.cli; print('prometheus_client' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "False"
+
+
+def test_flask_cli_reaches_the_same_commands(env: dict[str, str]) -> None:
+    run(["init"], env)
+    flask = str(Path(sys.executable).with_name("flask"))
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
+    result = subprocess.run(
+        [flask, "--app", "wsgi", "users", "list", "--json"],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == []
