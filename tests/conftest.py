@@ -178,10 +178,20 @@ def store(backend: Backend, tmp_path: Path) -> Iterator[Store]:
     made.close()
 
 
+class EnglishClient(FlaskClient):
+    """Asks for English pages (assertions read English); tests of the default
+    language send their own Accept-Language."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.environ_base["HTTP_ACCEPT_LANGUAGE"] = "en"
+
+
 @pytest.fixture
 def app(settings: Settings, store: Store, clock: FrozenClock) -> Iterator[Flask]:
     application = create_app(settings, store=store, clock=clock)
     application.config["TESTING"] = True
+    application.test_client_class = EnglishClient
     yield application
     application.extensions["idp.runtime"].database.dispose()
 

@@ -77,7 +77,8 @@ def switch_locale() -> ResponseReturnValue:
 
 def page_lang() -> str:
     """The BCP 47 tag of the page being rendered (for ``<html lang>``)."""
-    return "zh-CN" if str(get_locale()) == "zh_CN" else "en"
+    locale = get_locale()
+    return "zh-CN" if locale is not None and locale.language == "zh" else "en"
 
 
 def init_app(app: Flask) -> None:

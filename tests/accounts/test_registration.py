@@ -47,7 +47,7 @@ def test_a_taken_username_is_refused_in_any_case_or_width(
     create_user(app, "alice")
     response = _register(client, username=variant)
     assert response.status_code == 409
-    assert "taken" in body(response) or "已被" in body(response)
+    assert "taken" in body(response)
     assert _count_users(app) == 1
 
 

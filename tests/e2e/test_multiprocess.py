@@ -35,7 +35,8 @@ def _sign_in(http: requests.Session, base: str, username: str, password: str) ->
 
 @pytest.fixture
 def two_nodes(tmp_path: Path, backend: Backend) -> Iterator[tuple[str, str]]:
-    assert PG_URL and REDIS_URL
+    assert PG_URL
+    assert REDIS_URL
     env = {
         "IDP_DATABASE_URL": backend.database_url,
         "IDP_REDIS_URL": backend.redis_url or "",

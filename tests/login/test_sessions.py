@@ -98,7 +98,7 @@ def test_forms_without_a_valid_csrf_token_are_refused(app: Flask, client: FlaskC
     client.get("/login")
     missing = client.post("/login", data={"username": "alice", "password": STRONG_PASSWORD})
     assert missing.status_code == 400
-    assert "expired" in body(missing) or "过期" in body(missing)
+    assert "expired" in body(missing)
     forged = client.post(
         "/login", data={"username": "alice", "password": STRONG_PASSWORD, "csrf_token": "forged"}
     )
@@ -123,7 +123,7 @@ def test_an_expired_csrf_token_gets_a_clear_page(
         "/login", data={"username": "alice", "password": STRONG_PASSWORD, "csrf_token": token}
     )
     assert response.status_code == 400
-    assert "expired" in body(response) or "过期" in body(response)
+    assert "expired" in body(response)
 
 
 def test_sign_out_needs_a_post_with_a_token(app: Flask, client: FlaskClient) -> None:
