@@ -58,7 +58,7 @@ def test_every_message_is_translated() -> None:
         source = message.id if isinstance(message.id, str) else message.id[0]
         placeholders = set(re.findall(r"%\(\w+\)[sd]", source))
         for string in strings:
-            assert set(re.findall(r"%\(\w+\)[sd]", string)) == placeholders, source
+            assert set(re.findall(r"%\(\w+\)[sd]", str(string))) == placeholders, source
     assert untranslated == []
 
 
@@ -69,9 +69,10 @@ def test_the_catalogue_is_up_to_date_with_the_code(pattern: str) -> None:
         known = {m.id if isinstance(m.id, str) else m.id[0] for m in read_po(handle) if m.id}
     root = Path(__file__).resolve().parents[2]
     marker = re.compile(re.escape(pattern) + r'"((?:[^"\\]|\\.)*)"\s*[,)]')
-    missing = []
-    for path in [*root.glob("idp/**/*.py"), *root.glob("accounts/**/*.py")]:
-        for literal in marker.findall(path.read_text(encoding="utf-8")):
-            if literal not in known:
-                missing.append((path.name, literal))
+    missing = [
+        (path.name, literal)
+        for path in [*root.glob("idp/**/*.py"), *root.glob("accounts/**/*.py")]
+        for literal in marker.findall(path.read_text(encoding="utf-8"))
+        if literal not in known
+    ]
     assert missing == []
