@@ -1,0 +1,49 @@
+"""Fail unless the suite really ran on PostgreSQL + Redis and in a browser.
+
+Reads pytest's JUnit XML: tests parametrised with the production back end must have
+run and passed (none skipped), and so must the browser tests.
+"""
+
+from __future__ import annotations
+
+import sys
+import xml.etree.ElementTree as ET  # noqa: S405 - our own test report
+from collections import Counter
+
+MIN_PRODUCTION_TESTS = 50
+
+
+def main(path: str) -> int:
+    root = ET.parse(path).getroot()  # noqa: S314 - our own test report
+    outcomes: Counter[str] = Counter()
+    problems = []
+    for case in root.iter("testcase"):
+        name = f"{case.get('classname')}::{case.get('name')}"
+        kind = (
+            "production" if "[production" in name else
+            "browser" if "test_browser" in name else None
+        )
+        if kind is None:
+            continue
+        if case.find("skipped") is not None:
+            problems.append(f"skipped: {name}")
+            outcomes[f"{kind} skipped"] += 1
+        elif case.find("failure") is not None or case.find("error") is not None:
+            outcomes[f"{kind} failed"] += 1
+        else:
+            outcomes[f"{kind} passed"] += 1
+    print(f"check_backends: {dict(sorted(outcomes.items()))}")
+    if outcomes["production passed"] < MIN_PRODUCTION_TESTS:
+        problems.append(
+            f"only {outcomes['production passed']} tests passed on PostgreSQL + Redis "
+            f"(expected at least {MIN_PRODUCTION_TESTS})"
+        )
+    if outcomes["browser passed"] == 0:
+        problems.append("no browser test passed")
+    for problem in problems:
+        print(f"check_backends: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

@@ -1,0 +1,40 @@
+"""The README stays true: every setting and every command is documented."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from config.settings import Settings, env_name
+from idp.cli import main
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+
+
+def test_every_setting_is_in_the_settings_table() -> None:
+    missing = [env_name(name) for name in Settings.model_fields if f"`{env_name(name)}`" not in README]
+    assert missing == []
+
+
+def test_every_command_is_in_the_command_table() -> None:
+    def walk(group: click.Group, prefix: str) -> list[str]:
+        names = []
+        for name, command in group.commands.items():
+            if isinstance(command, click.Group):
+                names += walk(command, f"{prefix}{name} ")
+            else:
+                names.append(f"{prefix}{name}")
+        return names
+
+    missing = [name for name in walk(main, "idp ") if f"`{name}" not in README]
+    assert missing == []
+
+
+def test_the_quickstart_has_two_commands() -> None:
+    section = README.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```sh", 1)[1].split("```", 1)[0]
+    commands = [line for line in block.strip().splitlines() if line.strip()]
+    assert [line.split()[0] for line in commands] == ["scripts/demo", "scripts/test"]
+    for command in ("scripts/demo", "scripts/test"):
+        assert (Path(__file__).resolve().parents[1] / command).stat().st_mode & 0o111
