@@ -32,6 +32,9 @@ class User(Base):
     username_key: Mapped[str] = mapped_column(String(64), unique=True)
     password_hash: Mapped[str | None] = mapped_column(String(255))
     password_changed_at: Mapped[datetime | None]
+    # Sign-in sessions that began before this instant are no longer honoured
+    # (set when the password changes, so other browsers are signed out).
+    sessions_valid_after: Mapped[datetime | None]
     # Mainland mobile number, AES-GCM encrypted, with a keyed blind index for lookup.
     phone_encrypted: Mapped[str | None] = mapped_column(Text)
     phone_index: Mapped[str | None] = mapped_column(String(64), index=True)

@@ -139,7 +139,7 @@ class AccountService:
     def set_password(self, user: User, new: str, *, event: str = "password.set") -> None:
         check_password_rules(new, username=user.username)
         user.password_hash = self._hasher.hash(new)
-        user.password_changed_at = self._clock.now()
+        user.password_changed_at = user.sessions_valid_after = self._clock.now()
         self._audit.record(event, subject=user.subject)
         self._session.commit()
 

@@ -11,6 +11,7 @@ from flask import (
     redirect,
     render_template,
     request,
+    session,
     url_for,
 )
 from flask.typing import ResponseReturnValue
@@ -198,7 +199,9 @@ def password_change() -> ResponseReturnValue:
     except WeakPassword as exc:
         form.password.errors = [_message(exc)]
     else:
-        flash(_("Your password has been changed."), "success")
+        # other browsers are signed out; this one continues under a fresh session
+        complete_sign_in(user, list(session.get("amr", ["pwd"])))
+        flash(_("Your password has been changed. Other devices have been signed out."), "success")
         return redirect(url_for("accounts.account"))
     return make_response(render_template("accounts/password.html", form=form), 400)
 

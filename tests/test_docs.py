@@ -13,7 +13,9 @@ README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding=
 
 
 def test_every_setting_is_in_the_settings_table() -> None:
-    missing = [env_name(name) for name in Settings.model_fields if f"`{env_name(name)}`" not in README]
+    missing = [
+        env_name(name) for name in Settings.model_fields if f"`{env_name(name)}`" not in README
+    ]
     assert missing == []
 
 

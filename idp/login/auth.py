@@ -34,11 +34,18 @@ def current_user() -> User | None:
     uid = session.get("uid")
     if uid is not None:
         user = account_service().get(int(uid))
-        if user is None or user.status is not UserStatus.ACTIVE:
+        if user is None or user.status is not UserStatus.ACTIVE or _revoked(user):
             sign_out()
             user = None
     g.current_user = user
     return user
+
+
+def _revoked(user: User) -> bool:
+    """The session began before the account's sessions were revoked (password change)."""
+    if user.sessions_valid_after is None:
+        return False
+    return float(session.get("auth_time", 0)) < user.sessions_valid_after.timestamp()
 
 
 def login_required(view: F) -> F:
@@ -80,7 +87,7 @@ def complete_sign_in(user: User, amr: list[str]) -> None:
     session.update(
         uid=user.id,
         sub=user.public_id,
-        auth_time=int(_now()),
+        auth_time=_now(),
         amr=amr,
         sid=secrets.token_urlsafe(16),
     )

@@ -3,6 +3,7 @@ from __future__ import annotations
 from flask import Flask
 from flask.testing import FlaskClient
 
+from idp.core.clock import FrozenClock
 from tests.support import STRONG_PASSWORD, create_user, sign_in, text
 
 
@@ -118,3 +119,29 @@ def test_changing_the_password(app: Flask, client: FlaskClient) -> None:
     assert done.status_code == 302
     assert sign_in(app.test_client()).status_code == 401
     assert sign_in(app.test_client(), password="brand new passphrase").status_code == 302
+
+
+def test_changing_the_password_signs_other_browsers_out(
+    app: Flask, client: FlaskClient, clock: FrozenClock
+) -> None:
+    from tests.support import submit
+
+    create_user(app)
+    other = app.test_client()
+    sign_in(other)
+    clock.advance(1)
+    sign_in(client)
+    assert (
+        submit(
+            client,
+            "/account/password",
+            {
+                "current_password": STRONG_PASSWORD,
+                "password": "brand new passphrase",
+                "password_confirm": "brand new passphrase",
+            },
+        ).status_code
+        == 302
+    )
+    assert client.get("/account").status_code == 200
+    assert other.get("/account").status_code == 302

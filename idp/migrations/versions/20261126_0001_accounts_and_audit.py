@@ -54,6 +54,7 @@ def upgrade() -> None:
     sa.Column('username_key', sa.String(length=64), nullable=False),
     sa.Column('password_hash', sa.String(length=255), nullable=True),
     sa.Column('password_changed_at', idp.core.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('sessions_valid_after', idp.core.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('phone_encrypted', sa.Text(), nullable=True),
     sa.Column('phone_index', sa.String(length=64), nullable=True),
     sa.Column('status', sa.Enum('active', 'disabled', name='userstatus', native_enum=False, length=16), nullable=False),
