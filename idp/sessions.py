@@ -127,10 +127,15 @@ class StoreSessionInterface(SessionInterface):
         if session.destroy_requested:
             if session.sid:
                 self.store.delete(_store_key(session.sid))
-            response.delete_cookie(
-                self.cookie_name, path="/", secure=self.secure, httponly=True, samesite="Lax"
-            )
-            return
+                session.sid = None
+            if not session:
+                response.delete_cookie(
+                    self.cookie_name, path="/", secure=self.secure, httponly=True,
+                    samesite="Lax",
+                )
+                return
+            # something was added after the end (a "signed out" notice): it goes into a
+            # fresh anonymous session, never back under the old identifier
         now = self.clock.now().timestamp()
         if not session.sid and not session:
             return  # nothing worth a session yet

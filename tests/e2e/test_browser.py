@@ -1,0 +1,516 @@
+"""The pages in a real headless Chromium (Playwright) against a real ``idp serve`` process.
+
+One server per module, on the embedded back end (SQLite in a temporary data directory,
+in-process store, one worker). Each test gets a fresh browser context (no cookies).
+
+Chromium is Debian's ``/usr/bin/chromium`` (never a downloaded one). When it is missing
+the tests are skipped, unless ``IDP_TEST_BROWSER=required`` (as in CI): then they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyotp
+import pytest
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Locator,
+    Page,
+    Playwright,
+    expect,
+    sync_playwright,
+)
+
+from tests.e2e.servers import IDP, clean_env, free_port, running
+from tests.support import STRONG_PASSWORD
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TIMEOUT_MS = 10_000
+LATE_MESSAGES_MS = 300
+
+# Accounts created with `idp users create` before the server starts.
+ALICE = "alice"  # signs in (keyboard, no JavaScript, console checks)
+BOB = "bob"  # gets wrong passwords (kept apart so the back-off cannot touch alice)
+CAROL = "carol"  # sets up an authenticator app in the browser
+USERS = (ALICE, BOB, CAROL)
+
+# zh-CN texts the tests look for (idp/translations/zh_Hans_CN/LC_MESSAGES/messages.po).
+ZH_SIGN_IN = "登录"
+ZH_USERNAME = "用户名"
+ZH_PASSWORD = "密码"
+ZH_REPEAT_PASSWORD = "再次输入密码"
+ZH_PHONE = "手机号码（选填）"  # noqa: RUF001 - Chinese punctuation
+ZH_ONE_TIME_CODE = "一次性验证码"
+ZH_CODE_FROM_APP = "应用中显示的验证码"
+ZH_YOUR_ACCOUNT = "我的账号"
+ZH_SIGN_OUT = "退出登录"
+ZH_SKIP = "跳到主要内容"
+ZH_WRONG_CODE = "验证码无效，请输入应用中当前显示的验证码。"  # noqa: RUF001 - Chinese punctuation
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+
+    def at(self, path: str) -> str:
+        return self.url + path
+
+
+def _run_idp(args: list[str], env: dict[str, str]) -> None:
+    result = subprocess.run(
+        [IDP, *args], env=clean_env(env), capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, f"idp {args[0]} failed:\n{result.stdout}{result.stderr}"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    base = tmp_path_factory.mktemp("browser-server")
+    port = free_port()
+    env = {
+        "IDP_DATA_DIR": str(base / "data"),
+        "IDP_ISSUER": f"http://127.0.0.1:{port}",
+        "IDP_LOG_FORMAT": "text",
+        "IDP_LOG_LEVEL": "WARNING",
+    }
+    _run_idp(["init"], env)
+    for username in USERS:
+        _run_idp(["users", "create", "--username", username, "--password", STRONG_PASSWORD], env)
+    with running(["serve", "--port", str(port)], env, port, base / "server.log") as (url, _):
+        yield Server(url)
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    if not CHROMIUM.exists():
+        message = f"{CHROMIUM} is not installed (apt-get install chromium)"
+        if os.environ.get("IDP_TEST_BROWSER") == "required":
+            pytest.fail(f"{message}; IDP_TEST_BROWSER=required", pytrace=False)
+        pytest.skip(message)
+    with sync_playwright() as started:
+        yield started
+
+
+def launch(playwright: Playwright) -> Browser:
+    return playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    launched = launch(playwright)
+    yield launched
+    launched.close()
+
+
+@pytest.fixture
+def new_context(browser: Browser) -> Iterator[Callable[..., BrowserContext]]:
+    """Fresh contexts (no cookies), closed after the test. Chinese unless told otherwise."""
+    made: list[BrowserContext] = []
+
+    def make(*, locale: str = "zh-CN", java_script_enabled: bool = True) -> BrowserContext:
+        context = browser.new_context(locale=locale, java_script_enabled=java_script_enabled)
+        context.set_default_timeout(TIMEOUT_MS)
+        made.append(context)
+        return context
+
+    yield make
+    for context in made:
+        context.close()
+
+
+@pytest.fixture
+def page(new_context: Callable[..., BrowserContext]) -> Page:
+    return new_context().new_page()
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def focused(page: Page) -> str:
+    """The focused element as ``tag#id.class[type]`` (``body`` when nothing is)."""
+    return str(
+        page.evaluate(
+            """() => {
+                const el = document.activeElement;
+                if (!el) return "none";
+                let name = el.tagName.toLowerCase();
+                if (el.id) name += "#" + el.id;
+                if (el.classList.length) name += "." + [...el.classList].join(".");
+                if (el.getAttribute("type")) name += "[" + el.getAttribute("type") + "]";
+                return name;
+            }"""
+        )
+    )
+
+
+def tab_until(page: Page, target: str, limit: int = 20) -> list[str]:
+    """Press Tab until ``focused(page) == target``; returns every stop on the way."""
+    stops: list[str] = []
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        stops.append(focused(page))
+        if stops[-1] == target:
+            return stops
+    pytest.fail(f"{target} is not reachable with Tab; focus went {' -> '.join(stops)}")
+
+
+def sign_in(page: Page, server: Server, username: str, password: str = STRONG_PASSWORD) -> None:
+    page.goto(server.at("/login"))
+    page.get_by_label(ZH_USERNAME, exact=True).fill(username)
+    page.get_by_label(ZH_PASSWORD, exact=True).fill(password)
+    page.get_by_role("button", name=ZH_SIGN_IN).click()
+
+
+def expect_signed_in_as(page: Page, username: str) -> None:
+    expect(page).to_have_url(re.compile(r"/account$"))
+    expect(page.get_by_role("heading", level=1)).to_have_text(ZH_YOUR_ACCOUNT)
+    expect(page.locator("dl.profile dd").first).to_have_text(username)
+
+
+def expect_every_input_labelled(page: Page, labels: dict[str, str]) -> None:
+    """Every visible form control has a <label>; ``labels`` maps its text to the input id."""
+    controls = page.locator(
+        "input:not([type=hidden]):visible, select:visible, textarea:visible"
+    ).all()
+    found: dict[str, str] = {}
+    for control in controls:
+        control_id = control.get_attribute("id") or ""
+        texts = control.evaluate("el => [...(el.labels || [])].map(l => l.textContent.trim())")
+        assert texts, f"{page.url}: input #{control_id} has no <label>"
+        found[" ".join(texts)] = control_id
+        described = (control.get_attribute("aria-describedby") or "").split()
+        for target in described:
+            assert page.locator(f"[id='{target}']").count() == 1, (
+                f"{page.url}: #{control_id} is described by a missing #{target}"
+            )
+    assert found == labels, f"{page.url}: labelled inputs {found}, expected {labels}"
+    for text, control_id in labels.items():
+        expect(page.get_by_label(text, exact=True)).to_have_attribute("id", control_id)
+
+
+# --- keyboard ----------------------------------------------------------------------------
+
+
+def test_first_tab_lands_on_the_skip_link_which_moves_focus_to_the_content(
+    page: Page, server: Server
+) -> None:
+    page.goto(server.at("/login"))
+    expect(page.locator("html")).to_have_attribute("lang", "zh-CN")
+
+    page.keyboard.press("Tab")
+    skip = page.get_by_role("link", name=ZH_SKIP)
+    assert focused(page) == "a.skip", (
+        f"the first Tab focused {focused(page)}, not the skip link "
+        "(did something take focus on page load, e.g. an autofocus attribute?)"
+    )
+    expect(skip).to_be_focused()
+    expect(skip).to_be_in_viewport()  # hidden off-screen until focused
+
+    page.keyboard.press("Enter")
+    expect(page.locator("main#main")).to_be_focused()
+    page.keyboard.press("Tab")
+    expect(page.get_by_label(ZH_USERNAME, exact=True)).to_be_focused()
+
+
+def test_keyboard_only_sign_in(page: Page, server: Server) -> None:
+    page.goto(server.at("/login"))
+    expect(page.get_by_role("heading", level=1)).to_have_text(ZH_SIGN_IN)
+
+    stops = tab_until(page, "input#username[text]")
+    assert "a.skip" in stops, f"the skip link is not in the tab order: {stops}"
+    page.keyboard.press("Tab")
+    expect(page.get_by_label(ZH_PASSWORD, exact=True)).to_be_focused()
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("button", name=ZH_SIGN_IN)).to_be_focused()
+
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.press("Shift+Tab")
+    expect(page.get_by_label(ZH_USERNAME, exact=True)).to_be_focused()
+    page.keyboard.type(ALICE)
+    page.keyboard.press("Tab")
+    page.keyboard.type(STRONG_PASSWORD)
+    page.keyboard.press("Enter")
+
+    expect_signed_in_as(page, ALICE)
+
+
+def test_keyboard_focus_is_visible(page: Page, server: Server, tmp_path: Path) -> None:
+    """Also saves a screenshot of /login (username focused) in the test's tmp_path."""
+    page.goto(server.at("/login"))
+    tab_until(page, "input#username[text]")
+    username = page.get_by_label(ZH_USERNAME, exact=True)
+    expect(username).to_be_focused()
+
+    shot = tmp_path / "login.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 0
+
+    _expect_focus_ring(username)
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")
+    button = page.get_by_role("button", name=ZH_SIGN_IN)
+    expect(button).to_be_focused()
+    _expect_focus_ring(button)
+
+
+def _expect_focus_ring(control: Locator) -> None:
+    ring = control.evaluate(
+        """el => {
+            const s = getComputedStyle(el);
+            return {style: s.outlineStyle, width: s.outlineWidth,
+                    focusVisible: el.matches(":focus-visible")};
+        }"""
+    )
+    assert ring["focusVisible"], f"{control} does not match :focus-visible"
+    assert ring["style"] != "none", f"no focus outline on {control}: {ring}"
+    assert float(str(ring["width"]).removesuffix("px")) >= 2, f"thin focus outline: {ring}"
+
+
+# --- labels and errors -------------------------------------------------------------------
+
+
+def test_every_input_has_a_label_and_a_wrong_password_is_announced(
+    page: Page, server: Server
+) -> None:
+    page.goto(server.at("/login"))
+    expect_every_input_labelled(page, {ZH_USERNAME: "username", ZH_PASSWORD: "password"})
+
+    page.get_by_label(ZH_USERNAME, exact=True).fill(BOB)
+    page.get_by_label(ZH_PASSWORD, exact=True).fill("not " + STRONG_PASSWORD)
+    page.get_by_role("button", name=ZH_SIGN_IN).click()
+    expect(page.get_by_role("alert")).to_have_text("用户名或密码不正确。")
+    expect(page.get_by_label(ZH_USERNAME, exact=True)).to_have_value(BOB)
+
+    page.goto(server.at("/register"))
+    expect_every_input_labelled(
+        page,
+        {
+            ZH_USERNAME: "username",
+            ZH_PASSWORD: "password",
+            ZH_REPEAT_PASSWORD: "password_confirm",
+            ZH_PHONE: "phone",
+        },
+    )
+
+
+def test_one_time_code_pages_have_labels_and_announce_a_wrong_code(
+    page: Page, server: Server
+) -> None:
+    sign_in(page, server, CAROL)
+    expect_signed_in_as(page, CAROL)
+
+    page.goto(server.at("/account/totp"))
+    expect_every_input_labelled(page, {ZH_CODE_FROM_APP: "otp"})
+    secret = page.locator(".secret").inner_text().replace(" ", "")
+    page.get_by_label(ZH_CODE_FROM_APP, exact=True).fill(pyotp.TOTP(secret).now())
+    page.get_by_role("button", name="确认").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("恢复码")
+    recovery_code = page.locator("ul.codes li").first.inner_text().strip()
+
+    page.goto(server.at("/account"))
+    page.get_by_role("button", name=ZH_SIGN_OUT).click()
+    expect(page).to_have_url(re.compile(r"/login$"))
+
+    sign_in(page, server, CAROL)
+    expect(page).to_have_url(re.compile(r"/login/otp$"))
+    expect_every_input_labelled(page, {ZH_ONE_TIME_CODE: "otp"})
+    otp = page.get_by_label(ZH_ONE_TIME_CODE, exact=True)
+    expect(otp).to_have_accessible_description(re.compile("恢复码"))  # the hint
+
+    otp.fill("000000")
+    page.get_by_role("button", name="继续").click()
+    expect(page.get_by_role("alert")).to_have_text(ZH_WRONG_CODE)
+
+    page.get_by_label(ZH_ONE_TIME_CODE, exact=True).fill(recovery_code)
+    page.get_by_role("button", name="继续").click()
+    expect_signed_in_as(page, CAROL)
+
+
+# --- registration and language -----------------------------------------------------------
+
+
+def test_register_in_english_weak_password_then_a_good_one(page: Page, server: Server) -> None:
+    page.goto(server.at("/register"))
+    page.get_by_role("navigation").get_by_role("link", name="English").click()
+    expect(page).to_have_url(re.compile(r"/register$"))
+    expect(page.locator("html")).to_have_attribute("lang", "en")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Create an account")
+
+    username = page.get_by_label("Username", exact=True)
+    password = page.get_by_label("Password", exact=True)
+    repeat = page.get_by_label("Repeat the password", exact=True)
+    create = page.get_by_role("button", name="Create account")
+
+    username.fill("dana")
+    password.fill("short1")
+    repeat.fill("short1")
+    create.click()
+
+    expect(page).to_have_url(re.compile(r"/register$"))
+    rule = page.locator(".field", has=page.locator("#password")).locator(".error")
+    expect(rule).to_have_text("Use at least 8 characters.")
+    expect(password).to_have_attribute("aria-invalid", "true")
+    expect(password).to_have_accessible_description(re.compile("Use at least 8 characters"))
+    expect(username).to_have_value("dana")
+    expect(username).not_to_have_attribute("aria-invalid", "true")
+
+    password.fill(STRONG_PASSWORD)
+    repeat.fill(STRONG_PASSWORD)
+    create.click()
+
+    expect(page).to_have_url(re.compile(r"/account$"))
+    expect(page.get_by_role("heading", level=1)).to_have_text("Your account")
+    expect(page.get_by_role("status")).to_have_text("Your account has been created.")
+    expect(page.locator("dl.profile dd").first).to_have_text("dana")
+
+
+def test_language_switch_changes_lang_and_headings(
+    new_context: Callable[..., BrowserContext], server: Server
+) -> None:
+    page = new_context(locale="de-DE").new_page()  # neither language asked for: Chinese
+    page.goto(server.at("/login"))
+    html = page.locator("html")
+    heading = page.get_by_role("heading", level=1)
+    languages = page.get_by_role("navigation", name="语言")
+    expect(html).to_have_attribute("lang", "zh-CN")
+    expect(heading).to_have_text(ZH_SIGN_IN)
+    expect(languages.get_by_role("link", name="中文")).to_have_attribute("aria-current", "true")
+
+    languages.get_by_role("link", name="English").click()
+    expect(page).to_have_url(re.compile(r"/login$"))
+    expect(html).to_have_attribute("lang", "en")
+    expect(heading).to_have_text("Sign in")
+    expect(page).to_have_title(re.compile("^Sign in"))
+    languages = page.get_by_role("navigation", name="Language")
+    expect(languages.get_by_role("link", name="English")).to_have_attribute("aria-current", "true")
+    expect(languages.get_by_role("link", name="中文")).not_to_have_attribute("aria-current", "true")
+
+    languages.get_by_role("link", name="中文").click()
+    expect(page).to_have_url(re.compile(r"/login$"))
+    expect(html).to_have_attribute("lang", "zh-CN")
+    expect(heading).to_have_text(ZH_SIGN_IN)
+    expect(page).to_have_title(re.compile(f"^{ZH_SIGN_IN}"))
+
+
+# --- without JavaScript ------------------------------------------------------------------
+
+
+def test_sign_in_and_out_without_javascript(
+    new_context: Callable[..., BrowserContext], server: Server
+) -> None:
+    page = new_context(java_script_enabled=False).new_page()
+    page.set_content("<title>before</title><script>document.title = 'ran'</script>")
+    expect(page).to_have_title("before")  # page scripts really are off in this context
+
+    sign_in(page, server, ALICE)
+    expect_signed_in_as(page, ALICE)
+
+    page.get_by_role("button", name=ZH_SIGN_OUT).click()
+    expect(page).to_have_url(re.compile(r"/login$"))
+    page.goto(server.at("/account"))
+    expect(page).to_have_url(re.compile(r"/login\?next=/account$"))
+    expect(page.get_by_role("heading", level=1)).to_have_text(ZH_SIGN_IN)
+
+
+def test_signing_out_says_so(page: Page, server: Server) -> None:
+    sign_in(page, server, ALICE)
+    expect_signed_in_as(page, ALICE)
+    page.get_by_role("button", name=ZH_SIGN_OUT).click()
+    expect(page).to_have_url(re.compile(r"/login$"))
+    expect(page.get_by_role("status")).to_have_text("您已退出登录。")
+
+
+# --- console and content security policy -------------------------------------------------
+
+CSP_WATCH = """
+window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation", (event) => {
+    window.__cspViolations.push(event.violatedDirective + " " + event.blockedURI);
+});
+"""
+
+
+@dataclass
+class ConsoleLog:
+    errors: list[str]
+    csp: list[str]
+
+
+def _watch(page: Page) -> ConsoleLog:
+    log = ConsoleLog([], [])
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error":
+            where = message.location.get("url", "")
+            log.errors.append(f"{message.text} ({where})")
+        if "Content Security Policy" in message.text or message.text.startswith("Refused to"):
+            log.csp.append(message.text)
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda error: log.errors.append(f"uncaught: {error}"))
+    page.add_init_script(CSP_WATCH)
+    return log
+
+
+def _visit_pages(page: Page, server: Server) -> list[str]:
+    """/login, /register, then /account and /account/totp (signed in, the latter has an
+    inline SVG); returns the CSP violations the pages reported."""
+    violations: list[str] = []
+
+    def settle(path: str) -> None:
+        page.wait_for_load_state("load")
+        # the browser asks for /favicon.ico after the load event; let its result arrive
+        page.wait_for_timeout(LATE_MESSAGES_MS)
+        violations.extend(f"{path}: {v}" for v in page.evaluate("window.__cspViolations"))
+
+    for path in ("/login", "/register"):
+        page.goto(server.at(path))
+        settle(path)
+    sign_in(page, server, ALICE)
+    expect_signed_in_as(page, ALICE)
+    settle("/account")
+    page.goto(server.at("/account/totp"))  # starts an enrolment; nothing is enabled
+    expect(page.locator(".qr svg")).to_be_visible()
+    settle("/account/totp")
+    return violations
+
+
+def test_no_content_security_policy_violations(page: Page, server: Server) -> None:
+    log = _watch(page)
+    violations = _visit_pages(page, server)
+    assert not violations, violations
+    assert not log.csp, log.csp
+
+
+def test_no_console_errors(playwright: Playwright, server: Server) -> None:
+    # A browser of its own: Chromium asks for a site's icon once per browser session,
+    # so a shared one would hide that request's outcome after the first test.
+    fresh = launch(playwright)
+    try:
+        page = fresh.new_context(locale="zh-CN").new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        log = _watch(page)
+        _visit_pages(page, server)
+    finally:
+        fresh.close()
+    assert not log.errors, "console errors:\n" + "\n".join(log.errors)
