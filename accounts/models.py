@@ -45,7 +45,7 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     totp: Mapped[TotpCredential | None] = relationship(
-        back_populates="user", cascade="all, delete-orphan", uselist=False, lazy="selectin"
+        back_populates="user", cascade="all, delete-orphan", uselist=False, lazy="joined"
     )
 
     @property

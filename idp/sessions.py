@@ -130,7 +130,10 @@ class StoreSessionInterface(SessionInterface):
                 session.sid = None
             if not session:
                 response.delete_cookie(
-                    self.cookie_name, path="/", secure=self.secure, httponly=True,
+                    self.cookie_name,
+                    path="/",
+                    secure=self.secure,
+                    httponly=True,
                     samesite="Lax",
                 )
                 return

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from idp.audit.models import GENESIS_MAC, AuditEvent, AuditHead
@@ -23,6 +23,16 @@ from idp.core.clock import Clock
 from idp.core.keys import Secrets
 
 MAC_PURPOSE = "audit-chain"
+# Built once: appending runs on every sign-in.
+_ADVANCE_HEAD = (
+    update(AuditHead)
+    .where(AuditHead.id == 1)
+    .values(seq=AuditHead.seq + 1)
+    .returning(AuditHead.seq, AuditHead.mac)
+)
+_INSERT_EVENT = insert(AuditEvent)
+_SET_HEAD_MAC = update(AuditHead).where(AuditHead.id == 1).values(mac=bindparam("mac"))
+_CORE = {"synchronize_session": False}
 SUCCESS = "success"
 FAILURE = "failure"
 DENIED = "denied"
@@ -66,12 +76,8 @@ class AuditLog:
         details: dict[str, Any] | None = None,
     ) -> AuditEvent:
         """Append an event to the current transaction (the caller commits)."""
-        head = self._session.execute(
-            update(AuditHead)
-            .where(AuditHead.id == 1)
-            .values(seq=AuditHead.seq + 1)
-            .returning(AuditHead.seq, AuditHead.mac)
-        ).one()
+        # Core statements, not the ORM unit of work: this runs on every sign-in.
+        head = self._session.execute(_ADVANCE_HEAD, execution_options=_CORE).one()
         row = AuditEvent(
             seq=head.seq,
             created_at=self._clock.now(),
@@ -84,8 +90,8 @@ class AuditLog:
             details=details or {},
         )
         row.mac = chain_mac(self._key, head.mac, row)
-        self._session.add(row)
-        self._session.execute(update(AuditHead).where(AuditHead.id == 1).values(mac=row.mac))
+        self._session.execute(_INSERT_EVENT, _columns(row), execution_options=_CORE)
+        self._session.execute(_SET_HEAD_MAC, {"mac": row.mac}, execution_options=_CORE)
         return row
 
     def verify(self, batch: int = 1000) -> VerifyReport:
@@ -134,6 +140,10 @@ class AuditLog:
         if subject is not None:
             query = query.where(AuditEvent.subject == subject)
         return list(self._session.scalars(query))
+
+
+def _columns(row: AuditEvent) -> dict[str, Any]:
+    return {column.key: getattr(row, column.key) for column in AuditEvent.__table__.columns}
 
 
 def chain_mac(key: bytes, previous: str, row: AuditEvent) -> str:

@@ -80,7 +80,8 @@ class SignInService:
         if self._hasher.needs_rehash(user.password_hash):
             user.password_hash = self._hasher.hash(password)
             self._audit.record("password.rehash", subject=user.subject)
-        self._session.commit()
+            self._session.commit()
+        # otherwise nothing was written: record_success() commits the sign-in's event
         return PasswordResult(user, user.has_totp, key, attempt.device_id)
 
     def _fail(self, attempt: Attempt, subject: str, reason: str) -> None:
