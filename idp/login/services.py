@@ -8,6 +8,7 @@ which accounts exist.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NoReturn
 
 from sqlalchemy.orm import Session
 
@@ -54,24 +55,11 @@ class SignInService:
         throttle = self._password_throttle
         key = throttle.account_key(username_key(username))
         attempt = Attempt(key, client_ip, throttle.device_for(device_cookie, key))
-        try:
-            throttle.check(attempt)
-        except Throttled as exc:
-            self._audit.record(
-                "signin.throttled",
-                DENIED,
-                subject=f"account-key:{key[:16]}",
-                details={"scope": exc.scope, "retry_after": exc.retry_after},
-            )
-            self._session.commit()
-            SIGNINS.labels("password", "throttled").inc()
-            raise
+        self._check_throttle(throttle, attempt, "password", f"account-key:{key[:16]}")
         user = self._accounts.find_by_username(username)
         if user is None or user.password_hash is None:
             self._hasher.burn(password)
             self._fail(attempt, f"account-key:{key[:16]}", "unknown_user")
-        assert user is not None
-        assert user.password_hash is not None
         if not self._hasher.verify(user.password_hash, password):
             self._fail(attempt, user.subject, "bad_password")
         if user.status is not UserStatus.ACTIVE:
@@ -84,7 +72,23 @@ class SignInService:
         # otherwise nothing was written: record_success() commits the sign-in's event
         return PasswordResult(user, user.has_totp, key, attempt.device_id)
 
-    def _fail(self, attempt: Attempt, subject: str, reason: str) -> None:
+    def _check_throttle(
+        self, throttle: Throttle, attempt: Attempt, step: str, subject: str
+    ) -> None:
+        try:
+            throttle.check(attempt)
+        except Throttled as exc:
+            self._audit.record(
+                "signin.throttled",
+                DENIED,
+                subject=subject,
+                details={"step": step, "scope": exc.scope, "retry_after": exc.retry_after},
+            )
+            self._session.commit()
+            SIGNINS.labels(step, "throttled").inc()
+            raise
+
+    def _fail(self, attempt: Attempt, subject: str, reason: str) -> NoReturn:
         self._password_throttle.failure(attempt)
         self._audit.record("signin.password", FAILURE, subject=subject, details={"reason": reason})
         self._session.commit()
@@ -96,18 +100,7 @@ class SignInService:
         throttle = self._otp_throttle
         key = throttle.account_key(user.public_id)
         attempt = Attempt(key, client_ip, device_id)
-        try:
-            throttle.check(attempt)
-        except Throttled as exc:
-            self._audit.record(
-                "signin.throttled",
-                DENIED,
-                subject=user.subject,
-                details={"scope": exc.scope, "step": "otp"},
-            )
-            self._session.commit()
-            SIGNINS.labels("otp", "throttled").inc()
-            raise
+        self._check_throttle(throttle, attempt, "otp", user.subject)
         if not self._totp.verify(user, code):
             throttle.failure(attempt)
             self._audit.record("signin.otp", FAILURE, subject=user.subject)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -145,3 +146,26 @@ def test_changing_the_password_signs_other_browsers_out(
     )
     assert client.get("/account").status_code == 200
     assert other.get("/account").status_code == 302
+
+
+def test_unknown_users_cost_one_hash_verification_like_known_ones(
+    app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Similar timing: an unknown username still pays for one Argon2 verification."""
+    from accounts.passwords import PasswordHasher
+
+    calls: list[str] = []
+    original = PasswordHasher.verify
+
+    def counting(self: PasswordHasher, stored: str, password: str) -> bool:
+        calls.append(password)
+        return original(self, stored, password)
+
+    create_user(app)
+    client.get("/login")  # the dummy hash is made lazily; make it before counting
+    monkeypatch.setattr(PasswordHasher, "verify", counting)
+    sign_in(client, password="wrong password 1")
+    known = len(calls)
+    sign_in(client, username="nobody-at-all", password="wrong password 2")
+    assert known == 1
+    assert len(calls) - known == 1
