@@ -3,7 +3,7 @@
 * ``Environment``: an isolated data directory, PostgreSQL schema and Redis namespace
   (or the embedded SQLite + in-process store), removed again at the end.
 * ``Server``: the production server (``.venv/bin/idp serve``) in its own session, and
-  the CPU time of its process tree (gunicorn master + workers).
+  the CPU time of its process tree (granian main process + workers).
 * ``run_load``: a closed-loop load generator in a separate process (its CPU is not the
   server's), with an unmeasured warm-up, then a measured phase bounded in time and,
   optionally, in count. Scenarios are picklable callables doing one iteration.
@@ -338,7 +338,7 @@ def process_cpu_split(
 
 
 class Server:
-    """``idp serve`` with gunicorn; started in its own session so Ctrl-C reaches us first."""
+    """``idp serve`` (granian); started in its own session so Ctrl-C reaches us first."""
 
     def __init__(
         self,
@@ -432,7 +432,7 @@ class Server:
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
-        self.process.terminate()  # gunicorn: graceful shutdown
+        self.process.terminate()  # graceful shutdown
         try:
             self.process.wait(timeout=25)
         except subprocess.TimeoutExpired:

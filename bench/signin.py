@@ -6,9 +6,9 @@ Every iteration uses a fresh cookie jar and connection, so each does the full wo
 
     .venv/bin/python bench/signin.py --duration 20
 
-The server is the production one (``idp serve``: gunicorn on PostgreSQL + Redis) in an
+The server is the production one (``idp serve``: granian on PostgreSQL + Redis) in an
 isolated schema, namespace and data dir, all removed at the end. The load generator is
-a separate process, so only the server's CPU (gunicorn master + workers) is counted.
+a separate process, so only the server's CPU (granian main process + workers) is counted.
 Results: a summary on stdout and JSON in bench/results/signin-<timestamp>.json.
 """
 
@@ -160,7 +160,9 @@ def measure_argon2(samples: int) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="server worker processes (default 2)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="threads per worker (default 1)")
     parser.add_argument(
         "--concurrency", type=int, default=4, help="simultaneous simulated browsers (default 4)"

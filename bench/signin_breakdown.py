@@ -7,7 +7,7 @@ thread signs in ``--count`` times, serially, through Flask's test client against
 on PostgreSQL + Redis (an isolated schema and namespace, removed at the end), with
 Prometheus in multi-process mode as under ``idp serve``. Chosen functions are wrapped
 to add up their thread CPU time (``time.thread_time``: waiting for PostgreSQL or Redis
-is not counted). gunicorn's share (accepting, parsing, writing) is not included.
+is not counted). The WSGI server's share (accepting, parsing, writing) is not included.
 Nested steps are indented; a step's time includes its children's.
 """
 
@@ -225,7 +225,7 @@ def print_report(report: dict[str, Any]) -> None:
     print()
     print(
         f"CPU per request over {report['signins']} serial sign-ins "
-        "(thread CPU time, ms; Flask test client, without gunicorn)"
+        "(thread CPU time, ms; Flask test client, without the WSGI server)"
     )
     for phase in ("GET", "POST"):
         total = report["cpu_ms_per_request"][phase]
@@ -248,7 +248,7 @@ def print_report(report: dict[str, Any]) -> None:
     print(
         f"\n  sign-in inside Flask (GET + POST): {flask_total:.2f} ms = Argon2id verify "
         f"{verify:.2f} ms + everything else {flask_total - verify:.2f} ms"
-        f"\n  (the test client itself adds {client:.2f} ms; gunicorn's share is not here)"
+        f"\n  (the test client itself adds {client:.2f} ms; the WSGI server's share is not here)"
     )
 
 

@@ -75,7 +75,7 @@ class Settings(BaseModel):
     )
 
     # -- server
-    workers: int = Field(default=1, ge=1, le=256, description="gunicorn worker processes.")
+    workers: int = Field(default=1, ge=1, le=256, description="Worker processes of `idp serve`.")
     threads: int = Field(default=1, ge=1, le=256, description="Threads per worker.")
     trusted_proxy_count: int = Field(
         default=0,

@@ -107,7 +107,7 @@ def preflight(settings: Settings) -> None:
 @click.option("--workers", type=click.IntRange(1, 256), default=None, help="Overrides IDP_WORKERS.")
 @click.option("--threads", type=click.IntRange(1, 256), default=None, help="Overrides IDP_THREADS.")
 def serve(host: str, port: int, workers: int | None, threads: int | None) -> None:
-    """Serve the application with gunicorn."""
+    """Serve the application with granian (several worker processes need Redis)."""
     settings = _settings(workers=workers, threads=threads)
     preflight(settings)
     from idp.server import prepare_metrics_dir

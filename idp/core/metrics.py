@@ -1,6 +1,6 @@
 """Prometheus metrics. ``/metrics`` needs the bearer token from ``IDP_METRICS_TOKEN``.
 
-Under several gunicorn workers, ``idp serve`` sets ``PROMETHEUS_MULTIPROC_DIR`` before
+Under several worker processes, ``idp serve`` sets ``PROMETHEUS_MULTIPROC_DIR`` before
 this module is imported, and the endpoint aggregates every worker's values.
 """
 

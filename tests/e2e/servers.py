@@ -1,4 +1,4 @@
-"""Start real server processes (gunicorn through ``idp serve``) for end-to-end tests."""
+"""Start real server processes (``idp serve``) for end-to-end tests."""
 
 from __future__ import annotations
 
