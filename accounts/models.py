@@ -35,6 +35,10 @@ class User(Base):
     # Sign-in sessions that began before this instant are no longer honoured
     # (set when the password changes, so other browsers are signed out).
     sessions_valid_after: Mapped[datetime | None]
+    # Shown to services that ask for the "profile" / "email" scopes.
+    display_name: Mapped[str | None] = mapped_column(String(64))
+    email: Mapped[str | None] = mapped_column(String(254))
+    updated_at: Mapped[datetime | None]
     # Mainland mobile number, AES-GCM encrypted, with a keyed blind index for lookup.
     phone_encrypted: Mapped[str | None] = mapped_column(Text)
     phone_index: Mapped[str | None] = mapped_column(String(64), index=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -128,6 +129,24 @@ class AccountService:
         if user.phone_encrypted is None:
             return None
         return self._cipher.decrypt(user.phone_encrypted, context=PHONE_CONTEXT)
+
+    def standard_claims(self, user: User) -> dict[str, Any]:
+        """The user's OpenID Connect standard claims that this service knows."""
+        changed = user.updated_at or user.created_at
+        claims: dict[str, Any] = {
+            "preferred_username": user.username,
+            "updated_at": int(changed.timestamp()),
+        }
+        if user.display_name:
+            claims["name"] = claims["nickname"] = user.display_name
+        if user.email:
+            # not verified: the service sends no e-mail yet
+            claims.update(email=user.email, email_verified=False)
+        phone = self.phone_of(user)
+        if phone:
+            # possession is checked with real-name verification, not at registration
+            claims.update(phone_number="+86" + phone, phone_number_verified=False)
+        return claims
 
     def change_password(self, user: User, current: str, new: str) -> None:
         if user.password_hash is None or not self._hasher.verify(user.password_hash, current):

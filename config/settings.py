@@ -119,6 +119,35 @@ class Settings(BaseModel):
     ip_window_seconds: int = Field(default=15 * 60, ge=10, le=24 * 3600)
     registrations_per_ip_per_hour: int = Field(default=20, ge=1, le=100_000)
 
+    # -- the OpenID Connect provider
+    access_token_lifetime: int = Field(default=600, ge=60, le=24 * 3600)
+    id_token_lifetime: int = Field(default=600, ge=60, le=24 * 3600)
+    authorization_code_lifetime: int = Field(default=60, ge=5, le=60)
+    refresh_token_idle_lifetime: int = Field(default=14 * 24 * 3600, ge=300, le=365 * 24 * 3600)
+    refresh_token_max_lifetime: int = Field(default=30 * 24 * 3600, ge=300, le=365 * 24 * 3600)
+    code_reuse_window: int = Field(
+        default=3600,
+        ge=60,
+        le=7 * 24 * 3600,
+        description="How long a redeemed code is remembered, so a replay revokes its tokens.",
+    )
+    client_cache_seconds: int = Field(
+        default=5, ge=0, le=300, description="How long a worker caches a client's registration."
+    )
+    key_refresh_seconds: int = Field(
+        default=10, ge=1, le=3600, description="How often a worker looks for rotated keys."
+    )
+    backchannel_max_attempts: int = Field(default=6, ge=1, le=20)
+    backchannel_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    acr_password: str = Field(
+        default="urn:dongguan:idp:acr:pwd",
+        description="acr value for a sign-in with a password (or another single factor).",
+    )
+    acr_mfa: str = Field(
+        default="urn:dongguan:idp:acr:mfa",
+        description="acr value for a sign-in with a password and a one-time code.",
+    )
+
     @field_validator("issuer")
     @classmethod
     def _issuer_is_a_base_url(cls, value: str) -> str:
@@ -172,6 +201,10 @@ class Settings(BaseModel):
                 "argon2_memory_kib: Argon2id below OWASP's minimum "
                 f"(m={OWASP_MIN_ARGON2_MEMORY_KIB} KiB, t={OWASP_MIN_ARGON2_TIME_COST})"
             )
+        if self.refresh_token_idle_lifetime > self.refresh_token_max_lifetime:
+            raise ValueError(
+                "refresh_token_idle_lifetime: must not exceed refresh_token_max_lifetime"
+            )
         if self.login_backoff_base_seconds > self.login_backoff_max_seconds:
             raise ValueError(
                 "login_backoff_base_seconds: must not exceed login_backoff_max_seconds"
@@ -197,6 +230,11 @@ class Settings(BaseModel):
     @property
     def keys_dir(self) -> Path:
         return self.data_dir / "keys"
+
+    @property
+    def longest_token_lifetime(self) -> int:
+        """How long a signing key must stay published after it stops signing."""
+        return max(self.access_token_lifetime, self.id_token_lifetime, 120)
 
 
 def env_name(field: str) -> str:

@@ -35,7 +35,10 @@ def create_app(
     store: Store | None = None,
     clock: Clock | None = None,
     database: Database | None = None,
+    background: bool = False,
 ) -> Flask:
+    """Build the app. ``background`` starts this worker's background threads (the
+    back-channel logout deliverer): servers want them, tests and commands do not."""
     settings = settings or load_settings(os.environ)
     configure_logging(settings.log_level, settings.log_format)
 
@@ -89,11 +92,12 @@ def create_app(
     ops.init_app(app)
 
     import accounts
-    from idp import login
+    from idp import login, oauth
     from idp.audit.cli import audit
 
     login.init_app(app)
     accounts.init_app(app)
+    oauth.init_app(app, background=background)
     app.cli.add_command(audit)
 
     return app

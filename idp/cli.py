@@ -49,6 +49,18 @@ def initialise(settings: Settings) -> list[str]:
     except DatabaseUnavailable as exc:
         fail(str(exc))
     upgrade(database.engine)
+    from idp.core.clock import SystemClock
+    from idp.oauth.keys import SigningKeys
+
+    signing = SigningKeys(
+        database,
+        settings.keys_dir,
+        SystemClock(),
+        refresh_seconds=1,
+        retain_seconds=settings.longest_token_lifetime,
+    )
+    with database.session() as session:
+        created += [f"signing key {kid}" for kid in signing.ensure(session)]
     database.dispose()
     return created
 
@@ -192,9 +204,12 @@ def demo(host: str | None, port: int | None) -> None:
 def _register_groups() -> None:
     from accounts.cli import users
     from idp.audit.cli import audit
+    from idp.oauth.cli import clients, keys
 
     main.add_command(users)
     main.add_command(audit)
+    main.add_command(clients)
+    main.add_command(keys)
 
 
 _register_groups()

@@ -24,7 +24,7 @@ def worker_app() -> Any:
     """The factory each worker process calls (settings come from the environment)."""
     from idp.app import create_app
 
-    return create_app(load_settings(os.environ))
+    return create_app(load_settings(os.environ), background=True)
 
 
 def prepare_metrics_dir(settings: Settings) -> Path:

@@ -13,6 +13,7 @@ after each test). Tests commit for real, so several processes can share the data
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import uuid
@@ -25,7 +26,7 @@ import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, insert, text
 from sqlalchemy.engine import Engine, make_url
 
 from config import Settings
@@ -138,6 +139,46 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
         client.delete(*keys)
 
 
+@functools.cache
+def _signing_material() -> list[tuple[str, str, bytes]]:
+    """One ES256 and one RS256 key for the whole run (RSA generation is slow)."""
+    from idp.oauth.keys import _generate, _pem
+
+    material = []
+    for alg in ("ES256", "RS256"):
+        key = _generate(alg)
+        material.append((key.thumbprint(), alg, _pem(key)))
+    return material
+
+
+def install_signing_keys(settings: Settings) -> None:
+    """What `idp init` does for signing keys, without generating new ones."""
+    from datetime import UTC, datetime
+
+    from idp.core.keys import write_private_file
+    from idp.oauth.models import KeyStatus, SigningKey
+
+    engine = build_engine(settings.effective_database_url, pool_size=1)
+    with engine.begin() as connection:
+        for kid, alg, pem in _signing_material():
+            path = settings.keys_dir / "signing" / f"{kid}.pem"
+            if not path.exists():
+                write_private_file(path, pem)
+            exists = connection.execute(
+                text("SELECT 1 FROM signing_keys WHERE kid = :kid"), {"kid": kid}
+            ).first()
+            if not exists:
+                connection.execute(
+                    insert(SigningKey).values(
+                        kid=kid,
+                        alg=alg,
+                        status=KeyStatus.ACTIVE,
+                        created_at=datetime.now(UTC),
+                    )
+                )
+    engine.dispose()
+
+
 def make_settings(tmp_path: Path, backend: Backend, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "issuer": "http://localhost",
@@ -152,6 +193,7 @@ def make_settings(tmp_path: Path, backend: Backend, **overrides: Any) -> Setting
     values.update(overrides)
     settings = build_settings(values)
     ensure_keys(settings)
+    install_signing_keys(settings)
     return settings
 
 

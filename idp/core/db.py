@@ -72,6 +72,7 @@ class Base(DeclarativeBase):
     type_annotation_map: dict[Any, Any] = {  # noqa: RUF012 - SQLAlchemy's documented hook
         datetime: UTCDateTime(),
         dict[str, Any]: JSON(),
+        list[str]: JSON(),
         int: BigIntId,
     }
 

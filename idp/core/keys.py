@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from config import Settings
 
-SECRET_FILE = "secret.key"  # noqa: S105 - a file name, not a secret
+SECRET_FILE = "secret.key"
 DATA_KEYS_DIR = "data"
 
 

@@ -12,9 +12,10 @@ from sqlalchemy.engine import Engine
 
 import accounts.models
 import idp.audit.models
+import idp.oauth.models
 from idp.core.db import Base
 
-MODEL_MODULES = (accounts.models, idp.audit.models)
+MODEL_MODULES = (accounts.models, idp.audit.models, idp.oauth.models)
 metadata = Base.metadata
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 

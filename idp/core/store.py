@@ -54,6 +54,10 @@ class Store(Protocol):
 
     def delete(self, *keys: str) -> None: ...
 
+    def exists(self, *keys: str) -> int:
+        """How many of the keys exist (one round trip)."""
+        ...
+
     def incr(self, key: str, ttl: float) -> int:
         """Increment a counter; the first increment starts its ``ttl``."""
         ...
@@ -168,6 +172,12 @@ class MemoryStore:
             for key in keys:
                 self._data.pop(self._key(key), None)
 
+    def exists(self, *keys: str) -> int:
+        self._guard()
+        now = time.monotonic()
+        with self._lock:
+            return sum(self._live(self._key(key), now) is not None for key in keys)
+
     def incr(self, key: str, ttl: float) -> int:
         self._guard()
         now = time.monotonic()
@@ -241,6 +251,12 @@ class RedisStore:
     def delete(self, *keys: str) -> None:
         if keys:
             self._call("delete", lambda: self._redis.delete(*(self._key(k) for k in keys)))
+
+    def exists(self, *keys: str) -> int:
+        if not keys:
+            return 0
+        count = self._call("exists", lambda: self._redis.exists(*(self._key(k) for k in keys)))
+        return int(count)
 
     def incr(self, key: str, ttl: float) -> int:
         full = self._key(key)

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar, cast
 
-from flask import g, redirect, request, session, url_for
+from blinker import Namespace
+from flask import current_app, g, redirect, request, session, url_for
 
 from accounts.deps import account_service
 from accounts.models import User, UserStatus
@@ -21,6 +22,9 @@ from idp.sessions import StoreSession
 
 F = TypeVar("F", bound=Callable[..., Any])
 PENDING_TTL = 5 * 60
+
+# Sent with the session's data (uid, sub, sid, rps...) when a signed-in session ends.
+session_ended = Namespace().signal("session-ended")
 
 
 def _now() -> float:
@@ -81,20 +85,35 @@ def pending_second_factor() -> dict[str, Any] | None:
 
 
 def complete_sign_in(user: User, amr: list[str]) -> None:
-    """Start the signed-in session under a fresh identifier (no session fixation)."""
+    """Start the signed-in session under a fresh identifier (no session fixation).
+
+    The same user signing in again (a re-authentication a service asked for) keeps the
+    OpenID Connect session id and the list of services signed in through it; another
+    user ends the previous user's session first.
+    """
     store_session = cast(StoreSession, session)
+    kept: dict[str, Any] = {}
+    previous = session.get("uid")
+    if previous == user.id:
+        kept = {key: session[key] for key in ("sid", "rps") if key in session}
+    elif previous is not None:
+        session_ended.send(current_app._get_current_object(), data=dict(session))  # type: ignore[attr-defined]
     session.clear()  # includes the CSRF token: a new one is made for the new session
     session.update(
         uid=user.id,
         sub=user.public_id,
         auth_time=_now(),
         amr=amr,
-        sid=secrets.token_urlsafe(16),
+        sid=kept.get("sid") or secrets.token_urlsafe(16),
+        rps=kept.get("rps", []),
     )
     store_session.rotate()
     g.current_user = user
 
 
 def sign_out() -> None:
+    """End the session here; listeners (back-channel logout) tell the services."""
+    if session.get("uid") is not None:
+        session_ended.send(current_app._get_current_object(), data=dict(session))  # type: ignore[attr-defined]
     cast(StoreSession, session).destroy()
     g.current_user = None

@@ -86,13 +86,32 @@ def index() -> ResponseReturnValue:
     return redirect(url_for("accounts.account"))
 
 
+def _service_name() -> str | None:
+    """The service the user is signing in to, when an authorization request sent them."""
+    client_id = request.values.get("client_id")
+    if not client_id:
+        return None
+    from idp.oauth.authorize import client_display_name
+
+    return client_display_name(client_id)
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> ResponseReturnValue:
     next_url = safe_next(request.values.get("next"))
-    if request.method == "GET" and current_user() is not None:
+    reauth = request.values.get("reauth") == "1"
+    if request.method == "GET" and current_user() is not None and not reauth:
         return redirect(next_url)
     form = LoginForm()
-    context = {"form": form, "next_url": next_url}
+    if request.method == "GET" and request.args.get("login_hint"):
+        form.username.data = request.args["login_hint"][:64]
+    context = {
+        "form": form,
+        "next_url": next_url,
+        "reauth": reauth,
+        "client_id": request.values.get("client_id", ""),
+        "service_name": _service_name(),
+    }
     if not form.validate_on_submit():
         status = 400 if form.errors else 200
         return make_response(render_template("login/login.html", **context), status)

@@ -68,7 +68,7 @@ def test_the_catalogue_is_up_to_date_with_the_code(pattern: str) -> None:
     with CATALOGUE.open("rb") as handle:
         known = {m.id if isinstance(m.id, str) else m.id[0] for m in read_po(handle) if m.id}
     root = Path(__file__).resolve().parents[2]
-    marker = re.compile(re.escape(pattern) + r'"((?:[^"\\]|\\.)*)"\s*[,)]')
+    marker = re.compile(r"(?<![\w.])" + re.escape(pattern) + r'"((?:[^"\\]|\\.)*)"\s*[,)]')
     missing = [
         (path.name, literal)
         for path in [*root.glob("idp/**/*.py"), *root.glob("accounts/**/*.py")]

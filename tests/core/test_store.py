@@ -146,3 +146,12 @@ def test_unreachable_redis_is_reported_without_its_password(dead_redis: RedisSto
 
 def test_store_fixture_matches_backend(backend: Backend, s: Store) -> None:
     assert s.shared == (backend.name == "production")
+
+
+def test_exists_counts_live_keys(s: Store) -> None:
+    s.set("a", b"1", 30)
+    s.set("b", b"1", 0.05)
+    assert s.exists("a", "b", "c") == 2
+    time.sleep(0.12)
+    assert s.exists("a", "b", "c") == 1
+    assert s.exists() == 0

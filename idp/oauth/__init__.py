@@ -1,0 +1,26 @@
+"""The OAuth 2.0 / OpenID Connect provider: Authlib's server with our extensions.
+
+Modules: ``models`` (clients, grants, refresh tokens, consents, signing keys, logout
+deliveries), ``keys`` (signing keys, JWKS, rotation), ``clients`` (registration,
+secrets, cache), ``tokens`` (JWT access tokens, ID tokens, refresh tokens,
+revocation), ``grants`` and ``client_auth`` (Authlib extensions), ``server`` (one
+AuthorizationServer per app), ``authorize`` (the interactive flow), ``endpoints``
+(token, userinfo, introspection, revocation, discovery, JWKS), ``logout``
+(RP-initiated and back-channel logout), ``cli``.
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+
+
+def init_app(app: Flask, *, background: bool = False) -> None:
+    from idp.oauth import account, authorize, cli, endpoints, logout, server
+
+    server.init_app(app)
+    endpoints.init_app(app)
+    authorize.init_app(app)
+    logout.init_app(app, background=background)
+    account.init_app(app)
+    app.cli.add_command(cli.clients)
+    app.cli.add_command(cli.keys)

@@ -1,0 +1,74 @@
+"""The account page's "connected services": what each service may see, withdrawable."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from flask import Blueprint, Flask, flash, make_response, redirect, request, url_for
+from flask.typing import ResponseReturnValue
+from flask_babel import gettext as _
+from flask_wtf import FlaskForm
+
+from idp.core.runtime import audit_log, db, runtime
+from idp.login.auth import current_user, login_required
+from idp.oauth.consent import ConsentService
+from idp.oauth.server import oauth
+
+bp = Blueprint("oauth_account", __name__, template_folder="templates")
+
+
+@dataclass(frozen=True)
+class ConnectedService:
+    client_id: str
+    name: str
+    scope: str
+    granted_at: datetime
+
+
+@bp.get("/account/services")
+@login_required
+def services() -> ResponseReturnValue:
+    from flask import render_template
+
+    user = current_user()
+    assert user is not None
+    registry = oauth().clients
+    entries = []
+    for consent in ConsentService(db(), runtime().clock).for_user(user.id):
+        client = registry.get(consent.client_id)
+        entries.append(
+            ConnectedService(
+                consent.client_id,
+                client.name if client else consent.client_id,
+                consent.scope,
+                consent.granted_at,
+            )
+        )
+    return make_response(render_template("oauth/services.html", services=entries, form=FlaskForm()))
+
+
+@bp.post("/account/services/revoke")
+@login_required
+def revoke_service() -> ResponseReturnValue:
+    """Withdraw consent and end every grant (refresh and access tokens) of the service."""
+    user = current_user()
+    assert user is not None
+    form = FlaskForm()
+    client_id = request.form.get("client_id", "")[:100]
+    if form.validate_on_submit() and client_id:
+        ConsentService(db(), runtime().clock).revoke(user.id, client_id)
+        tokens = oauth().tokens()
+        tokens.revoke_grants(
+            tokens.active_grants(user_id=user.id, client_id=client_id), "consent_withdrawn"
+        )
+        audit_log().record(
+            "consent.withdraw", subject=user.subject, details={"client_id": client_id}
+        )
+        db().commit()
+        flash(_("Access withdrawn."), "success")
+    return redirect(url_for("oauth_account.services"))
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)

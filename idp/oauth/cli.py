@@ -1,0 +1,223 @@
+"""``idp clients ...`` and ``idp keys ...``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from idp.core.cli_support import echo_json, fail, with_app
+from idp.core.runtime import audit_log, db
+from idp.oauth.clients import DEFAULT_SCOPE, GRANT_TYPES, ClientError, Registration
+
+
+def _provider() -> Any:
+    from idp.oauth.server import oauth
+
+    return oauth()
+
+
+@click.group("clients")
+def clients() -> None:
+    """Register and remove relying parties (OAuth clients)."""
+
+
+@clients.command("create")
+@click.option("--client-id", required=True)
+@click.option("--name", default=None, help="Shown to users on the consent page.")
+@click.option(
+    "--redirect-uri",
+    "redirect_uris",
+    multiple=True,
+    help="Exact redirect URI (repeat for several).",
+)
+@click.option("--post-logout-redirect-uri", "post_logout_redirect_uris", multiple=True)
+@click.option("--backchannel-logout-uri", default=None)
+@click.option(
+    "--grant-type",
+    "grant_types",
+    multiple=True,
+    type=click.Choice(GRANT_TYPES),
+    help="Default: authorization_code and refresh_token.",
+)
+@click.option(
+    "--scope", default=DEFAULT_SCOPE, show_default=True, help="Scopes the client may ask for."
+)
+@click.option("--public", is_flag=True, help="No secret (a browser or mobile app; PKCE).")
+@click.option("--first-party", is_flag=True, help="Run by the city: no consent page.")
+@click.option(
+    "--token-endpoint-auth-method",
+    default=None,
+    type=click.Choice(["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]),
+)
+@click.option("--jwks-uri", default=None, help="For private_key_jwt.")
+@click.option(
+    "--jwks",
+    "jwks_file",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A JSON file with the client's public keys (private_key_jwt).",
+)
+@click.option(
+    "--id-token-alg", default="ES256", show_default=True, type=click.Choice(["ES256", "RS256"])
+)
+@click.option(
+    "--subject-type", default="public", show_default=True, type=click.Choice(["public", "pairwise"])
+)
+@click.option("--sector", default=None, help="Pairwise sector (one per department).")
+@click.option("--json", "as_json", is_flag=True)
+@with_app
+def create(
+    client_id: str,
+    name: str | None,
+    redirect_uris: tuple[str, ...],
+    post_logout_redirect_uris: tuple[str, ...],
+    backchannel_logout_uri: str | None,
+    grant_types: tuple[str, ...],
+    scope: str,
+    public: bool,
+    first_party: bool,
+    token_endpoint_auth_method: str | None,
+    jwks_uri: str | None,
+    jwks_file: Path | None,
+    id_token_alg: str,
+    subject_type: str,
+    sector: str | None,
+    as_json: bool,
+) -> None:
+    """Register a client; prints it, and its secret once."""
+    jwks = None
+    if jwks_file is not None:
+        try:
+            jwks = json.loads(jwks_file.read_text())
+        except (OSError, ValueError) as exc:
+            fail(f"cannot read the JWKS file: {exc}")
+    registration = Registration(
+        client_id=client_id,
+        name=name,
+        redirect_uris=redirect_uris,
+        post_logout_redirect_uris=post_logout_redirect_uris,
+        backchannel_logout_uri=backchannel_logout_uri,
+        grant_types=grant_types or ("authorization_code", "refresh_token"),
+        scope=scope,
+        public=public,
+        first_party=first_party,
+        token_endpoint_auth_method=token_endpoint_auth_method,
+        jwks_uri=jwks_uri,
+        jwks=jwks,
+        id_token_signed_response_alg=id_token_alg,
+        subject_type=subject_type,
+        sector_identifier=sector,
+    )
+    try:
+        client, secret = _provider().clients.create(db(), registration)
+    except ClientError as exc:
+        fail(str(exc))
+    audit_log("cli").record("client.create", subject=f"client:{client.client_id}")
+    db().commit()
+    output = client.public_json()
+    if secret:
+        output["client_secret"] = secret
+    if as_json:
+        echo_json(output)
+        return
+    click.echo(f"created client {client.client_id}")
+    if secret:
+        click.echo(f"client secret (shown once): {secret}")
+
+
+@clients.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@with_app
+def list_clients(as_json: bool) -> None:
+    """List registered clients (never their secrets)."""
+    found = [client.public_json() for client in _provider().clients.all(db())]
+    if as_json:
+        echo_json(found)
+        return
+    for entry in found:
+        click.echo(
+            f"{entry['client_id']}\t{entry['token_endpoint_auth_method']}\t"
+            f"{' '.join(entry['redirect_uris'])}"
+        )
+
+
+@clients.command("delete")
+@click.argument("client_id")
+@with_app
+def delete(client_id: str) -> None:
+    """Remove a client and everything issued to it."""
+    if not _provider().clients.delete(db(), client_id):
+        fail(f"no client {client_id!r}")
+    audit_log("cli").record("client.delete", subject=f"client:{client_id}")
+    db().commit()
+    click.echo(f"deleted client {client_id}")
+
+
+@clients.command("rotate-secret")
+@click.argument("client_id")
+@click.option("--json", "as_json", is_flag=True)
+@with_app
+def rotate_secret(client_id: str, as_json: bool) -> None:
+    """Give a client a new secret (the old one stops working)."""
+    try:
+        secret = _provider().clients.rotate_secret(db(), client_id)
+    except ClientError as exc:
+        fail(str(exc))
+    audit_log("cli").record("client.rotate_secret", subject=f"client:{client_id}")
+    db().commit()
+    if as_json:
+        echo_json({"client_id": client_id, "client_secret": secret})
+    else:
+        click.echo(f"client secret (shown once): {secret}")
+
+
+@click.group("keys")
+def keys() -> None:
+    """Token-signing keys."""
+
+
+@keys.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@with_app
+def list_keys(as_json: bool) -> None:
+    """List the signing keys and their state."""
+    found = _provider().keys.describe()
+    if as_json:
+        echo_json(found)
+        return
+    for entry in found:
+        marker = "\tsigning" if entry["signing"] else ""
+        click.echo(f"{entry['kid']}\t{entry['alg']}\t{entry['status']}{marker}")
+
+
+@keys.command("rotate")
+@click.option("--json", "as_json", is_flag=True)
+@with_app
+def rotate(as_json: bool) -> None:
+    """Add a new active key per algorithm; the previous ones retire (still published)."""
+    created = _provider().keys.rotate(db())
+    audit_log("cli").record("keys.rotate", details={"created": created})
+    db().commit()
+    if as_json:
+        echo_json({"created": created})
+    else:
+        for kid in created:
+            click.echo(f"new signing key {kid}")
+
+
+@keys.command("prune")
+@click.option("--json", "as_json", is_flag=True)
+@with_app
+def prune(as_json: bool) -> None:
+    """Remove retired keys once every token they signed has expired."""
+    removed = _provider().keys.prune(db())
+    if removed:
+        audit_log("cli").record("keys.prune", details={"removed": removed})
+        db().commit()
+    if as_json:
+        echo_json({"removed": removed})
+    else:
+        click.echo(f"removed {len(removed)} retired key(s)")

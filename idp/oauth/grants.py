@@ -1,0 +1,242 @@
+"""Authlib grant types, extended: PKCE S256 for every client, codes that are consumed
+atomically, JWT access tokens, ID tokens and refresh-token rotation."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any, ClassVar
+
+from authlib.common.urls import add_params_to_uri
+from authlib.oauth2.rfc6749 import grants
+from authlib.oauth2.rfc6749.errors import (
+    AccessDeniedError,
+    InvalidGrantError,
+    InvalidRequestError,
+    InvalidScopeError,
+)
+from authlib.oauth2.rfc6749.hooks import hooked
+from authlib.oauth2.rfc7636 import CodeChallenge
+
+from accounts.deps import account_service
+from accounts.models import User, UserStatus
+from idp.core.runtime import db
+from idp.oauth.claims import release, requested_names
+from idp.oauth.clients import ClientInfo
+from idp.oauth.tokens import (
+    CodeRecord,
+    IssuedRefresh,
+    RefreshTokenReused,
+    constant_time_equal,
+    pkce_s256,
+)
+
+log = logging.getLogger(__name__)
+
+ALL_AUTH_METHODS: list[str] = [
+    "client_secret_basic",
+    "client_secret_post",
+    "private_key_jwt",
+    "none",
+]
+CONFIDENTIAL_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
+# Scopes about a person: never granted to a client acting for itself.
+USER_SCOPES = frozenset({"openid", "profile", "email", "phone", "offline_access"})
+_PKCE_VALUE = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
+
+
+def _oauth() -> Any:
+    from idp.oauth.server import oauth
+
+    return oauth()
+
+
+def _active_user(user_id: int) -> User | None:
+    user = account_service().get(user_id)
+    if user is None or user.status is not UserStatus.ACTIVE:
+        return None
+    return user
+
+
+def _user_tokens(
+    client: ClientInfo,
+    user: User,
+    grant: Any,
+    scope: str,
+    *,
+    nonce: str | None,
+    refresh_token: str | None,
+) -> dict[str, Any]:
+    """The token response for a user: access token, and ID token for ``openid``."""
+    tokens = _oauth().tokens()
+    subject = tokens.subject(client, user.public_id)
+    access_token, expires_in = tokens.access_token(client, scope, subject=subject, grant=grant)
+    response: dict[str, Any] = {
+        "access_token": access_token,
+        "token_type": "Bearer",
+        "expires_in": expires_in,
+        "scope": scope,
+    }
+    if refresh_token:
+        response["refresh_token"] = refresh_token
+    if "openid" in scope.split():
+        wanted = requested_names(grant.claims, "id_token")
+        extra = release(lambda: account_service().standard_claims(user), (), wanted)
+        response["id_token"] = tokens.id_token(
+            client, subject, grant, nonce=nonce, access_token=access_token, extra=extra
+        )
+    return response
+
+
+class StrictPKCE(CodeChallenge):  # type: ignore[misc]
+    """PKCE for every client (RFC 9700 2.1.1), with S256 only: ``plain`` and a missing
+    ``code_challenge_method`` (which means plain) are refused."""
+
+    SUPPORTED_CODE_CHALLENGE_METHOD: ClassVar[list[str]] = ["S256"]
+    DEFAULT_CODE_CHALLENGE_METHOD = "S256"
+
+    def validate_code_challenge(self, grant: Any, _redirect_uri: str) -> None:
+        payload = grant.request.payload
+        challenge = payload.data.get("code_challenge")
+        method = payload.data.get("code_challenge_method")
+        for name in ("code_challenge", "code_challenge_method"):
+            if len(payload.datalist.get(name, [])) > 1:
+                raise InvalidRequestError(f"Multiple '{name}' in request.")
+        if not challenge:
+            raise InvalidRequestError("PKCE is required: send 'code_challenge' (S256).")
+        if method != "S256":
+            raise InvalidRequestError("'code_challenge_method' must be S256.")
+        if not _PKCE_VALUE.match(challenge):
+            raise InvalidRequestError("Invalid 'code_challenge'.")
+
+    def validate_code_verifier(self, grant: Any, _result: Any) -> None:
+        verifier = grant.request.form.get("code_verifier")
+        if not verifier:
+            raise InvalidRequestError("Missing 'code_verifier'.")
+        if not _PKCE_VALUE.match(verifier):
+            raise InvalidRequestError("Invalid 'code_verifier'.")
+        record: CodeRecord = grant.request.authorization_code
+        if not constant_time_equal(pkce_s256(verifier), record.code_challenge):
+            raise InvalidGrantError("Code challenge failed.")
+
+
+class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
+    TOKEN_ENDPOINT_AUTH_METHODS = ALL_AUTH_METHODS
+
+    def create_authorization_response(self, redirect_uri: str, grant_user: Any) -> Any:
+        """Issue the code; the view put the sign-in context on the request."""
+        if not grant_user:
+            raise AccessDeniedError(redirect_uri=redirect_uri)
+        request = self.request
+        request.user = grant_user
+        record: CodeRecord = request.code_record
+        code = _oauth().tokens().new_code(record)
+        params = [("code", code)]
+        if request.payload.state:
+            params.append(("state", request.payload.state))
+        params.append(("iss", _oauth().issuer))  # RFC 9207: against mix-up attacks
+        return 302, "", [("Location", add_params_to_uri(redirect_uri, params))]
+
+    def query_authorization_code(self, code: str, client: ClientInfo) -> CodeRecord | None:
+        record: CodeRecord | None = _oauth().tokens().take_code(code)
+        if record is None or record.client_id != client.client_id:
+            # unknown, expired, replayed, or another client's code: the code is gone now
+            return None
+        return record
+
+    def delete_authorization_code(self, authorization_code: CodeRecord) -> None:
+        """Nothing to do: ``take_code`` already consumed it."""
+
+    def authenticate_user(self, authorization_code: CodeRecord) -> User | None:
+        return _active_user(authorization_code.user_id)
+
+    @hooked  # type: ignore[untyped-decorator]
+    def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
+        request = self.request
+        client: ClientInfo = request.client
+        record: CodeRecord = request.authorization_code
+        user = self.authenticate_user(record)
+        if user is None:
+            raise InvalidGrantError("There is no active user for this code.")
+        request.user = user
+        tokens = _oauth().tokens()
+        grant = tokens.create_grant(record)
+        if grant.revoked_at is not None:
+            db().commit()
+            raise InvalidGrantError("The code was used twice.")
+        refresh = None
+        if "offline_access" in record.scope.split() and client.check_grant_type("refresh_token"):
+            refresh = tokens.new_refresh_token(grant)
+        response = _user_tokens(
+            client, user, grant, record.scope, nonce=record.nonce, refresh_token=refresh
+        )
+        db().commit()
+        log.info(
+            "tokens issued",
+            extra={
+                "grant_type": "authorization_code",
+                "client_id": client.client_id,
+                "grant": grant.id,
+            },
+        )
+        return 200, response, self.TOKEN_RESPONSE_HEADER
+
+
+class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
+    TOKEN_ENDPOINT_AUTH_METHODS = ALL_AUTH_METHODS
+
+    def authenticate_refresh_token(self, refresh_token: str) -> IssuedRefresh | None:
+        try:
+            return _oauth().tokens().find_refresh_token(refresh_token)  # type: ignore[no-any-return]
+        except RefreshTokenReused:
+            log.warning("refresh token reused: grant revoked")
+            return None
+
+    def authenticate_user(self, refresh_token: IssuedRefresh) -> User | None:
+        return _active_user(refresh_token.grant.user_id)
+
+    def revoke_old_credential(self, refresh_token: IssuedRefresh) -> None:
+        """Nothing to do: ``rotate`` marks the old token used."""
+
+    @hooked  # type: ignore[untyped-decorator]
+    def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
+        request = self.request
+        client: ClientInfo = request.client
+        issued: IssuedRefresh = request.refresh_token
+        user = self.authenticate_user(issued)
+        if user is None:
+            raise InvalidGrantError("There is no active user for this token.")
+        request.user = user
+        scope = request.payload.scope or issued.grant.scope
+        try:
+            refresh = _oauth().tokens().rotate(issued)
+        except RefreshTokenReused:
+            raise InvalidGrantError("The refresh token was already used.") from None
+        response = _user_tokens(
+            client, user, issued.grant, scope, nonce=None, refresh_token=refresh
+        )
+        db().commit()
+        return 200, response, self.TOKEN_RESPONSE_HEADER
+
+
+class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[misc]
+    TOKEN_ENDPOINT_AUTH_METHODS = CONFIDENTIAL_AUTH_METHODS
+
+    @hooked  # type: ignore[untyped-decorator]
+    def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
+        client: ClientInfo = self.request.client
+        allowed = {s for s in client.scopes if s not in USER_SCOPES}
+        requested = (self.request.payload.scope or "").split()
+        if requested and not set(requested) <= allowed:
+            raise InvalidScopeError("The client may not ask for these scopes.")
+        scope = " ".join(requested or sorted(allowed))
+        access_token, expires_in = (
+            _oauth().tokens().access_token(client, scope, subject=client.client_id)
+        )
+        response = {
+            "access_token": access_token,
+            "token_type": "Bearer",
+            "expires_in": expires_in,
+            "scope": scope,
+        }
+        return 200, response, self.TOKEN_RESPONSE_HEADER

@@ -1,0 +1,161 @@
+"""What the provider keeps in the database.
+
+Access tokens are signed JWTs and are not stored; authorization codes and revocation
+markers live in the short-lived store. Secrets are stored only as keyed hashes.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Enum, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from idp.core.db import Base, enum_column_values, utcnow
+
+
+class AuthMethod(enum.StrEnum):
+    NONE = "none"
+    CLIENT_SECRET_BASIC = "client_secret_basic"
+    CLIENT_SECRET_POST = "client_secret_post"
+    PRIVATE_KEY_JWT = "private_key_jwt"
+
+
+class SubjectType(enum.StrEnum):
+    PUBLIC = "public"
+    PAIRWISE = "pairwise"
+
+
+class Client(Base):
+    """A relying party (a government system) registered by an operator."""
+
+    __tablename__ = "oauth_clients"
+
+    client_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    # HMAC-SHA-256 of the secret (keyed by a subkey of the root secret); None for
+    # public clients and private_key_jwt.
+    secret_hash: Mapped[str | None] = mapped_column(String(64))
+    token_endpoint_auth_method: Mapped[AuthMethod] = mapped_column(
+        Enum(AuthMethod, native_enum=False, length=32, values_callable=enum_column_values)
+    )
+    redirect_uris: Mapped[list[str]]
+    post_logout_redirect_uris: Mapped[list[str]]
+    backchannel_logout_uri: Mapped[str | None] = mapped_column(String(2000))
+    grant_types: Mapped[list[str]]
+    # Space-separated scopes the client may ask for.
+    scope: Mapped[str] = mapped_column(Text)
+    jwks_uri: Mapped[str | None] = mapped_column(String(2000))
+    jwks: Mapped[dict[str, Any] | None]
+    id_token_signed_response_alg: Mapped[str] = mapped_column(String(16), default="ES256")
+    subject_type: Mapped[SubjectType] = mapped_column(
+        Enum(SubjectType, native_enum=False, length=16, values_callable=enum_column_values),
+        default=SubjectType.PUBLIC,
+    )
+    # Pairwise subjects are computed per sector: clients of one department share one.
+    sector_identifier: Mapped[str | None] = mapped_column(String(255))
+    # Operated by the city itself: no consent page.
+    first_party: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Grant(Base):
+    """One user's authorization of one client: the family of every token issued from
+    one authorization code (and their refreshes). Revoking it revokes them all."""
+
+    __tablename__ = "oauth_grants"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    client_id: Mapped[str] = mapped_column(
+        ForeignKey("oauth_clients.client_id", ondelete="CASCADE"), index=True
+    )
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    scope: Mapped[str] = mapped_column(Text)
+    auth_time: Mapped[datetime]
+    amr: Mapped[list[str]]
+    acr: Mapped[str | None] = mapped_column(String(200))
+    # The OpenID Connect session (``sid``) the grant was made in.
+    sid: Mapped[str | None] = mapped_column(String(64), index=True)
+    # The ``claims`` request parameter, kept for the userinfo endpoint.
+    claims: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Refresh tokens of the grant end here, however often they are used.
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+    revoked_reason: Mapped[str | None] = mapped_column(String(64))
+
+
+class RefreshToken(Base):
+    """A refresh token (stored as a keyed hash). Each use rotates it: the old one is
+    marked used, and presenting a used one again revokes the whole grant."""
+
+    __tablename__ = "oauth_refresh_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    grant_id: Mapped[str] = mapped_column(
+        ForeignKey("oauth_grants.id", ondelete="CASCADE"), index=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+
+class Consent(Base):
+    """Scopes a user has allowed a client; asked again only for more."""
+
+    __tablename__ = "oauth_consents"
+    __table_args__ = (UniqueConstraint("user_id", "client_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    client_id: Mapped[str] = mapped_column(
+        ForeignKey("oauth_clients.client_id", ondelete="CASCADE"), index=True
+    )
+    scope: Mapped[str] = mapped_column(Text)
+    granted_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class KeyStatus(enum.StrEnum):
+    ACTIVE = "active"
+    RETIRED = "retired"
+
+
+class SigningKey(Base):
+    """Metadata of a token-signing key; the private key is a PEM file (0600) under
+    ``<data_dir>/keys/signing/<kid>.pem``."""
+
+    __tablename__ = "signing_keys"
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    alg: Mapped[str] = mapped_column(String(16))
+    status: Mapped[KeyStatus] = mapped_column(
+        Enum(KeyStatus, native_enum=False, length=16, values_callable=enum_column_values)
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    retired_at: Mapped[datetime | None]
+
+
+class LogoutDelivery(Base):
+    """A back-channel logout notice owed to a client, delivered off the request path
+    with retries; a delivery that keeps failing is marked failed, never dropped."""
+
+    __tablename__ = "backchannel_deliveries"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    client_id: Mapped[str] = mapped_column(
+        ForeignKey("oauth_clients.client_id", ondelete="CASCADE"), index=True
+    )
+    uri: Mapped[str] = mapped_column(String(2000))
+    # The client's subject for the user and the session id (no token is stored: each
+    # attempt signs a fresh logout token).
+    subject: Mapped[str] = mapped_column(String(128))
+    sid: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(index=True)
+    delivered_at: Mapped[datetime | None]
+    failed_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(String(500))

@@ -1,0 +1,419 @@
+"""Issuing, checking and revoking tokens.
+
+* Authorization codes: ``dgac_`` + 256 random bits; only their MAC is a store key; kept
+  at most 60 s and taken atomically. A redeemed code is remembered for
+  ``code_reuse_window``: presenting it again revokes every token issued from it.
+* Access tokens: JWTs per RFC 9068 (``typ: at+jwt``), signed with the newest ES256
+  key, so resource servers can check them locally. Not stored; a revoked one is listed
+  in the store (by ``jti``, or by its grant) until it would have expired.
+* Refresh tokens: ``dgrt_`` + 256 random bits, stored as MACs, rotated on every use;
+  reusing a rotated one revokes the whole grant. A grant ends after
+  ``refresh_token_max_lifetime`` however often it is refreshed.
+* ID tokens: OpenID Connect Core 2, signed with the client's registered algorithm.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import threading
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from authlib.oidc.core.util import create_half_hash
+from joserfc.errors import JoseError
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from config import Settings
+from idp.core.clock import Clock
+from idp.core.keys import Secrets
+from idp.core.store import Store
+from idp.oauth.clients import ClientInfo
+from idp.oauth.keys import SigningKeys
+from idp.oauth.models import Grant, RefreshToken
+
+CODE_PREFIX = "dgac_"
+REFRESH_PREFIX = "dgrt_"
+ACCESS_TOKEN_TYP = "at+jwt"
+_TOKEN_MAC_PURPOSE = "token-hash"
+_PAIRWISE_PURPOSE = "pairwise-subject"
+_VERIFIED_CACHE_LIMIT = 20_000
+
+
+@dataclass
+class CodeRecord:
+    """What an authorization code stands for (kept in the store, never in a URL)."""
+
+    client_id: str
+    redirect_uri: str
+    scope: str
+    user_id: int
+    code_challenge: str
+    code_challenge_method: str
+    auth_time: float
+    amr: list[str]
+    acr: str | None
+    sid: str | None
+    nonce: str | None
+    claims: dict[str, Any] | None
+    grant_id: str
+
+    # -- Authlib's AuthorizationCodeMixin
+    def get_redirect_uri(self) -> str:
+        return self.redirect_uri
+
+    def get_scope(self) -> str:
+        return self.scope
+
+
+class RefreshTokenReused(Exception):
+    """A rotated refresh token was presented again; its grant is now revoked."""
+
+
+@dataclass(frozen=True)
+class IssuedRefresh:
+    row: RefreshToken
+    grant: Grant
+
+    # -- Authlib's TokenMixin (what the refresh grant asks of it)
+    def check_client(self, client: ClientInfo) -> bool:
+        return self.grant.client_id == client.client_id
+
+    def get_scope(self) -> str:
+        return self.grant.scope
+
+
+def token_mac(secrets_: Secrets, token: str) -> str:
+    return secrets_.mac_hex(_TOKEN_MAC_PURPOSE, token)
+
+
+def _revoked_jti_key(jti: str) -> str:
+    return f"rv:j:{jti}"
+
+
+def _revoked_grant_key(grant_id: str) -> str:
+    return f"rv:g:{grant_id}"
+
+
+class AccessTokenVerifier:
+    """Checks access tokens this service issued: signature, type, issuer, expiry, then
+    revocation. Signature results are cached per worker by token (a resource server
+    presents the same token many times); revocation is checked every time."""
+
+    def __init__(self, keys: SigningKeys, store: Store, issuer: str, clock: Clock) -> None:
+        self._keys = keys
+        self._store = store
+        self._issuer = issuer
+        self._clock = clock
+        self._verified: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def claims(self, token: str) -> dict[str, Any] | None:
+        """The claims of a valid, unexpired, unrevoked access token, else None."""
+        claims = self._verified.get(token)
+        now = self._clock.now().timestamp()
+        if claims is None:
+            claims = self._verify(token)
+            if claims is None:
+                return None
+            with self._lock:
+                if len(self._verified) >= _VERIFIED_CACHE_LIMIT:
+                    self._verified.clear()
+                self._verified[token] = claims
+        if claims["exp"] <= now:
+            self._verified.pop(token, None)
+            return None
+        if self.is_revoked(claims):
+            return None
+        return claims
+
+    def _verify(self, token: str) -> dict[str, Any] | None:
+        if token.count(".") != 2 or len(token) > 8192:
+            return None
+        try:
+            header, claims = self._keys.verify(token)
+        except (JoseError, ValueError):
+            return None
+        if str(header.get("typ", "")).lower() not in {ACCESS_TOKEN_TYP, "application/at+jwt"}:
+            return None  # an ID token or a logout token is no access token
+        if claims.get("iss") != self._issuer:
+            return None
+        if not isinstance(claims.get("exp"), int) or not isinstance(claims.get("jti"), str):
+            return None
+        return claims
+
+    def is_revoked(self, claims: dict[str, Any]) -> bool:
+        keys = [_revoked_jti_key(claims["jti"])]
+        if claims.get("gid"):
+            keys.append(_revoked_grant_key(claims["gid"]))
+        return self._store.exists(*keys) > 0
+
+
+class TokenService:
+    def __init__(
+        self,
+        session: Session,
+        store: Store,
+        keys: SigningKeys,
+        secrets_: Secrets,
+        settings: Settings,
+        clock: Clock,
+    ) -> None:
+        self._session = session
+        self._store = store
+        self._keys = keys
+        self._secrets = secrets_
+        self._settings = settings
+        self._clock = clock
+
+    # -- subjects
+
+    def subject(self, client: ClientInfo, public_id: str) -> str:
+        """The user's ``sub`` for this client: public, or pairwise per sector (OIDC 8.1)."""
+        if not client.pairwise:
+            return public_id
+        digest = self._secrets.mac(_PAIRWISE_PURPOSE, f"{client.sector}|{public_id}".encode())
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+    # -- authorization codes
+
+    def new_code(self, record: CodeRecord) -> str:
+        code = CODE_PREFIX + secrets.token_urlsafe(32)
+        self._store.set(
+            f"code:{token_mac(self._secrets, code)}",
+            json.dumps(asdict(record), separators=(",", ":")).encode(),
+            self._settings.authorization_code_lifetime,
+        )
+        return code
+
+    def take_code(self, code: str) -> CodeRecord | None:
+        """Consume a code (atomically: of two parallel redemptions one wins).
+
+        A code seen before is a replay: the grant made from it is revoked.
+        """
+        if not code.startswith(CODE_PREFIX) or len(code) > 100:
+            return None
+        digest = token_mac(self._secrets, code)
+        raw = self._store.take(f"code:{digest}")
+        if raw is None:
+            grant_id = self._store.get(f"code-used:{digest}")
+            if grant_id is not None:
+                self.revoke_grant(grant_id.decode(), "code_replay")
+            return None
+        record = CodeRecord(**json.loads(raw))
+        self._store.set(
+            f"code-used:{digest}", record.grant_id.encode(), self._settings.code_reuse_window
+        )
+        return record
+
+    # -- grants
+
+    def create_grant(self, record: CodeRecord) -> Grant:
+        now = self._clock.now()
+        grant = Grant(
+            id=record.grant_id,
+            client_id=record.client_id,
+            user_id=record.user_id,
+            scope=record.scope,
+            auth_time=datetime.fromtimestamp(record.auth_time, now.tzinfo),
+            amr=record.amr,
+            acr=record.acr,
+            sid=record.sid,
+            claims=record.claims,
+            created_at=now,
+            expires_at=now + timedelta(seconds=self._settings.refresh_token_max_lifetime),
+        )
+        self._session.add(grant)
+        self._session.flush()
+        if self._store.exists(_revoked_grant_key(grant.id)):
+            # the code was replayed while this redemption was under way
+            grant.revoked_at = now
+            grant.revoked_reason = "code_replay"
+        return grant
+
+    def grant(self, grant_id: str) -> Grant | None:
+        return self._session.get(Grant, grant_id)
+
+    def revoke_grant(self, grant_id: str, reason: str) -> None:
+        """End a grant: its refresh tokens stop working, its access tokens are listed as
+        revoked until they would have expired."""
+        self._store.set(
+            _revoked_grant_key(grant_id), b"1", self._settings.access_token_lifetime + 60
+        )
+        self._session.execute(
+            update(Grant)
+            .where(Grant.id == grant_id, Grant.revoked_at.is_(None))
+            .values(revoked_at=self._clock.now(), revoked_reason=reason),
+            execution_options={"synchronize_session": False},
+        )
+        self._session.commit()
+
+    def revoke_grants(self, grants: list[Grant], reason: str) -> None:
+        for grant in grants:
+            self.revoke_grant(grant.id, reason)
+
+    def active_grants(self, *, user_id: int, client_id: str | None = None) -> list[Grant]:
+        query = select(Grant).where(Grant.user_id == user_id, Grant.revoked_at.is_(None))
+        if client_id is not None:
+            query = query.where(Grant.client_id == client_id)
+        return list(self._session.scalars(query))
+
+    # -- access tokens
+
+    def access_token(
+        self, client: ClientInfo, scope: str, *, subject: str, grant: Grant | None = None
+    ) -> tuple[str, int]:
+        now = int(self._clock.now().timestamp())
+        lifetime = self._settings.access_token_lifetime
+        claims: dict[str, Any] = {
+            "iss": self._settings.issuer,
+            "sub": subject,
+            "aud": client.client_id,
+            "client_id": client.client_id,
+            "iat": now,
+            "exp": now + lifetime,
+            "jti": uuid.uuid4().hex,
+            "scope": scope,
+        }
+        if grant is not None:
+            claims.update(
+                auth_time=int(grant.auth_time.timestamp()),
+                amr=grant.amr,
+                gid=grant.id,
+            )
+            if grant.acr:
+                claims["acr"] = grant.acr
+            if grant.sid:
+                claims["sid"] = grant.sid
+        return self._keys.sign(claims, typ=ACCESS_TOKEN_TYP), lifetime
+
+    def revoke_access_token(self, claims: dict[str, Any]) -> None:
+        remaining = int(claims["exp"]) - self._clock.now().timestamp()
+        if remaining > 0:
+            self._store.set(_revoked_jti_key(claims["jti"]), b"1", remaining + 5)
+
+    # -- ID tokens
+
+    def id_token(
+        self,
+        client: ClientInfo,
+        subject: str,
+        grant: Grant,
+        *,
+        nonce: str | None,
+        access_token: str | None,
+        extra: dict[str, Any],
+    ) -> str:
+        now = int(self._clock.now().timestamp())
+        alg = client.id_token_signed_response_alg
+        claims: dict[str, Any] = {
+            "iss": self._settings.issuer,
+            "sub": subject,
+            "aud": [client.client_id],
+            "azp": client.client_id,
+            "iat": now,
+            "exp": now + self._settings.id_token_lifetime,
+            "auth_time": int(grant.auth_time.timestamp()),
+            "amr": grant.amr,
+        }
+        if grant.acr:
+            claims["acr"] = grant.acr
+        if grant.sid:
+            claims["sid"] = grant.sid
+        if nonce:
+            claims["nonce"] = nonce
+        if access_token:
+            half = create_half_hash(access_token, alg)
+            if half is not None:
+                claims["at_hash"] = half.decode()
+        for name, value in extra.items():
+            claims.setdefault(name, value)
+        return self._keys.sign(claims, alg=alg)
+
+    # -- refresh tokens
+
+    def new_refresh_token(self, grant: Grant) -> str:
+        token = REFRESH_PREFIX + secrets.token_urlsafe(32)
+        now = self._clock.now()
+        expires = min(
+            now + timedelta(seconds=self._settings.refresh_token_idle_lifetime), grant.expires_at
+        )
+        self._session.add(
+            RefreshToken(
+                grant_id=grant.id,
+                token_hash=token_mac(self._secrets, token),
+                created_at=now,
+                expires_at=expires,
+            )
+        )
+        return token
+
+    def find_refresh_token(self, token: str) -> IssuedRefresh | None:
+        """The refresh token if it can be used now. A rotated one presented again
+        revokes its grant (RFC 9700 4.14.2) and raises ``RefreshTokenReused``."""
+        if not token.startswith(REFRESH_PREFIX) or len(token) > 100:
+            return None
+        row = self._session.scalar(
+            select(RefreshToken).where(RefreshToken.token_hash == token_mac(self._secrets, token))
+        )
+        if row is None:
+            return None
+        grant = self._session.get(Grant, row.grant_id)
+        if grant is None:
+            return None
+        if row.used_at is not None:
+            if grant.revoked_at is None:
+                self.revoke_grant(grant.id, "refresh_token_reuse")
+            raise RefreshTokenReused()
+        now = self._clock.now()
+        if grant.revoked_at is not None or row.expires_at <= now or grant.expires_at <= now:
+            return None
+        if self._store.exists(_revoked_grant_key(grant.id)):
+            return None
+        return IssuedRefresh(row, grant)
+
+    def rotate(self, issued: IssuedRefresh) -> str:
+        """Mark the token used (once: of two parallel uses one wins) and make the next."""
+        result = self._session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.id == issued.row.id, RefreshToken.used_at.is_(None))
+            .values(used_at=self._clock.now()),
+            execution_options={"synchronize_session": False},
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            self._session.rollback()
+            self.revoke_grant(issued.grant.id, "refresh_token_reuse")
+            raise RefreshTokenReused()
+        return self.new_refresh_token(issued.grant)
+
+    def describe_refresh_token(self, token: str) -> dict[str, Any] | None:
+        """What introspection says of a usable refresh token (with its ``grant``)."""
+        try:
+            issued = self.find_refresh_token(token)
+        except RefreshTokenReused:
+            return None
+        if issued is None:
+            return None
+        return {
+            "scope": issued.grant.scope,
+            "client_id": issued.grant.client_id,
+            "exp": int(min(issued.row.expires_at, issued.grant.expires_at).timestamp()),
+            "iat": int(issued.row.created_at.timestamp()),
+            "token_type": "refresh_token",
+            "grant": issued.grant,
+        }
+
+
+def constant_time_equal(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+def pkce_s256(verifier: str) -> str:
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
