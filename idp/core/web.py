@@ -14,7 +14,7 @@ import uuid
 from typing import Any
 from urllib.parse import parse_qsl
 
-from flask import Flask, Response, g, jsonify, render_template, request
+from flask import Blueprint, Flask, Response, g, jsonify, render_template, request
 from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import OperationalError
@@ -38,6 +38,7 @@ CSP = (
 
 # Blueprints whose errors are JSON (API endpoints register themselves here).
 JSON_BLUEPRINTS_KEY = "IDP_JSON_BLUEPRINTS"
+JSON_PATHS_KEY = "IDP_JSON_PATHS"
 
 
 class BadInput(HTTPException):
@@ -48,6 +49,8 @@ class BadInput(HTTPException):
 def wants_json() -> bool:
     if request.blueprint in g.get("json_blueprints", ()):
         return True
+    if request.url_rule is None and request.path in g.get("json_paths", ()):
+        return True  # e.g. GET /token: no rule matched, but the caller is an API client
     best = request.accept_mimetypes.best_match(["text/html", "application/json"])
     return best == "application/json" and not request.accept_mimetypes.accept_html
 
@@ -186,13 +189,16 @@ def init_app(app: Flask, *, trusted_proxies: int) -> None:
             x_port=trusted_proxies,
         )
     app.config.setdefault(JSON_BLUEPRINTS_KEY, set())
+    app.config.setdefault(JSON_PATHS_KEY, set())
     json_blueprints: set[str] = app.config[JSON_BLUEPRINTS_KEY]
+    json_paths: set[str] = app.config[JSON_PATHS_KEY]
 
     def begin() -> None:
         g.request_started_at = time.perf_counter()
         supplied = request.headers.get("X-Request-Id", "")
         g.request_id = supplied if _REQUEST_ID.match(supplied) else uuid.uuid4().hex
         g.json_blueprints = json_blueprints
+        g.json_paths = json_paths
 
     app.before_request(begin)
     app.before_request(_guard_input)
@@ -205,5 +211,12 @@ def init_app(app: Flask, *, trusted_proxies: int) -> None:
     app.register_error_handler(Exception, _unexpected)
 
 
-def register_json_blueprint(app: Flask, name: str) -> None:
-    app.config.setdefault(JSON_BLUEPRINTS_KEY, set()).add(name)
+def register_json_blueprint(app: Flask, blueprint: Blueprint) -> None:
+    """Errors of this blueprint's endpoints (even unmatched methods) are JSON."""
+    app.config.setdefault(JSON_BLUEPRINTS_KEY, set()).add(blueprint.name)
+    paths = app.config.setdefault(JSON_PATHS_KEY, set())
+    paths.update(
+        rule.rule
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint.startswith(blueprint.name + ".")
+    )

@@ -188,6 +188,6 @@ def jwks() -> Response:
 
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
-    register_json_blueprint(app, bp.name)
+    register_json_blueprint(app, bp)
     csrf = app.extensions["csrf"]
     csrf.exempt(bp)
