@@ -7,6 +7,9 @@
 * ``run_load``: a closed-loop load generator in a separate process (its CPU is not the
   server's), with an unmeasured warm-up, then a measured phase bounded in time and,
   optionally, in count. Scenarios are picklable callables doing one iteration.
+* ``run_open_loop``: the same, open-loop: iterations start on a fixed schedule
+  (``rate`` per second) whether or not earlier ones have finished, and each sample
+  records how late it started, so latency counts queueing (no coordinated omission).
 
 Everything talks to 127.0.0.1 only.
 """
@@ -319,6 +322,8 @@ class CpuSnapshot:
     seconds: float  # user + system
     system: float  # the system part of it
     pids: frozenset[int]
+    # (pid, user + system seconds) of the main process and of each worker
+    per_process: tuple[tuple[int, float], ...] = ()
 
 
 def process_cpu(process: psutil.Process, *, reaped_children: bool = False) -> float:
@@ -421,13 +426,15 @@ class Server:
         at = time.monotonic()
         user, system = process_cpu_split(self.master, reaped_children=True)
         pids = set()
+        per_process = [(self.master.pid, user + system)]
         for worker in self.worker_processes():
             with contextlib.suppress(psutil.NoSuchProcess):
                 worker_user, worker_system = process_cpu_split(worker)
                 user += worker_user
                 system += worker_system
                 pids.add(worker.pid)
-        return CpuSnapshot(at, user + system, system, frozenset(pids))
+                per_process.append((worker.pid, worker_user + worker_system))
+        return CpuSnapshot(at, user + system, system, frozenset(pids), tuple(per_process))
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -535,6 +542,15 @@ class LoadResult:
         low, high = self.measure_start.at, self.measure_end.at
         return [s for s in self.samples if low <= s.end <= high]
 
+    def cpu_by_process(self) -> dict[int, float]:
+        """Server CPU seconds in the window per process (main process first): shows
+        whether the workers shared the load (keep-alive connections stick to one)."""
+        before = dict(self.measure_start.per_process)
+        return {
+            pid: round(seconds - before.get(pid, 0.0), 3)
+            for pid, seconds in self.measure_end.per_process
+        }
+
 
 def _generator_main(
     scenario: Scenario,
@@ -609,20 +625,50 @@ def run_load(
         name="bench-load",
         daemon=True,
     )
+    return _measure(
+        server,
+        generator,
+        plan.warmup,
+        plan.duration,
+        measure_from=measure_from,
+        count_reached=count_reached,
+        stop=stop,
+        ready=ready,
+        receiver=receiver,
+        sender=sender,
+        database_pids=database_pids,
+    )
+
+
+def _measure(
+    server: Server,
+    generator: Any,
+    warmup: float,
+    duration: float,
+    *,
+    measure_from: Any,
+    count_reached: Event,
+    stop: Event,
+    ready: Event,
+    receiver: Connection,
+    sender: Connection,
+    database_pids: Callable[[], list[int]] | None,
+) -> LoadResult:
+    """Start the generator process, wait out the warm-up, measure, collect the samples."""
     generator.start()
     sender.close()
     try:
         if not ready.wait(timeout=60):
             raise RuntimeError("the load generator did not start")
         client = psutil.Process(generator.pid)
-        time.sleep(plan.warmup)
+        time.sleep(warmup)
         db_before = other_process_cpu(database_pids()) if database_pids else None
         redis_before = other_process_cpu(redis_server_pids())
         client_before = process_cpu(client)
         busy_before = machine_busy_cpu()
         start = server.cpu()
         measure_from.value = start.at
-        count_reached.wait(timeout=plan.duration)
+        count_reached.wait(timeout=duration)
         end = server.cpu()
         busy_after = machine_busy_cpu()
         client_after = process_cpu(client)
@@ -647,6 +693,118 @@ def run_load(
         machine_busy_cpu_seconds=busy_after - busy_before,
         worker_pids_changed=start.pids != end.pids,
     )
+
+
+# -- open-loop load ---------------------------------------------------------------------
+
+OPEN_LOOP_LAG = "start_lag"  # the phase an open-loop sample adds: actual - scheduled start
+
+
+@dataclass(frozen=True)
+class OpenLoopPlan:
+    """``rate`` iterations per second, started on schedule by up to ``threads`` threads
+    (each with its own state: connection, refresh-token chain...)."""
+
+    rate: float
+    threads: int
+    warmup: float
+    duration: float
+
+
+def _open_loop_main(
+    scenario: Scenario,
+    port: int,
+    rate: float,
+    threads_count: int,
+    hard_deadline: float,
+    stop: Event,
+    ready: Event,
+    results: Connection,
+) -> None:
+    """The open-loop generator's process.
+
+    Iteration ``i`` is due at ``t0 + i / rate``. The next free thread takes the next
+    due iteration, sleeps until it is due (if it is not late already) and runs it; the
+    sample's ``start_lag`` phase is how late it actually started. When every thread is
+    busy, iterations fall behind schedule and the lag shows it: response time (lag +
+    service time) is what a client arriving on schedule would see.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us, after clean-up
+    sys.setswitchinterval(0.0005)  # a woken thread gets the GIL sooner than after 5 ms
+    samples: list[Sample] = []
+    slots = itertools.count()
+    interval = 1.0 / rate
+    t0 = time.monotonic() + 0.05
+
+    def loop() -> None:
+        while not stop.is_set():
+            index = next(slots)  # atomic under the GIL
+            due = t0 + index * interval
+            if due >= hard_deadline:
+                return
+            wait = due - time.monotonic()
+            # stop.wait sleeps, yet wakes at once when the run ends
+            if wait > 0 and stop.wait(wait):
+                return
+            sample = scenario(port, index)
+            sample.phases[OPEN_LOOP_LAG] = max(0.0, sample.start - due)
+            samples.append(sample)
+
+    threads = [threading.Thread(target=loop, daemon=True) for _ in range(threads_count)]
+    for thread in threads:
+        thread.start()
+    ready.set()
+    for thread in threads:
+        thread.join(timeout=max(0.0, hard_deadline - time.monotonic()) + REQUEST_TIMEOUT * 2)
+    results.send(samples)
+    results.close()
+
+
+def run_open_loop(
+    server: Server,
+    scenario: Scenario,
+    plan: OpenLoopPlan,
+    *,
+    database_pids: Callable[[], list[int]] | None = None,
+) -> LoadResult:
+    """Like ``run_load``, but open-loop at ``plan.rate`` iterations per second.
+
+    Latency of a sample as a client sees it: ``end - start + phases["start_lag"]``
+    (``response_times``).
+    """
+    if not 0 < plan.rate <= 100_000 or not 1 <= plan.threads <= 1024:
+        raise ValueError("rate must be in (0, 100000] and threads in [1, 1024]")
+    context = multiprocessing.get_context("spawn")
+    measure_from = context.Value("d", math.inf)
+    never = context.Event()  # no count bound: the window lasts plan.duration
+    stop = context.Event()
+    ready = context.Event()
+    receiver, sender = context.Pipe(duplex=False)
+    hard_deadline = time.monotonic() + plan.warmup + plan.duration + 60
+    generator = context.Process(
+        target=_open_loop_main,
+        args=(scenario, server.port, plan.rate, plan.threads, hard_deadline, stop, ready, sender),
+        name="bench-open-loop",
+        daemon=True,
+    )
+    return _measure(
+        server,
+        generator,
+        plan.warmup,
+        plan.duration,
+        measure_from=measure_from,
+        count_reached=never,
+        stop=stop,
+        ready=ready,
+        receiver=receiver,
+        sender=sender,
+        database_pids=database_pids,
+    )
+
+
+def response_times(samples: Sequence[Sample]) -> list[float]:
+    """Seconds from the scheduled start (open loop) or the actual start to the end."""
+    return [s.end - s.start + s.phases.get(OPEN_LOOP_LAG, 0.0) for s in samples]
 
 
 def _delta(before: dict[int, float] | None, after: dict[int, float] | None) -> float | None:

@@ -26,9 +26,13 @@ ISSUER = "http://localhost"
 @pytest.fixture
 def rp(app: Flask) -> RP:
     create_user(app)
-    _, secret = register(app, "rp", first_party=True,
-                         scope="openid profile email phone offline_access",
-                         post_logout_redirect_uris=["https://rp.example.gov.cn/bye"])
+    _, secret = register(
+        app,
+        "rp",
+        first_party=True,
+        scope="openid profile email phone offline_access",
+        post_logout_redirect_uris=["https://rp.example.gov.cn/bye"],
+    )
     return RP(app, "rp", secret)
 
 
@@ -38,8 +42,9 @@ def claims_of(app: Flask, token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return header, claims
 
 
-def check_id_token(app: Flask, id_token: str, flow: Flow | None, client_id: str = "rp"
-                   ) -> dict[str, Any]:
+def check_id_token(
+    app: Flask, id_token: str, flow: Flow | None, client_id: str = "rp"
+) -> dict[str, Any]:
     """What an RP must check of an ID token (OpenID Connect Core 3.1.3.7)."""
     header, claims = claims_of(app, id_token)
     assert header["alg"] == "ES256"
@@ -61,8 +66,15 @@ def check_id_token(app: Flask, id_token: str, flow: Flow | None, client_id: str 
 def test_oidcc_discovery_endpoint_verification(client: FlaskClient) -> None:
     document = client.get("/.well-known/openid-configuration").get_json()
     assert document["issuer"] == ISSUER
-    for name in ("authorization_endpoint", "token_endpoint", "userinfo_endpoint", "jwks_uri",
-                 "end_session_endpoint", "introspection_endpoint", "revocation_endpoint"):
+    for name in (
+        "authorization_endpoint",
+        "token_endpoint",
+        "userinfo_endpoint",
+        "jwks_uri",
+        "end_session_endpoint",
+        "introspection_endpoint",
+        "revocation_endpoint",
+    ):
         assert document[name].startswith(ISSUER + "/"), name
     assert document["response_types_supported"] == ["code"]
     assert document["code_challenge_methods_supported"] == ["S256"]
@@ -112,8 +124,10 @@ def test_oidcc_server(app: Flask, client: FlaskClient, rp: RP) -> None:
 
 def test_oidcc_response_type_missing(client: FlaskClient, rp: RP) -> None:
     flow = Flow()
-    response = client.get("/authorize?" + urlencode(
-        {k: v for k, v in rp.authorize_params(flow).items() if k != "response_type"}))
+    response = client.get(
+        "/authorize?"
+        + urlencode({k: v for k, v in rp.authorize_params(flow).items() if k != "response_type"})
+    )
     assert response.status_code == 302
     error = query_of(response.headers["Location"])
     assert error["error"] in {"invalid_request", "unsupported_response_type"}
@@ -144,12 +158,12 @@ def test_oidcc_userinfo(client: FlaskClient, rp: RP, method: str) -> None:
     assert info["preferred_username"] == "alice"
 
 
-def test_oidcc_userinfo_sub_matches_the_id_token(app: Flask, client: FlaskClient,
-                                                 rp: RP) -> None:
+def test_oidcc_userinfo_sub_matches_the_id_token(app: Flask, client: FlaskClient, rp: RP) -> None:
     tokens, flow = rp.tokens(client)
     claims = check_id_token(app, tokens["id_token"], flow)
-    info = client.get("/userinfo",
-                      headers={"Authorization": f"Bearer {tokens['access_token']}"}).get_json()
+    info = client.get(
+        "/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+    ).get_json()
     assert info["sub"] == claims["sub"]
 
 
@@ -184,8 +198,9 @@ def test_oidcc_scope(app: Flask, client: FlaskClient, scope: str, expected: set[
     _, secret = register(app, "rp-scopes", first_party=True)
     rp = RP(app, "rp-scopes", secret)
     tokens, _ = rp.tokens(client, username="bob", scope=scope)
-    info = client.get("/userinfo",
-                      headers={"Authorization": f"Bearer {tokens['access_token']}"}).get_json()
+    info = client.get(
+        "/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+    ).get_json()
     assert expected <= set(info)
     if "phone" in scope:
         assert info["phone_number"] == "+8613800138000"
@@ -200,10 +215,17 @@ def test_oidcc_ensure_other_scope_order_succeeds(client: FlaskClient, rp: RP) ->
     assert "id_token" in tokens
 
 
-@pytest.mark.parametrize("extra", [{"display": "page"}, {"display": "popup"},
-                                   {"ui_locales": "zh-CN"}, {"claims_locales": "zh-CN"},
-                                   {"acr_values": "urn:dongguan:idp:acr:pwd"},
-                                   {"extra_unknown_parameter": "ignored"}])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"display": "page"},
+        {"display": "popup"},
+        {"ui_locales": "zh-CN"},
+        {"claims_locales": "zh-CN"},
+        {"acr_values": "urn:dongguan:idp:acr:pwd"},
+        {"extra_unknown_parameter": "ignored"},
+    ],
+)
 def test_oidcc_optional_and_unknown_parameters_are_accepted(
     client: FlaskClient, rp: RP, extra: dict[str, str]
 ) -> None:
@@ -211,8 +233,7 @@ def test_oidcc_optional_and_unknown_parameters_are_accepted(
     assert "id_token" in tokens
 
 
-def test_oidcc_prompt_login(app: Flask, client: FlaskClient, rp: RP,
-                            clock: FrozenClock) -> None:
+def test_oidcc_prompt_login(app: Flask, client: FlaskClient, rp: RP, clock: FrozenClock) -> None:
     first, flow = rp.tokens(client)
     first_claims = check_id_token(app, first["id_token"], flow)
     clock.advance(5)
@@ -259,8 +280,7 @@ def test_oidcc_max_age_1(app: Flask, client: FlaskClient, rp: RP, clock: FrozenC
     assert check_id_token(app, again["id_token"], flow2)["auth_time"] >= before + 2
 
 
-def test_oidcc_max_age_10000(app: Flask, client: FlaskClient, rp: RP,
-                             clock: FrozenClock) -> None:
+def test_oidcc_max_age_10000(app: Flask, client: FlaskClient, rp: RP, clock: FrozenClock) -> None:
     first, flow = rp.tokens(client)
     before = check_id_token(app, first["id_token"], flow)["auth_time"]
     clock.advance(60)
@@ -284,8 +304,9 @@ def test_oidcc_id_token_hint(client: FlaskClient, rp: RP) -> None:
     assert "code" in callback
 
 
-def test_id_token_hint_for_another_user(app: Flask, client: FlaskClient, rp: RP,
-                                        clock: FrozenClock) -> None:
+def test_id_token_hint_for_another_user(
+    app: Flask, client: FlaskClient, rp: RP, clock: FrozenClock
+) -> None:
     create_user(app, "carol")
     carol_tokens, _ = rp.tokens(app.test_client(), username="carol")
     rp.tokens(client)  # alice is signed in on this browser
@@ -310,8 +331,9 @@ def test_oidcc_login_hint(client: FlaskClient, rp: RP) -> None:
     assert 'value="alice"' in body(page)
 
 
-def test_oidcc_ensure_request_with_acr_values_succeeds(app: Flask, client: FlaskClient,
-                                                       rp: RP) -> None:
+def test_oidcc_ensure_request_with_acr_values_succeeds(
+    app: Flask, client: FlaskClient, rp: RP
+) -> None:
     tokens, flow = rp.tokens(client, acr_values="urn:dongguan:idp:acr:mfa")
     # alice has no second factor: the level actually achieved is reported
     assert check_id_token(app, tokens["id_token"], flow)["acr"] == "urn:dongguan:idp:acr:pwd"
@@ -349,8 +371,9 @@ def test_oidcc_codereuse_revokes_the_tokens(app: Flask, client: FlaskClient) -> 
     assert client.get("/userinfo", headers=bearer).status_code == 401
     introspected = rp.post(client, "/introspect", {"token": tokens["access_token"]})
     assert introspected.get_json() == {"active": False}
-    refreshed = rp.token_request(client, {"grant_type": "refresh_token",
-                                          "refresh_token": tokens["refresh_token"]})
+    refreshed = rp.token_request(
+        client, {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+    )
     assert refreshed.get_json()["error"] == "invalid_grant"
 
 
@@ -366,8 +389,9 @@ def test_oidcc_codereuse_revokes_the_tokens(app: Flask, client: FlaskClient) -> 
         "",
     ],
 )
-def test_oidcc_ensure_registered_redirect_uri(client: FlaskClient, rp: RP,
-                                              redirect_uri: str) -> None:
+def test_oidcc_ensure_registered_redirect_uri(
+    client: FlaskClient, rp: RP, redirect_uri: str
+) -> None:
     """An unregistered (or altered, or missing) redirect URI gets a page, never a redirect."""
     response = rp.start(client, Flow(), redirect_uri=redirect_uri or None)
     assert response.status_code == 400
@@ -383,8 +407,9 @@ def test_unknown_client_gets_a_page(client: FlaskClient, rp: RP) -> None:
 
 def test_oidcc_server_client_secret_post(app: Flask, client: FlaskClient) -> None:
     create_user(app)
-    _, secret = register(app, "rp-post", first_party=True,
-                         token_endpoint_auth_method="client_secret_post")
+    _, secret = register(
+        app, "rp-post", first_party=True, token_endpoint_auth_method="client_secret_post"
+    )
     rp = RP(app, "rp-post", secret)
     flow = Flow()
     callback = rp.sign_in_and_get_code(client, flow)
@@ -394,8 +419,7 @@ def test_oidcc_server_client_secret_post(app: Flask, client: FlaskClient) -> Non
     assert rp.redeem(client, callback["code"], flow, auth="post").status_code == 200
 
 
-def test_oidcc_unsigned_request_object_rejected_as_unsupported(client: FlaskClient,
-                                                              rp: RP) -> None:
+def test_oidcc_unsigned_request_object_rejected_as_unsupported(client: FlaskClient, rp: RP) -> None:
     flow = Flow()
     response = rp.start(client, flow, request="eyJhbGciOiJub25lIn0.e30.")
     error = query_of(response.headers["Location"])
@@ -406,12 +430,15 @@ def test_oidcc_unsigned_request_object_rejected_as_unsupported(client: FlaskClie
 
 
 def test_oidcc_claims_essential(app: Flask, client: FlaskClient, rp: RP) -> None:
-    claims = {"userinfo": {"preferred_username": {"essential": True}},
-              "id_token": {"preferred_username": None}}
+    claims = {
+        "userinfo": {"preferred_username": {"essential": True}},
+        "id_token": {"preferred_username": None},
+    }
     tokens, flow = rp.tokens(client, scope="openid", claims=json.dumps(claims))
     assert check_id_token(app, tokens["id_token"], flow)["preferred_username"] == "alice"
-    info = client.get("/userinfo",
-                      headers={"Authorization": f"Bearer {tokens['access_token']}"}).get_json()
+    info = client.get(
+        "/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+    ).get_json()
     assert info["preferred_username"] == "alice"
     assert "updated_at" not in info  # profile was not asked for
 
@@ -434,8 +461,9 @@ def test_oidcc_ensure_post_request_succeeds(app: Flask, client: FlaskClient, rp:
 def test_oidcc_refresh_token(app: Flask, client: FlaskClient, rp: RP) -> None:
     tokens, flow = rp.tokens(client, scope="openid offline_access")
     first_claims = check_id_token(app, tokens["id_token"], flow)
-    refreshed = rp.token_request(client, {"grant_type": "refresh_token",
-                                          "refresh_token": tokens["refresh_token"]})
+    refreshed = rp.token_request(
+        client, {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+    )
     assert refreshed.status_code == 200
     new = refreshed.get_json()
     assert new["refresh_token"] != tokens["refresh_token"]
@@ -465,8 +493,12 @@ def test_oidcc_server_rotate_keys(app: Flask, client: FlaskClient, rp: RP) -> No
     assert old_kid in published  # retired keys stay until their tokens expired
     assert header["kid"] in published
     # a token signed with the retired key still verifies
-    assert client.get("/userinfo", headers={
-        "Authorization": f"Bearer {before['access_token']}"}).status_code == 200
+    assert (
+        client.get(
+            "/userinfo", headers={"Authorization": f"Bearer {before['access_token']}"}
+        ).status_code
+        == 200
+    )
 
 
 def test_consent_is_asked_once_per_client_and_scope_set(app: Flask, client: FlaskClient) -> None:
@@ -475,9 +507,15 @@ def test_consent_is_asked_once_per_client_and_scope_set(app: Flask, client: Flas
     rp = RP(app, "third-party", secret)
     first = rp.start(client, Flow())
     page = client.get(first.headers["Location"])
-    login = client.post("/login", data={"csrf_token": csrf_token(body(page)),
-                                        "username": "alice", "password": STRONG_PASSWORD,
-                                        "next": query_of(first.headers["Location"])["next"]})
+    login = client.post(
+        "/login",
+        data={
+            "csrf_token": csrf_token(body(page)),
+            "username": "alice",
+            "password": STRONG_PASSWORD,
+            "next": query_of(first.headers["Location"])["next"],
+        },
+    )
     consent_page = client.get(login.headers["Location"])
     assert 'name="consent" value="approve"' in body(consent_page)
     rp.tokens(client)  # approves
