@@ -11,6 +11,7 @@ import os
 import secrets
 import sys
 import time
+from typing import Any
 
 import click
 
@@ -18,6 +19,11 @@ from config import Settings, SettingsError, load_settings, redact_url
 from idp.core.cli_support import EXIT_USAGE, echo_json, fail
 
 DEMO_USERS = ("demo", "demo-mfa")
+# (client id, name, colour, port offset from the provider's port)
+DEMO_SERVICES = (
+    ("demo-social", "社保服务 Social security", "#1f6feb", 1),
+    ("demo-housing", "公积金服务 Housing fund", "#2da44e", 2),
+)
 
 
 def _settings(**overrides: object) -> Settings:
@@ -129,18 +135,25 @@ def serve(host: str, port: int, workers: int | None, threads: int | None) -> Non
     run(settings, host, port)
 
 
-def _demo_accounts(settings: Settings) -> list[tuple[str, str, str | None]]:
-    """Create (or reset) the demo accounts; returns (username, password, totp seed)."""
+def _demo_data(
+    settings: Settings, host: str, port: int
+) -> tuple[list[tuple[str, str, str | None]], list[Any]]:
+    """Create (or reset) the demo accounts and the sample services' registrations."""
     import pyotp
 
     from accounts.deps import account_service, totp_service
     from idp.app import StartupError, create_app
+    from idp.core.runtime import db
+    from idp.demo.rp import RelyingParty
+    from idp.oauth.clients import Registration
+    from idp.oauth.server import oauth
 
     try:
         app = create_app(settings)
     except StartupError as exc:
         fail(str(exc))
     made = []
+    services = []
     with app.app_context():
         accounts = account_service(actor="demo")
         for username in DEMO_USERS:
@@ -161,8 +174,50 @@ def _demo_accounts(settings: Settings) -> list[tuple[str, str, str | None]]:
                 totp.confirm_enrollment(user, previous)
                 seed = enrollment.secret
             made.append((username, password, seed))
+        registry = oauth().clients
+        urls = {cid: f"http://{host}:{port + offset}" for cid, _, _, offset in DEMO_SERVICES}
+        for index, (client_id, name, colour, _) in enumerate(DEMO_SERVICES):
+            base = urls[client_id]
+            registry.delete(db(), client_id)
+            _, secret = registry.create(
+                db(),
+                Registration(
+                    client_id=client_id,
+                    name=name,
+                    first_party=True,
+                    redirect_uris=[base + "/callback"],
+                    post_logout_redirect_uris=[base + "/"],
+                    backchannel_logout_uri=base + "/backchannel-logout",
+                    scope="openid profile",
+                ),
+            )
+            other_id, other_name, _, _ = DEMO_SERVICES[1 - index]
+            services.append(
+                RelyingParty(
+                    title=name,
+                    colour=colour,
+                    client_id=client_id,
+                    client_secret=secret or "",
+                    base_url=base,
+                    issuer=settings.issuer,
+                    other_title=other_name,
+                    other_url=urls[other_id] + "/login",
+                )
+            )
     app.extensions["idp.runtime"].database.dispose()
-    return made
+    return made, services
+
+
+def _start_sample_services(services: list[Any], host: str) -> None:
+    import multiprocessing
+    from urllib.parse import urlsplit
+
+    from idp.demo.rp import serve_rp
+
+    context = multiprocessing.get_context("spawn")
+    for service in services:
+        port = urlsplit(service.base_url).port
+        context.Process(target=serve_rp, args=(service, host, port), daemon=True).start()
 
 
 @main.command()
@@ -183,7 +238,8 @@ def demo(host: str | None, port: int | None) -> None:
 
     prepare_metrics_dir(settings)
     initialise(settings)
-    accounts = _demo_accounts(settings)
+    accounts, services = _demo_data(settings, host, port)
+    _start_sample_services(services, host)
     click.echo("")
     click.echo("=" * 72)
     click.echo(f"  Dongguan unified identity service (demo) at {settings.issuer}/")
@@ -193,6 +249,9 @@ def demo(host: str | None, port: int | None) -> None:
         if seed:
             line += f"   (TOTP seed {seed}; add it to an authenticator app)"
         click.echo(line)
+    click.echo("  Two sample services sign in through it (single sign-on, single logout):")
+    for service in services:
+        click.echo(f"    {service.base_url}/   {service.title}")
     click.echo("  Passwords are new each time the demo starts. Stop with Ctrl-C.")
     click.echo("=" * 72)
     click.echo("")

@@ -81,3 +81,95 @@ def test_demo_serves_a_sign_in_page_that_accepts_the_printed_credentials(
         process.wait(timeout=20)
         if process.stdout:
             process.stdout.close()
+
+
+def test_demo_sample_services_share_one_sign_in_and_one_sign_out(tmp_path: Path) -> None:
+    port = free_port()
+    while True:  # the two sample services take the next two ports
+        if all(_port_free(port + offset) for offset in (1, 2)):
+            break
+        port = free_port()
+    env = {"IDP_DATA_DIR": str(tmp_path / "demo"), "IDP_ISSUER": f"http://127.0.0.1:{port}"}
+    process = subprocess.Popen(
+        [IDP, "demo"],
+        env=clean_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        lines = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            lines.append(line)
+            if "Stop with Ctrl-C" in line:
+                break
+        username, password, _ = CREDENTIALS.findall("".join(lines))[0]
+        base = f"http://127.0.0.1:{port}"
+        wait_until_up(base, process)
+        social, housing = f"http://127.0.0.1:{port + 1}", f"http://127.0.0.1:{port + 2}"
+        for service in (social, housing):
+            _wait_for(service)
+        browser = requests.Session()
+        to_login = browser.get(social + "/login", timeout=10)  # follows to the login page
+        assert to_login.url.startswith(base + "/login")
+        token = CSRF.search(to_login.text)
+        assert token
+        hidden = dict(
+            re.findall(r'type="hidden" name="(next|client_id)" value="([^"]*)"', to_login.text)
+        )
+        signed_in = browser.post(
+            base + "/login",
+            timeout=10,
+            data={
+                "csrf_token": token.group(1),
+                "username": username,
+                "password": password,
+                **{k: v.replace("&amp;", "&") for k, v in hidden.items()},
+            },
+        )
+        assert signed_in.url == social + "/"
+        assert f"Signed in as <strong>{username}</strong>" in signed_in.text
+        # the second service: no password asked (single sign-on)
+        second = browser.get(housing + "/login", timeout=10)
+        assert second.url == housing + "/"
+        assert f"Signed in as <strong>{username}</strong>" in second.text
+        # sign out at the first: the second learns it over the back channel
+        out = browser.get(social + "/logout", timeout=10)
+        assert out.url.startswith(social + "/")
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            page = browser.get(housing + "/", timeout=10)
+            if "signed out in another service" in page.text:
+                break
+            time.sleep(0.5)
+        assert "signed out in another service" in page.text
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+        if process.stdout:
+            process.stdout.close()
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _wait_for(url: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url + "/", timeout=1)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    raise AssertionError(f"{url} did not come up")

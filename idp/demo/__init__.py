@@ -1,0 +1,1 @@
+"""Sample relying parties for ``idp demo`` (development only)."""
