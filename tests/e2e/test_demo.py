@@ -169,7 +169,8 @@ def _wait_for(url: str) -> None:
     while time.monotonic() < deadline:
         try:
             requests.get(url + "/", timeout=1)
-            return
         except requests.ConnectionError:
             time.sleep(0.2)
+        else:
+            return
     raise AssertionError(f"{url} did not come up")

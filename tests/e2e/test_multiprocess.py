@@ -126,12 +126,19 @@ def _register_rp(backend: Backend) -> str:
     from idp.oauth.clients import ClientRegistry, Registration
 
     database = Database(backend.database_url, pool_size=1)
-    registry = ClientRegistry(database, Secrets(TEST_SECRET.encode()), SystemClock(),
-                              cache_seconds=0, allow_http=True)
+    registry = ClientRegistry(
+        database, Secrets(TEST_SECRET.encode()), SystemClock(), cache_seconds=0, allow_http=True
+    )
     with database.session() as session:
-        _, secret = registry.create(session, Registration(
-            client_id="shared-rp", redirect_uris=[CALLBACK], first_party=True,
-            scope="openid profile offline_access"))
+        _, secret = registry.create(
+            session,
+            Registration(
+                client_id="shared-rp",
+                redirect_uris=[CALLBACK],
+                first_party=True,
+                scope="openid profile offline_access",
+            ),
+        )
     database.dispose()
     assert secret
     return secret
@@ -155,34 +162,64 @@ def test_a_code_from_one_node_is_redeemed_at_the_other_and_revocation_is_shared(
     verifier = pysecrets.token_urlsafe(48)
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
     params = {
-        "response_type": "code", "client_id": "shared-rp", "redirect_uri": CALLBACK,
-        "scope": "openid profile", "state": "s1", "nonce": "n1",
-        "code_challenge": challenge.rstrip(b"=").decode(), "code_challenge_method": "S256",
+        "response_type": "code",
+        "client_id": "shared-rp",
+        "redirect_uri": CALLBACK,
+        "scope": "openid profile",
+        "state": "s1",
+        "nonce": "n1",
+        "code_challenge": challenge.rstrip(b"=").decode(),
+        "code_challenge_method": "S256",
     }
-    response = browser.get(f"{node_a}/authorize?{urlencode(params)}", allow_redirects=False,
-                           timeout=10)
+    response = browser.get(
+        f"{node_a}/authorize?{urlencode(params)}", allow_redirects=False, timeout=10
+    )
     assert response.status_code == 302
     callback = response.headers["Location"]
     assert callback.startswith(CALLBACK), callback
     code = parse_qs(urlsplit(callback).query)["code"][0]
 
     auth = requests.auth.HTTPBasicAuth("shared-rp", secret)
-    tokens = requests.post(f"{node_b}/token", auth=auth, timeout=10, data={
-        "grant_type": "authorization_code", "code": code, "redirect_uri": CALLBACK,
-        "code_verifier": verifier}).json()
+    tokens = requests.post(
+        f"{node_b}/token",
+        auth=auth,
+        timeout=10,
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": CALLBACK,
+            "code_verifier": verifier,
+        },
+    ).json()
     assert "id_token" in tokens, tokens
     access = tokens["access_token"]
-    info = requests.get(f"{node_a}/userinfo", headers={"Authorization": f"Bearer {access}"},
-                        timeout=10)
+    info = requests.get(
+        f"{node_a}/userinfo", headers={"Authorization": f"Bearer {access}"}, timeout=10
+    )
     assert info.json()["preferred_username"] == "carol"
-    assert requests.post(f"{node_b}/introspect", auth=auth, data={"token": access},
-                         timeout=10).json()["active"] is True
-    assert requests.post(f"{node_a}/revoke", auth=auth, data={"token": access},
-                         timeout=10).status_code == 200
-    assert requests.post(f"{node_b}/introspect", auth=auth, data={"token": access},
-                         timeout=10).json() == {"active": False}
+    assert (
+        requests.post(f"{node_b}/introspect", auth=auth, data={"token": access}, timeout=10).json()[
+            "active"
+        ]
+        is True
+    )
+    assert (
+        requests.post(f"{node_a}/revoke", auth=auth, data={"token": access}, timeout=10).status_code
+        == 200
+    )
+    assert requests.post(
+        f"{node_b}/introspect", auth=auth, data={"token": access}, timeout=10
+    ).json() == {"active": False}
     # and the code cannot be redeemed again at either node
-    again = requests.post(f"{node_a}/token", auth=auth, timeout=10, data={
-        "grant_type": "authorization_code", "code": code, "redirect_uri": CALLBACK,
-        "code_verifier": verifier})
+    again = requests.post(
+        f"{node_a}/token",
+        auth=auth,
+        timeout=10,
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": CALLBACK,
+            "code_verifier": verifier,
+        },
+    )
     assert again.json()["error"] == "invalid_grant"
