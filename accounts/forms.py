@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField
-from wtforms.validators import EqualTo, InputRequired, Length, Optional
+from wtforms.validators import Email, EqualTo, InputRequired, Length, Optional
 
 
 class RegisterForm(FlaskForm):  # type: ignore[misc]
@@ -34,6 +34,18 @@ class PasswordChangeForm(FlaskForm):  # type: ignore[misc]
     password_confirm = PasswordField(
         _l("Repeat the new password"),
         validators=[InputRequired(), EqualTo("password", message=_l("The passwords differ."))],
+    )
+
+
+class ProfileForm(FlaskForm):  # type: ignore[misc]
+    display_name = StringField(_l("Display name"), validators=[Optional(), Length(max=64)])
+    email = StringField(
+        _l("E-mail address"),
+        validators=[
+            Optional(),
+            Length(max=254),
+            Email(message=_l("Enter an e-mail address such as name@example.cn.")),
+        ],
     )
 
 

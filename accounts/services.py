@@ -148,6 +148,13 @@ class AccountService:
             claims.update(phone_number="+86" + phone, phone_number_verified=False)
         return claims
 
+    def update_profile(self, user: User, *, display_name: str | None, email: str | None) -> None:
+        user.display_name = (display_name or "").strip() or None
+        user.email = (email or "").strip().lower() or None
+        user.updated_at = self._clock.now()
+        self._audit.record("account.profile", subject=user.subject)
+        self._session.commit()
+
     def change_password(self, user: User, current: str, new: str) -> None:
         if user.password_hash is None or not self._hasher.verify(user.password_hash, current):
             self._audit.record("password.change", "failure", subject=user.subject)

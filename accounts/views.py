@@ -33,6 +33,7 @@ from accounts.forms import (
     ActionForm,
     PasswordChangeForm,
     PasswordConfirmForm,
+    ProfileForm,
     RegisterForm,
     TotpConfirmForm,
 )
@@ -180,6 +181,21 @@ def recovery_codes() -> ResponseReturnValue:
     return make_response(
         render_template("accounts/recovery_codes.html", codes=codes, first_time=False)
     )
+
+
+@bp.route("/account/profile", methods=["GET", "POST"])
+@login_required
+def profile() -> ResponseReturnValue:
+    user = _me()
+    form = ProfileForm(obj=user)
+    if not form.validate_on_submit():
+        status = 400 if form.errors else 200
+        return make_response(render_template("accounts/profile.html", form=form), status)
+    account_service().update_profile(
+        user, display_name=form.display_name.data, email=form.email.data
+    )
+    flash(_("Your profile has been saved."), "success")
+    return redirect(url_for("accounts.account"))
 
 
 @bp.route("/account/password", methods=["GET", "POST"])

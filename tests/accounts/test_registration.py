@@ -124,3 +124,25 @@ def test_registrations_per_address_are_limited(app: Flask, client: FlaskClient) 
     response = _register(third, username="third3")
     assert response.status_code == 429
     assert _count_users(app) == 2
+
+
+def test_editing_the_profile(app: Flask, client: FlaskClient) -> None:
+    from tests.support import sign_in
+
+    create_user(app)
+    sign_in(client)
+    bad = submit(client, "/account/profile", {"display_name": "Alice", "email": "not-an-email"})
+    assert bad.status_code == 400
+    assert "e-mail address" in body(bad)
+    good = submit(
+        client, "/account/profile", {"display_name": " Alice Wang ", "email": "Alice@Example.CN"}
+    )
+    assert good.status_code == 302
+    with app.app_context():
+        user = account_service().find_by_username("alice")
+        assert user is not None
+        assert user.display_name == "Alice Wang"
+        assert user.email == "alice@example.cn"
+        claims = account_service().standard_claims(user)
+    assert claims["name"] == "Alice Wang"
+    assert claims["email_verified"] is False
