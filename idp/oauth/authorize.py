@@ -55,7 +55,13 @@ from accounts.models import User
 from idp.core.runtime import db, runtime
 from idp.core.web import error_response
 from idp.login.auth import current_user, sign_out
-from idp.oauth.claims import ClaimsRequestError, essential_acr_values, parse_claims_request
+from idp.oauth.claims import (
+    ClaimsRequestError,
+    essential_acr_values,
+    limit_to_scopes,
+    parse_claims_request,
+    scopes_for,
+)
 from idp.oauth.clients import ClientInfo
 from idp.oauth.consent import ConsentService
 from idp.oauth.server import oauth
@@ -154,6 +160,11 @@ class Checked:
     def scopes(self) -> list[str]:
         return str(self.oauth_request.scope or "").split()
 
+    @property
+    def consent_scopes(self) -> set[str]:
+        """What the user consents to: the scopes, and those of individually asked claims."""
+        return set(self.scopes) | scopes_for(self.claims)
+
 
 class StopWith(Exception):
     """Ends the flow with this response (a page, a redirect, an error)."""
@@ -216,6 +227,7 @@ def _check(params: dict[str, list[str]]) -> Checked:
         claims = parse_claims_request(data.get("claims"))
     except ClaimsRequestError as exc:
         raise fail(InvalidRequestError(str(exc))) from None
+    claims = limit_to_scopes(claims, grant.request.client.scopes)
     hint_subject = None
     if data.get("id_token_hint"):
         hint_subject = _hint_subject(data["id_token_hint"], grant.request.client)
@@ -351,7 +363,8 @@ def _continue(checked: Checked, pending: Pending) -> ResponseReturnValue:
     needs_consent = not checked.client.first_party and (
         ("consent" in checked.prompts and not pending.consented)
         or not (
-            pending.consented or consents.covers(user.id, checked.client.client_id, checked.scopes)
+            pending.consented
+            or consents.covers(user.id, checked.client.client_id, checked.consent_scopes)
         )
     )
     if needs_consent:
@@ -450,7 +463,9 @@ def consent() -> ResponseReturnValue:
     if request.form.get("consent") != "approve":
         pending.drop()
         return _error_to_client(checked, AccessDeniedError("The user declined."))
-    ConsentService(db(), runtime().clock).record(user.id, checked.client.client_id, checked.scopes)
+    ConsentService(db(), runtime().clock).record(
+        user.id, checked.client.client_id, checked.consent_scopes
+    )
     db().commit()
     pending.consented = True
     return run(pending.params, pending)

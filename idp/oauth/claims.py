@@ -12,6 +12,8 @@ SCOPE_CLAIMS: dict[str, tuple[str, ...]] = {
     "email": ("email", "email_verified"),
     "phone": ("phone_number", "phone_number_verified"),
 }
+# The scope that governs each claim: asking for the claim needs that scope's consent.
+CLAIM_SCOPE = {claim: scope for scope, claims in SCOPE_CLAIMS.items() for claim in claims}
 SUPPORTED_CLAIMS = (
     "sub",
     "iss",
@@ -56,6 +58,28 @@ def parse_claims_request(raw: str | None) -> dict[str, Any] | None:
     return result
 
 
+def scopes_for(claims: dict[str, Any] | None) -> set[str]:
+    """The scopes whose claims a ``claims`` request asks for (they need consent too)."""
+    names = set(requested_names(claims, "userinfo")) | set(requested_names(claims, "id_token"))
+    return {CLAIM_SCOPE[name] for name in names if name in CLAIM_SCOPE}
+
+
+def limit_to_scopes(
+    claims: dict[str, Any] | None, allowed: frozenset[str] | set[str]
+) -> dict[str, Any] | None:
+    """Drop requested claims whose scope the client may not have (RFC 6749 3.3)."""
+    if not claims:
+        return claims
+    return {
+        member: {
+            name: spec
+            for name, spec in requested.items()
+            if name not in CLAIM_SCOPE or CLAIM_SCOPE[name] in allowed
+        }
+        for member, requested in claims.items()
+    }
+
+
 def requested_names(claims: dict[str, Any] | None, member: str) -> list[str]:
     if not claims:
         return []
@@ -77,11 +101,18 @@ def release(
     available: Callable[[], dict[str, Any]],
     scope: Iterable[str],
     extra_names: Iterable[str] = (),
+    *,
+    allowed_scopes: frozenset[str] | set[str],
 ) -> dict[str, Any]:
-    """The claims permitted by ``scope`` plus the explicitly requested ones, among those
-    known for the user (``available`` is only called when something is permitted)."""
+    """The claims permitted by ``scope`` plus the explicitly requested ones the client
+    may have, among those known for the user (``available`` is only called when
+    something is permitted)."""
     wanted = [claim for s in scope for claim in SCOPE_CLAIMS.get(s, ())]
-    wanted += [name for name in extra_names if name in SUPPORTED_CLAIMS]
+    wanted += [
+        name
+        for name in extra_names
+        if name in SUPPORTED_CLAIMS and CLAIM_SCOPE.get(name, "openid") in allowed_scopes
+    ]
     if not wanted:
         return {}
     known = available()

@@ -92,12 +92,16 @@ def userinfo() -> Response:
     user = accounts.get(grant.user_id)
     if user is None or user.status is not UserStatus.ACTIVE:
         return _bearer_error(401, "invalid_token", "the account is no longer active")
+    client = provider.clients.get(grant.client_id)
+    if client is None:
+        return _bearer_error(401, "invalid_token", "the client no longer exists")
     body: dict[str, Any] = {"sub": claims["sub"]}
     body.update(
         release(
             lambda: accounts.standard_claims(user),
             str(claims.get("scope", "")).split(),
             requested_names(grant.claims, "userinfo"),
+            allowed_scopes=client.scopes,
         )
     )
     return Response(json.dumps(body, ensure_ascii=False), headers=JSON_HEADERS)

@@ -81,7 +81,12 @@ def _user_tokens(
         response["refresh_token"] = refresh_token
     if "openid" in scope.split():
         wanted = requested_names(grant.claims, "id_token")
-        extra = release(lambda: account_service().standard_claims(user), (), wanted)
+        extra = release(
+            lambda: account_service().standard_claims(user),
+            (),
+            wanted,
+            allowed_scopes=client.scopes,
+        )
         response["id_token"] = tokens.id_token(
             client, subject, grant, nonce=nonce, access_token=access_token, extra=extra
         )

@@ -554,3 +554,29 @@ def test_prompt_select_account(client: FlaskClient, rp: RP) -> None:
     assert "Choose an account" in body(response)
     none = rp.start(client, Flow(), prompt="none select_account")
     assert query_of(none.headers["Location"])["error"] == "invalid_request"
+
+
+def test_the_claims_parameter_cannot_get_around_scopes_or_consent(
+    app: Flask, client: FlaskClient
+) -> None:
+    """Found by the openid-client interop run: individually requested claims must obey
+    the client's registered scopes and the user's consent."""
+    create_user(app, "dora", phone="13800138000")
+    _, secret = register(app, "narrow", scope="openid")  # third party, openid only
+    narrow = RP(app, "narrow", secret)
+    narrow.tokens(client, username="dora", scope="openid")  # consents to openid
+    wanted = {"userinfo": {"phone_number": None}, "id_token": {"phone_number": None}}
+    tokens, _ = narrow.tokens(client, username="dora", scope="openid", claims=json.dumps(wanted))
+    assert "phone_number" not in claims_of(app, tokens["id_token"])[1]
+    info = client.get(
+        "/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+    ).get_json()
+    assert "phone_number" not in info
+
+    _, secret = register(app, "wider", scope="openid phone")
+    wider = RP(app, "wider", secret)
+    wider.tokens(client, username="dora", scope="openid")  # consents to openid only
+    flow = Flow()
+    response = wider.start(client, flow, scope="openid", claims=json.dumps(wanted))
+    assert response.status_code == 200, response.headers.get("Location")  # consent first
+    assert 'name="consent"' in body(response)
