@@ -39,6 +39,8 @@ def main(path: str) -> int:
         )
     if outcomes["browser passed"] == 0:
         problems.append("no browser test passed")
+    if outcomes["interop passed"] == 0:
+        problems.append("no openid-client interoperability test passed")
     for problem in problems:
         print(f"check_backends: {problem}", file=sys.stderr)
     return 1 if problems else 0

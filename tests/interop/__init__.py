@@ -1,0 +1,1 @@
+"""Interoperability tests: independent, certified client libraries against a real server."""
