@@ -19,10 +19,13 @@ def main(path: str) -> int:
     problems = []
     for case in root.iter("testcase"):
         name = f"{case.get('classname')}::{case.get('name')}"
-        kind = (
-            "production" if "[production" in name else "browser" if "test_browser" in name else None
-        )
-        if kind is None:
+        if "[production" in name:
+            kind = "production"
+        elif "test_browser" in name:
+            kind = "browser"
+        elif "test_openid_client" in name:
+            kind = "interop"
+        else:
             continue
         if case.find("skipped") is not None:
             problems.append(f"skipped: {name}")
