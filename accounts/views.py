@@ -41,7 +41,7 @@ from accounts.models import User
 from accounts.services import mask_mobile
 from idp.core.navigation import safe_next
 from idp.core.runtime import runtime
-from idp.login.auth import complete_sign_in, current_user, login_required
+from idp.login.auth import complete_sign_in, current_user, end_other_sessions, login_required
 from idp.login.throttle import RateLimit, Throttled
 
 bp = Blueprint("accounts", __name__, template_folder="templates")
@@ -215,7 +215,9 @@ def password_change() -> ResponseReturnValue:
     except WeakPassword as exc:
         form.password.errors = [_message(exc)]
     else:
-        # other browsers are signed out; this one continues under a fresh session
+        # other browsers are signed out (and their services told); this one continues
+        # under a fresh session
+        end_other_sessions(user)
         complete_sign_in(user, list(session.get("amr", ["pwd"])))
         flash(_("Your password has been changed. Other devices have been signed out."), "success")
         return redirect(url_for("accounts.account"))

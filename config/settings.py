@@ -137,7 +137,7 @@ class Settings(BaseModel):
     key_refresh_seconds: int = Field(
         default=10, ge=1, le=3600, description="How often a worker looks for rotated keys."
     )
-    backchannel_max_attempts: int = Field(default=6, ge=1, le=20)
+    backchannel_max_attempts: int = Field(default=12, ge=1, le=50)
     backchannel_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     acr_password: str = Field(
         default="urn:dongguan:idp:acr:pwd",

@@ -39,6 +39,11 @@ def _store_key(sid: str) -> str:
     return "s:" + hashlib.sha256(sid.encode()).hexdigest()
 
 
+def _user_index(uid: int) -> str:
+    """The set of a user's signed-in sessions (store keys), to end them all at once."""
+    return f"us:{uid}"
+
+
 class StoreSession(CallbackDict[str, Any], SessionMixin):
     def __init__(self, initial: dict[str, Any] | None = None, sid: str | None = None) -> None:
         def on_update(_self: CallbackDict[str, Any]) -> None:
@@ -50,6 +55,7 @@ class StoreSession(CallbackDict[str, Any], SessionMixin):
         self.modified = False
         self.rotate_requested = False
         self.destroy_requested = False
+        self.ended_uid: int | None = None
 
     def rotate(self) -> None:
         """Give the session a new identifier when the response is sent."""
@@ -58,6 +64,7 @@ class StoreSession(CallbackDict[str, Any], SessionMixin):
 
     def destroy(self) -> None:
         """End the session: delete it from the store and clear the cookie."""
+        self.ended_uid = self.get("uid")
         self.clear()
         self.destroy_requested = True
 
@@ -127,6 +134,8 @@ class StoreSessionInterface(SessionInterface):
         if session.destroy_requested:
             if session.sid:
                 self.store.delete(_store_key(session.sid))
+                if session.ended_uid is not None:
+                    self.store.set_remove(_user_index(session.ended_uid), _store_key(session.sid))
                 session.sid = None
             if not session:
                 response.delete_cookie(
@@ -147,7 +156,10 @@ class StoreSessionInterface(SessionInterface):
             return
         if session.rotate_requested and session.sid:
             self.store.delete(_store_key(session.sid))
+            if "uid" in session:
+                self.store.set_remove(_user_index(session["uid"]), _store_key(session.sid))
             session.sid = None
+        is_new_id = session.sid is None
         sid = session.sid or secrets.token_urlsafe(32)
         data = dict(session)
         data.setdefault(_CREATED, now)
@@ -160,8 +172,30 @@ class StoreSessionInterface(SessionInterface):
             self.store.delete(_store_key(sid))
             return
         self.store.set(_store_key(sid), json.dumps(data, separators=(",", ":")).encode(), ttl)
+        if is_new_id and "uid" in data:
+            self.store.set_add(_user_index(data["uid"]), _store_key(sid), self.max_age)
         session.sid = sid
         response.set_cookie(
             self.cookie_name, sid, httponly=True, secure=self.secure, samesite="Lax", path="/"
         )
         response.vary.add("Cookie")
+
+
+def end_user_sessions(store: Store, uid: int, *, keep_sid: str | None) -> list[dict[str, Any]]:
+    """End every signed-in session of a user but one; returns the ended sessions' data
+    (for back-channel logout)."""
+    index = _user_index(uid)
+    keep = _store_key(keep_sid) if keep_sid else None
+    ended = []
+    for key in store.set_members(index):
+        if key == keep:
+            continue
+        raw = store.take(key)
+        store.set_remove(index, key)
+        if raw is None:
+            continue  # expired meanwhile
+        try:
+            ended.append(json.loads(raw))
+        except ValueError:
+            continue
+    return ended

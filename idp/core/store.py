@@ -13,6 +13,7 @@ parallel redemptions can never both succeed.
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import threading
@@ -57,6 +58,14 @@ class Store(Protocol):
     def exists(self, *keys: str) -> int:
         """How many of the keys exist (one round trip)."""
         ...
+
+    def set_add(self, key: str, member: str, ttl: float) -> None:
+        """Add to a set; the set's lifetime restarts at ``ttl``."""
+        ...
+
+    def set_members(self, key: str) -> frozenset[str]: ...
+
+    def set_remove(self, key: str, *members: str) -> None: ...
 
     def incr(self, key: str, ttl: float) -> int:
         """Increment a counter; the first increment starts its ``ttl``."""
@@ -178,6 +187,36 @@ class MemoryStore:
         with self._lock:
             return sum(self._live(self._key(key), now) is not None for key in keys)
 
+    def set_add(self, key: str, member: str, ttl: float) -> None:
+        self._guard()
+        now = time.monotonic()
+        with self._lock:
+            full = self._key(key)
+            current = self._live(full, now)
+            members = set(json.loads(current)) if current is not None else set()
+            members.add(member)
+            self._data[full] = (json.dumps(sorted(members)).encode(), now + ttl)
+
+    def set_members(self, key: str) -> frozenset[str]:
+        self._guard()
+        with self._lock:
+            current = self._live(self._key(key), time.monotonic())
+            return frozenset(json.loads(current)) if current is not None else frozenset()
+
+    def set_remove(self, key: str, *members: str) -> None:
+        self._guard()
+        now = time.monotonic()
+        with self._lock:
+            full = self._key(key)
+            current = self._live(full, now)
+            if current is None:
+                return
+            remaining = set(json.loads(current)) - set(members)
+            if remaining:
+                self._data[full] = (json.dumps(sorted(remaining)).encode(), self._data[full][1])
+            else:
+                del self._data[full]
+
     def incr(self, key: str, ttl: float) -> int:
         self._guard()
         now = time.monotonic()
@@ -257,6 +296,25 @@ class RedisStore:
             return 0
         count = self._call("exists", lambda: self._redis.exists(*(self._key(k) for k in keys)))
         return int(count)
+
+    def set_add(self, key: str, member: str, ttl: float) -> None:
+        full = self._key(key)
+
+        def run() -> None:
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.sadd(full, member)
+            pipe.pexpire(full, _millis(ttl))
+            pipe.execute()
+
+        self._call("set_add", run)
+
+    def set_members(self, key: str) -> frozenset[str]:
+        members = self._call("set_members", lambda: self._redis.smembers(self._key(key)))
+        return frozenset(m.decode() if isinstance(m, bytes) else str(m) for m in members)
+
+    def set_remove(self, key: str, *members: str) -> None:
+        if members:
+            self._call("set_remove", lambda: self._redis.srem(self._key(key), *members))
 
     def incr(self, key: str, ttl: float) -> int:
         full = self._key(key)

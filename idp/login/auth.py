@@ -18,7 +18,7 @@ from flask import current_app, g, redirect, request, session, url_for
 from accounts.deps import account_service
 from accounts.models import User, UserStatus
 from idp.core.runtime import runtime
-from idp.sessions import StoreSession
+from idp.sessions import StoreSession, end_user_sessions
 
 F = TypeVar("F", bound=Callable[..., Any])
 PENDING_TTL = 5 * 60
@@ -109,6 +109,17 @@ def complete_sign_in(user: User, amr: list[str]) -> None:
     )
     store_session.rotate()
     g.current_user = user
+
+
+def end_other_sessions(user: User) -> int:
+    """Sign the user out on every other browser (after a password change); the services
+    of those sessions are told over the back channel. Returns how many ended."""
+    current = cast(StoreSession, session)
+    ended = end_user_sessions(runtime().store, user.id, keep_sid=current.sid)
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    for data in ended:
+        session_ended.send(app, data=data)
+    return len(ended)
 
 
 def sign_out() -> None:

@@ -5,7 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from flask import Blueprint, Flask, flash, make_response, redirect, request, url_for
+from flask import (
+    Blueprint,
+    Flask,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from flask_wtf import FlaskForm
@@ -29,23 +38,31 @@ class ConnectedService:
 @bp.get("/account/services")
 @login_required
 def services() -> ResponseReturnValue:
-    from flask import render_template
-
     user = current_user()
     assert user is not None
     registry = oauth().clients
-    entries = []
+    entries: dict[str, ConnectedService] = {}
     for consent in ConsentService(db(), runtime().clock).for_user(user.id):
         client = registry.get(consent.client_id)
-        entries.append(
-            ConnectedService(
-                consent.client_id,
-                client.name if client else consent.client_id,
-                consent.scope,
-                consent.granted_at,
-            )
+        name = client.name if client else consent.client_id
+        entries[consent.client_id] = ConnectedService(
+            consent.client_id, name, consent.scope, consent.granted_at
         )
-    return make_response(render_template("oauth/services.html", services=entries, form=FlaskForm()))
+    # services that keep access while the user is away (offline_access), consented or
+    # first-party: they can be stopped here too
+    now = runtime().clock.now()
+    for grant in oauth().tokens().active_grants(user_id=user.id):
+        if "offline_access" not in grant.scope.split() or grant.expires_at <= now:
+            continue
+        if grant.client_id not in entries:
+            client = registry.get(grant.client_id)
+            name = client.name if client else grant.client_id
+            entries[grant.client_id] = ConnectedService(
+                grant.client_id, name, grant.scope, grant.created_at
+            )
+    return make_response(
+        render_template("oauth/services.html", services=list(entries.values()), form=FlaskForm())
+    )
 
 
 @bp.post("/account/services/revoke")

@@ -93,6 +93,16 @@ def _user_tokens(
     return response
 
 
+def _consent_still_given(client: ClientInfo, record: CodeRecord) -> bool:
+    """A code issued before the user withdrew the client's access is worthless."""
+    from idp.core.runtime import runtime
+    from idp.oauth.claims import scopes_for
+    from idp.oauth.consent import ConsentService
+
+    scopes = set(record.scope.split()) | scopes_for(record.claims)
+    return ConsentService(db(), runtime().clock).covers(record.user_id, client.client_id, scopes)
+
+
 class StrictPKCE(CodeChallenge):  # type: ignore[misc]
     """PKCE for every client (RFC 9700 2.1.1), with S256 only: ``plain`` and a missing
     ``code_challenge_method`` (which means plain) are refused."""
@@ -164,6 +174,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
         if user is None:
             raise InvalidGrantError("There is no active user for this code.")
         request.user = user
+        if not client.first_party and not _consent_still_given(client, record):
+            raise InvalidGrantError("The user withdrew the client's access.")
         tokens = _oauth().tokens()
         grant = tokens.create_grant(record)
         if grant.revoked_at is not None:

@@ -10,7 +10,8 @@ Whenever a signed-in session ends (here, at ``/logout``, or when another user si
 on the browser), every service that received tokens in it and registered a
 ``backchannel_logout_uri`` is owed a logout token. Notices are written to the database
 with the logout and delivered by a background thread in every worker, with retries
-and back-off; one that keeps failing is marked failed (and audited), never lost.
+and back-off (5 s, 15 s, 45 s, ... at most an hour apart); one that keeps failing is
+marked failed (and audited), never lost.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ LOGOUT_TOKEN_LIFETIME = 120
 CONFIRM_TTL = 600
 POLL_SECONDS = 2.0
 CLAIM_SECONDS = 60
+MAX_RETRY_DELAY = 3600
 
 
 def _oauth() -> Any:
@@ -114,13 +116,9 @@ def end_session() -> ResponseReturnValue:
     user = current_user()
     if user is None:
         return _finish(redirect_uri)
-    matches = claims is not None and (
-        claims.get("sid") == session.get("sid")
-        or (
-            client is not None
-            and claims.get("sub") == _oauth().tokens().subject(client, user.public_id)
-        )
-    )
+    # only an ID token of this very session signs out without asking (RP-Initiated
+    # Logout 1.0 section 2): an old hint may have leaked through URLs and logs
+    matches = claims is not None and claims.get("sid") == session.get("sid")
     if matches:
         return _log_out(redirect_uri, client)
     lid = secrets.token_urlsafe(24)
@@ -148,7 +146,8 @@ def confirm() -> ResponseReturnValue:
     pending = json.loads(raw) if raw else {}
     client = _oauth().clients.get(pending.get("client")) if pending.get("client") else None
     if request.form.get("logout") != "yes":
-        return redirect(pending.get("redirect") or "/account")
+        # not signed out: the service's post-logout address would say otherwise
+        return redirect("/account")
     return _log_out(pending.get("redirect"), client)
 
 
@@ -314,7 +313,8 @@ class BackchannelDeliverer:
             )
             log.warning("back-channel logout to %s failed for good: %s", item.client_id, error)
         else:
-            item.next_attempt_at = now + timedelta(seconds=5 * 3 ** (item.attempts - 1))
+            delay = min(5 * 3 ** (item.attempts - 1), MAX_RETRY_DELAY)
+            item.next_attempt_at = now + timedelta(seconds=delay)
         session_.commit()
         return 0
 

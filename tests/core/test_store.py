@@ -155,3 +155,18 @@ def test_exists_counts_live_keys(s: Store) -> None:
     time.sleep(0.12)
     assert s.exists("a", "b", "c") == 1
     assert s.exists() == 0
+
+
+def test_sets(s: Store) -> None:
+    assert s.set_members("group") == set()
+    s.set_add("group", "a", 30)
+    s.set_add("group", "b", 30)
+    s.set_add("group", "a", 30)
+    assert s.set_members("group") == {"a", "b"}
+    s.set_remove("group", "a", "zzz")
+    assert s.set_members("group") == {"b"}
+    s.set_remove("group", "b")
+    assert s.set_members("group") == set()
+    s.set_add("short", "x", 0.05)
+    time.sleep(0.12)
+    assert s.set_members("short") == set()
