@@ -48,8 +48,12 @@ class User(Base):
     )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
+    # Kept in step with a confirmed TotpCredential by TotpService, so that sign-in and
+    # authorization need not load the credential.
+    totp_enabled: Mapped[bool] = mapped_column(default=False)
+
     totp: Mapped[TotpCredential | None] = relationship(
-        back_populates="user", cascade="all, delete-orphan", uselist=False, lazy="joined"
+        back_populates="user", cascade="all, delete-orphan", uselist=False
     )
 
     @property
@@ -59,7 +63,7 @@ class User(Base):
 
     @property
     def has_totp(self) -> bool:
-        return self.totp is not None and self.totp.confirmed_at is not None
+        return self.totp_enabled
 
 
 class TotpCredential(Base):

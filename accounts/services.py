@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from accounts.errors import N_, InvalidCredentials, InvalidPhone, InvalidUsername, UsernameTaken
 from accounts.models import User, UserStatus
 from accounts.passwords import PasswordHasher, check_password_rules
+from accounts.signals import account_disabled
 from idp.audit.services import AuditLog
 from idp.core.clock import Clock
 from idp.core.keys import DataCipher
@@ -177,3 +178,10 @@ class AccountService:
         user.status = status
         self._audit.record("account.status", subject=user.subject, details={"status": status.value})
         self._session.commit()
+        if status is UserStatus.DISABLED:
+            account_disabled.send(user)
+
+    def is_active(self, user_id: int) -> bool:
+        """Cheaper than loading the account (the token endpoint asks this)."""
+        status = self._session.scalar(select(User.status).where(User.id == user_id))
+        return status is UserStatus.ACTIVE

@@ -102,6 +102,7 @@ class TotpService:
             self._session.commit()
             raise InvalidOtp()
         credential.confirmed_at = self._clock.now()
+        user.totp_enabled = True
         codes = self._replace_recovery_codes(user)
         self._audit.record("totp.enroll", subject=user.subject)
         self._session.commit()
@@ -111,6 +112,7 @@ class TotpService:
         if user.totp is not None:
             self._session.delete(user.totp)
             user.totp = None
+        user.totp_enabled = False
         self._session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
         self._audit.record("totp.disable", subject=user.subject)
         self._session.commit()

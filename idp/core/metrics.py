@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 import os
 import time
+from typing import Any
 
 from flask import Blueprint, Flask, Response, abort, g, request
 from prometheus_client import (
@@ -59,13 +60,18 @@ def _start_timer() -> None:
     g.request_started = time.perf_counter()
 
 
+_children: dict[tuple[str, str, int], Any] = {}
+
+
 def _observe(response: Response) -> Response:
     started = g.get("request_started")
     if started is not None:
         endpoint = request.url_rule.endpoint if request.url_rule else "unmatched"
-        REQUEST_SECONDS.labels(endpoint, request.method, str(response.status_code)).observe(
-            time.perf_counter() - started
-        )
+        key = (endpoint, request.method, response.status_code)
+        child = _children.get(key)
+        if child is None:  # labels() is slow; a worker sees few distinct label sets
+            child = _children[key] = REQUEST_SECONDS.labels(endpoint, key[1], str(key[2]))
+        child.observe(time.perf_counter() - started)
     return response
 
 

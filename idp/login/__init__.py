@@ -6,6 +6,8 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    from idp.login import views
+    from accounts.signals import account_disabled
+    from idp.login import auth, views
 
     views.init_app(app)
+    account_disabled.connect(auth.end_disabled_accounts_sessions, weak=False)

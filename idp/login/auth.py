@@ -122,6 +122,17 @@ def end_other_sessions(user: User) -> int:
     return len(ended)
 
 
+def end_disabled_accounts_sessions(user: User, **_: Any) -> None:
+    """A disabled account is signed out everywhere (its services are told)."""
+    from flask import has_app_context
+
+    if not has_app_context() or "idp.runtime" not in current_app.extensions:
+        return
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    for data in end_user_sessions(runtime().store, user.id, keep_sid=None):
+        session_ended.send(app, data=data)
+
+
 def sign_out() -> None:
     """End the session here; listeners (back-channel logout) tell the services."""
     if session.get("uid") is not None:

@@ -11,7 +11,11 @@ AuthorizationServer per app), ``authorize`` (the interactive flow), ``endpoints`
 
 from __future__ import annotations
 
-from flask import Flask
+from typing import Any
+
+from flask import Flask, current_app, has_app_context
+
+from accounts.signals import account_disabled
 
 
 def init_app(app: Flask, *, background: bool = False) -> None:
@@ -24,3 +28,14 @@ def init_app(app: Flask, *, background: bool = False) -> None:
     account.init_app(app)
     app.cli.add_command(cli.clients)
     app.cli.add_command(cli.keys)
+    account_disabled.connect(revoke_disabled_accounts_grants, weak=False)
+
+
+def revoke_disabled_accounts_grants(user: Any, **_: Any) -> None:
+    """A disabled account keeps no grant: refresh tokens die, access tokens are listed."""
+    from idp.oauth.server import oauth
+
+    if not has_app_context() or "idp.oauth" not in current_app.extensions:
+        return
+    tokens = oauth().tokens()
+    tokens.revoke_grants(tokens.active_grants(user_id=user.id), "account_disabled")

@@ -404,6 +404,7 @@ def _issue_code(checked: Checked, pending: Pending, user: User, acr: str) -> Res
         redirect_uri=checked.redirect_uri,
         scope=" ".join(checked.scopes),
         user_id=user.id,
+        user_public_id=user.public_id,
         code_challenge=data["code_challenge"],
         code_challenge_method=data["code_challenge_method"],
         auth_time=float(session["auth_time"]),

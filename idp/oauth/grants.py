@@ -19,7 +19,6 @@ from authlib.oauth2.rfc6749.hooks import hooked
 from authlib.oauth2.rfc7636 import CodeChallenge
 
 from accounts.deps import account_service
-from accounts.models import User, UserStatus
 from idp.core.runtime import db
 from idp.oauth.claims import release, requested_names
 from idp.oauth.clients import ClientInfo
@@ -51,16 +50,8 @@ def _oauth() -> Any:
     return oauth()
 
 
-def _active_user(user_id: int) -> User | None:
-    user = account_service().get(user_id)
-    if user is None or user.status is not UserStatus.ACTIVE:
-        return None
-    return user
-
-
 def _user_tokens(
     client: ClientInfo,
-    user: User,
     grant: Any,
     scope: str,
     *,
@@ -69,7 +60,7 @@ def _user_tokens(
 ) -> dict[str, Any]:
     """The token response for a user: access token, and ID token for ``openid``."""
     tokens = _oauth().tokens()
-    subject = tokens.subject(client, user.public_id)
+    subject = tokens.subject(client, grant.user_public_id)
     access_token, expires_in = tokens.access_token(client, scope, subject=subject, grant=grant)
     response: dict[str, Any] = {
         "access_token": access_token,
@@ -81,12 +72,14 @@ def _user_tokens(
         response["refresh_token"] = refresh_token
     if "openid" in scope.split():
         wanted = requested_names(grant.claims, "id_token")
-        extra = release(
-            lambda: account_service().standard_claims(user),
-            (),
-            wanted,
-            allowed_scopes=client.scopes,
-        )
+        extra = {}
+        if wanted:  # the account is read only when the client asked for its claims
+            accounts = account_service()
+            user = accounts.get(grant.user_id)
+            if user is not None:
+                extra = release(
+                    lambda: accounts.standard_claims(user), (), wanted, allowed_scopes=client.scopes
+                )
         response["id_token"] = tokens.id_token(
             client, subject, grant, nonce=nonce, access_token=access_token, extra=extra
         )
@@ -162,18 +155,19 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
     def delete_authorization_code(self, authorization_code: CodeRecord) -> None:
         """Nothing to do: ``take_code`` already consumed it."""
 
-    def authenticate_user(self, authorization_code: CodeRecord) -> User | None:
-        return _active_user(authorization_code.user_id)
+    def authenticate_user(self, authorization_code: CodeRecord) -> int | None:
+        user_id = authorization_code.user_id
+        return user_id if account_service().is_active(user_id) else None
 
     @hooked  # type: ignore[untyped-decorator]
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
         request = self.request
         client: ClientInfo = request.client
         record: CodeRecord = request.authorization_code
-        user = self.authenticate_user(record)
-        if user is None:
+        user_id = self.authenticate_user(record)
+        if user_id is None:
             raise InvalidGrantError("There is no active user for this code.")
-        request.user = user
+        request.user = user_id
         if not client.first_party and not _consent_still_given(client, record):
             raise InvalidGrantError("The user withdrew the client's access.")
         tokens = _oauth().tokens()
@@ -185,7 +179,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
         if "offline_access" in record.scope.split() and client.check_grant_type("refresh_token"):
             refresh = tokens.new_refresh_token(grant)
         response = _user_tokens(
-            client, user, grant, record.scope, nonce=record.nonce, refresh_token=refresh
+            client, grant, record.scope, nonce=record.nonce, refresh_token=refresh
         )
         db().commit()
         log.info(
@@ -209,8 +203,10 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
             log.warning("refresh token reused: grant revoked")
             return None
 
-    def authenticate_user(self, refresh_token: IssuedRefresh) -> User | None:
-        return _active_user(refresh_token.grant.user_id)
+    def authenticate_user(self, refresh_token: IssuedRefresh) -> int:
+        """The grant's user: a disabled account's grants are revoked, so a usable refresh
+        token means an active user."""
+        return refresh_token.grant.user_id
 
     def revoke_old_credential(self, refresh_token: IssuedRefresh) -> None:
         """Nothing to do: ``rotate`` marks the old token used."""
@@ -220,18 +216,13 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
         request = self.request
         client: ClientInfo = request.client
         issued: IssuedRefresh = request.refresh_token
-        user = self.authenticate_user(issued)
-        if user is None:
-            raise InvalidGrantError("There is no active user for this token.")
-        request.user = user
+        request.user = self.authenticate_user(issued)
         scope = request.payload.scope or issued.grant.scope
         try:
             refresh = _oauth().tokens().rotate(issued)
         except RefreshTokenReused:
             raise InvalidGrantError("The refresh token was already used.") from None
-        response = _user_tokens(
-            client, user, issued.grant, scope, nonce=None, refresh_token=refresh
-        )
+        response = _user_tokens(client, issued.grant, scope, nonce=None, refresh_token=refresh)
         db().commit()
         return 200, response, self.TOKEN_RESPONSE_HEADER
 

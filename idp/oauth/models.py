@@ -72,6 +72,9 @@ class Grant(Base):
         ForeignKey("oauth_clients.client_id", ondelete="CASCADE"), index=True
     )
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    # The user's public id, kept so that a refresh needs no look-up of the account
+    # (disabling an account revokes its grants instead).
+    user_public_id: Mapped[str] = mapped_column(String(36))
     scope: Mapped[str] = mapped_column(Text)
     auth_time: Mapped[datetime]
     amr: Mapped[list[str]]

@@ -27,7 +27,7 @@ from typing import Any
 
 from authlib.oidc.core.util import create_half_hash
 from joserfc.errors import JoseError
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from config import Settings
@@ -45,6 +45,26 @@ _TOKEN_MAC_PURPOSE = "token-hash"
 _PAIRWISE_PURPOSE = "pairwise-subject"
 _VERIFIED_CACHE_LIMIT = 20_000
 
+# Prebuilt statements for the token endpoint's hot paths (no ORM unit of work).
+_INSERT_GRANT = insert(Grant)
+_INSERT_REFRESH = insert(RefreshToken)
+_FIND_REFRESH = (
+    select(
+        RefreshToken.id,
+        RefreshToken.created_at,
+        RefreshToken.expires_at,
+        RefreshToken.used_at,
+        Grant,
+    )
+    .join(Grant, Grant.id == RefreshToken.grant_id)
+    .where(RefreshToken.token_hash == bindparam("token_hash"))
+)
+_MARK_REFRESH_USED = (
+    update(RefreshToken)
+    .where(RefreshToken.id == bindparam("token_id"), RefreshToken.used_at.is_(None))
+    .values(used_at=bindparam("now"))
+)
+
 
 @dataclass
 class CodeRecord:
@@ -54,6 +74,7 @@ class CodeRecord:
     redirect_uri: str
     scope: str
     user_id: int
+    user_public_id: str
     code_challenge: str
     code_challenge_method: str
     auth_time: float
@@ -78,8 +99,10 @@ class RefreshTokenReused(Exception):
 
 @dataclass(frozen=True)
 class IssuedRefresh:
-    row: RefreshToken
+    token_id: int
     grant: Grant
+    created_at: datetime
+    expires_at: datetime
 
     # -- Authlib's TokenMixin (what the refresh grant asks of it)
     def check_client(self, client: ClientInfo) -> bool:
@@ -215,11 +238,14 @@ class TokenService:
     # -- grants
 
     def create_grant(self, record: CodeRecord) -> Grant:
+        """Record the grant a code was redeemed for (a Core INSERT: this is on the token
+        endpoint's path); returns it as a detached object."""
         now = self._clock.now()
         grant = Grant(
             id=record.grant_id,
             client_id=record.client_id,
             user_id=record.user_id,
+            user_public_id=record.user_public_id,
             scope=record.scope,
             auth_time=datetime.fromtimestamp(record.auth_time, now.tzinfo),
             amr=record.amr,
@@ -229,12 +255,20 @@ class TokenService:
             created_at=now,
             expires_at=now + timedelta(seconds=self._settings.refresh_token_max_lifetime),
         )
-        self._session.add(grant)
-        self._session.flush()
+        self._session.execute(
+            _INSERT_GRANT,
+            {column.key: getattr(grant, column.key) for column in Grant.__table__.columns},
+        )
         if self._store.exists(_revoked_grant_key(grant.id)):
             # the code was replayed while this redemption was under way
             grant.revoked_at = now
             grant.revoked_reason = "code_replay"
+            self._session.execute(
+                update(Grant)
+                .where(Grant.id == grant.id)
+                .values(revoked_at=now, revoked_reason="code_replay"),
+                execution_options={"synchronize_session": False},
+            )
         return grant
 
     def grant(self, grant_id: str) -> Grant | None:
@@ -344,46 +378,44 @@ class TokenService:
         expires = min(
             now + timedelta(seconds=self._settings.refresh_token_idle_lifetime), grant.expires_at
         )
-        self._session.add(
-            RefreshToken(
-                grant_id=grant.id,
-                token_hash=token_mac(self._secrets, token),
-                created_at=now,
-                expires_at=expires,
-            )
+        self._session.execute(
+            _INSERT_REFRESH,
+            {
+                "grant_id": grant.id,
+                "token_hash": token_mac(self._secrets, token),
+                "created_at": now,
+                "expires_at": expires,
+                "used_at": None,
+            },
         )
         return token
 
     def find_refresh_token(self, token: str) -> IssuedRefresh | None:
-        """The refresh token if it can be used now. A rotated one presented again
-        revokes its grant (RFC 9700 4.14.2) and raises ``RefreshTokenReused``."""
+        """The refresh token if it can be used now (one query: token and grant). A
+        rotated one presented again revokes its grant (RFC 9700 4.14.2) and raises
+        ``RefreshTokenReused``."""
         if not token.startswith(REFRESH_PREFIX) or len(token) > 100:
             return None
-        row = self._session.scalar(
-            select(RefreshToken).where(RefreshToken.token_hash == token_mac(self._secrets, token))
-        )
-        if row is None:
+        found = self._session.execute(
+            _FIND_REFRESH, {"token_hash": token_mac(self._secrets, token)}
+        ).first()
+        if found is None:
             return None
-        grant = self._session.get(Grant, row.grant_id)
-        if grant is None:
-            return None
-        if row.used_at is not None:
+        token_id, created_at, expires_at, used_at, grant = found
+        if used_at is not None:
             if grant.revoked_at is None:
                 self.revoke_grant(grant.id, "refresh_token_reuse")
             raise RefreshTokenReused()
         now = self._clock.now()
-        if grant.revoked_at is not None or row.expires_at <= now or grant.expires_at <= now:
+        if grant.revoked_at is not None or expires_at <= now or grant.expires_at <= now:
             return None
-        if self._store.exists(_revoked_grant_key(grant.id)):
-            return None
-        return IssuedRefresh(row, grant)
+        return IssuedRefresh(token_id, grant, created_at, expires_at)
 
     def rotate(self, issued: IssuedRefresh) -> str:
         """Mark the token used (once: of two parallel uses one wins) and make the next."""
         result = self._session.execute(
-            update(RefreshToken)
-            .where(RefreshToken.id == issued.row.id, RefreshToken.used_at.is_(None))
-            .values(used_at=self._clock.now()),
+            _MARK_REFRESH_USED,
+            {"token_id": issued.token_id, "now": self._clock.now()},
             execution_options={"synchronize_session": False},
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
@@ -403,8 +435,8 @@ class TokenService:
         return {
             "scope": issued.grant.scope,
             "client_id": issued.grant.client_id,
-            "exp": int(min(issued.row.expires_at, issued.grant.expires_at).timestamp()),
-            "iat": int(issued.row.created_at.timestamp()),
+            "exp": int(min(issued.expires_at, issued.grant.expires_at).timestamp()),
+            "iat": int(issued.created_at.timestamp()),
             "token_type": "refresh_token",
             "grant": issued.grant,
         }
