@@ -50,11 +50,11 @@ _INSERT_GRANT = insert(Grant)
 _INSERT_REFRESH = insert(RefreshToken)
 _FIND_REFRESH = (
     select(
-        RefreshToken.id,
-        RefreshToken.created_at,
-        RefreshToken.expires_at,
+        RefreshToken.id.label("token_id"),
+        RefreshToken.created_at.label("token_created_at"),
+        RefreshToken.expires_at.label("token_expires_at"),
         RefreshToken.used_at,
-        Grant,
+        *Grant.__table__.columns,
     )
     .join(Grant, Grant.id == RefreshToken.grant_id)
     .where(RefreshToken.token_hash == bindparam("token_hash"))
@@ -98,9 +98,32 @@ class RefreshTokenReused(Exception):
 
 
 @dataclass(frozen=True)
+class GrantData:
+    """A grant as read on the token endpoint's hot paths (plain values, no ORM)."""
+
+    id: str
+    client_id: str
+    user_id: int
+    user_public_id: str
+    scope: str
+    auth_time: datetime
+    amr: list[str]
+    acr: str | None
+    sid: str | None
+    claims: dict[str, Any] | None
+    created_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
+    revoked_reason: str | None
+
+
+_GRANT_FIELDS = [column.key for column in Grant.__table__.columns]
+
+
+@dataclass(frozen=True)
 class IssuedRefresh:
     token_id: int
-    grant: Grant
+    grant: GrantData
     created_at: datetime
     expires_at: datetime
 
@@ -237,39 +260,31 @@ class TokenService:
 
     # -- grants
 
-    def create_grant(self, record: CodeRecord) -> Grant:
+    def create_grant(self, record: CodeRecord) -> GrantData:
         """Record the grant a code was redeemed for (a Core INSERT: this is on the token
-        endpoint's path); returns it as a detached object."""
+        endpoint's path)."""
         now = self._clock.now()
-        grant = Grant(
-            id=record.grant_id,
-            client_id=record.client_id,
-            user_id=record.user_id,
-            user_public_id=record.user_public_id,
-            scope=record.scope,
-            auth_time=datetime.fromtimestamp(record.auth_time, now.tzinfo),
-            amr=record.amr,
-            acr=record.acr,
-            sid=record.sid,
-            claims=record.claims,
-            created_at=now,
-            expires_at=now + timedelta(seconds=self._settings.refresh_token_max_lifetime),
-        )
-        self._session.execute(
-            _INSERT_GRANT,
-            {column.key: getattr(grant, column.key) for column in Grant.__table__.columns},
-        )
-        if self._store.exists(_revoked_grant_key(grant.id)):
+        values: dict[str, Any] = {
+            "id": record.grant_id,
+            "client_id": record.client_id,
+            "user_id": record.user_id,
+            "user_public_id": record.user_public_id,
+            "scope": record.scope,
+            "auth_time": datetime.fromtimestamp(record.auth_time, now.tzinfo),
+            "amr": record.amr,
+            "acr": record.acr,
+            "sid": record.sid,
+            "claims": record.claims,
+            "created_at": now,
+            "expires_at": now + timedelta(seconds=self._settings.refresh_token_max_lifetime),
+            "revoked_at": None,
+            "revoked_reason": None,
+        }
+        if self._store.exists(_revoked_grant_key(record.grant_id)):
             # the code was replayed while this redemption was under way
-            grant.revoked_at = now
-            grant.revoked_reason = "code_replay"
-            self._session.execute(
-                update(Grant)
-                .where(Grant.id == grant.id)
-                .values(revoked_at=now, revoked_reason="code_replay"),
-                execution_options={"synchronize_session": False},
-            )
-        return grant
+            values.update(revoked_at=now, revoked_reason="code_replay")
+        self._session.connection().execute(_INSERT_GRANT, values)
+        return GrantData(**values)
 
     def grant(self, grant_id: str) -> Grant | None:
         return self._session.get(Grant, grant_id)
@@ -301,7 +316,12 @@ class TokenService:
     # -- access tokens
 
     def access_token(
-        self, client: ClientInfo, scope: str, *, subject: str, grant: Grant | None = None
+        self,
+        client: ClientInfo,
+        scope: str,
+        *,
+        subject: str,
+        grant: Grant | GrantData | None = None,
     ) -> tuple[str, int]:
         now = int(self._clock.now().timestamp())
         lifetime = self._settings.access_token_lifetime
@@ -338,7 +358,7 @@ class TokenService:
         self,
         client: ClientInfo,
         subject: str,
-        grant: Grant,
+        grant: Grant | GrantData,
         *,
         nonce: str | None,
         access_token: str | None,
@@ -372,7 +392,7 @@ class TokenService:
 
     # -- refresh tokens
 
-    def new_refresh_token(self, grant: Grant) -> str:
+    def new_refresh_token(self, grant: GrantData) -> str:
         token = REFRESH_PREFIX + secrets.token_urlsafe(32)
         now = self._clock.now()
         expires = min(
@@ -396,29 +416,31 @@ class TokenService:
         ``RefreshTokenReused``."""
         if not token.startswith(REFRESH_PREFIX) or len(token) > 100:
             return None
-        found = self._session.execute(
-            _FIND_REFRESH, {"token_hash": token_mac(self._secrets, token)}
-        ).first()
+        found = (
+            self._session.connection()
+            .execute(_FIND_REFRESH, {"token_hash": token_mac(self._secrets, token)})
+            .first()
+        )
         if found is None:
             return None
-        token_id, created_at, expires_at, used_at, grant = found
-        if used_at is not None:
+        row = found._mapping
+        grant = GrantData(**{name: row[name] for name in _GRANT_FIELDS})
+        expires_at = row["token_expires_at"]
+        if row["used_at"] is not None:
             if grant.revoked_at is None:
                 self.revoke_grant(grant.id, "refresh_token_reuse")
             raise RefreshTokenReused()
         now = self._clock.now()
         if grant.revoked_at is not None or expires_at <= now or grant.expires_at <= now:
             return None
-        return IssuedRefresh(token_id, grant, created_at, expires_at)
+        return IssuedRefresh(row["token_id"], grant, row["token_created_at"], expires_at)
 
     def rotate(self, issued: IssuedRefresh) -> str:
         """Mark the token used (once: of two parallel uses one wins) and make the next."""
-        result = self._session.execute(
-            _MARK_REFRESH_USED,
-            {"token_id": issued.token_id, "now": self._clock.now()},
-            execution_options={"synchronize_session": False},
+        result = self._session.connection().execute(
+            _MARK_REFRESH_USED, {"token_id": issued.token_id, "now": self._clock.now()}
         )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
+        if result.rowcount != 1:
             self._session.rollback()
             self.revoke_grant(issued.grant.id, "refresh_token_reuse")
             raise RefreshTokenReused()
