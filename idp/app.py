@@ -85,7 +85,7 @@ def create_app(
     )
     app.session_interface = StoreSessionInterface(store, settings, clock)
     app.before_request(refuse_without_store)
-    web.init_app(app, trusted_proxies=settings.trusted_proxy_count)
+    web.init_app(app)
     i18n.init_app(app)
     CSRFProtect(app)
     metrics.init_app(app)
@@ -99,5 +99,6 @@ def create_app(
     accounts.init_app(app)
     oauth.init_app(app, background=background)
     app.cli.add_command(audit)
+    web.trust_proxies(app, settings.trusted_proxy_count)
 
     return app

@@ -63,15 +63,19 @@ def _start_timer() -> None:
 _children: dict[tuple[str, str, int], Any] = {}
 
 
+def observe_request(endpoint: str, method: str, status: int, started: float) -> None:
+    key = (endpoint, method, status)
+    child = _children.get(key)
+    if child is None:  # labels() is slow; a worker sees few distinct label sets
+        child = _children[key] = REQUEST_SECONDS.labels(endpoint, method, str(status))
+    child.observe(time.perf_counter() - started)
+
+
 def _observe(response: Response) -> Response:
     started = g.get("request_started")
     if started is not None:
         endpoint = request.url_rule.endpoint if request.url_rule else "unmatched"
-        key = (endpoint, request.method, response.status_code)
-        child = _children.get(key)
-        if child is None:  # labels() is slow; a worker sees few distinct label sets
-            child = _children[key] = REQUEST_SECONDS.labels(endpoint, key[1], str(key[2]))
-        child.observe(time.perf_counter() - started)
+        observe_request(endpoint, request.method, response.status_code, started)
     return response
 
 

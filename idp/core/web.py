@@ -14,7 +14,7 @@ import uuid
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from flask import Blueprint, Flask, Response, g, jsonify, render_template, request
+from flask import Blueprint, Flask, Request, Response, g, jsonify, render_template, request
 from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import OperationalError
@@ -68,12 +68,18 @@ def error_response(
     return Response(body, status=status, mimetype="text/html")
 
 
+def check_input(req: Request) -> None:
+    """Raise ``UnicodeDecodeError`` / ``ValueError`` for undecodable or oversized input
+    (Werkzeug would silently replace bad bytes)."""
+    check_urlencoded(req.query_string)
+    if req.method in {"POST", "PUT", "PATCH"} and req.mimetype in _FORM_TYPES:
+        check_urlencoded(req.get_data(cache=True))
+
+
 def _guard_input() -> Response | None:
-    """Reject undecodable input before any view reads it (Werkzeug would replace it)."""
+    """Reject undecodable input before any view reads it."""
     try:
-        _check_urlencoded(request.query_string)
-        if request.method in {"POST", "PUT", "PATCH"} and request.mimetype in _FORM_TYPES:
-            _check_urlencoded(request.get_data(cache=True))
+        check_input(request)
     except UnicodeDecodeError:
         return error_response(
             400, _("The request is not valid UTF-8 text."), title=_("Unreadable request")
@@ -85,7 +91,7 @@ def _guard_input() -> Response | None:
     return None
 
 
-def _check_urlencoded(raw: bytes) -> None:
+def check_urlencoded(raw: bytes) -> None:
     """Raise ``UnicodeDecodeError`` unless every (percent-decoded) byte is UTF-8, and
     ``ValueError`` for more than ``MAX_FORM_FIELDS`` fields."""
     if not raw:
@@ -111,27 +117,42 @@ _STATIC_HEADERS = [
 _HSTS = ("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
 
 
-def _security_headers(response: Response) -> Response:
+def request_id_from(supplied: str) -> str:
+    """The caller's ``X-Request-Id`` when it is sane, else a new one."""
+    return supplied if _REQUEST_ID.match(supplied) else uuid.uuid4().hex
+
+
+def finish_response(response: Response, *, https: bool, request_id: str) -> None:
+    """Security headers and the request id, on every response."""
     headers = response.headers
     headers.extend(_STATIC_HEADERS)
-    if request.scheme == "https":
+    if https:
         headers.extend((_HSTS,))
     if "Cache-Control" not in headers and response.content_type.startswith("text/html"):
         headers["Cache-Control"] = "no-store"
-    headers["X-Request-Id"] = g.get("request_id", "")
-    started = g.get("request_started_at")
-    if started is not None and access_log.isEnabledFor(logging.INFO):
+    headers["X-Request-Id"] = request_id
+
+
+def log_access(method: str, path: str, status: int, started: float, client_ip: str | None) -> None:
+    if access_log.isEnabledFor(logging.INFO):
         access_log.info(
             "request",
             extra={
-                "method": request.method,
+                "method": method,
                 # the path only: query strings may carry codes and tokens
-                "path": request.path,
-                "status": response.status_code,
+                "path": path,
+                "status": status,
                 "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                "client_ip": request.remote_addr,
+                "client_ip": client_ip,
             },
         )
+
+
+def _security_headers(response: Response) -> Response:
+    finish_response(response, https=request.scheme == "https", request_id=g.get("request_id", ""))
+    started = g.get("request_started_at")
+    if started is not None:
+        log_access(request.method, request.path, response.status_code, started, request.remote_addr)
     return response
 
 
@@ -188,15 +209,16 @@ def _unexpected(exc: Exception) -> Response:
     )
 
 
-def init_app(app: Flask, *, trusted_proxies: int) -> None:
-    if trusted_proxies:
+def trust_proxies(app: Flask, count: int) -> None:
+    """Take the client address and scheme from ``count`` trusted proxies (wraps the
+    whole WSGI stack: call it last)."""
+    if count:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
-            app.wsgi_app,
-            x_for=trusted_proxies,
-            x_proto=trusted_proxies,
-            x_host=trusted_proxies,
-            x_port=trusted_proxies,
+            app.wsgi_app, x_for=count, x_proto=count, x_host=count, x_port=count
         )
+
+
+def init_app(app: Flask) -> None:
     app.config.setdefault(JSON_BLUEPRINTS_KEY, set())
     app.config.setdefault(JSON_PATHS_KEY, set())
     json_blueprints: set[str] = app.config[JSON_BLUEPRINTS_KEY]
@@ -204,8 +226,7 @@ def init_app(app: Flask, *, trusted_proxies: int) -> None:
 
     def begin() -> None:
         g.request_started_at = time.perf_counter()
-        supplied = request.headers.get("X-Request-Id", "")
-        g.request_id = supplied if _REQUEST_ID.match(supplied) else uuid.uuid4().hex
+        g.request_id = request_id_from(request.headers.get("X-Request-Id", ""))
         g.json_blueprints = json_blueprints
         g.json_paths = json_paths
 

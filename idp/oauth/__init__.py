@@ -19,10 +19,11 @@ from accounts.signals import account_disabled
 
 
 def init_app(app: Flask, *, background: bool = False) -> None:
-    from idp.oauth import account, authorize, cli, endpoints, logout, server
+    from idp.oauth import account, authorize, cli, endpoints, lean, logout, server
 
     server.init_app(app)
     endpoints.init_app(app)
+    lean.init_app(app)
     authorize.init_app(app)
     logout.init_app(app, background=background)
     account.init_app(app)

@@ -1,0 +1,113 @@
+"""The machine-to-machine endpoints (``POST /token``, ``/introspect``, ``/revoke``)
+served without Flask's per-request machinery.
+
+These are the provider's hottest endpoints (resource servers introspect on every API
+call) and they need nothing a page needs: no cookie session, CSRF check, locale,
+blueprint hooks or URL routing. This WSGI layer in front of Flask answers them with an
+app context only, and runs exactly the same code inside: Authlib's
+``create_token_response`` / ``create_endpoint_response`` with our grants and endpoints.
+The cross-cutting parts (request id, input guard, security headers, metrics, access
+log, error answers) are the same functions the Flask hooks use. Every other request
+(and a GET to these paths) goes to Flask unchanged. Measured: about 0.15 ms of server
+CPU less per request (docs/decisions/0014-lean-token-endpoints.md).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Request
+from flask import Flask, Response
+from sqlalchemy.exc import OperationalError
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from idp.core.db import DatabaseUnavailable
+from idp.core.metrics import observe_request
+from idp.core.store import StoreUnavailable
+from idp.core.web import check_input, finish_response, log_access, request_id_from
+from idp.oauth.server import EXTENSION, JSON_HEADERS
+
+log = logging.getLogger("idp.http")
+
+StartResponse = Callable[..., Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+def _token(provider: Any, oauth_request: Any) -> Response:
+    response: Response = provider.server.create_token_response(oauth_request)
+    return response
+
+
+def _introspection(provider: Any, oauth_request: Any) -> Response:
+    response: Response = provider.server.create_endpoint_response("introspection", oauth_request)
+    return response
+
+
+def _revocation(provider: Any, oauth_request: Any) -> Response:
+    response: Response = provider.server.create_endpoint_response("revocation", oauth_request)
+    return response
+
+
+Handler = Callable[[Any, Any], Response]
+
+# path -> (metrics endpoint name, handler)
+ROUTES: dict[str, tuple[str, Handler]] = {
+    "/token": ("oauth.token", _token),
+    "/introspect": ("oauth.introspect", _introspection),
+    "/revoke": ("oauth.revoke", _revocation),
+}
+
+
+def _json_error(status: int, error: str, description: str) -> Response:
+    body = json.dumps({"error": error, "error_description": description})
+    return Response(body, status=status, headers=JSON_HEADERS)
+
+
+class LeanEndpoints:
+    def __init__(self, app: Flask, downstream: WsgiApp) -> None:
+        self._app = app
+        self._downstream = downstream
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        route = ROUTES.get(environ.get("PATH_INFO", ""))
+        if route is None or environ.get("REQUEST_METHOD") != "POST":
+            return self._downstream(environ, start_response)
+        started = time.perf_counter()
+        request = self._app.request_class(environ)
+        request_id = request_id_from(request.headers.get("X-Request-Id", ""))
+        endpoint, handler = route
+        with self._app.app_context():  # Request.max_content_length reads the app config
+            response = self._answer(request, handler)
+        finish_response(response, https=request.scheme == "https", request_id=request_id)
+        observe_request(endpoint, "POST", response.status_code, started)
+        log_access("POST", request.path, response.status_code, started, request.remote_addr)
+        return response(environ, start_response)
+
+    def _answer(self, request: Any, handler: Handler) -> Response:
+        try:
+            check_input(request)
+            # the explicit request is used as it is (IdpAuthorizationServer), so Authlib
+            # needs no ``flask.request`` and no request context
+            return handler(self._app.extensions[EXTENSION], FlaskOAuth2Request(request))
+        except UnicodeDecodeError:
+            return _json_error(400, "invalid_request", "The request is not valid UTF-8.")
+        except RequestEntityTooLarge:
+            return _json_error(413, "invalid_request", "The request is too large.")
+        except ValueError:
+            return _json_error(400, "invalid_request", "The request has too many fields.")
+        except (StoreUnavailable, DatabaseUnavailable, OperationalError) as exc:
+            log.error("dependency unavailable: %s", exc)
+            return _json_error(
+                503, "temporarily_unavailable", "The service is temporarily unavailable."
+            )
+        except Exception:
+            log.exception("unhandled error")
+            return _json_error(500, "server_error", "An unexpected error occurred.")
+
+
+def init_app(app: Flask) -> None:
+    app.wsgi_app = LeanEndpoints(app, app.wsgi_app)  # type: ignore[method-assign]

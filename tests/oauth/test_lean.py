@@ -1,0 +1,94 @@
+"""The lean path for POST /token, /introspect and /revoke behaves like the rest of the
+service: same headers, same answers to bad input, JSON errors, never a stack trace."""
+
+from __future__ import annotations
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from idp.oauth.server import oauth
+from tests.oauth_support import RP, register
+
+
+@pytest.fixture
+def rp(app: Flask) -> RP:
+    _, secret = register(
+        app, "machine", grant_types=["client_credentials"], scope="api.read", redirect_uris=[]
+    )
+    return RP(app, "machine", secret)
+
+
+@pytest.mark.parametrize("path", ["/token", "/introspect", "/revoke"])
+def test_headers_and_request_ids(client: FlaskClient, rp: RP, path: str) -> None:
+    response = client.post(
+        path,
+        data={"grant_type": "client_credentials", "token": "x"},
+        headers={**rp.basic(), "X-Request-Id": "trace-42"},
+    )
+    assert response.status_code in (200, 400)
+    assert response.headers["X-Request-Id"] == "trace-42"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Content-Security-Policy"]
+
+
+def test_bad_input_gets_json_errors(client: FlaskClient, rp: RP) -> None:
+    bad_utf8 = client.post(
+        "/token",
+        data=b"grant_type=client_credentials&scope=%FF",
+        content_type="application/x-www-form-urlencoded",
+        headers=rp.basic(),
+    )
+    assert bad_utf8.status_code == 400
+    assert bad_utf8.get_json()["error"] == "invalid_request"
+    too_many = client.post(
+        "/introspect",
+        data="&".join(f"f{i}=1" for i in range(200)),
+        content_type="application/x-www-form-urlencoded",
+        headers=rp.basic(),
+    )
+    assert too_many.status_code == 400
+    too_big = client.post(
+        "/token",
+        data={"grant_type": "client_credentials", "scope": "x" * 100_000},
+        headers=rp.basic(),
+    )
+    assert too_big.status_code == 413
+    assert too_big.get_json()["error"] == "invalid_request"
+    wrong_method = client.get("/introspect")
+    assert wrong_method.status_code == 405
+    assert wrong_method.get_json()["error"] == "invalid_request"
+
+
+def test_an_unexpected_failure_is_a_json_500(
+    app: Flask, client: FlaskClient, rp: RP, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def explode(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("internal detail")
+
+    monkeypatch.setattr(app.extensions["idp.oauth"].server, "create_token_response", explode)
+    response = client.post("/token", data={"grant_type": "client_credentials"}, headers=rp.basic())
+    assert response.status_code == 500
+    assert response.get_json() == {
+        "error": "server_error",
+        "error_description": "An unexpected error occurred.",
+    }
+    assert "internal detail" not in response.get_data(as_text=True)
+
+
+def test_a_store_outage_is_a_503(
+    app: Flask, client: FlaskClient, rp: RP, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from idp.core.store import StoreUnavailable
+
+    token = rp.token_request(client, {"grant_type": "client_credentials"}).get_json()
+
+    def down(*_args: object) -> int:
+        raise StoreUnavailable("cannot reach the store at redis://cache:6379/0")
+
+    with app.app_context():
+        monkeypatch.setattr(oauth().verifier._store, "exists", down)
+    response = rp.post(client, "/introspect", {"token": token["access_token"]})
+    assert response.status_code == 503
+    assert response.get_json()["error"] == "temporarily_unavailable"
