@@ -8,7 +8,7 @@ import click
 
 from accounts.deps import account_service
 from accounts.errors import AccountError
-from accounts.models import User
+from accounts.models import User, UserStatus
 from idp.core.cli_support import echo_json, fail, with_app
 
 
@@ -63,3 +63,29 @@ def list_users(as_json: bool) -> None:
         return
     for entry in found:
         click.echo(f"{entry['username']}\t{entry['id']}\t{entry['status']}")
+
+
+@users.command("disable")
+@click.argument("username")
+@with_app
+def disable(username: str) -> None:
+    """Disable an account: it cannot sign in; its sessions end and its tokens are revoked."""
+    accounts = account_service(actor="cli")
+    user = accounts.find_by_username(username)
+    if user is None:
+        fail(f"no account {username!r}")
+    accounts.set_status(user, UserStatus.DISABLED)
+    click.echo(f"disabled {user.username}")
+
+
+@users.command("enable")
+@click.argument("username")
+@with_app
+def enable(username: str) -> None:
+    """Allow a disabled account to sign in again."""
+    accounts = account_service(actor="cli")
+    user = accounts.find_by_username(username)
+    if user is None:
+        fail(f"no account {username!r}")
+    accounts.set_status(user, UserStatus.ACTIVE)
+    click.echo(f"enabled {user.username}")

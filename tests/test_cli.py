@@ -59,9 +59,15 @@ def test_init_users_and_audit(env: dict[str, str]) -> None:
     listed = run(["users", "list", "--json"], env)
     assert [entry["username"] for entry in json.loads(listed.stdout)] == ["bob"]
 
+    assert run(["users", "disable", "bob"], env).returncode == 0
+    listed = run(["users", "list", "--json"], env)
+    assert json.loads(listed.stdout)[0]["status"] == "disabled"
+    assert run(["users", "enable", "bob"], env).returncode == 0
+    assert run(["users", "disable", "nobody"], env).returncode == 1
+
     verified = run(["audit", "verify", "--json"], env)
     assert verified.returncode == 0
-    assert json.loads(verified.stdout) == {"ok": True, "checked": 1, "problems": []}
+    assert json.loads(verified.stdout) == {"ok": True, "checked": 3, "problems": []}
 
 
 def test_audit_verify_fails_after_tampering(env: dict[str, str]) -> None:

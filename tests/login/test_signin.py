@@ -169,3 +169,28 @@ def test_unknown_users_cost_one_hash_verification_like_known_ones(
     sign_in(client, username="nobody-at-all", password="wrong password 2")
     assert known == 1
     assert len(calls) - known == 1
+
+
+def test_disabling_an_account_ends_its_sessions_and_tokens(app: Flask) -> None:
+    from accounts.deps import account_service
+    from accounts.models import UserStatus
+    from tests.oauth_support import RP, register
+
+    create_user(app)
+    _, secret = register(app, "svc", first_party=True, scope="openid offline_access")
+    rp = RP(app, "svc", secret)
+    browser = app.test_client()
+    tokens, _ = rp.tokens(browser, scope="openid offline_access")
+    assert browser.get("/account").status_code == 200
+    with app.app_context():
+        user = account_service().find_by_username("alice")
+        assert user is not None
+        account_service(actor="admin").set_status(user, UserStatus.DISABLED)
+    assert browser.get("/account").status_code == 302
+    refreshed = rp.token_request(
+        browser, {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+    )
+    assert refreshed.get_json()["error"] == "invalid_grant"
+    assert rp.post(browser, "/introspect", {"token": tokens["access_token"]}).get_json() == {
+        "active": False
+    }
