@@ -198,7 +198,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
 
     def authenticate_refresh_token(self, refresh_token: str) -> IssuedRefresh | None:
         try:
-            return _oauth().tokens().find_refresh_token(refresh_token)  # type: ignore[no-any-return]
+            return _oauth().tokens().use_refresh_token(refresh_token)  # type: ignore[no-any-return]
         except RefreshTokenReused:
             log.warning("refresh token reused: grant revoked")
             return None

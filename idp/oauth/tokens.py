@@ -27,7 +27,7 @@ from typing import Any
 
 from authlib.oidc.core.util import create_half_hash
 from joserfc.errors import JoseError
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, column, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from config import Settings
@@ -59,6 +59,24 @@ _FIND_REFRESH = (
     .join(Grant, Grant.id == RefreshToken.grant_id)
     .where(RefreshToken.token_hash == bindparam("token_hash"))
 )
+# PostgreSQL: find the token, mark it used, check its grant and insert the next token in
+# one round trip (the refresh grant's path; a token found but not usable is told apart
+# afterwards by the read-only look-up).
+_USE_REFRESH_PG = text("""
+WITH used AS (
+  UPDATE oauth_refresh_tokens SET used_at = :now
+  WHERE token_hash = :old AND used_at IS NULL AND expires_at > :now
+  RETURNING grant_id
+), live AS (
+  SELECT g.* FROM used JOIN oauth_grants g ON g.id = used.grant_id
+  WHERE g.revoked_at IS NULL AND g.expires_at > :now
+), next AS (
+  INSERT INTO oauth_refresh_tokens (grant_id, token_hash, created_at, expires_at)
+  SELECT live.id, :new, :now, LEAST(CAST(:idle AS timestamptz), live.expires_at) FROM live
+  RETURNING id, expires_at
+)
+SELECT live.*, next.id AS next_id, next.expires_at AS next_expires_at FROM live, next
+""").columns(*Grant.__table__.columns, column("next_id"), column("next_expires_at"))
 _MARK_REFRESH_USED = (
     update(RefreshToken)
     .where(RefreshToken.id == bindparam("token_id"), RefreshToken.used_at.is_(None))
@@ -126,6 +144,8 @@ class IssuedRefresh:
     grant: GrantData
     created_at: datetime
     expires_at: datetime
+    # set when the token was already rotated in the same statement that found it
+    next_token: str | None = None
 
     # -- Authlib's TokenMixin (what the refresh grant asks of it)
     def check_client(self, client: ClientInfo) -> bool:
@@ -435,8 +455,43 @@ class TokenService:
             return None
         return IssuedRefresh(row["token_id"], grant, row["token_created_at"], expires_at)
 
+    def use_refresh_token(self, token: str) -> IssuedRefresh | None:
+        """Find a refresh token to refresh with. On PostgreSQL it is marked used and its
+        successor issued in the same statement (``next_token``); ``rotate`` finishes
+        the job elsewhere. Reuse is detected as in ``find_refresh_token``."""
+        if self._session.get_bind().dialect.name != "postgresql":
+            return self.find_refresh_token(token)
+        if not token.startswith(REFRESH_PREFIX) or len(token) > 100:
+            return None
+        successor = REFRESH_PREFIX + secrets.token_urlsafe(32)
+        now = self._clock.now()
+        found = (
+            self._session.connection()
+            .execute(
+                _USE_REFRESH_PG,
+                {
+                    "now": now,
+                    "old": token_mac(self._secrets, token),
+                    "new": token_mac(self._secrets, successor),
+                    "idle": now + timedelta(seconds=self._settings.refresh_token_idle_lifetime),
+                },
+            )
+            .first()
+        )
+        if found is None:
+            # unknown, expired, revoked, or used before: undo a half-done rotation and
+            # let the read-only look-up say which (a reuse revokes the grant)
+            self._session.rollback()
+            self.find_refresh_token(token)
+            return None
+        row = found._mapping
+        grant = GrantData(**{name: row[name] for name in _GRANT_FIELDS})
+        return IssuedRefresh(row["next_id"], grant, now, row["next_expires_at"], successor)
+
     def rotate(self, issued: IssuedRefresh) -> str:
         """Mark the token used (once: of two parallel uses one wins) and make the next."""
+        if issued.next_token is not None:
+            return issued.next_token
         result = self._session.connection().execute(
             _MARK_REFRESH_USED, {"token_id": issued.token_id, "now": self._clock.now()}
         )

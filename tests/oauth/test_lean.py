@@ -92,3 +92,31 @@ def test_a_store_outage_is_a_503(
     response = rp.post(client, "/introspect", {"token": token["access_token"]})
     assert response.status_code == 503
     assert response.get_json()["error"] == "temporarily_unavailable"
+
+
+def test_the_introspection_fast_path_answers_like_authlib(
+    app: Flask, client: FlaskClient, rp: RP, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from idp.oauth import lean
+
+    token = rp.token_request(client, {"grant_type": "client_credentials"}).get_json()
+    cases = [
+        {"token": token["access_token"]},
+        {"token": token["access_token"], "token_type_hint": "access_token"},
+        {"token": token["access_token"][:-3] + "AAA"},
+        {"token": "not-a-token"},
+    ]
+    server = app.extensions["idp.oauth"].server
+    authlib_endpoint = server.create_endpoint_response
+
+    def not_here(*_args: object) -> None:
+        raise AssertionError("the fast path should have answered")
+
+    monkeypatch.setattr(server, "create_endpoint_response", not_here)
+    fast = [rp.post(client, "/introspect", data).get_json() for data in cases]
+    monkeypatch.setattr(server, "create_endpoint_response", authlib_endpoint)
+    monkeypatch.setattr(lean, "_introspect_common_case", lambda *_args: None)
+    slow = [rp.post(client, "/introspect", data).get_json() for data in cases]
+    assert fast == slow
+    assert fast[0]["active"] is True
+    assert fast[2] == {"active": False}
