@@ -122,12 +122,14 @@ def request_id_from(supplied: str) -> str:
     return supplied if _REQUEST_ID.match(supplied) else uuid.uuid4().hex
 
 
+def security_headers(*, https: bool) -> list[tuple[str, str]]:
+    return [*_STATIC_HEADERS, _HSTS] if https else _STATIC_HEADERS
+
+
 def finish_response(response: Response, *, https: bool, request_id: str) -> None:
     """Security headers and the request id, on every response."""
     headers = response.headers
-    headers.extend(_STATIC_HEADERS)
-    if https:
-        headers.extend((_HSTS,))
+    headers.extend(security_headers(https=https))
     if "Cache-Control" not in headers and response.content_type.startswith("text/html"):
         headers["Cache-Control"] = "no-store"
     headers["X-Request-Id"] = request_id

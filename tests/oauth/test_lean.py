@@ -115,7 +115,7 @@ def test_the_introspection_fast_path_answers_like_authlib(
     monkeypatch.setattr(server, "create_endpoint_response", not_here)
     fast = [rp.post(client, "/introspect", data).get_json() for data in cases]
     monkeypatch.setattr(server, "create_endpoint_response", authlib_endpoint)
-    monkeypatch.setattr(lean, "_introspect_common_case", lambda *_args: None)
+    monkeypatch.setattr(lean.LeanEndpoints, "_introspect_common_case", lambda *_args: None)
     slow = [rp.post(client, "/introspect", data).get_json() for data in cases]
     assert fast == slow
     assert fast[0]["active"] is True
