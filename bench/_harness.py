@@ -91,7 +91,7 @@ def code_version() -> dict[str, Any]:
             )
         except (OSError, subprocess.SubprocessError):
             return ""
-        return done.stdout.strip()
+        return done.stdout.rstrip()  # not strip(): porcelain lines start with a space
 
     changed = [line[3:] for line in git("status", "--porcelain").splitlines() if line[3:]]
     return {

@@ -197,8 +197,16 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
     TOKEN_ENDPOINT_AUTH_METHODS = ALL_AUTH_METHODS
 
     def authenticate_refresh_token(self, refresh_token: str) -> IssuedRefresh | None:
+        """The usable refresh token, already rotated on PostgreSQL. Authlib checks the
+        client and the requested scope afterwards: the client is checked inside the
+        statement, so only a request that narrows the scope (and may be refused for it)
+        needs a transaction around the rotation; the common one commits at once."""
+        client: ClientInfo = self.request.client
+        narrows_scope = bool(self.request.payload.scope)
         try:
-            return _oauth().tokens().use_refresh_token(refresh_token)  # type: ignore[no-any-return]
+            return _oauth().tokens().use_refresh_token(  # type: ignore[no-any-return]
+                refresh_token, client.client_id, own_transaction=not narrows_scope
+            )
         except RefreshTokenReused:
             log.warning("refresh token reused: grant revoked")
             return None

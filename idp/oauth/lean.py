@@ -107,6 +107,10 @@ class LeanEndpoints:
     def _answer(self, request: Any, handler: Handler) -> Response:
         try:
             check_input(request)
+            repeated = _repeated_parameter(request)
+            if repeated is not None:
+                # RFC 6749 3.2: parameters MUST NOT be included more than once
+                return _json_error(400, "invalid_request", f"The parameter {repeated} is repeated.")
             # the explicit request is used as it is (IdpAuthorizationServer), so Authlib
             # needs no ``flask.request`` and no request context
             return handler(self._app.extensions[EXTENSION], FlaskOAuth2Request(request))
@@ -167,6 +171,15 @@ class LeanEndpoints:
         observe_request("oauth.introspect", "POST", 200, started)
         log_access("POST", "/introspect", 200, started, environ.get("REMOTE_ADDR"))
         return [body]
+
+
+def _repeated_parameter(request: Any) -> str | None:
+    """The name of a parameter sent more than once (in the body or the query), if any."""
+    for fields in (request.form, request.args):
+        for name, values in fields.lists():
+            if len(values) > 1:
+                return str(name)[:40]
+    return None
 
 
 def _plain_introspection_request(environ: dict[str, Any]) -> str | None:

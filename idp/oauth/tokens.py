@@ -59,17 +59,19 @@ _FIND_REFRESH = (
     .join(Grant, Grant.id == RefreshToken.grant_id)
     .where(RefreshToken.token_hash == bindparam("token_hash"))
 )
-# PostgreSQL: find the token, mark it used, check its grant and insert the next token in
-# one round trip (the refresh grant's path; a token found but not usable is told apart
-# afterwards by the read-only look-up).
+# PostgreSQL: find the token, check its grant (live, and the presenting client's), mark
+# the token used and insert the next one in one statement (the refresh grant's path; a
+# token found but not usable is told apart afterwards by the read-only look-up).
 _USE_REFRESH_PG = text("""
 WITH used AS (
-  UPDATE oauth_refresh_tokens SET used_at = :now
-  WHERE token_hash = :old AND used_at IS NULL AND expires_at > :now
-  RETURNING grant_id
+  UPDATE oauth_refresh_tokens t SET used_at = :now
+  FROM oauth_grants g
+  WHERE t.token_hash = :old AND t.used_at IS NULL AND t.expires_at > :now
+    AND g.id = t.grant_id AND g.client_id = :client_id
+    AND g.revoked_at IS NULL AND g.expires_at > :now
+  RETURNING t.grant_id
 ), live AS (
   SELECT g.* FROM used JOIN oauth_grants g ON g.id = used.grant_id
-  WHERE g.revoked_at IS NULL AND g.expires_at > :now
 ), next AS (
   INSERT INTO oauth_refresh_tokens (grant_id, token_hash, created_at, expires_at)
   SELECT live.id, :new, :now, LEAST(CAST(:idle AS timestamptz), live.expires_at) FROM live
@@ -455,32 +457,38 @@ class TokenService:
             return None
         return IssuedRefresh(row["token_id"], grant, row["token_created_at"], expires_at)
 
-    def use_refresh_token(self, token: str) -> IssuedRefresh | None:
-        """Find a refresh token to refresh with. On PostgreSQL it is marked used and its
-        successor issued in the same statement (``next_token``); ``rotate`` finishes
-        the job elsewhere. Reuse is detected as in ``find_refresh_token``."""
+    def use_refresh_token(
+        self, token: str, client_id: str, *, own_transaction: bool = False
+    ) -> IssuedRefresh | None:
+        """Find the client's refresh token to refresh with. On PostgreSQL it is marked
+        used and its successor issued in one statement (``next_token``); ``rotate``
+        finishes the job elsewhere. With ``own_transaction`` that statement commits by
+        itself (one round trip instead of three: no BEGIN, no COMMIT), for callers that
+        check nothing else before answering. Reuse is detected as in
+        ``find_refresh_token``; another client's token is not found and stays usable."""
         if self._session.get_bind().dialect.name != "postgresql":
             return self.find_refresh_token(token)
         if not token.startswith(REFRESH_PREFIX) or len(token) > 100:
             return None
         successor = REFRESH_PREFIX + secrets.token_urlsafe(32)
         now = self._clock.now()
-        found = (
-            self._session.connection()
-            .execute(
-                _USE_REFRESH_PG,
-                {
-                    "now": now,
-                    "old": token_mac(self._secrets, token),
-                    "new": token_mac(self._secrets, successor),
-                    "idle": now + timedelta(seconds=self._settings.refresh_token_idle_lifetime),
-                },
-            )
-            .first()
-        )
+        parameters = {
+            "now": now,
+            "old": token_mac(self._secrets, token),
+            "new": token_mac(self._secrets, successor),
+            "idle": now + timedelta(seconds=self._settings.refresh_token_idle_lifetime),
+            "client_id": client_id,
+        }
+        if own_transaction:
+            engine = self._session.get_bind()
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+                found = connection.execute(_USE_REFRESH_PG, parameters).first()
+        else:
+            found = self._session.connection().execute(_USE_REFRESH_PG, parameters).first()
         if found is None:
-            # unknown, expired, revoked, or used before: undo a half-done rotation and
-            # let the read-only look-up say which (a reuse revokes the grant)
+            # unknown, expired, revoked, another client's, or used before: undo a
+            # half-done rotation and let the read-only look-up say which (a reuse
+            # revokes the grant)
             self._session.rollback()
             self.find_refresh_token(token)
             return None

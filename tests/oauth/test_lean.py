@@ -120,3 +120,50 @@ def test_the_introspection_fast_path_answers_like_authlib(
     assert fast == slow
     assert fast[0]["active"] is True
     assert fast[2] == {"active": False}
+
+
+def test_the_introspection_fast_path_refuses_what_authlib_refuses(
+    app: Flask, client: FlaskClient, rp: RP
+) -> None:
+    """From the attacker's side: everything the fast path does not accept is answered by
+    Authlib's endpoint, with the same refusals as before the fast path existed."""
+    import base64
+
+    _, post_secret = register(
+        app,
+        "poster",
+        grant_types=["client_credentials"],
+        scope="api.read",
+        redirect_uris=[],
+        token_endpoint_auth_method="client_secret_post",
+    )
+    token = rp.token_request(client, {"grant_type": "client_credentials"}).get_json()
+    access = token["access_token"]
+
+    def basic(client_id: str, secret: str) -> dict[str, str]:
+        raw = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+        return {"Authorization": f"Basic {raw}"}
+
+    # a wrong secret, an unknown client, and a client registered for another method
+    for headers in (
+        basic("machine", "dgcs_wrong"),
+        basic("nobody", "dgcs_wrong"),
+        basic("poster", str(post_secret)),
+    ):
+        refused = client.post("/introspect", data={"token": access}, headers=headers)
+        assert refused.status_code == 401
+        assert refused.get_json()["error"] == "invalid_client"
+        assert "active" not in refused.get_json()
+
+    # a repeated field is not read as either value
+    repeated = client.post(
+        "/introspect",
+        data=f"token={access}&token=other",
+        headers={**rp.basic(), "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert repeated.status_code == 400
+
+    # a revoked token is inactive on the fast path too
+    assert rp.post(client, "/introspect", {"token": access}).get_json()["active"] is True
+    assert rp.post(client, "/revoke", {"token": access}).status_code == 200
+    assert rp.post(client, "/introspect", {"token": access}).get_json() == {"active": False}

@@ -354,6 +354,8 @@ def test_refresh_tokens_belong_to_their_client(app: Flask, client: FlaskClient, 
     other = RP(app, "other", other_secret)
     response = refresh(other, client, tokens["refresh_token"])
     assert response.get_json()["error"] == "invalid_grant"
+    # the other client's attempt neither used up nor revoked the owner's token
+    assert "access_token" in refresh(rp, client, tokens["refresh_token"]).get_json()
 
 
 def test_refresh_cannot_widen_the_scope(client: FlaskClient, rp: RP) -> None:
@@ -367,6 +369,17 @@ def test_refresh_cannot_widen_the_scope(client: FlaskClient, rp: RP) -> None:
         },
     )
     assert response.get_json()["error"] == "invalid_scope"
+    # the refused request did not use the token up
+    narrowed = rp.token_request(
+        client,
+        {
+            "grant_type": "refresh_token",
+            "refresh_token": tokens["refresh_token"],
+            "scope": "openid",
+        },
+    ).get_json()
+    assert narrowed["scope"] == "openid"
+    assert "access_token" in refresh(rp, client, narrowed["refresh_token"]).get_json()
 
 
 def test_refresh_tokens_have_an_absolute_lifetime(
