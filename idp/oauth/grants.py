@@ -203,13 +203,15 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
         needs a transaction around the rotation; the common one commits at once."""
         client: ClientInfo = self.request.client
         narrows_scope = bool(self.request.payload.scope)
+        tokens = _oauth().tokens()
         try:
-            return _oauth().tokens().use_refresh_token(  # type: ignore[no-any-return]
+            issued: IssuedRefresh | None = tokens.use_refresh_token(
                 refresh_token, client.client_id, own_transaction=not narrows_scope
             )
         except RefreshTokenReused:
             log.warning("refresh token reused: grant revoked")
             return None
+        return issued
 
     def authenticate_user(self, refresh_token: IssuedRefresh) -> int:
         """The grant's user: a disabled account's grants are revoked, so a usable refresh

@@ -28,6 +28,7 @@ from typing import Any
 from authlib.oidc.core.util import create_half_hash
 from joserfc.errors import JoseError
 from sqlalchemy import bindparam, column, insert, select, text, update
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from config import Settings
@@ -481,6 +482,7 @@ class TokenService:
         }
         if own_transaction:
             engine = self._session.get_bind()
+            assert isinstance(engine, Engine)  # sessions are bound to the engine
             with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
                 found = connection.execute(_USE_REFRESH_PG, parameters).first()
         else:
