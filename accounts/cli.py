@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import click
 
 from accounts.deps import account_service
 from accounts.errors import AccountError
+from accounts.identifiers import Expect, check
 from accounts.models import User, UserStatus
-from idp.core.cli_support import echo_json, fail, with_app
+from idp.core.cli_support import EXIT_REFUSED, echo_json, fail, with_app
 
 
 def _user_json(user: User) -> dict[str, Any]:
@@ -89,3 +91,37 @@ def enable(username: str) -> None:
         fail(f"no account {username!r}")
     accounts.set_status(user, UserStatus.ACTIVE)
     click.echo(f"enabled {user.username}")
+
+
+@click.group("ids")
+def ids() -> None:
+    """Check identifiers: ID numbers, residence permits, USCCs, mobile numbers."""
+
+
+@ids.command("check")
+@click.argument("values", nargs=-1, required=True)
+@click.option(
+    "--expect",
+    type=click.Choice(["person_id", "uscc", "mobile"]),
+    default=None,
+    help="Check every value as this kind instead of detecting it.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per value.")
+def check_ids(values: tuple[str, ...], expect: Expect | None, as_json: bool) -> None:
+    """Check each VALUE and print the outcome, one line per value.
+
+    Exit status: 0 if every value is valid, 1 if any is not (a well-formed USCC whose
+    check character fails counts as not valid: confirm it against the legal-person
+    registry).
+    """
+    results = [check(value, expect=expect) for value in values]
+    for result in results:
+        if as_json:
+            echo_json(result)
+            continue
+        details = {k: v for k, v in result.items() if k not in {"value", "valid", "kind", "reason"}}
+        outcome = "valid" if result["valid"] else f"invalid ({result['reason']})"
+        words = " ".join(f"{k}={v}" for k, v in details.items() if v is not None)
+        click.echo(f"{result['value']}\t{result['kind']}\t{outcome}\t{words}".rstrip())
+    if not all(result["valid"] for result in results):
+        sys.exit(EXIT_REFUSED)

@@ -261,11 +261,12 @@ def demo(host: str | None, port: int | None) -> None:
 
 
 def _register_groups() -> None:
-    from accounts.cli import users
+    from accounts.cli import ids, users
     from idp.audit.cli import audit
     from idp.oauth.cli import clients, keys
 
     main.add_command(users)
+    main.add_command(ids)
     main.add_command(audit)
     main.add_command(clients)
     main.add_command(keys)
