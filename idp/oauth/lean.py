@@ -174,12 +174,16 @@ class LeanEndpoints:
 
 
 def _repeated_parameter(request: Any) -> str | None:
-    """The name of a parameter sent more than once (in the body or the query), if any."""
+    """The name of a parameter sent more than once (in the body or the query), if any.
+    ``resource`` may repeat (RFC 8707); it is ignored here like any unknown parameter."""
     for fields in (request.form, request.args):
         for name, values in fields.lists():
-            if len(values) > 1:
+            if len(values) > 1 and name not in MAY_REPEAT:
                 return str(name)[:40]
     return None
+
+
+MAY_REPEAT = frozenset({"resource"})
 
 
 def _plain_introspection_request(environ: dict[str, Any]) -> str | None:

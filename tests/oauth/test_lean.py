@@ -162,6 +162,14 @@ def test_the_introspection_fast_path_refuses_what_authlib_refuses(
         headers={**rp.basic(), "Content-Type": "application/x-www-form-urlencoded"},
     )
     assert repeated.status_code == 400
+    assert repeated.get_json()["error"] == "invalid_request"
+    # RFC 8707 resource indicators may repeat (and are ignored)
+    resources = client.post(
+        "/introspect",
+        data=f"token={access}&resource=https://a.example&resource=https://b.example",
+        headers={**rp.basic(), "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert resources.get_json()["active"] is True
 
     # a revoked token is inactive on the fast path too
     assert rp.post(client, "/introspect", {"token": access}).get_json()["active"] is True
