@@ -72,12 +72,7 @@ def list_users(as_json: bool) -> None:
 @with_app
 def disable(username: str) -> None:
     """Disable an account: it cannot sign in; its sessions end and its tokens are revoked."""
-    accounts = account_service(actor="cli")
-    user = accounts.find_by_username(username)
-    if user is None:
-        fail(f"no account {username!r}")
-    accounts.set_status(user, UserStatus.DISABLED)
-    click.echo(f"disabled {user.username}")
+    _set_status(username, UserStatus.DISABLED)
 
 
 @users.command("enable")
@@ -85,12 +80,16 @@ def disable(username: str) -> None:
 @with_app
 def enable(username: str) -> None:
     """Allow a disabled account to sign in again."""
+    _set_status(username, UserStatus.ACTIVE)
+
+
+def _set_status(username: str, status: UserStatus) -> None:
     accounts = account_service(actor="cli")
     user = accounts.find_by_username(username)
     if user is None:
         fail(f"no account {username!r}")
-    accounts.set_status(user, UserStatus.ACTIVE)
-    click.echo(f"enabled {user.username}")
+    accounts.set_status(user, status)
+    click.echo(f"{'enabled' if status is UserStatus.ACTIVE else 'disabled'} {user.username}")
 
 
 @click.group("ids")

@@ -7,6 +7,8 @@
 * ``run_load``: a closed-loop load generator in a separate process (its CPU is not the
   server's), with an unmeasured warm-up, then a measured phase bounded in time and,
   optionally, in count. Scenarios are picklable callables doing one iteration.
+* ``Recorder`` and ``install_probes``: thread CPU time per wrapped function, for the
+  breakdown scripts.
 * ``run_open_loop``: the same, open-loop: iterations start on a fixed schedule
   (``rate`` per second) whether or not earlier ones have finished, and each sample
   records how late it started, so latency counts queueing (no coordinated omission).
@@ -16,8 +18,11 @@ Everything talks to 127.0.0.1 only.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import functools
 import http.client
+import importlib
 import itertools
 import json
 import math
@@ -33,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -861,3 +867,71 @@ def stopping(server: Server) -> Iterator[Server]:
         yield server
     finally:
         server.stop()
+
+
+# -- arguments ---------------------------------------------------------------------------
+
+
+def check_ranges(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, limits: dict[str, tuple[int, int]]
+) -> None:
+    """Stop with a usage error if an integer option is out of its range."""
+    for name, (low, high) in limits.items():
+        if not low <= getattr(args, name) <= high:
+            parser.error(f"--{name.replace('_', '-')} must be between {low} and {high}")
+
+
+# -- CPU breakdowns -------------------------------------------------------------------
+
+
+class Recorder:
+    """Adds up thread CPU time per (phase, label) for wrapped functions."""
+
+    def __init__(self) -> None:
+        self.phase = "setup"
+        self.seconds: defaultdict[tuple[str, str], float] = defaultdict(float)
+        self.calls: Counter[tuple[str, str]] = Counter()
+
+    def wrap(self, function: Callable[..., Any], label: str) -> Callable[..., Any]:
+        @functools.wraps(function)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.thread_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                key = (self.phase, label)
+                self.seconds[key] += time.thread_time() - started
+                self.calls[key] += 1
+
+        return timed
+
+    def count(self, label: str) -> None:
+        self.calls[(self.phase, label)] += 1
+
+    def reset(self) -> None:
+        self.seconds.clear()
+        self.calls.clear()
+
+
+# (depth, module, attribute path, label): what to time, in display order; an empty
+# module is a label filled in some other way
+Probe = tuple[int, str, str, str]
+
+
+def install_probes(recorder: Recorder, probes: Sequence[Probe]) -> list[str]:
+    """Wrap each probe's target; the labels of those absent from the code measured."""
+    absent = []
+    for _depth, module_name, path, label in probes:
+        if not module_name:
+            continue
+        try:
+            owner: Any = importlib.import_module(module_name)
+            *parents, name = path.split(".")
+            for parent in parents:
+                owner = getattr(owner, parent)
+            original = getattr(owner, name)
+        except (ImportError, AttributeError):
+            absent.append(label)
+            continue
+        setattr(owner, name, recorder.wrap(original, label))
+    return absent

@@ -70,6 +70,7 @@ from _harness import (
     Sample,
     Scenario,
     Server,
+    check_ranges,
     code_version,
     free_port,
     idp_executable,
@@ -470,40 +471,45 @@ def _failed(start: float, error: str) -> Sample:
     return Sample(start, time.monotonic(), ok=False, error=error)
 
 
-class Healthz(PerThread):
-    def setup(self, local: Any, port: int) -> None:  # noqa: ARG002
-        local.request = local.connection.build("GET", "/healthz", None, {})
+class Prebuilt(PerThread):
+    """A scenario that sends prebuilt requests in turn (``requests``, built per thread)
+    and expects 200 with ``marker`` in the body."""
 
-    def __call__(self, port: int, sequence: int) -> Sample:  # noqa: ARG002
+    marker = b""
+
+    def requests(self, connection: KeepAlive) -> list[bytes]:
+        raise NotImplementedError
+
+    def setup(self, local: Any, port: int) -> None:  # noqa: ARG002
+        local.requests = self.requests(local.connection)
+
+    def __call__(self, port: int, sequence: int) -> Sample:
         local = self.local(port)
+        request = local.requests[sequence % len(local.requests)]
         start = time.monotonic()
         try:
-            status, _, body = local.connection.send_raw(local.request)
+            status, _, body = local.connection.send_raw(request)
         except (OSError, http.client.HTTPException) as exc:
             return _failed(start, f"{type(exc).__name__}: {exc}")
         end = time.monotonic()
-        ok = status == 200
+        ok = status == 200 and self.marker in body
         return Sample(start, end, ok, error=None if ok else f"{status} {body[:120]!r}")
 
 
-class ClientCredentials(PerThread):
+class Healthz(Prebuilt):
+    def requests(self, connection: KeepAlive) -> list[bytes]:
+        return [connection.build("GET", "/healthz", None, {})]
+
+
+class ClientCredentials(Prebuilt):
+    marker = b'"access_token"'
+
     def __init__(self, secret: str) -> None:
         self.headers = {"Authorization": basic_auth(M2M_CLIENT, secret), "Content-Type": FORM}
         self.body = urlencode({"grant_type": "client_credentials", "scope": M2M_SCOPE}).encode()
 
-    def setup(self, local: Any, port: int) -> None:  # noqa: ARG002
-        local.request = local.connection.build("POST", "/token", self.body, self.headers)
-
-    def __call__(self, port: int, sequence: int) -> Sample:  # noqa: ARG002
-        local = self.local(port)
-        start = time.monotonic()
-        try:
-            status, _, body = local.connection.send_raw(local.request)
-        except (OSError, http.client.HTTPException) as exc:
-            return _failed(start, f"{type(exc).__name__}: {exc}")
-        end = time.monotonic()
-        ok = status == 200 and b'"access_token"' in body
-        return Sample(start, end, ok, error=None if ok else f"{status} {body[:120]!r}")
+    def requests(self, connection: KeepAlive) -> list[bytes]:
+        return [connection.build("POST", "/token", self.body, self.headers)]
 
 
 class Refresh(PerThread):
@@ -538,7 +544,9 @@ class Refresh(PerThread):
         return Sample(start, end, ok, error=None if ok else "no refresh_token in the answer")
 
 
-class Introspection(PerThread):
+class Introspection(Prebuilt):
+    marker = b'"active":true'
+
     def __init__(self, secret: str, tokens: list[str]) -> None:
         self.headers = {"Authorization": basic_auth(RS_CLIENT, secret), "Content-Type": FORM}
         self.bodies = [
@@ -546,45 +554,18 @@ class Introspection(PerThread):
             for token in tokens
         ]
 
-    def setup(self, local: Any, port: int) -> None:  # noqa: ARG002
-        local.requests = [
-            local.connection.build("POST", "/introspect", body, self.headers)
-            for body in self.bodies
-        ]
-
-    def __call__(self, port: int, sequence: int) -> Sample:
-        local = self.local(port)
-        request = local.requests[sequence % len(local.requests)]
-        start = time.monotonic()
-        try:
-            status, _, answer = local.connection.send_raw(request)
-        except (OSError, http.client.HTTPException) as exc:
-            return _failed(start, f"{type(exc).__name__}: {exc}")
-        end = time.monotonic()
-        ok = status == 200 and b'"active":true' in answer
-        return Sample(start, end, ok, error=None if ok else f"{status} {answer[:120]!r}")
+    def requests(self, connection: KeepAlive) -> list[bytes]:
+        return [connection.build("POST", "/introspect", body, self.headers) for body in self.bodies]
 
 
-class Userinfo(PerThread):
+class Userinfo(Prebuilt):
+    marker = b'"sub"'
+
     def __init__(self, tokens: list[str]) -> None:
         self.headers = [{"Authorization": f"Bearer {token}"} for token in tokens]
 
-    def setup(self, local: Any, port: int) -> None:  # noqa: ARG002
-        local.requests = [
-            local.connection.build("GET", "/userinfo", None, headers) for headers in self.headers
-        ]
-
-    def __call__(self, port: int, sequence: int) -> Sample:
-        local = self.local(port)
-        request = local.requests[sequence % len(local.requests)]
-        start = time.monotonic()
-        try:
-            status, _, answer = local.connection.send_raw(request)
-        except (OSError, http.client.HTTPException) as exc:
-            return _failed(start, f"{type(exc).__name__}: {exc}")
-        end = time.monotonic()
-        ok = status == 200 and b'"sub"' in answer
-        return Sample(start, end, ok, error=None if ok else f"{status} {answer[:120]!r}")
+    def requests(self, connection: KeepAlive) -> list[bytes]:
+        return [connection.build("GET", "/userinfo", None, headers) for headers in self.headers]
 
 
 class BrowserFlow(PerThread):
@@ -913,9 +894,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "token_pool": (1, 10_000),
         "sessions": (0, 100_000),
     }
-    for name, (low, high) in limits.items():
-        if not low <= getattr(args, name) <= high:
-            parser.error(f"--{name.replace('_', '-')} must be between {low} and {high}")
+    check_ranges(parser, args, limits)
     if not 0 < args.duration <= 3600 or not 0 <= args.warmup <= 600:
         parser.error("--duration must be in (0, 3600] and --warmup in [0, 600]")
     if not 0 <= args.open_fraction <= 1.5:

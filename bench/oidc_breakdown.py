@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import functools
 import gc
 import importlib
 import os
@@ -35,7 +34,10 @@ from _harness import (
     DEFAULT_DATABASE_URL,
     DEFAULT_REDIS_URL,
     Environment,
+    Probe,
+    Recorder,
     code_version,
+    install_probes,
     interrupt_on_sigterm,
     machine_info,
     write_results,
@@ -68,7 +70,7 @@ FLASK = "Flask (Flask.wsgi_app)"
 # POST /token, /introspect and /revoke may be served by idp.oauth.lean in front of
 # Flask: then the "lean" rows replace Flask's. Probes whose target does not exist in
 # the code measured are skipped.
-PROBES: list[tuple[int, str, str, str]] = [
+PROBES: list[Probe] = [
     (0, "", "", WHOLE),
     (1, "", "", FLASK),
     (2, "flask.ctx", "RequestContext.push", "request context push (incl. session open)"),
@@ -159,51 +161,9 @@ HOOK_PARENTS = {
 }
 
 
-class Recorder:
-    """Adds up thread CPU time per (phase, label) for wrapped functions."""
-
-    def __init__(self) -> None:
-        self.phase = "setup"
-        self.seconds: defaultdict[tuple[str, str], float] = defaultdict(float)
-        self.calls: Counter[tuple[str, str]] = Counter()
-
-    def wrap(self, function: Callable[..., Any], label: str) -> Callable[..., Any]:
-        @functools.wraps(function)
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            started = time.thread_time()
-            try:
-                return function(*args, **kwargs)
-            finally:
-                key = (self.phase, label)
-                self.seconds[key] += time.thread_time() - started
-                self.calls[key] += 1
-
-        return timed
-
-    def count(self, label: str) -> None:
-        self.calls[(self.phase, label)] += 1
-
-    def reset(self) -> None:
-        self.seconds.clear()
-        self.calls.clear()
-
-
 def install(app: Any, recorder: Recorder) -> list[str]:
     """Wrap the probes' targets; the labels of those absent from the code measured."""
-    absent = []
-    for _depth, module_name, path, label in PROBES:
-        if not module_name:
-            continue
-        try:
-            owner: Any = importlib.import_module(module_name)
-            *parents, name = path.split(".")
-            for parent in parents:
-                owner = getattr(owner, parent)
-            original = getattr(owner, name)
-        except (ImportError, AttributeError):
-            absent.append(label)
-            continue
-        setattr(owner, name, recorder.wrap(original, label))
+    absent = install_probes(recorder, PROBES)
     # modules that imported these by name: point them at the wrapped ones
     authorize: Any = importlib.import_module("idp.oauth.authorize")
     auth: Any = importlib.import_module("idp.login.auth")

@@ -33,6 +33,7 @@ from _harness import (
     LoadResult,
     Sample,
     Server,
+    check_ranges,
     code_version,
     interrupt_on_sigterm,
     latency_summary,
@@ -201,9 +202,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "concurrency": (1, 256),
         "users": (1, 100_000),
     }
-    for name, (low, high) in limits.items():
-        if not low <= getattr(args, name) <= high:
-            parser.error(f"--{name} must be between {low} and {high}")
+    check_ranges(parser, args, limits)
     if not 0 < args.duration <= 3600 or not 0 <= args.warmup <= 600:
         parser.error("--duration must be in (0, 3600] and --warmup in [0, 600]")
     if args.count is not None and not 1 <= args.count <= 10_000_000:

@@ -14,13 +14,11 @@ Nested steps are indented; a step's time includes its children's.
 from __future__ import annotations
 
 import argparse
-import functools
 import importlib
 import os
 import sys
 import time
-from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +26,10 @@ from _harness import (
     DEFAULT_DATABASE_URL,
     DEFAULT_REDIS_URL,
     Environment,
+    Probe,
+    Recorder,
     code_version,
+    install_probes,
     interrupt_on_sigterm,
     machine_info,
     write_results,
@@ -36,7 +37,7 @@ from _harness import (
 from signin import BROWSER_HEADERS, CSRF, PASSWORD, argon2_parameters
 
 # (depth, module, attribute path, label): what to time, in display order.
-PROBES: list[tuple[int, str, str, str]] = [
+PROBES: list[Probe] = [
     (0, "flask.app", "Flask.wsgi_app", "whole request inside Flask"),
     (1, "flask.app", "Flask.preprocess_request", "before_request hooks"),
     (2, "flask_wtf.csrf", "CSRFProtect.protect", "CSRF check"),
@@ -73,42 +74,10 @@ PROBES: list[tuple[int, str, str, str]] = [
 ]
 
 
-class Recorder:
-    """Adds up thread CPU time per (phase, label) for wrapped functions."""
-
-    def __init__(self) -> None:
-        self.phase = "setup"
-        self.seconds: defaultdict[tuple[str, str], float] = defaultdict(float)
-        self.calls: Counter[tuple[str, str]] = Counter()
-
-    def wrap(self, function: Callable[..., Any], label: str) -> Callable[..., Any]:
-        @functools.wraps(function)
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            started = time.thread_time()
-            try:
-                return function(*args, **kwargs)
-            finally:
-                key = (self.phase, label)
-                self.seconds[key] += time.thread_time() - started
-                self.calls[key] += 1
-
-        return timed
-
-    def count(self, label: str) -> None:
-        self.calls[(self.phase, label)] += 1
-
-    def reset(self) -> None:
-        self.seconds.clear()
-        self.calls.clear()
-
-
 def install(recorder: Recorder) -> None:
-    for _depth, module_name, path, label in PROBES:
-        owner: Any = importlib.import_module(module_name)
-        *parents, name = path.split(".")
-        for parent in parents:
-            owner = getattr(owner, parent)
-        setattr(owner, name, recorder.wrap(getattr(owner, name), label))
+    absent = install_probes(recorder, PROBES)
+    if absent:
+        raise RuntimeError(f"probes not found in the code measured: {absent}")
     # views import complete_sign_in by name: point them at the wrapped one
     views: Any = importlib.import_module("idp.login.views")
     views.complete_sign_in = importlib.import_module("idp.login.auth").complete_sign_in
@@ -148,11 +117,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         from config.settings import build_settings
         from idp.app import create_app
 
+        # before the app exists: the lean layer in front of Flask keeps the (wrapped)
+        # Flask.wsgi_app it finds when the app is built
+        install(recorder)
         app = create_app(build_settings(environment.settings_values(issuer="http://127.0.0.1")))
         engine = app.extensions["idp.runtime"].database.engine
         event.listen(engine, "before_cursor_execute", lambda *_: recorder.count("SQL statement"))
         event.listen(engine, "commit", lambda *_: recorder.count("SQL COMMIT"))
-        install(recorder)
         totals: defaultdict[str, float] = defaultdict(float)
 
         def sign_in(index: int) -> None:

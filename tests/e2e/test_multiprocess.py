@@ -180,17 +180,21 @@ def test_a_code_from_one_node_is_redeemed_at_the_other_and_revocation_is_shared(
     code = parse_qs(urlsplit(callback).query)["code"][0]
 
     auth = requests.auth.HTTPBasicAuth("shared-rp", secret)
-    tokens = requests.post(
-        f"{node_b}/token",
-        auth=auth,
-        timeout=10,
-        data={
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": CALLBACK,
-            "code_verifier": verifier,
-        },
-    ).json()
+
+    def redeem(node: str) -> requests.Response:
+        return requests.post(
+            f"{node}/token",
+            auth=auth,
+            timeout=10,
+            data={
+                "grant_type": "authorization_code",
+                "code": code,
+                "redirect_uri": CALLBACK,
+                "code_verifier": verifier,
+            },
+        )
+
+    tokens = redeem(node_b).json()
     assert "id_token" in tokens, tokens
     access = tokens["access_token"]
     info = requests.get(
@@ -211,15 +215,6 @@ def test_a_code_from_one_node_is_redeemed_at_the_other_and_revocation_is_shared(
         f"{node_b}/introspect", auth=auth, data={"token": access}, timeout=10
     ).json() == {"active": False}
     # and the code cannot be redeemed again at either node
-    again = requests.post(
-        f"{node_a}/token",
-        auth=auth,
-        timeout=10,
-        data={
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": CALLBACK,
-            "code_verifier": verifier,
-        },
-    )
+    again = redeem(node_a)
     assert again.json()["error"] == "invalid_grant"
+    assert redeem(node_b).json()["error"] == "invalid_grant"
