@@ -1,7 +1,8 @@
 """Checks for the identifiers the service handles (design.md section 6): resident ID
 numbers and residence permits (GB 11643-1999), the foreigner permanent residence ID
-(2023 format), the unified social credit code (GB 32100-2015, with its embedded
-GB 11714 organisation code) and mainland mobile numbers.
+(2023 format, and the 15-character one of 2004), the unified social credit code
+(GB 32100-2015, with its embedded GB 11714 organisation code) and mainland mobile
+numbers.
 
 Plain Python with no Flask: the web layer, the CLI and batch jobs share it. ``check``
 detects the kind and answers a dict; ``reason`` is ``None`` when the value is valid,
@@ -28,6 +29,7 @@ Kind = Literal[
     "macau_residence_permit",
     "taiwan_residence_permit",
     "foreign_permanent_residence_id",
+    "foreign_permanent_residence_id_2004",
     "uscc",
     "mobile",
     "unknown",
@@ -54,6 +56,12 @@ ORG_BODY = re.compile(r"[0-9A-Z]{8}")
 # The USCC's own check fails on some early pilot codes: not a reject, but a lookup.
 CONFIRM_WITH_REGISTRY = "check_failed_confirm_with_registry"
 
+# ASCII only: str.isdigit() and int() also accept other scripts' digits
+DIGITS = re.compile(r"[0-9]+")
+PERSON_ID = re.compile(r"[0-9]{17}[0-9X]")
+# The foreigner permanent residence ID of 2004-2023: ISO 3166-1 alpha-3 nationality,
+# 2-digit province code of the accepting office, YYMMDD birth date, 4 more digits.
+OLD_FOREIGN_ID = re.compile(r"([A-Z]{3})([0-9]{2})([0-9]{6})([0-9]{4})")
 MOBILE = re.compile(r"1[3-9][0-9]{9}")
 MOBILE_PREFIX = re.compile(r"^\+86[ -]?")
 # Names of the "municipal districts" / "counties" groupings, left out of region names.
@@ -153,7 +161,7 @@ def check_person_id(value: str, *, today: date | None = None) -> Result:
     )
     if len(number) != 18:
         return Result(value, kind, "bad_length")
-    if not number[:17].isdigit() or not (number[17].isdigit() or number[17] == "X"):
+    if not PERSON_ID.fullmatch(number):
         return Result(value, kind, "bad_characters")
     fields: dict[str, str | None]
     if foreign:
@@ -176,6 +184,42 @@ def check_person_id(value: str, *, today: date | None = None) -> Result:
         return Result(value, kind, "bad_checksum")
     fields["birth_date"] = born.isoformat()
     fields["sex"] = "male" if int(number[16]) % 2 else "female"
+    fields["normalized"] = number
+    return Result(value, kind, None, fields)
+
+
+def check_old_foreign_id(value: str, *, today: date | None = None) -> Result:
+    """The 15-character foreigner permanent residence ID (issued 2004-2023): three
+    letters of nationality (ISO 3166-1 alpha-3), the accepting province's 2-digit code, a
+    YYMMDD birth date and four digits. No check character is verified: the layout has
+    none that is published, so the registry is the authority on the rest."""
+    today = today or date.today()  # noqa: DTZ011 - birth dates are calendar dates
+    number = value.strip().upper()
+    kind: Kind = "foreign_permanent_residence_id_2004"
+    if len(number) != 15:
+        return Result(value, kind, "bad_length")
+    match = OLD_FOREIGN_ID.fullmatch(number)
+    if match is None:
+        return Result(value, kind, "bad_characters")
+    nationality, province, birth, _rest = match.groups()
+    if province + "0000" not in address_codes():
+        return Result(value, kind, "unknown_province_code")
+    # the century is not written: the latest date that is not in the future
+    born: date | None = None
+    problem: str | None = "bad_birth_date"
+    for century in ("20", "19"):
+        born, problem = _birth_date(century + birth, today)
+        if born is not None:
+            break
+    if born is None:
+        return Result(value, kind, problem)
+    fields: dict[str, str | None] = {
+        "nationality_code": nationality,
+        "province_code": province,
+        "region": region_name(province + "0000"),
+        "birth_date": born.isoformat(),
+        "normalized": number,
+    }
     return Result(value, kind, None, fields)
 
 
@@ -201,6 +245,7 @@ def check_uscc(value: str) -> Result:
         "region_code": code[2:8],
         "region": region_name(code[2:8]),
         "organisation_code": organisation,
+        "normalized": code,
     }
     reason = None if uscc_check_char(code[:17]) == code[17] else CONFIRM_WITH_REGISTRY
     return Result(value, "uscc", reason, fields)
@@ -209,7 +254,7 @@ def check_uscc(value: str) -> Result:
 def check_mobile(value: str) -> Result:
     """A mainland mobile number: 11 digits ``1[3-9]xxxxxxxxx``, optionally after +86."""
     number = MOBILE_PREFIX.sub("", value.strip())
-    if not number.isdigit():
+    if not DIGITS.fullmatch(number):
         return Result(value, "mobile", "bad_characters")
     if len(number) != 11:
         return Result(value, "mobile", "bad_length")
@@ -219,7 +264,7 @@ def check_mobile(value: str) -> Result:
 
 
 def _looks_like_person_id(number: str) -> bool:
-    return number[:17].isdigit() and (number[17].isdigit() or number[17] in "Xx")
+    return PERSON_ID.fullmatch(number.upper()) is not None
 
 
 def check(
@@ -227,22 +272,22 @@ def check(
 ) -> dict[str, str | bool | None]:
     """Detect the kind of ``value`` and check it; ``expect`` forces one interpretation.
 
-    Detection: a value starting with ``+`` or of 11 digits is a mobile number. An
+    Detection: a value starting with ``+`` or of 11 digits is a mobile number; 15
+    characters starting with letters, the 2004 foreigner permanent residence ID. An
     18-character value of 17 digits and a digit or X is a person's ID number unless it
     fails as one and passes as a USCC (``91110000600037341L`` is all digits but the
     last), or fails on its address code or birth date (checked before the check
     character) and is a well-formed USCC whose only fault is the check character. Any
     other 18-character value is a USCC.
     """
-    if expect == "person_id":
-        return check_person_id(value, today=today).as_dict()
-    if expect == "uscc":
-        return check_uscc(value).as_dict()
-    if expect == "mobile":
-        return check_mobile(value).as_dict()
+    if expect is not None:
+        return _check_as(value, expect, today).as_dict()
     stripped = value.strip()
+    # any script's digits here: check_mobile then says which rule they break
     if stripped.startswith("+") or (len(stripped) == 11 and stripped.isdigit()):
         return check_mobile(value).as_dict()
+    if len(stripped) == 15 and stripped[:3].isalpha():
+        return check_old_foreign_id(value, today=today).as_dict()
     if len(stripped) != 18:
         return Result(value, "unknown", "bad_length").as_dict()
     if not _looks_like_person_id(stripped):
@@ -257,6 +302,16 @@ def check(
     ):
         return organisation.as_dict()
     return person.as_dict()
+
+
+def _check_as(value: str, expect: Expect, today: date | None) -> Result:
+    if expect == "uscc":
+        return check_uscc(value)
+    if expect == "mobile":
+        return check_mobile(value)
+    if len(value.strip()) == 15:
+        return check_old_foreign_id(value, today=today)
+    return check_person_id(value, today=today)
 
 
 def mask(value: str) -> str:

@@ -55,6 +55,7 @@ def test_the_design_examples_are_valid() -> None:
         "region": "北京市朝阳区",
         "birth_date": "1949-12-31",
         "sex": "female",
+        "normalized": "11010519491231002X",
     }
     organisation = check("91110000600037341L")
     assert organisation == {
@@ -67,6 +68,7 @@ def test_the_design_examples_are_valid() -> None:
         "region_code": "110000",
         "region": "北京市",
         "organisation_code": "600037341",
+        "normalized": "91110000600037341L",
     }
 
 
@@ -183,6 +185,7 @@ def test_foreign_permanent_residence_id() -> None:
         "nationality_code": "840",
         "birth_date": "1980-07-15",
         "sex": "male",
+        "normalized": number,
     }
     female = with_id_check("93139220010101024")  # Shanghai, Japan (392)
     assert check(female, today=TODAY)["sex"] == "female"
@@ -342,3 +345,73 @@ def test_cli_readable_output() -> None:
 
 def test_cli_needs_a_value() -> None:
     assert CliRunner().invoke(main, ["ids", "check"]).exit_code == 2
+
+
+def test_a_lower_case_x_is_normalised() -> None:
+    result = check("11010519491231002x", today=TODAY)
+    assert result["valid"] is True
+    assert result["normalized"] == "11010519491231002X"
+    assert check("91110000600037341l")["normalized"] == "91110000600037341L"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "110105\u0661\u0669\u0664\u0669\u0661\u0662\u0663\u0661\u0660\u0660\u0662X",
+        "11010519491231\u2070\u2070\u00b2X",  # superscript digits: int() refuses them
+        (  # full-width digits
+            "\uff11\uff11\uff10\uff11\uff10\uff15\uff11\uff19\uff14\uff19\uff11\uff12"
+            "\uff13\uff11\uff10\uff10\uff12X"
+        ),
+    ],
+)
+def test_digits_of_other_scripts_are_refused_not_read(value: str) -> None:
+    """Python's isdigit() and int() accept Arabic-Indic, full-width and superscript
+    digits; an ID number written with them must not pass (nor crash the check)."""
+    result = check(value, today=TODAY)
+    assert result["valid"] is False
+    assert result["reason"] == "bad_characters"
+    assert check_person_id(value, today=TODAY).reason == "bad_characters"
+
+
+def test_a_mobile_number_in_other_digits_is_refused() -> None:
+    result = check("\u0661\u0663\u0668" + "\u0660" * 8)
+    assert (result["kind"], result["reason"]) == ("mobile", "bad_characters")
+
+
+def test_the_2004_foreigner_permanent_residence_id() -> None:
+    result = check("usa449006011234", today=TODAY)
+    assert result == {
+        "value": "usa449006011234",
+        "valid": True,
+        "kind": "foreign_permanent_residence_id_2004",
+        "reason": None,
+        "nationality_code": "USA",
+        "province_code": "44",
+        "region": "广东省",
+        "birth_date": "1990-06-01",
+        "normalized": "USA449006011234",
+    }
+    # the century is not written: the latest date not in the future
+    assert check("CAN442302281234", today=TODAY)["birth_date"] == "2023-02-28"
+    assert check("CAN442612311234", today=TODAY)["birth_date"] == "1926-12-31"
+    assert check("USA442002291234", today=TODAY)["birth_date"] == "2020-02-29"
+    assert check("USA449006011234", expect="person_id", today=TODAY)["valid"] is True
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("USA441902291234", "bad_birth_date"),  # neither 2019 nor 1919 had a 29 February
+        ("USA449013011234", "bad_birth_date"),
+        ("USA999006011234", "unknown_province_code"),
+        ("US1449006011234", "bad_characters"),
+        ("USA44900601123X", "bad_characters"),
+    ],
+)
+def test_the_2004_foreigner_permanent_residence_id_rules(value: str, reason: str) -> None:
+    from accounts.identifiers import check_old_foreign_id
+
+    result = check_old_foreign_id(value, today=TODAY)
+    assert (result.valid, result.reason) == (False, reason)
+    assert check_old_foreign_id(value[:-1], today=TODAY).reason == "bad_length"
