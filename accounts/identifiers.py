@@ -252,8 +252,11 @@ def check_uscc(value: str) -> Result:
 
 
 def check_mobile(value: str) -> Result:
-    """A mainland mobile number: 11 digits ``1[3-9]xxxxxxxxx``, optionally after +86."""
-    number = MOBILE_PREFIX.sub("", value.strip())
+    """A mainland mobile number: 11 digits ``1[3-9]xxxxxxxxx``, optionally after +86 or
+    0086; spaces and hyphens are ignored."""
+    number = re.sub(r"[\s-]", "", value)
+    number = number.removeprefix("+86") if number.startswith("+86") else number
+    number = number.removeprefix("0086") if len(number) == 15 else number
     if not DIGITS.fullmatch(number):
         return Result(value, "mobile", "bad_characters")
     if len(number) != 11:

@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from accounts.errors import N_, InvalidCredentials, InvalidPhone, InvalidUsername, UsernameTaken
+from accounts.identifiers import check_mobile
 from accounts.models import User, UserStatus
 from accounts.passwords import PasswordHasher, check_password_rules
 from accounts.signals import account_disabled
@@ -22,7 +23,6 @@ from idp.core.keys import DataCipher
 USERNAME_MIN = 3
 USERNAME_MAX = 32
 _USERNAME = re.compile(r"^[^\W_](?:[\w.-]*[^\W_])?$")
-_MOBILE = re.compile(r"^1[3-9]\d{9}$")
 PHONE_CONTEXT = "users.phone_encrypted"
 PHONE_INDEX = "phone"
 
@@ -53,16 +53,11 @@ def check_username(username: str) -> str:
 
 
 def normalise_mobile(raw: str) -> str:
-    """A mainland mobile number as 11 digits; accepts spaces, hyphens and +86."""
-    compact = re.sub(r"[\s-]", "", raw)
-    compact = compact.removeprefix("+86").removeprefix("0086")
-    if not _MOBILE.match(compact):
+    """A mainland mobile number as 11 digits; accepts spaces, hyphens, +86 and 0086."""
+    result = check_mobile(raw)
+    if not result.valid:
         raise InvalidPhone()
-    return compact
-
-
-def mask_mobile(number: str) -> str:
-    return number[:3] + "****" + number[-4:]
+    return str(result.fields["number"])
 
 
 class AccountService:

@@ -37,8 +37,8 @@ from accounts.forms import (
     RegisterForm,
     TotpConfirmForm,
 )
+from accounts.identifiers import mask
 from accounts.models import User
-from accounts.services import mask_mobile
 from idp.core.navigation import safe_next
 from idp.core.runtime import runtime
 from idp.login.auth import complete_sign_in, current_user, end_other_sessions, login_required
@@ -113,7 +113,7 @@ def account() -> ResponseReturnValue:
         render_template(
             "accounts/account.html",
             user=user,
-            phone=mask_mobile(phone) if phone else None,
+            phone=mask(phone) if phone else None,
             recovery_left=totp.remaining_recovery_codes(user) if user.has_totp else 0,
             form=ActionForm(),
         )

@@ -278,6 +278,7 @@ def test_uscc_that_looks_like_a_person_id() -> None:
         ("+8613812345678", None),
         ("+86 13812345678", None),
         ("+86-13812345678", None),
+        ("+86 13812345678", None),
         ("12812345678", "bad_prefix"),
         ("23812345678", "bad_prefix"),
         ("+86138123456", "bad_length"),
@@ -415,3 +416,9 @@ def test_the_2004_foreigner_permanent_residence_id_rules(value: str, reason: str
     result = check_old_foreign_id(value, today=TODAY)
     assert (result.valid, result.reason) == (False, reason)
     assert check_old_foreign_id(value[:-1], today=TODAY).reason == "bad_length"
+
+
+def test_0086_and_separators_are_accepted_where_the_kind_is_known() -> None:
+    result = check_mobile("0086 138-1234-5678")
+    assert result.valid
+    assert result.fields["number"] == "13812345678"

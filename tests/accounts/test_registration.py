@@ -61,6 +61,8 @@ def test_a_taken_username_is_refused_in_any_case_or_width(
         ({"username": "bad name!"}, "letters, digits"),
         ({"username": "13800138000"}, "only digits"),
         ({"phone": "12345"}, "mobile number"),
+        # Arabic-Indic digits: Python's \d matches them; a phone number must not
+        ({"phone": "13" + "\u0668" + "\u0660" * 8}, "mobile number"),
         ({"username": ""}, "required"),
     ],
 )
