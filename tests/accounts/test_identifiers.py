@@ -278,7 +278,6 @@ def test_uscc_that_looks_like_a_person_id() -> None:
         ("+8613812345678", None),
         ("+86 13812345678", None),
         ("+86-13812345678", None),
-        ("+86 13812345678", None),
         ("12812345678", "bad_prefix"),
         ("23812345678", "bad_prefix"),
         ("+86138123456", "bad_length"),
