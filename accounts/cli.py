@@ -1,17 +1,20 @@
-"""``idp users ...``: administer accounts from the command line."""
+"""``idp users|ids|registry|realname ...``: accounts from the command line."""
 
 from __future__ import annotations
 
+import csv
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 import click
 
-from accounts.deps import account_service
+from accounts.deps import account_service, realname_service
 from accounts.errors import AccountError
 from accounts.identifiers import Expect, check
 from accounts.models import User, UserStatus
+from accounts.registry import KINDS, RegistryImportError, import_records
 from idp.core.cli_support import EXIT_REFUSED, echo_json, fail, with_app
+from idp.core.runtime import audit_log, db, runtime
 
 
 def _user_json(user: User) -> dict[str, Any]:
@@ -124,3 +127,82 @@ def check_ids(values: tuple[str, ...], expect: Expect | None, as_json: bool) -> 
         click.echo(f"{result['value']}\t{result['kind']}\t{outcome}\t{words}".rstrip())
     if not all(result["valid"] for result in results):
         sys.exit(EXIT_REFUSED)
+
+
+@click.group("registry")
+def registry_group() -> None:
+    """The local copy of the population and legal-person registries."""
+
+
+@registry_group.command("import")
+@click.option("--kind", type=click.Choice(KINDS), required=True)
+@click.argument("file", type=click.File("r", encoding="utf-8-sig"))
+@with_app
+def registry_import(kind: str, file: TextIO) -> None:
+    """Replace the local registry's records of KIND with FILE (CSV with the header
+    ``number,name``). Only keyed hashes are stored. All or nothing."""
+    rt = runtime()
+    try:
+        count = import_records(db(), rt.keys.cipher, kind, file)
+    except (RegistryImportError, UnicodeDecodeError, csv.Error) as exc:
+        fail(f"nothing imported: {exc}")
+    audit_log("cli").record("registry.import", details={"kind": kind, "records": count})
+    db().commit()
+    click.echo(f"imported {count} {kind} records")
+
+
+@click.group("realname")
+def realname_group() -> None:
+    """Real-name levels of accounts."""
+
+
+@realname_group.command("status")
+@click.argument("username")
+@click.option("--json", "as_json", is_flag=True)
+@with_app
+def realname_status(username: str, as_json: bool) -> None:
+    """An account's real-name level and verifications (document number masked)."""
+    user = _find(username)
+    status = realname_service(actor="cli").status(user)
+    answer = {
+        "username": user.username,
+        "level": status.level,
+        "document_kind": status.document_kind,
+        "document_number": status.masked_number,
+        "verifications": [
+            {
+                "level": v.level,
+                "method": v.method.value,
+                "verified_at": v.verified_at.isoformat(),
+                "expires_at": v.expires_at.isoformat() if v.expires_at else None,
+                "source": v.source,
+                "ended_at": v.ended_at.isoformat() if v.ended_at else None,
+                "end_reason": v.end_reason,
+            }
+            for v in status.verifications
+        ],
+    }
+    if as_json:
+        echo_json(answer)
+    else:
+        click.echo(f"{user.username}\tlevel {status.level}\t{status.masked_number or '-'}")
+
+
+@realname_group.command("lower")
+@click.argument("username")
+@click.option("--to", "to_level", type=click.IntRange(1, 4), required=True)
+@click.option("--reason", required=True, help="Recorded with the change and shown to the user.")
+@with_app
+def realname_lower(username: str, to_level: int, reason: str) -> None:
+    """Lower an account's real-name level to at most TO (the verifications above it end)."""
+    user = _find(username)
+    service = realname_service(actor="cli")
+    ended = service.end_verifications(user, above=to_level, reason=reason, actor="cli")
+    click.echo(f"{user.username}: level {service.level(user)} ({ended} verifications ended)")
+
+
+def _find(username: str) -> User:
+    user = account_service(actor="cli").find_by_username(username)
+    if user is None:
+        fail(f"no account {username!r}")
+    return user

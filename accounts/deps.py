@@ -8,6 +8,8 @@ from __future__ import annotations
 from flask import current_app
 
 from accounts.passwords import PasswordHasher
+from accounts.realname import RealNameService
+from accounts.registry import LocalRegistry, Registry
 from accounts.services import AccountService
 from accounts.totp import TotpService
 from idp.core.runtime import audit_log, db, runtime
@@ -36,3 +38,21 @@ def account_service(actor: str | None = None) -> AccountService:
 def totp_service() -> TotpService:
     rt = runtime()
     return TotpService(db(), rt.keys.cipher, rt.keys.secrets, audit_log(), rt.clock)
+
+
+def realname_service(actor: str | None = None) -> RealNameService:
+    rt = runtime()
+    return RealNameService(
+        db(),
+        rt.keys.cipher,
+        audit_log(actor),
+        rt.clock,
+        registry(),
+        registry_valid_days=rt.settings.registry_level_valid_days,
+    )
+
+
+def registry() -> Registry:
+    """The population / legal-person registry: the local copy (``idp registry import``)
+    until the HTTP adapter is configured."""
+    return LocalRegistry(db(), runtime().keys.cipher)

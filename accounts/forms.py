@@ -51,3 +51,10 @@ class ProfileForm(FlaskForm):  # type: ignore[misc]
 
 class ActionForm(FlaskForm):  # type: ignore[misc]
     """A button that changes something: only the CSRF token."""
+
+
+class RealNameForm(FlaskForm):  # type: ignore[misc]
+    name = StringField(_l("Name on the document"), validators=[InputRequired(), Length(max=64)])
+    id_number = StringField(
+        _l("Identity document number"), validators=[InputRequired(), Length(max=32)]
+    )

@@ -17,7 +17,7 @@ from flask import (
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 
-from accounts.deps import account_service, totp_service
+from accounts.deps import account_service, realname_service, totp_service
 from accounts.errors import (
     AccountError,
     InvalidCredentials,
@@ -34,11 +34,13 @@ from accounts.forms import (
     PasswordChangeForm,
     PasswordConfirmForm,
     ProfileForm,
+    RealNameForm,
     RegisterForm,
     TotpConfirmForm,
 )
 from accounts.identifiers import mask
-from accounts.models import User
+from accounts.models import User, VerificationMethod
+from accounts.realname import InvalidDocument, InvalidName, RegistryDown
 from idp.core.navigation import safe_next
 from idp.core.runtime import runtime
 from idp.login.auth import complete_sign_in, current_user, end_other_sessions, login_required
@@ -115,6 +117,7 @@ def account() -> ResponseReturnValue:
             user=user,
             phone=mask(phone) if phone else None,
             recovery_left=totp.remaining_recovery_codes(user) if user.has_totp else 0,
+            level=realname_service().level(user),
             form=ActionForm(),
         )
     )
@@ -196,6 +199,67 @@ def profile() -> ResponseReturnValue:
     )
     flash(_("Your profile has been saved."), "success")
     return redirect(url_for("accounts.account"))
+
+
+@bp.route("/account/realname", methods=["GET", "POST"])
+@login_required
+def realname() -> ResponseReturnValue:
+    """The account's real-name level, its history, and level 3 through the registry."""
+    user = _me()
+    service = realname_service()
+    form = RealNameForm()
+    status = 200
+    if form.validate_on_submit():
+        try:
+            service.verify_with_registry(user, form.name.data or "", form.id_number.data or "")
+        except InvalidDocument as exc:
+            form.id_number.errors = [_message(exc)]
+        except InvalidName as exc:
+            form.name.errors = [_message(exc)]
+        except RegistryDown as exc:
+            flash(_message(exc), "error")
+            status = 503
+        except AccountError as exc:  # mismatch, number taken, already verified
+            flash(_message(exc), "error")
+        else:
+            flash(_("Your identity has been verified: real-name level 3."), "success")
+            return redirect(url_for("accounts.realname"))
+        status = max(status, 400)
+    elif form.errors:
+        status = 400
+    return make_response(
+        render_template(
+            "accounts/realname.html",
+            form=form,
+            status=service.status(user),
+            now=runtime().clock.now(),
+            level_name=level_name,
+            method_name=method_name,
+        ),
+        status,
+    )
+
+
+def level_name(level: int) -> str:
+    names = {
+        1: _("Level 1: not verified"),
+        2: _("Level 2: phone checked"),
+        3: _("Level 3: matched with the population registry"),
+        4: _("Level 4: face verified"),
+        5: _("Level 5: verified in person or by certificate"),
+    }
+    return str(names.get(level, level))
+
+
+def method_name(method: VerificationMethod) -> str:
+    names = {
+        VerificationMethod.SMS: _("Mobile phone"),
+        VerificationMethod.REGISTRY: _("Population registry"),
+        VerificationMethod.FACE: _("Face check"),
+        VerificationMethod.COUNTER: _("Service counter"),
+        VerificationMethod.CERTIFICATE: _("Digital certificate"),
+    }
+    return str(names[method])
 
 
 @bp.route("/account/password", methods=["GET", "POST"])

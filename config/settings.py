@@ -148,6 +148,14 @@ class Settings(BaseModel):
         description="acr value for a sign-in with a password and a one-time code.",
     )
 
+    # -- real-name verification
+    registry_level_valid_days: int = Field(
+        default=3 * 365,
+        ge=1,
+        le=100 * 365,
+        description="How long a level reached against the population registry lasts.",
+    )
+
     @field_validator("issuer")
     @classmethod
     def _issuer_is_a_base_url(cls, value: str) -> str:

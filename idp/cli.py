@@ -261,12 +261,14 @@ def demo(host: str | None, port: int | None) -> None:
 
 
 def _register_groups() -> None:
-    from accounts.cli import ids, users
+    from accounts.cli import ids, realname_group, registry_group, users
     from idp.audit.cli import audit
     from idp.oauth.cli import clients, keys
 
     main.add_command(users)
     main.add_command(ids)
+    main.add_command(registry_group)
+    main.add_command(realname_group)
     main.add_command(audit)
     main.add_command(clients)
     main.add_command(keys)

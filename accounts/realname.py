@@ -1,0 +1,254 @@
+"""Real-name levels (Guangdong 可信等级, design.md section 5) and the verifications
+that reach them.
+
+An account's level is the highest level of its live verifications (not ended, not
+expired); with none it is 1 (registered, nothing proved). Each verification method
+adds a ``Verification`` record and an audit event. Document numbers and names are
+stored encrypted with keyed blind indexes; a number confirmed by the registry belongs
+to one account only ("one person, one identity": a unique index, so two accounts
+racing for one number cannot both win).
+
+So far: level 3 against the population registry (``verify_with_registry``), and
+lowering a level (``end_verifications``). Levels 2, 4 and 5 use the same records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from accounts.errors import N_, AccountError
+from accounts.identifiers import check, mask
+from accounts.models import Identity, User, Verification, VerificationMethod
+from accounts.registry import NUMBER_INDEX, Answer, Registry, RegistryUnavailable, normalise_name
+from idp.audit.services import FAILURE, AuditLog
+from idp.core.clock import Clock
+from idp.core.keys import DataCipher
+
+UNVERIFIED = 1
+NUMBER_CONTEXT = "identities.number_encrypted"
+NAME_CONTEXT = "identities.name_encrypted"
+PERSON_KINDS = frozenset(
+    {
+        "resident_id",
+        "hong_kong_residence_permit",
+        "macau_residence_permit",
+        "taiwan_residence_permit",
+        "foreign_permanent_residence_id",
+        "foreign_permanent_residence_id_2004",
+    }
+)
+
+
+class InvalidDocument(AccountError):
+    default_message = N_("Enter the number of your identity document.")
+
+
+class InvalidName(AccountError):
+    default_message = N_("Enter your name as it appears on your identity document.")
+
+
+class RegistryMismatch(AccountError):
+    default_message = N_(
+        "The name and document number do not match the population registry. "
+        "Check both and try again."
+    )
+
+
+class RegistryDown(AccountError):
+    default_message = N_(
+        "The population registry cannot be reached just now. Your level is unchanged; "
+        "please try again later."
+    )
+
+
+class IdentityTaken(AccountError):
+    """Never says which account holds the number."""
+
+    default_message = N_(
+        "This document number is already verified for another account. If it is yours, "
+        "sign in to that account, or visit a service counter."
+    )
+
+
+class IdentityAlreadyVerified(AccountError):
+    default_message = N_(
+        "Your account is already verified with another document. To change it, visit a "
+        "service counter."
+    )
+
+
+@dataclass(frozen=True)
+class RealNameStatus:
+    level: int
+    document_kind: str | None
+    masked_number: str | None
+    verifications: list[Verification]
+
+
+class RealNameService:
+    def __init__(
+        self,
+        session: Session,
+        cipher: DataCipher,
+        audit: AuditLog,
+        clock: Clock,
+        registry: Registry,
+        *,
+        registry_valid_days: int,
+    ) -> None:
+        self._session = session
+        self._cipher = cipher
+        self._audit = audit
+        self._clock = clock
+        self._registry = registry
+        self._registry_valid_days = registry_valid_days
+
+    # -- reading -----------------------------------------------------------------------
+
+    def level(self, user: User) -> int:
+        levels = [v.level for v in self._live(user)]
+        return max(levels, default=UNVERIFIED)
+
+    def status(self, user: User) -> RealNameStatus:
+        identity = self._identity(user)
+        history = list(
+            self._session.scalars(
+                select(Verification)
+                .where(Verification.user_id == user.id)
+                .order_by(Verification.verified_at.desc(), Verification.id.desc())
+            )
+        )
+        return RealNameStatus(
+            level=self.level(user),
+            document_kind=identity.document_kind if identity else None,
+            masked_number=mask(self.number_of(identity)) if identity else None,
+            verifications=history,
+        )
+
+    def number_of(self, identity: Identity) -> str:
+        return self._cipher.decrypt(identity.number_encrypted, context=NUMBER_CONTEXT)
+
+    def name_of(self, identity: Identity) -> str:
+        return self._cipher.decrypt(identity.name_encrypted, context=NAME_CONTEXT)
+
+    # -- level 3: the population registry ----------------------------------------------
+
+    def verify_with_registry(self, user: User, name: str, number: str) -> Verification:
+        """Match name + document number against the population registry and record
+        level 3. Refusals leave the account as it was and are audited (without the
+        number or the name)."""
+        checked = check(number, expect="person_id")
+        if not checked["valid"] or checked["kind"] not in PERSON_KINDS:
+            raise InvalidDocument()
+        document = str(checked["normalized"])
+        kind = str(checked["kind"])
+        clean_name = normalise_name(name)
+        if not clean_name or len(clean_name) > 64:
+            raise InvalidName()
+        number_index = self._cipher.blind_index(document, purpose=NUMBER_INDEX)
+        identity = self._identity(user)
+        if identity and identity.verified_number_index not in (None, number_index):
+            raise IdentityAlreadyVerified()
+        if self._taken_by_other(user, number_index):
+            self._refuse(user, "identity_taken")
+            raise IdentityTaken()
+        try:
+            result = self._registry.match("person", document, clean_name)
+        except RegistryUnavailable as exc:
+            self._refuse(user, "registry_unavailable", error=str(exc)[:200])
+            raise RegistryDown() from None
+        if result.answer is not Answer.MATCH:
+            self._refuse(user, result.answer.value)
+            raise RegistryMismatch()
+        now = self._clock.now()
+        if identity is None:
+            identity = Identity(user_id=user.id, created_at=now)
+            self._session.add(identity)
+        identity.document_kind = kind
+        identity.number_encrypted = self._cipher.encrypt(document, context=NUMBER_CONTEXT)
+        identity.number_index = number_index
+        identity.name_encrypted = self._cipher.encrypt(clean_name, context=NAME_CONTEXT)
+        identity.verified_number_index = number_index
+        identity.updated_at = now
+        verification = Verification(
+            user_id=user.id,
+            method=VerificationMethod.REGISTRY,
+            level=3,
+            verified_at=now,
+            expires_at=now + timedelta(days=self._registry_valid_days),
+            source=self._registry.source,
+            evidence_ref=result.reference,
+        )
+        self._session.add(verification)
+        try:
+            self._session.flush()
+        except IntegrityError:
+            # another account had the number confirmed between our check and our write
+            self._session.rollback()
+            self._refuse(user, "identity_taken")
+            raise IdentityTaken() from None
+        self._audit.record(
+            "realname.verify",
+            subject=user.subject,
+            details={"method": "registry", "level": 3, "document_kind": kind},
+        )
+        self._session.commit()
+        return verification
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def end_verifications(self, user: User, *, above: int, reason: str, actor: str) -> int:
+        """Lower the account's level to at most ``above`` by ending the verifications
+        over it (an administrator's decision, with a reason); returns how many ended."""
+        now = self._clock.now()
+        ended = 0
+        for verification in self._live(user):
+            if verification.level > above:
+                verification.ended_at = now
+                verification.end_reason = reason[:200]
+                ended += 1
+        self._audit.record(
+            "realname.lower",
+            subject=user.subject,
+            actor=actor,
+            details={"to_at_most": above, "ended": ended, "reason": reason[:200]},
+        )
+        self._session.commit()
+        return ended
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _live(self, user: User) -> list[Verification]:
+        now = self._clock.now()
+        return [
+            v
+            for v in self._session.scalars(
+                select(Verification).where(
+                    Verification.user_id == user.id, Verification.ended_at.is_(None)
+                )
+            )
+            if v.expires_at is None or v.expires_at > now
+        ]
+
+    def _identity(self, user: User) -> Identity | None:
+        return self._session.scalar(select(Identity).where(Identity.user_id == user.id))
+
+    def _taken_by_other(self, user: User, number_index: str) -> bool:
+        holder = self._session.scalar(
+            select(Identity.user_id).where(Identity.verified_number_index == number_index)
+        )
+        return holder is not None and holder != user.id
+
+    def _refuse(self, user: User, reason: str, **details: str) -> None:
+        self._audit.record(
+            "realname.verify",
+            FAILURE,
+            subject=user.subject,
+            details={"method": "registry", "reason": reason, **details},
+        )
+        self._session.commit()

@@ -1,0 +1,120 @@
+"""The population and legal-person registries, as the verification services see them.
+
+``Registry`` is the interface: does this document number belong to this name? The
+answer is a match, a mismatch (the number exists under another name) or not found;
+``RegistryUnavailable`` when the registry cannot answer (down, slow, refusing us).
+
+``LocalRegistry`` answers from ``registry_records``, a local copy loaded with
+``idp registry import`` for the embedded mode and the tests. It holds keyed hashes of
+the numbers and names only, so a copy of the database does not leak the registry.
+The HTTP adapter for the real registry service implements the same interface.
+"""
+
+from __future__ import annotations
+
+import csv
+import enum
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from accounts.identifiers import Expect, check
+from accounts.models import RegistryRecord
+from idp.core.keys import DataCipher
+
+NUMBER_INDEX = "document-number"
+NAME_INDEX = "registry-name"
+KINDS = ("person", "organisation")
+
+
+class Answer(enum.StrEnum):
+    MATCH = "match"
+    MISMATCH = "mismatch"
+    NOT_FOUND = "not_found"
+
+
+@dataclass(frozen=True)
+class RegistryResult:
+    answer: Answer
+    # the registry's reference for this query (kept as evidence), if it gives one
+    reference: str | None = None
+
+
+class RegistryUnavailable(Exception):
+    """The registry could not answer; the reason is for operators (no personal data)."""
+
+
+class Registry(Protocol):
+    source: str
+
+    def match(self, kind: str, number: str, name: str) -> RegistryResult:
+        """``kind`` "person" (an ID number) or "organisation" (a USCC); ``number`` as
+        normalised by ``accounts.identifiers``; ``name`` as the user typed it."""
+        ...
+
+
+def normalise_name(name: str) -> str:
+    """Names compare after NFKC, without spaces or middle dots' variants."""
+    folded = unicodedata.normalize("NFKC", name)
+    return "".join(ch for ch in folded if not ch.isspace()).replace("•", "·")
+
+
+class LocalRegistry:
+    source = "registry:local"
+
+    def __init__(self, session: Session, cipher: DataCipher) -> None:
+        self._session = session
+        self._cipher = cipher
+
+    def match(self, kind: str, number: str, name: str) -> RegistryResult:
+        found = self._session.scalar(
+            select(RegistryRecord.name_index).where(
+                RegistryRecord.kind == kind,
+                RegistryRecord.number_index
+                == self._cipher.blind_index(number, purpose=NUMBER_INDEX),
+            )
+        )
+        if found is None:
+            return RegistryResult(Answer.NOT_FOUND)
+        given = self._cipher.blind_index(normalise_name(name), purpose=NAME_INDEX)
+        return RegistryResult(Answer.MATCH if given == found else Answer.MISMATCH)
+
+
+class RegistryImportError(ValueError):
+    """A line of the import file is unusable; nothing was imported."""
+
+
+def import_records(session: Session, cipher: DataCipher, kind: str, rows: Iterable[str]) -> int:
+    """Replace the local registry's records of ``kind`` with those of a CSV file with a
+    header ``number,name``. All or nothing: the first bad line stops the import."""
+    if kind not in KINDS:
+        raise RegistryImportError(f"kind must be one of {', '.join(KINDS)}")
+    reader = csv.DictReader(rows)
+    if reader.fieldnames is None or {"number", "name"} - set(reader.fieldnames):
+        raise RegistryImportError("the file needs a header line with the columns number,name")
+    expect: Expect = "person_id" if kind == "person" else "uscc"
+    records: dict[str, str] = {}
+    for line, row in enumerate(reader, start=2):
+        result = check(row.get("number") or "", expect=expect)
+        name = normalise_name(row.get("name") or "")
+        if not result["valid"] and result["reason"] != "check_failed_confirm_with_registry":
+            raise RegistryImportError(f"line {line}: the number is not valid ({result['reason']})")
+        if not name:
+            raise RegistryImportError(f"line {line}: the name is empty")
+        number = str(result.get("normalized") or "")
+        if not number:
+            raise RegistryImportError(f"line {line}: the number is not valid")
+        records[cipher.blind_index(number, purpose=NUMBER_INDEX)] = cipher.blind_index(
+            name, purpose=NAME_INDEX
+        )
+    session.execute(delete(RegistryRecord).where(RegistryRecord.kind == kind))
+    session.add_all(
+        RegistryRecord(kind=kind, number_index=number_index, name_index=name_index)
+        for number_index, name_index in records.items()
+    )
+    session.commit()
+    return len(records)
