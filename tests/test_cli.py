@@ -147,3 +147,26 @@ def test_flask_cli_reaches_the_same_commands(env: dict[str, str]) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == []
+
+
+def test_registry_import_and_realname_commands(env: dict[str, str], tmp_path: Path) -> None:
+    assert run(["init"], env).returncode == 0
+    created = run(["users", "create", "--username", "dora", "--password", STRONG_PASSWORD], env)
+    assert created.returncode == 0, created.stderr
+    good = tmp_path / "people.csv"
+    good.write_text("number,name\n11010519491231002x,王小丽\n", encoding="utf-8")
+    imported = run(["registry", "import", "--kind", "person", str(good)], env)
+    assert imported.returncode == 0, imported.stderr
+    assert "imported 1 person records" in imported.stdout
+    bad = tmp_path / "bad.csv"
+    bad.write_text("number,name\n12345,somebody\n", encoding="utf-8")
+    refused = run(["registry", "import", "--kind", "person", str(bad)], env)
+    assert refused.returncode == 1
+    assert "nothing imported: line 2" in refused.stderr
+    status = run(["realname", "status", "dora", "--json"], env)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["level"] == 1
+    lowered = run(["realname", "lower", "dora", "--to", "2", "--reason", "test"], env)
+    assert lowered.returncode == 0, lowered.stderr
+    assert run(["realname", "status", "nobody"], env).returncode == 1
+    assert run(["realname", "lower", "dora", "--to", "9", "--reason", "x"], env).returncode == 2
