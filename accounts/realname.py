@@ -154,9 +154,6 @@ class RealNameService:
         identity = self._identity(user)
         if identity and identity.verified_number_index not in (None, number_index):
             raise IdentityAlreadyVerified()
-        if self._taken_by_other(user, number_index):
-            self._refuse(user, "identity_taken")
-            raise IdentityTaken()
         try:
             result = self._registry.match("person", document, clean_name)
         except RegistryUnavailable as exc:
@@ -165,6 +162,11 @@ class RealNameService:
         if result.answer is not Answer.MATCH:
             self._refuse(user, result.answer.value)
             raise RegistryMismatch()
+        # only after the registry matched: whether a number is taken is not told to
+        # someone who does not also know the name that goes with it
+        if self._taken_by_other(user, number_index):
+            self._refuse(user, "identity_taken")
+            raise IdentityTaken()
         now = self._clock.now()
         if identity is None:
             identity = Identity(user_id=user.id, created_at=now)

@@ -210,8 +210,18 @@ def realname() -> ResponseReturnValue:
     form = RealNameForm()
     status = 200
     if form.validate_on_submit():
+        rt = runtime()
         try:
+            RateLimit(
+                rt.store,
+                "registry-check",
+                limit=rt.settings.registry_checks_per_account_per_day,
+                window_seconds=24 * 3600,
+            ).hit(user.public_id)
             service.verify_with_registry(user, form.name.data or "", form.id_number.data or "")
+        except Throttled:
+            flash(_("Too many verification attempts. Try again tomorrow."), "error")
+            status = 429
         except InvalidDocument as exc:
             form.id_number.errors = [_message(exc)]
         except InvalidName as exc:

@@ -155,6 +155,12 @@ class Settings(BaseModel):
         le=100 * 365,
         description="How long a level reached against the population registry lasts.",
     )
+    registry_checks_per_account_per_day: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="Registry checks an account may ask for in 24 hours (the form is no oracle).",
+    )
 
     @field_validator("issuer")
     @classmethod

@@ -332,3 +332,17 @@ def test_the_page_needs_a_signed_in_user_and_a_csrf_token(
     forged = client.post("/account/realname", data={"name": ALICE_NAME, "id_number": ALICE_ID})
     assert forged.status_code == 400
     assert count(app, Verification) == 0
+
+
+def test_the_page_limits_registry_checks_per_account(
+    app: Flask, client: FlaskClient, alice: None
+) -> None:
+    """The form must not become an oracle for name / number pairs."""
+    sign_in(client)
+    for guess in ("王一", "王二", "王三", "王四", "王五"):
+        wrong = submit(client, "/account/realname", {"name": guess, "id_number": ALICE_ID})
+        assert wrong.status_code == 400
+    right = submit(client, "/account/realname", {"name": ALICE_NAME, "id_number": ALICE_ID})
+    assert right.status_code == 429
+    assert count(app, Verification) == 0
+    assert level(app, "alice") == 1
