@@ -7,6 +7,7 @@ Prometheus' multi-process directory before ``prometheus_client`` is first import
 
 from __future__ import annotations
 
+import io
 import os
 import secrets
 import sys
@@ -19,6 +20,9 @@ from config import Settings, SettingsError, load_settings, redact_url
 from idp.core.cli_support import EXIT_USAGE, echo_json, fail
 
 DEMO_USERS = ("demo", "demo-mfa")
+# the example number of design.md and GB 11643, under a made-up name
+DEMO_PERSON = ("王小丽", "11010519491231002X")
+DEMO_REGISTRY = f"number,name\n{DEMO_PERSON[1]},{DEMO_PERSON[0]}\n"
 # (client id, name, colour, port offset from the provider's port)
 DEMO_SERVICES = (
     ("demo-social", "社保服务 Social security", "#1f6feb", 1),
@@ -117,6 +121,11 @@ def preflight(settings: Settings) -> None:
         except StoreUnavailable as exc:
             fail(str(exc))
         store.close()
+    click.echo(
+        "NOTICE: registry checks (real-name level 3) are answered by the LOCAL COPY loaded "
+        "with `idp registry import`, not by the population registry service",
+        err=True,
+    )
 
 
 @main.command()
@@ -142,8 +151,9 @@ def _demo_data(
     import pyotp
 
     from accounts.deps import account_service, totp_service
+    from accounts.registry import import_records
     from idp.app import StartupError, create_app
-    from idp.core.runtime import db
+    from idp.core.runtime import db, runtime
     from idp.demo.rp import RelyingParty
     from idp.oauth.clients import Registration
     from idp.oauth.server import oauth
@@ -174,6 +184,8 @@ def _demo_data(
                 totp.confirm_enrollment(user, previous)
                 seed = enrollment.secret
             made.append((username, password, seed))
+        # a fictitious person in the local registry copy, for real-name level 3
+        import_records(db(), runtime().keys.cipher, "person", io.StringIO(DEMO_REGISTRY))
         registry = oauth().clients
         urls = {cid: f"http://{host}:{port + offset}" for cid, _, _, offset in DEMO_SERVICES}
         for index, (client_id, name, colour, _) in enumerate(DEMO_SERVICES):
@@ -252,6 +264,10 @@ def demo(host: str | None, port: int | None) -> None:
     click.echo("  Two sample services sign in through it (single sign-on, single logout):")
     for service in services:
         click.echo(f"    {service.base_url}/   {service.title}")
+    click.echo(
+        f"  Real-name level 3 at {settings.issuer}/account/realname: name {DEMO_PERSON[0]}, "
+        f"number {DEMO_PERSON[1]} (a demo registry entry)."
+    )
     click.echo("  Passwords are new each time the demo starts. Stop with Ctrl-C.")
     click.echo("=" * 72)
     click.echo("")

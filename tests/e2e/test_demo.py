@@ -67,6 +67,19 @@ def test_demo_serves_a_sign_in_page_that_accepts_the_printed_credentials(
         assert done.status_code == 302
         assert http.get(base + "/account", timeout=10).status_code == 200
 
+        # the printed demo registry entry reaches real-name level 3
+        person = re.search(r"name (\S+), number (\S+) \(a demo registry entry\)", output)
+        assert person is not None, output
+        verified = _post_form(
+            http,
+            base + "/account/realname",
+            base + "/account/realname",
+            {"name": person.group(1), "id_number": person.group(2)},
+        )
+        assert verified.status_code == 302
+        page = http.get(base + "/account/realname", timeout=10)
+        assert "110***********002X" in page.text
+
         username, password, seed = accounts[1]
         mfa = requests.Session()
         step = _post_form(
