@@ -6,7 +6,7 @@ import enum
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Enum, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import CheckConstraint, Enum, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from idp.core.db import Base, enum_column_values, utcnow
@@ -47,6 +47,9 @@ class User(Base):
         default=UserStatus.ACTIVE,
     )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Government staff: the department this account works for (it may then verify
+    # people at a service counter); None for everyone else. Set with `idp users staff`.
+    staff_department: Mapped[str | None] = mapped_column(String(100))
 
     # Kept in step with a confirmed TotpCredential by TotpService, so that sign-in and
     # authorization need not load the credential.
@@ -122,14 +125,46 @@ class Identity(Base):
     updated_at: Mapped[datetime | None]
 
 
-class Verification(Base):
-    """One proof of identity: the level it reached, how, when, from which source and
-    with which evidence. The account's level is the highest live one."""
+class Organisation(Base):
+    """A legal person (enterprise, institution), keyed by its unified social credit
+    code: encrypted, with a keyed blind index that is unique (one organisation per
+    code). Its level, like a person's, is the highest live verification."""
 
-    __tablename__ = "verifications"
+    __tablename__ = "organisations"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    public_id: Mapped[str] = mapped_column(
+        String(36), unique=True, default=lambda: str(uuid.uuid4())
+    )
+    uscc_encrypted: Mapped[str] = mapped_column(Text)
+    uscc_index: Mapped[str] = mapped_column(String(64), unique=True)
+    name_encrypted: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime | None]
+
+    @property
+    def subject(self) -> str:
+        """How audit events name this organisation."""
+        return f"org:{self.public_id}"
+
+
+class Verification(Base):
+    """One proof of identity of a person (``user_id``) or of an organisation
+    (``organisation_id``): the level it reached, how, when, from which source and with
+    which evidence. The level is the highest live one."""
+
+    __tablename__ = "verifications"
+    __table_args__ = (
+        CheckConstraint("(user_id IS NULL) <> (organisation_id IS NULL)", name="one_holder"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    organisation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("organisations.id", ondelete="CASCADE"), index=True
+    )
     method: Mapped[VerificationMethod] = mapped_column(
         Enum(VerificationMethod, native_enum=False, length=16, values_callable=enum_column_values)
     )

@@ -161,6 +161,93 @@ class Settings(BaseModel):
         le=1000,
         description="Registry checks an account may ask for in 24 hours (the form is no oracle).",
     )
+    sms_level_valid_days: int = Field(
+        default=365,
+        ge=1,
+        le=100 * 365,
+        description="How long level 2 (self-declared, phone checked) lasts.",
+    )
+    face_level_valid_days: int = Field(
+        default=3 * 365,
+        ge=1,
+        le=100 * 365,
+        description="How long level 4 (face check against the registry photo) lasts.",
+    )
+    counter_level_valid_days: int = Field(
+        default=5 * 365,
+        ge=1,
+        le=100 * 365,
+        description="How long level 5 from a service counter check lasts.",
+    )
+    sms_code_lifetime_seconds: int = Field(
+        default=600, ge=60, le=600, description="How long a one-time code sent by SMS is valid."
+    )
+    sms_codes_per_phone_per_hour: int = Field(
+        default=5, ge=1, le=1000, description="One-time codes sent to one phone number per hour."
+    )
+    sms_codes_per_account_per_day: int = Field(
+        default=10, ge=1, le=1000, description="One-time codes one account may ask for per day."
+    )
+    face_checks_per_account_per_day: int = Field(
+        default=5, ge=1, le=1000, description="Face checks an account may ask for in 24 hours."
+    )
+
+    # -- remote services: registry, face check, SMS gateway (design.md section 5)
+    registry_adapter: Literal["local", "http"] = Field(
+        default="local",
+        description="Who answers registry checks: the local copy (`idp registry import`, "
+        "embedded mode and tests) or the registry service over HTTP.",
+    )
+    registry_url: str | None = Field(
+        default=None, description="Base URL of the registry service (registry_adapter=http)."
+    )
+    registry_hmac_key: SecretStr | None = Field(
+        default=None, description="Shared key that signs each request to the registry service."
+    )
+    registry_client_cert: Path | None = Field(
+        default=None, description="PEM client certificate for mutual TLS to the registry."
+    )
+    registry_client_key: Path | None = Field(
+        default=None, description="PEM private key of registry_client_cert."
+    )
+    registry_ca_file: Path | None = Field(
+        default=None,
+        description="PEM CA bundle that the registry's server certificate must chain to.",
+    )
+    registry_timeout_seconds: float = Field(default=3.0, gt=0, le=60)
+    registry_retries: int = Field(
+        default=2, ge=0, le=5, description="Retries after a failed attempt."
+    )
+    face_adapter: Literal["development", "http"] = Field(
+        default="development",
+        description="Who answers face checks: the deterministic development adapter or the "
+        "face-verification service over HTTP.",
+    )
+    face_url: str | None = Field(
+        default=None, description="Base URL of the face-verification service."
+    )
+    face_hmac_key: SecretStr | None = Field(
+        default=None, description="Shared key that signs each request to the face service."
+    )
+    face_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    sms_gateway: Literal["development", "http"] = Field(
+        default="development",
+        description="Who sends SMS: the development gateway (writes messages to "
+        "<data_dir>/sms.log) or an SMS gateway over HTTP.",
+    )
+    sms_gateway_url: str | None = Field(default=None, description="URL of the SMS gateway.")
+    sms_gateway_hmac_key: SecretStr | None = Field(
+        default=None, description="Shared key that signs each request to the SMS gateway."
+    )
+    remote_breaker_failures: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="Consecutive failures after which calls to a remote service stop for a while.",
+    )
+    remote_breaker_reset_seconds: int = Field(
+        default=30, ge=1, le=3600, description="How long calls stay stopped before one is tried."
+    )
 
     @field_validator("issuer")
     @classmethod
@@ -192,6 +279,16 @@ class Settings(BaseModel):
             raise ValueError("must be redis://HOST:PORT/DB, rediss://... or unix://PATH")
         return value
 
+    @field_validator("registry_url", "face_url", "sms_gateway_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/")
+
     @field_validator("secret_key")
     @classmethod
     def _secret_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
@@ -219,6 +316,16 @@ class Settings(BaseModel):
             raise ValueError(
                 "refresh_token_idle_lifetime: must not exceed refresh_token_max_lifetime"
             )
+        for service, adapter in (
+            ("registry", self.registry_adapter),
+            ("face", self.face_adapter),
+            ("sms_gateway", self.sms_gateway),
+        ):
+            url_field = "sms_gateway_url" if service == "sms_gateway" else f"{service}_url"
+            if adapter == "http" and not getattr(self, url_field):
+                raise ValueError(f"{url_field}: required when {service} uses http")
+        if (self.registry_client_cert is None) != (self.registry_client_key is None):
+            raise ValueError("registry_client_cert: set together with registry_client_key")
         if self.login_backoff_base_seconds > self.login_backoff_max_seconds:
             raise ValueError(
                 "login_backoff_base_seconds: must not exceed login_backoff_max_seconds"
@@ -309,7 +416,8 @@ def _describe(exc: ValidationError) -> str:
         else:
             # model-level errors name their field as "field: message"
             field, _, message = message.partition(": ")
-        shown = "<hidden>" if "secret" in field or "token" in field else repr(error.get("input"))
+        hidden = any(word in field for word in ("secret", "token", "key"))
+        shown = "<hidden>" if hidden else repr(error.get("input"))
         name = f"{env_name(field)} ({field})" if field in Settings.model_fields else field
         suffix = f" (got {shown})" if loc else ""
         lines.append(f"invalid setting {name}: {message}{suffix}")

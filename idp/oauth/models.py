@@ -58,6 +58,13 @@ class Client(Base):
     sector_identifier: Mapped[str | None] = mapped_column(String(255))
     # Operated by the city itself: no consent page.
     first_party: Mapped[bool] = mapped_column(default=False)
+    # The lowest real-name level (2-5; 1 = any) this client's users must have: below it
+    # the user is offered a step-up, or a prompt=none request gets an error.
+    min_level: Mapped[int] = mapped_column(default=1, server_default="1")
+    # What the realname scope releases of the document number: "masked" or "full".
+    document_number_release: Mapped[str] = mapped_column(
+        String(16), default="masked", server_default="masked"
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -1,0 +1,71 @@
+"""Face checks (real-name level 4): is the person in front of the camera the holder of
+this document, by comparison with the registry photo?
+
+``FaceVerifier`` is the interface. ``DevelopmentFaceVerifier`` is deterministic and for
+development only (start-up says so): it answers from the image bytes, not a face. The
+HTTP adapter for the real face-verification service implements the same interface.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Protocol
+
+# What the development adapter treats as "not the same person": an image containing
+# this marker (so tests and demos can show a refusal deterministically).
+DEVELOPMENT_MISMATCH_MARKER = b"FACE-MISMATCH"
+MAX_IMAGE_BYTES = 4 * 1024 * 1024
+IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
+
+
+class FaceUnavailable(Exception):
+    """The face service could not answer; the reason is for operators (no personal
+    data, no image)."""
+
+
+class UnusableImage(ValueError):
+    """Not a JPEG or PNG image, empty, or too large."""
+
+
+@dataclass(frozen=True)
+class FaceResult:
+    matched: bool
+    # the service's similarity score (0-1) if it gives one, and its reference for this
+    # check (kept as evidence)
+    score: float | None = None
+    reference: str | None = None
+
+
+class FaceVerifier(Protocol):
+    source: str
+
+    def compare(self, number: str, name: str, image: bytes) -> FaceResult:
+        """Compare ``image`` (JPEG or PNG, already checked with ``check_image``) with the
+        registry photo of document ``number`` held by ``name``; raise
+        ``FaceUnavailable`` when the service cannot answer."""
+        ...
+
+
+def check_image(image: bytes) -> bytes:
+    if not image:
+        raise UnusableImage("empty")
+    if len(image) > MAX_IMAGE_BYTES:
+        raise UnusableImage("too large")
+    if not image.startswith(IMAGE_SIGNATURES):
+        raise UnusableImage("not a JPEG or PNG image")
+    return image
+
+
+class DevelopmentFaceVerifier:
+    """Development only: matches any image unless it contains
+    ``DEVELOPMENT_MISMATCH_MARKER``. It compares no faces."""
+
+    source = "face:development"
+
+    def compare(self, number: str, name: str, image: bytes) -> FaceResult:  # noqa: ARG002
+        matched = DEVELOPMENT_MISMATCH_MARKER not in image
+        digest = hashlib.sha256(image).hexdigest()[:16]
+        return FaceResult(
+            matched=matched, score=0.99 if matched else 0.12, reference=f"dev-{digest}"
+        )
