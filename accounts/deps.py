@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from flask import current_app
 
+from accounts.face import DevelopmentFaceVerifier, FaceVerifier
 from accounts.passwords import PasswordHasher
 from accounts.realname import RealNameService
 from accounts.registry import LocalRegistry, Registry
 from accounts.services import AccountService
+from accounts.sms import FileSmsGateway, SmsGateway
 from accounts.totp import TotpService
 from idp.core.runtime import audit_log, db, runtime
 
@@ -56,3 +58,16 @@ def registry() -> Registry:
     """The population / legal-person registry: the local copy (``idp registry import``)
     until the HTTP adapter is configured."""
     return LocalRegistry(db(), runtime().keys.cipher)
+
+
+def sms_gateway() -> SmsGateway:
+    """The SMS gateway: the development one (messages written to <data_dir>/sms.log)
+    until the HTTP gateway is configured."""
+    rt = runtime()
+    return FileSmsGateway(rt.settings.data_dir / "sms.log", rt.clock)
+
+
+def face_verifier() -> FaceVerifier:
+    """The face-verification service: the development adapter until the HTTP one is
+    configured."""
+    return DevelopmentFaceVerifier()
