@@ -90,6 +90,15 @@ class RealNameStatus:
     verifications: list[Verification]
 
 
+@dataclass(frozen=True)
+class Assurance:
+    level: int
+    verification: Verification
+    document_kind: str
+    number: str
+    name: str
+
+
 class RealNameService:
     def __init__(
         self,
@@ -135,6 +144,22 @@ class RealNameService:
 
     def name_of(self, identity: Identity) -> str:
         return self._cipher.decrypt(identity.name_encrypted, context=NAME_CONTEXT)
+
+    def assurance(self, user: User) -> Assurance | None:
+        """What the account's level rests on, for ``verified_claims``: the strongest live
+        verification and the identity document (decrypted); None at level 1."""
+        live = self._live(user)
+        identity = self._identity(user)
+        if not live or identity is None:
+            return None
+        strongest = max(live, key=lambda v: (v.level, v.verified_at))
+        return Assurance(
+            level=strongest.level,
+            verification=strongest,
+            document_kind=identity.document_kind,
+            number=self.number_of(identity),
+            name=self.name_of(identity),
+        )
 
     # -- level 3: the population registry ----------------------------------------------
 

@@ -147,6 +147,17 @@ class Settings(BaseModel):
         default="urn:dongguan:idp:acr:mfa",
         description="acr value for a sign-in with a password and a one-time code.",
     )
+    acr_level_prefix: str = Field(
+        default="urn:dongguan:idp:acr:level",
+        pattern=r"^[\x21-\x7e]{1,190}$",
+        description="acr values for real-name levels are this prefix and the level (2-5): "
+        "asked for in acr_values, the user must have at least that level.",
+    )
+    ida_trust_framework: str = Field(
+        default="cn_gd_kexin",
+        pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
+        description="verified_claims.verification.trust_framework: the rules the levels follow.",
+    )
 
     # -- real-name verification
     registry_level_valid_days: int = Field(

@@ -9,6 +9,12 @@ known to be registered, errors are shown as a page, never redirected (RFC 6749
   ``acr_values`` and an essential ``acr`` claim decide whether the user must sign in
   (again, or with a second factor); with ``prompt=none`` the client gets
   ``login_required`` / ``consent_required`` / ... instead of a page.
+* A real-name level that the client registered as its minimum, or asks for with an
+  ``acr`` value for a level (``idp.oauth.assurance``), is checked after sign-in. Below
+  it, the user is offered the way to raise it (``/account/realname``, which returns
+  here) or to cancel; with ``prompt=none`` the client gets ``interaction_required``.
+  Cancelling gives ``unmet_authentication_requirements`` when the level is required,
+  and otherwise continues with the ``acr`` actually reached.
 * ``login_hint`` fills in the username, ``ui_locales`` the page language.
 * ``request`` / ``request_uri`` are not supported and are refused as specified.
 
@@ -32,6 +38,7 @@ from authlib.oauth2.rfc6749.errors import AccessDeniedError, InvalidRequestError
 from authlib.oidc.core.errors import (
     AccountSelectionRequiredError,
     ConsentRequiredError,
+    InteractionRequiredError,
     LoginRequiredError,
 )
 from flask import (
@@ -51,10 +58,12 @@ from flask_babel import gettext as _
 from flask_wtf import FlaskForm
 from joserfc.errors import JoseError
 
+from accounts.deps import realname_service
 from accounts.models import User
 from idp.core.runtime import db, runtime
 from idp.core.web import error_response
 from idp.login.auth import current_user, sign_out
+from idp.oauth.assurance import AcrPolicy, LevelDemand
 from idp.oauth.claims import (
     ClaimsRequestError,
     essential_acr_values,
@@ -125,6 +134,8 @@ class Pending:
     created: float
     consented: bool = False
     account_chosen: bool = False
+    # the user chose to go on without the real-name level the client prefers
+    level_declined: bool = False
     rid: str = field(default_factory=lambda: secrets.token_urlsafe(24))
 
     def save(self) -> None:
@@ -159,6 +170,11 @@ class Checked:
     @property
     def scopes(self) -> list[str]:
         return str(self.oauth_request.scope or "").split()
+
+    @property
+    def requested_acr(self) -> list[str]:
+        """The acr values asked for, in order of preference (essential ones win)."""
+        return self.acr_essential or self.acr_wanted
 
     @property
     def consent_scopes(self) -> set[str]:
@@ -270,9 +286,8 @@ def _now() -> float:
     return runtime().clock.now().timestamp()
 
 
-def _achieved_acr(amr: list[str]) -> str:
-    settings = runtime().settings
-    return settings.acr_mfa if "otp" in amr else settings.acr_password
+def _acr_policy() -> AcrPolicy:
+    return AcrPolicy.from_settings(runtime().settings)
 
 
 def _needs_sign_in(checked: Checked, pending: Pending, user: User | None) -> bool:
@@ -294,9 +309,8 @@ def _needs_sign_in(checked: Checked, pending: Pending, user: User | None) -> boo
 def _wants_second_factor(checked: Checked, user: User) -> bool:
     """A step-up is due: the client asks for the MFA level, the session has one factor
     and the account can give a second."""
-    mfa = runtime().settings.acr_mfa
-    wanted = checked.acr_essential or checked.acr_wanted
-    return mfa in wanted and "otp" not in session.get("amr", []) and user.has_totp
+    mfa = _acr_policy().mfa
+    return mfa in checked.requested_acr and "otp" not in session.get("amr", []) and user.has_totp
 
 
 def _send_to_sign_in(checked: Checked, pending: Pending, user: User | None) -> ResponseReturnValue:
@@ -343,9 +357,9 @@ def _continue(checked: Checked, pending: Pending) -> ResponseReturnValue:
             return _error_to_client(checked, LoginRequiredError())
         return _send_to_sign_in(checked, pending, user)
     assert user is not None
-    achieved = _achieved_acr(list(session.get("amr", [])))
-    if checked.acr_essential and achieved not in checked.acr_essential:
-        return _unmet(checked)
+    amr = list(session.get("amr", []))
+    level = realname_service().level(user)
+    achieved = _acr_policy().achieved(checked.requested_acr, amr, level)
     if "select_account" in checked.prompts and not pending.account_chosen:
         if "none" in checked.prompts:
             raise StopWith(_error_to_client(checked, AccountSelectionRequiredError()))
@@ -359,6 +373,18 @@ def _continue(checked: Checked, pending: Pending) -> ResponseReturnValue:
                 form=FlaskForm(),
             )
         )
+    demand = LevelDemand.of(
+        _acr_policy(),
+        client_min_level=checked.client.min_level,
+        essential=checked.acr_essential,
+        preferred=checked.acr_wanted,
+        amr=amr,
+        level=level,
+    )
+    if demand.unmet(level) and (demand.required or not pending.level_declined):
+        return _step_up(checked, pending, demand, level)
+    if checked.acr_essential and achieved not in checked.acr_essential:
+        return _unmet(checked)
     consents = ConsentService(db(), runtime().clock)
     needs_consent = not checked.client.first_party and (
         ("consent" in checked.prompts and not pending.consented)
@@ -388,11 +414,47 @@ def _continue(checked: Checked, pending: Pending) -> ResponseReturnValue:
     return _issue_code(checked, pending, user, achieved)
 
 
-def _unmet(checked: Checked) -> Response:
+def _step_up(
+    checked: Checked, pending: Pending, demand: LevelDemand, level: int
+) -> ResponseReturnValue:
+    """The account's real-name level is below what the client asks for."""
+    if "none" in checked.prompts:
+        raise StopWith(
+            _error_to_client(
+                checked,
+                InteractionRequiredError(
+                    f"The service requires real-name level {demand.level}; the user must "
+                    "raise it interactively."
+                ),
+            )
+        )
+    if demand.required and pending.level_declined:
+        raise StopWith(_unmet(checked, f"real-name level {demand.level} is required"))
+    pending.save()
+    return make_response(
+        render_template(
+            "oauth/step_up.html",
+            client=checked.client,
+            wanted=demand.level,
+            level=level,
+            required=demand.required,
+            raise_url=url_for(
+                "accounts.realname",
+                level=demand.level,
+                next=url_for("authorize.resume", rid=pending.rid),
+            ),
+            rid=pending.rid,
+            form=FlaskForm(),
+        )
+    )
+
+
+def _unmet(checked: Checked, reason: str | None = None) -> Response:
     return _error_to_client(
         checked,
         UnmetAuthenticationRequirementsError(
-            "The sign-in cannot reach the authentication level the client requires."
+            "The sign-in cannot reach the authentication level the client requires"
+            + (f" ({reason})." if reason else ".")
         ),
     )
 
@@ -469,6 +531,17 @@ def consent() -> ResponseReturnValue:
     )
     db().commit()
     pending.consented = True
+    return run(pending.params, pending)
+
+
+@bp.post("/authorize/level")
+def decline_level() -> ResponseReturnValue:
+    """The user does not raise the level now: the client learns the level was not
+    reached (an error when it is required, the acr actually reached otherwise)."""
+    pending = Pending.load(request.form.get("rid", ""))
+    if pending is None or current_user() is None:
+        abort(400)
+    pending.level_declined = True
     return run(pending.params, pending)
 
 

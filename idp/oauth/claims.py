@@ -11,6 +11,9 @@ SCOPE_CLAIMS: dict[str, tuple[str, ...]] = {
     "profile": ("name", "preferred_username", "nickname", "locale", "updated_at"),
     "email": ("email", "email_verified"),
     "phone": ("phone_number", "phone_number_verified"),
+    # OpenID Connect for Identity Assurance: the verified name, birth date, document
+    # number and how they were verified (idp.oauth.assurance)
+    "realname": ("verified_claims",),
 }
 # The scope that governs each claim: asking for the claim needs that scope's consent.
 CLAIM_SCOPE = {claim: scope for scope, claims in SCOPE_CLAIMS.items() for claim in claims}
@@ -98,15 +101,15 @@ def essential_acr_values(claims: dict[str, Any] | None) -> list[str] | None:
 
 
 def release(
-    available: Callable[[], dict[str, Any]],
+    available: Callable[[set[str]], dict[str, Any]],
     scope: Iterable[str],
     extra_names: Iterable[str] = (),
     *,
     allowed_scopes: frozenset[str] | set[str],
 ) -> dict[str, Any]:
     """The claims permitted by ``scope`` plus the explicitly requested ones the client
-    may have, among those known for the user (``available`` is only called when
-    something is permitted)."""
+    may have, among those known for the user (``available`` is given the permitted
+    names, and only called when something is permitted)."""
     wanted = [claim for s in scope for claim in SCOPE_CLAIMS.get(s, ())]
     wanted += [
         name
@@ -115,5 +118,5 @@ def release(
     ]
     if not wanted:
         return {}
-    known = available()
+    known = available(set(wanted))
     return {name: known[name] for name in dict.fromkeys(wanted) if name in known}

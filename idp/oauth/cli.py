@@ -10,7 +10,13 @@ import click
 
 from idp.core.cli_support import echo_json, fail, with_app
 from idp.core.runtime import audit_log, db
-from idp.oauth.clients import DEFAULT_SCOPE, GRANT_TYPES, ClientError, Registration
+from idp.oauth.clients import (
+    DEFAULT_SCOPE,
+    DOCUMENT_NUMBER_RELEASES,
+    GRANT_TYPES,
+    ClientError,
+    Registration,
+)
 
 
 def _provider() -> Any:
@@ -67,6 +73,21 @@ def clients() -> None:
     "--subject-type", default="public", show_default=True, type=click.Choice(["public", "pairwise"])
 )
 @click.option("--sector", default=None, help="Pairwise sector (one per department).")
+@click.option(
+    "--min-level",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 5),
+    help="Lowest real-name level of the client's users (below it: step-up).",
+)
+@click.option(
+    "--document-number",
+    "document_number_release",
+    default="masked",
+    show_default=True,
+    type=click.Choice(DOCUMENT_NUMBER_RELEASES),
+    help="How the realname scope releases the identity document number.",
+)
 @click.option("--json", "as_json", is_flag=True)
 @with_app
 def create(
@@ -85,6 +106,8 @@ def create(
     id_token_alg: str,
     subject_type: str,
     sector: str | None,
+    min_level: int,
+    document_number_release: str,
     as_json: bool,
 ) -> None:
     """Register a client; prints it, and its secret once."""
@@ -110,6 +133,8 @@ def create(
         id_token_signed_response_alg=id_token_alg,
         subject_type=subject_type,
         sector_identifier=sector,
+        min_level=min_level,
+        document_number_release=document_number_release,
     )
     try:
         client, secret = _provider().clients.create(db(), registration)

@@ -30,7 +30,8 @@ from idp.oauth.models import AuthMethod, Client, SubjectType
 SECRET_PREFIX = "dgcs_"
 SECRET_PURPOSE = "client-secret"
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
-STANDARD_SCOPES = ("openid", "profile", "email", "phone", "offline_access")
+STANDARD_SCOPES = ("openid", "profile", "email", "phone", "realname", "offline_access")
+DOCUMENT_NUMBER_RELEASES = ("masked", "full")
 DEFAULT_SCOPE = "openid profile email phone offline_access"
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{1,99}$")
 _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5B\x5D-\x7E]+$")  # RFC 6749 scope-token
@@ -61,6 +62,8 @@ class ClientInfo:
     subject_type: str
     sector_identifier: str | None
     first_party: bool
+    min_level: int
+    document_number_release: str
     _secret_key: bytes = field(repr=False, compare=False)
 
     @classmethod
@@ -81,6 +84,8 @@ class ClientInfo:
             subject_type=row.subject_type.value,
             sector_identifier=row.sector_identifier,
             first_party=row.first_party,
+            min_level=row.min_level,
+            document_number_release=row.document_number_release,
             _secret_key=secret_key,
         )
 
@@ -154,6 +159,8 @@ class ClientInfo:
             "subject_type": self.subject_type,
             "sector_identifier": self.sector_identifier,
             "first_party": self.first_party,
+            "min_level": self.min_level,
+            "document_number_release": self.document_number_release,
         }
 
 
@@ -176,6 +183,8 @@ class Registration:
     id_token_signed_response_alg: str = "ES256"
     subject_type: str = "public"
     sector_identifier: str | None = None
+    min_level: int = 1
+    document_number_release: str = "masked"
 
 
 class ClientRegistry:
@@ -306,6 +315,10 @@ class ClientRegistry:
             subject_type = SubjectType(request.subject_type)
         except ValueError:
             raise ClientError("subject type must be public or pairwise") from None
+        if request.min_level not in range(1, 6):
+            raise ClientError("minimum level must be 1 (any) to 5")
+        if request.document_number_release not in DOCUMENT_NUMBER_RELEASES:
+            raise ClientError("document number release must be masked or full")
         return Client(
             client_id=request.client_id,
             name=request.name or request.client_id,
@@ -321,6 +334,8 @@ class ClientRegistry:
             subject_type=subject_type,
             sector_identifier=request.sector_identifier,
             first_party=request.first_party,
+            min_level=request.min_level,
+            document_number_release=request.document_number_release,
         )
 
     def _check_uri(self, uri: str, what: str, *, allow_custom_scheme: bool) -> None:

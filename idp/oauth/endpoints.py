@@ -12,6 +12,7 @@ from flask import Blueprint, Flask, Response, current_app, request
 from accounts.deps import account_service
 from accounts.models import UserStatus
 from idp.core.web import register_json_blueprint
+from idp.oauth.assurance import VERIFIED_CLAIM_NAMES, AcrPolicy, user_claims
 from idp.oauth.claims import SUPPORTED_CLAIMS, release, requested_names
 from idp.oauth.clients import STANDARD_SCOPES
 from idp.oauth.server import JSON_HEADERS, oauth
@@ -98,7 +99,7 @@ def userinfo() -> Response:
     body: dict[str, Any] = {"sub": claims["sub"]}
     body.update(
         release(
-            lambda: accounts.standard_claims(user),
+            user_claims(user, client, grant.claims, "userinfo"),
             str(claims.get("scope", "")).split(),
             requested_names(grant.claims, "userinfo"),
             allowed_scopes=client.scopes,
@@ -145,7 +146,7 @@ def discovery_document() -> dict[str, Any]:
         "request_parameter_supported": False,
         "request_uri_parameter_supported": False,
         "require_request_uri_registration": False,
-        "acr_values_supported": [settings.acr_password, settings.acr_mfa],
+        "acr_values_supported": AcrPolicy.from_settings(settings).supported(),
         "ui_locales_supported": ["zh-CN", "en"],
         "claims_locales_supported": ["zh-CN"],
         "prompt_values_supported": ["none", "login", "consent", "select_account"],
@@ -155,6 +156,12 @@ def discovery_document() -> dict[str, Any]:
         "authorization_response_iss_parameter_supported": True,
         "access_token_signing_alg_values_supported": ["ES256"],
         "service_documentation": f"{endpoints.issuer}/.well-known/openid-configuration",
+        # OpenID Connect for Identity Assurance 1.0 (scope realname)
+        "verified_claims_supported": True,
+        "trust_frameworks_supported": [settings.ida_trust_framework],
+        "evidence_supported": ["electronic_record", "document", "electronic_signature"],
+        "documents_supported": ["idcard", "residence_permit", "permanent_residence_permit"],
+        "claims_in_verified_claims_supported": list(VERIFIED_CLAIM_NAMES),
     }
 
 

@@ -20,6 +20,7 @@ from authlib.oauth2.rfc7636 import CodeChallenge
 
 from accounts.deps import account_service
 from idp.core.runtime import db
+from idp.oauth.assurance import user_claims
 from idp.oauth.claims import release, requested_names
 from idp.oauth.clients import ClientInfo
 from idp.oauth.tokens import (
@@ -74,11 +75,13 @@ def _user_tokens(
         wanted = requested_names(grant.claims, "id_token")
         extra = {}
         if wanted:  # the account is read only when the client asked for its claims
-            accounts = account_service()
-            user = accounts.get(grant.user_id)
+            user = account_service().get(grant.user_id)
             if user is not None:
                 extra = release(
-                    lambda: accounts.standard_claims(user), (), wanted, allowed_scopes=client.scopes
+                    user_claims(user, client, grant.claims, "id_token"),
+                    (),
+                    wanted,
+                    allowed_scopes=client.scopes,
                 )
         response["id_token"] = tokens.id_token(
             client, subject, grant, nonce=nonce, access_token=access_token, extra=extra
