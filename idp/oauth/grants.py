@@ -18,13 +18,14 @@ from authlib.oauth2.rfc6749.errors import (
 from authlib.oauth2.rfc6749.hooks import hooked
 from authlib.oauth2.rfc7636 import CodeChallenge
 
-from accounts.deps import account_service
+from accounts.deps import account_service, realname_service
 from idp.core.runtime import db
-from idp.oauth.assurance import user_claims
+from idp.oauth.assurance import AcrPolicy, user_claims
 from idp.oauth.claims import release, requested_names
 from idp.oauth.clients import ClientInfo
 from idp.oauth.tokens import (
     CodeRecord,
+    GrantData,
     IssuedRefresh,
     RefreshTokenReused,
     constant_time_equal,
@@ -231,6 +232,13 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
         issued: IssuedRefresh = request.refresh_token
         request.user = self.authenticate_user(issued)
         scope = request.payload.scope or issued.grant.scope
+        if not _level_still_held(client, issued.grant):
+            _oauth().tokens().revoke_grant(issued.grant.id, "real-name level no longer held")
+            db().commit()
+            raise InvalidGrantError(
+                "The account no longer has the real-name level this grant was issued for; "
+                "sign the user in again."
+            )
         try:
             refresh = _oauth().tokens().rotate(issued)
         except RefreshTokenReused:
@@ -238,6 +246,20 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
         response = _user_tokens(client, issued.grant, scope, nonce=None, refresh_token=refresh)
         db().commit()
         return 200, response, self.TOKEN_RESPONSE_HEADER
+
+
+def _level_still_held(client: ClientInfo, grant: GrantData) -> bool:
+    """A grant given for a real-name level (the client's minimum, or an acr value for a
+    level) is not refreshed once the account's level fell below it (lowered by an
+    administrator, or expired). Other grants cost no look-up."""
+    from idp.core.runtime import runtime
+
+    policy = AcrPolicy.from_settings(runtime().settings)
+    needed = max(client.min_level, policy.level_of(grant.acr or "") or 0)
+    if needed <= 1:
+        return True
+    user = account_service().get(grant.user_id)
+    return user is not None and realname_service().level(user) >= needed
 
 
 class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[misc]

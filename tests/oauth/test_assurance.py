@@ -354,3 +354,53 @@ def test_the_consent_page_says_what_realname_releases(
     page = start(client, rp, Flow())
     assert page.status_code == 200
     assert "identity document number (in full)" in body(page)
+
+
+def lower(app: Flask) -> None:
+    with app.app_context():
+        user = account_service().find_by_username("alice")
+        assert user is not None
+        realname_service().end_verifications(user, above=1, reason="checked again", actor="cli")
+
+
+def refresh(browser: FlaskClient, rp: RP, token: str) -> TestResponse:
+    return rp.token_request(browser, {"grant_type": "refresh_token", "refresh_token": token})
+
+
+@pytest.mark.parametrize("bound_by", ["min_level", "acr_values"])
+def test_a_grant_given_for_a_level_is_not_refreshed_below_it(
+    app: Flask, alice: None, client: FlaskClient, bound_by: str
+) -> None:
+    verify(app, "alice", ALICE_NAME, ALICE_ID)
+    rp = make_rp(app, min_level=3 if bound_by == "min_level" else 1)
+    flow = Flow()
+    extra = {"acr_values": f"{LEVEL}3"} if bound_by == "acr_values" else {}
+    sign_in(client)
+    response = follow_to_page(
+        client, rp.start(client, flow, "openid realname offline_access", **extra)
+    )
+    tokens = redeem(client, rp, response, flow)
+    renewed = refresh(client, rp, tokens["refresh_token"])
+    assert renewed.status_code == 200  # still level 3
+    lower(app)
+    refused = refresh(client, rp, renewed.get_json()["refresh_token"])
+    assert refused.status_code == 400
+    assert refused.get_json()["error"] == "invalid_grant"
+    # and the grant is gone: its access token is revoked too
+    check = client.get(
+        "/userinfo", headers={"Authorization": f"Bearer {renewed.get_json()['access_token']}"}
+    )
+    assert check.status_code == 401
+
+
+def test_a_grant_without_a_level_is_refreshed_whatever_the_level(
+    app: Flask, alice: None, client: FlaskClient
+) -> None:
+    verify(app, "alice", ALICE_NAME, ALICE_ID)
+    rp = make_rp(app)
+    flow = Flow()
+    sign_in(client)
+    response = follow_to_page(client, rp.start(client, flow, "openid realname offline_access"))
+    tokens = redeem(client, rp, response, flow)
+    lower(app)
+    assert refresh(client, rp, tokens["refresh_token"]).status_code == 200
