@@ -169,6 +169,51 @@ def list_clients(as_json: bool) -> None:
         )
 
 
+@clients.command("update")
+@click.argument("client_id")
+@click.option("--min-level", default=None, type=click.IntRange(1, 5))
+@click.option(
+    "--document-number",
+    "document_number_release",
+    default=None,
+    type=click.Choice(DOCUMENT_NUMBER_RELEASES),
+)
+@click.option("--scope", default=None, help="Replaces the scopes the client may ask for.")
+@click.option("--json", "as_json", is_flag=True)
+@with_app
+def update(
+    client_id: str,
+    min_level: int | None,
+    document_number_release: str | None,
+    scope: str | None,
+    as_json: bool,
+) -> None:
+    """Change a client's minimum real-name level, document-number release or scopes."""
+    changes = {
+        name: value
+        for name, value in (
+            ("min_level", min_level),
+            ("document_number_release", document_number_release),
+            ("scope", scope),
+        )
+        if value is not None
+    }
+    if not changes:
+        fail("nothing to change (give --min-level, --document-number or --scope)")
+    try:
+        client = _provider().clients.update(db(), client_id, **changes)
+    except ClientError as exc:
+        fail(str(exc))
+    audit_log("cli").record(
+        "client.update", subject=f"client:{client_id}", details={"changed": sorted(changes)}
+    )
+    db().commit()
+    if as_json:
+        echo_json(client.public_json())
+    else:
+        click.echo(f"updated client {client_id}: {', '.join(sorted(changes))}")
+
+
 @clients.command("delete")
 @click.argument("client_id")
 @with_app

@@ -265,6 +265,37 @@ class ClientRegistry:
         self.forget(client_id)
         return secret
 
+    def update(
+        self,
+        session: Session,
+        client_id: str,
+        *,
+        min_level: int | None = None,
+        document_number_release: str | None = None,
+        scope: str | None = None,
+    ) -> ClientInfo:
+        """Change what an operator may change after registration (checked as at
+        registration); every worker sees it within ``client_cache_seconds``."""
+        row = session.get(Client, client_id)
+        if row is None:
+            raise ClientError(f"no client {client_id!r}")
+        if min_level is not None:
+            if min_level not in range(1, 6):
+                raise ClientError("minimum level must be 1 (any) to 5")
+            row.min_level = min_level
+        if document_number_release is not None:
+            if document_number_release not in DOCUMENT_NUMBER_RELEASES:
+                raise ClientError("document number release must be masked or full")
+            row.document_number_release = document_number_release
+        if scope is not None:
+            scopes = scope.split()
+            if not scopes or not all(_SCOPE_TOKEN.match(s) for s in scopes):
+                raise ClientError("scope: space-separated scope names")
+            row.scope = " ".join(dict.fromkeys(scopes))
+        session.commit()
+        self.forget(client_id)
+        return ClientInfo.from_row(row, self._secret_key)
+
     def delete(self, session: Session, client_id: str) -> bool:
         row = session.get(Client, client_id)
         if row is None:
