@@ -358,8 +358,12 @@ def _continue(checked: Checked, pending: Pending) -> ResponseReturnValue:
         return _send_to_sign_in(checked, pending, user)
     assert user is not None
     amr = list(session.get("amr", []))
-    level = realname_service().level(user)
-    achieved = _acr_policy().achieved(checked.requested_acr, amr, level)
+    policy = _acr_policy()
+    asks_level = checked.client.min_level > 1 or any(
+        policy.level_of(value) for value in checked.requested_acr
+    )
+    level = realname_service().level(user) if asks_level else 1  # one query saved
+    achieved = policy.achieved(checked.requested_acr, amr, level)
     if "select_account" in checked.prompts and not pending.account_chosen:
         if "none" in checked.prompts:
             raise StopWith(_error_to_client(checked, AccountSelectionRequiredError()))
@@ -374,7 +378,7 @@ def _continue(checked: Checked, pending: Pending) -> ResponseReturnValue:
             )
         )
     demand = LevelDemand.of(
-        _acr_policy(),
+        policy,
         client_min_level=checked.client.min_level,
         essential=checked.acr_essential,
         preferred=checked.acr_wanted,
