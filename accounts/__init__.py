@@ -6,7 +6,8 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    from accounts import cli, views
+    from accounts import cli, staff, views
 
     views.init_app(app)
+    staff.init_app(app)
     app.cli.add_command(cli.users)

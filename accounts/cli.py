@@ -1,4 +1,4 @@
-"""``idp users|ids|registry|realname ...``: accounts from the command line."""
+"""``idp users|ids|registry|realname|orgs ...``: accounts from the command line."""
 
 from __future__ import annotations
 
@@ -8,10 +8,18 @@ from typing import Any, TextIO
 
 import click
 
-from accounts.deps import account_service, realname_service
+from accounts.counter import staff_actor
+from accounts.deps import (
+    account_service,
+    counter_service,
+    organisation_service,
+    realname_service,
+    staff_service,
+)
 from accounts.errors import AccountError
 from accounts.identifiers import Expect, check
 from accounts.models import User, UserStatus
+from accounts.organisations import OrganisationStatus
 from accounts.registry import KINDS, RegistryImportError, import_records
 from idp.core.cli_support import EXIT_REFUSED, echo_json, fail, with_app
 from idp.core.runtime import audit_log, db, runtime
@@ -206,3 +214,139 @@ def _find(username: str) -> User:
     if user is None:
         fail(f"no account {username!r}")
     return user
+
+
+# -- government staff and the service counter (level 5) ------------------------------
+
+
+@users.command("staff")
+@click.argument("username")
+@click.option("--department", default=None, help="The department the account works for.")
+@click.option("--revoke", is_flag=True, help="End the account's staff role.")
+@with_app
+def users_staff(username: str, department: str | None, revoke: bool) -> None:
+    """Make an account government staff of a department (it may then verify people at
+    a service counter), or end that with --revoke. Audited."""
+    if revoke == (department is not None):
+        raise click.UsageError("give either --department NAME or --revoke")
+    user = _find(username)
+    try:
+        if revoke:
+            previous = staff_service(actor="cli").revoke(user, actor="cli")
+            click.echo(f"{user.username} is no longer staff of {previous}")
+        else:
+            stored = staff_service(actor="cli").appoint(user, department or "", actor="cli")
+            click.echo(f"{user.username} is staff of {stored}")
+    except AccountError as exc:
+        fail(str(exc))
+
+
+@realname_group.command("counter-verify")
+@click.argument("username")
+@click.option("--name", required=True, help="The name on the document.")
+@click.option("--number", required=True, help="The document number.")
+@click.option(
+    "--staff", "staff_username", required=True, help="The staff account that examined it."
+)
+@click.option("--reference", default=None, help="Ticket or serial number (optional).")
+@click.option("--json", "as_json", is_flag=True)
+@with_app
+def realname_counter_verify(
+    username: str,
+    name: str,
+    number: str,
+    staff_username: str,
+    reference: str | None,
+    as_json: bool,
+) -> None:
+    """Record level 5: STAFF examined USERNAME's original identity document in person."""
+    user = _find(username)
+    staff = _find(staff_username)
+    try:
+        verification = counter_service(actor=staff_actor(staff)).verify_at_counter(
+            user, name, number, staff=staff, reference=reference
+        )
+    except AccountError as exc:
+        fail(str(exc))
+    status = realname_service(actor="cli").status(user)
+    if as_json:
+        echo_json(
+            {
+                "username": user.username,
+                "level": status.level,
+                "document_kind": status.document_kind,
+                "document_number": status.masked_number,
+                "source": verification.source,
+                "actor": verification.actor,
+                "expires_at": verification.expires_at.isoformat()
+                if verification.expires_at
+                else None,
+            }
+        )
+    else:
+        click.echo(f"{user.username}\tlevel {status.level}\t{status.masked_number or '-'}")
+
+
+# -- organisations -------------------------------------------------------------------
+
+
+@click.group("orgs")
+def orgs_group() -> None:
+    """Organisations (legal persons) and their real-name level."""
+
+
+@orgs_group.command("verify")
+@click.option("--uscc", required=True, help="The unified social credit code.")
+@click.option("--name", required=True, help="The registered name.")
+@click.option("--json", "as_json", is_flag=True)
+@with_app
+def orgs_verify(uscc: str, name: str, as_json: bool) -> None:
+    """Match an organisation against the legal-person registry (level 3); creates it
+    when new."""
+    service = organisation_service(actor="cli")
+    try:
+        service.verify_with_registry(name, uscc, actor="cli")
+    except AccountError as exc:
+        fail(str(exc))
+    organisation = service.find(uscc)
+    assert organisation is not None  # just recorded
+    _echo_org(service.status(organisation), as_json=as_json)
+
+
+@orgs_group.command("status")
+@click.argument("code")
+@click.option("--json", "as_json", is_flag=True)
+@with_app
+def orgs_status(code: str, as_json: bool) -> None:
+    """An organisation's level and verifications (code masked)."""
+    service = organisation_service(actor="cli")
+    organisation = service.find(code)
+    if organisation is None:
+        fail("no organisation with this code")
+    _echo_org(service.status(organisation), as_json=as_json)
+
+
+def _echo_org(status: OrganisationStatus, *, as_json: bool) -> None:
+    if not as_json:
+        click.echo(f"{status.masked_uscc}\tlevel {status.level}\t{status.name}")
+        return
+    echo_json(
+        {
+            "id": status.public_id,
+            "uscc": status.masked_uscc,
+            "name": status.name,
+            "level": status.level,
+            "verifications": [
+                {
+                    "level": v.level,
+                    "method": v.method.value,
+                    "verified_at": v.verified_at.isoformat(),
+                    "expires_at": v.expires_at.isoformat() if v.expires_at else None,
+                    "source": v.source,
+                    "ended_at": v.ended_at.isoformat() if v.ended_at else None,
+                    "end_reason": v.end_reason,
+                }
+                for v in status.verifications
+            ],
+        }
+    )

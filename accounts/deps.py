@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from flask import current_app
 
+from accounts.counter import CounterService, StaffService
 from accounts.face import DevelopmentFaceVerifier, FaceVerifier
+from accounts.organisations import OrganisationService
 from accounts.passwords import PasswordHasher
 from accounts.realname import RealNameService
 from accounts.registry import LocalRegistry, Registry
@@ -71,3 +73,30 @@ def face_verifier() -> FaceVerifier:
     """The face-verification service: the development adapter until the HTTP one is
     configured."""
     return DevelopmentFaceVerifier()
+
+
+def staff_service(actor: str | None = None) -> StaffService:
+    return StaffService(db(), audit_log(actor))
+
+
+def counter_service(actor: str | None = None) -> CounterService:
+    rt = runtime()
+    return CounterService(
+        db(),
+        rt.keys.cipher,
+        audit_log(actor),
+        rt.clock,
+        counter_valid_days=rt.settings.counter_level_valid_days,
+    )
+
+
+def organisation_service(actor: str | None = None) -> OrganisationService:
+    rt = runtime()
+    return OrganisationService(
+        db(),
+        rt.keys.cipher,
+        audit_log(actor),
+        rt.clock,
+        registry(),
+        registry_valid_days=rt.settings.registry_level_valid_days,
+    )

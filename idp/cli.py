@@ -277,8 +277,9 @@ def demo(host: str | None, port: int | None) -> None:
 
 
 def _register_groups() -> None:
-    from accounts.cli import ids, realname_group, registry_group, users
+    from accounts.cli import ids, orgs_group, realname_group, registry_group, users
     from idp.audit.cli import audit
+    from idp.core.keys_cli import prune_data, rotate_data
     from idp.oauth.cli import clients, keys
 
     main.add_command(users)
@@ -288,6 +289,9 @@ def _register_groups() -> None:
     main.add_command(audit)
     main.add_command(clients)
     main.add_command(keys)
+    main.add_command(orgs_group)
+    keys.add_command(rotate_data)
+    keys.add_command(prune_data)
 
 
 _register_groups()

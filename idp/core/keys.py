@@ -4,11 +4,15 @@
   mode) never keys anything directly: each purpose gets its own HKDF-derived subkey.
 * Personal data is encrypted with AES-256-GCM under a data key named by a key id; the
   key id is stored with every ciphertext so keys can rotate. Data keys live in
-  ``<data_dir>/keys/data/<kid>.key`` (0600); the newest is the active one.
+  ``<data_dir>/keys/data/<kid>.key`` (0600); the newest is the active one. A running
+  worker looks for new key files every ``key_refresh_seconds`` (and at once when it
+  meets a key id it has not loaded), so a key added by ``idp keys rotate-data`` reaches
+  every node that shares the keys directory without a restart; keys are never unloaded.
+  Re-encryption and pruning: ``idp.core.data_keys``.
 * Equality lookups on encrypted values use a keyed HMAC "blind index".
 
-Key files are created by ``idp init`` only: every node of a cluster must load the same
-files, so a node never invents keys of its own at start-up.
+Key files are created by ``idp init`` and ``idp keys rotate-data`` only: every node of a
+cluster must load the same files, so a node never invents keys of its own at start-up.
 """
 
 from __future__ import annotations
@@ -16,8 +20,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import os
 import secrets
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +36,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from config import Settings
+
+log = logging.getLogger(__name__)
 
 SECRET_FILE = "secret.key"
 DATA_KEYS_DIR = "data"
@@ -83,12 +93,51 @@ class DataKey:
 class DataCipher:
     """AES-256-GCM for personal data at rest, with key ids for rotation."""
 
-    def __init__(self, keys: list[DataKey], *, index_key: bytes) -> None:
+    def __init__(
+        self,
+        keys: list[DataKey],
+        *,
+        index_key: bytes,
+        loader: Callable[[], list[DataKey]] | None = None,
+        refresh_seconds: float = 10.0,
+    ) -> None:
         if not keys:
             raise KeysMissing("no data-encryption key; run `idp init`")
         self._keys = {key.kid: AESGCM(key.key) for key in keys}
         self.active_kid = max(key.kid for key in keys)
         self._index_key = index_key
+        # re-reads the key files (``reload``); None: the keys given are all there is
+        self._loader = loader
+        self._refresh_seconds = refresh_seconds
+        self._checked = time.monotonic()
+        self._missing: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def reload(self) -> list[str]:
+        """Load key files added since (``idp keys rotate-data``, here or on another node
+        sharing the keys directory): the newest becomes the active key; keys already
+        loaded stay. Returns the ids of the keys added."""
+        if self._loader is None:
+            return []
+        with self._lock:
+            self._checked = time.monotonic()
+            added = {
+                key.kid: AESGCM(key.key) for key in self._loader() if key.kid not in self._keys
+            }
+            if added:
+                self._keys = {**self._keys, **added}
+                self.active_kid = max(self._keys)
+        return sorted(added)
+
+    def _reload_if_due(self, interval: float) -> None:
+        if self._loader is None or time.monotonic() - self._checked < interval:
+            return
+        try:
+            self.reload()
+        except (OSError, ValueError, KeysMissing) as exc:
+            # e.g. a key file still being written: keep the keys we have, look again later
+            self._checked = time.monotonic()
+            log.warning("data keys not reloaded: %s", exc)
 
     @property
     def key_ids(self) -> list[str]:
@@ -96,13 +145,23 @@ class DataCipher:
 
     def encrypt(self, plaintext: str, *, context: str) -> str:
         """``<kid>.<base64url(nonce || ciphertext)>``; ``context`` binds it to one column."""
+        self._reload_if_due(self._refresh_seconds)
+        kid = self.active_kid  # once: a reload may change it
         nonce = os.urandom(12)
-        sealed = self._keys[self.active_kid].encrypt(nonce, plaintext.encode(), context.encode())
-        return f"{self.active_kid}.{base64.urlsafe_b64encode(nonce + sealed).decode()}"
+        sealed = self._keys[kid].encrypt(nonce, plaintext.encode(), context.encode())
+        return f"{kid}.{base64.urlsafe_b64encode(nonce + sealed).decode()}"
 
     def decrypt(self, token: str, *, context: str) -> str:
         kid, _, body = token.partition(".")
         aead = self._keys.get(kid)
+        if aead is None and self._loader is not None:
+            # written under a key added since this worker loaded its keys (at most one
+            # look per second for a key id that stays unknown)
+            now = time.monotonic()
+            if now - self._missing.get(kid, -1.0) >= 1.0:
+                self._missing = {**self._missing, kid: now}
+                self._reload_if_due(0.0)
+            aead = self._keys.get(kid)
         if aead is None:
             raise DecryptionFailed(f"data key {kid!r} is not loaded")
         try:
@@ -129,8 +188,13 @@ class KeyMaterial:
 def load_keys(settings: Settings) -> KeyMaterial:
     root = _root_secret(settings)
     keyring = Secrets(root)
-    data_keys = _read_data_keys(settings.keys_dir / DATA_KEYS_DIR)
-    cipher = DataCipher(data_keys, index_key=keyring.subkey("blind-index"))
+    data_dir = settings.keys_dir / DATA_KEYS_DIR
+    cipher = DataCipher(
+        _read_data_keys(data_dir),
+        index_key=keyring.subkey("blind-index"),
+        loader=lambda: _read_data_keys(data_dir),
+        refresh_seconds=settings.key_refresh_seconds,
+    )
     return KeyMaterial(secrets=keyring, cipher=cipher)
 
 
