@@ -246,7 +246,7 @@ def rotate_secret(client_id: str, as_json: bool) -> None:
 
 @click.group("keys")
 def keys() -> None:
-    """Token-signing keys."""
+    """Token-signing keys and data-encryption keys (rotate-data, prune-data)."""
 
 
 @keys.command("list")
