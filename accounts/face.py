@@ -2,15 +2,20 @@
 this document, by comparison with the registry photo?
 
 ``FaceVerifier`` is the interface. ``DevelopmentFaceVerifier`` is deterministic and for
-development only (start-up says so): it answers from the image bytes, not a face. The
-HTTP adapter for the real face-verification service implements the same interface.
+development only (start-up says so): it answers from the image bytes, not a face.
+``HttpFaceVerifier`` asks the face-verification service over HTTP (``accounts.remote``;
+the wire contract is in docs/architecture.md).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
+
+from accounts.remote import MalformedAnswer, RemoteUnavailable, SignedClient, optional_text
+from config import redact_url
 
 # What the development adapter treats as "not the same person": an image containing
 # this marker (so tests and demos can show a refusal deterministically).
@@ -69,3 +74,40 @@ class DevelopmentFaceVerifier:
         return FaceResult(
             matched=matched, score=0.99 if matched else 0.12, reference=f"dev-{digest}"
         )
+
+
+class HttpFaceVerifier:
+    """The face-verification service: ``POST <face_url>/v1/compare`` with
+    ``{"number", "name", "image": base64}``, answered by ``{"matched": bool, "score":
+    number in 0..1 | null, "reference": str | null}``. Anything else is
+    ``FaceUnavailable``."""
+
+    def __init__(self, client: SignedClient) -> None:
+        self._client = client
+        self.source = ("face:" + redact_url(client.service.url))[:200]  # Verification.source
+
+    def compare(self, number: str, name: str, image: bytes) -> FaceResult:
+        payload = {
+            "number": number,
+            "name": name,
+            "image": base64.b64encode(image).decode("ascii"),
+        }
+        try:
+            return self._client.post_json("/v1/compare", payload, _face_result)
+        except RemoteUnavailable as exc:
+            raise FaceUnavailable(str(exc)) from None
+
+
+def _face_result(answer: Any) -> FaceResult:
+    if not isinstance(answer, dict) or not isinstance(answer.get("matched"), bool):
+        raise MalformedAnswer("matched")
+    score = answer.get("score")
+    if score is not None:
+        if isinstance(score, bool) or not isinstance(score, int | float):
+            raise MalformedAnswer("score")
+        if not 0 <= score <= 1:
+            raise MalformedAnswer("score")
+        score = float(score)
+    return FaceResult(
+        matched=answer["matched"], score=score, reference=optional_text(answer, "reference")
+    )

@@ -7,7 +7,8 @@ answer is a match, a mismatch (the number exists under another name) or not foun
 ``LocalRegistry`` answers from ``registry_records``, a local copy loaded with
 ``idp registry import`` for the embedded mode and the tests. It holds keyed hashes of
 the numbers and names only, so a copy of the database does not leak the registry.
-The HTTP adapter for the real registry service implements the same interface.
+``HttpRegistry`` asks the registry service over HTTP (``accounts.remote``; the wire
+contract is in docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ import enum
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from accounts.identifiers import Expect, check
 from accounts.models import RegistryRecord
+from accounts.remote import MalformedAnswer, RemoteUnavailable, SignedClient, optional_text
+from config import redact_url
 from idp.core.keys import DataCipher
 
 NUMBER_INDEX = "document-number"
@@ -82,6 +85,34 @@ class LocalRegistry:
             return RegistryResult(Answer.NOT_FOUND)
         given = self._cipher.blind_index(normalise_name(name), purpose=NAME_INDEX)
         return RegistryResult(Answer.MATCH if given == found else Answer.MISMATCH)
+
+
+class HttpRegistry:
+    """The registry service: ``POST <registry_url>/v1/match`` with
+    ``{"kind", "number", "name"}``, answered by ``{"answer": "match" | "mismatch" |
+    "not_found", "reference": str | null}``. Anything else is ``RegistryUnavailable``."""
+
+    def __init__(self, client: SignedClient) -> None:
+        self._client = client
+        self.source = ("registry:" + redact_url(client.service.url))[:200]  # Verification.source
+
+    def match(self, kind: str, number: str, name: str) -> RegistryResult:
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}")
+        payload = {"kind": kind, "number": number, "name": name}
+        try:
+            return self._client.post_json("/v1/match", payload, _registry_result)
+        except RemoteUnavailable as exc:
+            raise RegistryUnavailable(str(exc)) from None
+
+
+def _registry_result(answer: Any) -> RegistryResult:
+    if not isinstance(answer, dict):
+        raise MalformedAnswer("not an object")
+    value = answer.get("answer")
+    if not isinstance(value, str) or value not in set(Answer):
+        raise MalformedAnswer("answer")
+    return RegistryResult(Answer(value), optional_text(answer, "reference"))
 
 
 class RegistryImportError(ValueError):

@@ -2,7 +2,8 @@
 
 ``SmsGateway`` is the interface. ``FileSmsGateway`` is the development gateway: it
 sends nothing and appends each message to a file (``<data_dir>/sms.log``), and start-up
-says so loudly. The HTTP gateway for a real SMS provider implements the same interface.
+says so loudly. ``HttpSmsGateway`` hands messages to an SMS gateway over HTTP
+(``accounts.remote``; the wire contract is in docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
+from accounts.remote import RemoteUnavailable, SignedClient
+from config import redact_url
 from idp.core.clock import Clock
 
 
@@ -50,3 +53,23 @@ class FileSmsGateway:
                     handle.write(line + "\n")
         except OSError as exc:
             raise SmsUnavailable(f"cannot write {self.path.name}: {exc.strerror}") from None
+
+
+class HttpSmsGateway:
+    """An SMS gateway: ``POST <sms_gateway_url>`` with ``{"phone", "text"}``; any 2xx
+    means accepted. Every attempt of one message carries the same ``X-IDP-Request-Id``,
+    so the gateway can drop a repeat after a retry."""
+
+    def __init__(self, client: SignedClient) -> None:
+        self._client = client
+        self.source = "sms:" + redact_url(client.service.url)
+
+    def send(self, phone: str, text: str) -> None:
+        try:
+            self._client.post_json("", {"phone": phone, "text": text}, _accepted)
+        except RemoteUnavailable as exc:
+            raise SmsUnavailable(str(exc)) from None
+
+
+def _accepted(_answer: Any) -> None:
+    """A 2xx is acceptance, whatever its body says."""

@@ -121,11 +121,51 @@ def preflight(settings: Settings) -> None:
         except StoreUnavailable as exc:
             fail(str(exc))
         store.close()
-    click.echo(
-        "NOTICE: registry checks (real-name level 3) are answered by the LOCAL COPY loaded "
-        "with `idp registry import`, not by the population registry service",
-        err=True,
-    )
+    _check_remote_files(settings)
+    for notice in remote_service_notices(settings):
+        click.echo(f"NOTICE: {notice}", err=True)
+
+
+def _check_remote_files(settings: Settings) -> None:
+    from config.settings import env_name
+
+    if settings.registry_adapter != "http":
+        return
+    for field in ("registry_client_cert", "registry_client_key", "registry_ca_file"):
+        path = getattr(settings, field)
+        if path is not None and not os.access(path, os.R_OK):
+            fail(f"{env_name(field)}={path} cannot be read")
+
+
+def remote_service_notices(settings: Settings) -> list[str]:
+    """What start-up says loudly about the remote services: the development stand-ins
+    in use, and HTTP services whose requests are not signed."""
+    notices = []
+    if settings.registry_adapter == "local":
+        notices.append(
+            "registry checks (real-name level 3) are answered by the LOCAL COPY loaded "
+            "with `idp registry import`, not by the population registry service"
+        )
+    if settings.sms_gateway == "development":
+        notices.append(
+            "SMS messages are NOT SENT, they are written to "
+            f"{settings.data_dir / 'sms.log'} (sms_gateway=development)"
+        )
+    if settings.face_adapter == "development":
+        notices.append(
+            "face checks are answered by the DEVELOPMENT adapter, which compares no faces "
+            "(face_adapter=development)"
+        )
+    for name, adapter, key in (
+        ("registry", settings.registry_adapter, settings.registry_hmac_key),
+        ("face", settings.face_adapter, settings.face_hmac_key),
+        ("sms_gateway", settings.sms_gateway, settings.sms_gateway_hmac_key),
+    ):
+        if adapter == "http" and key is None:
+            notices.append(
+                f"requests to the {name} service are NOT SIGNED: {name}_hmac_key is not set"
+            )
+    return notices
 
 
 @main.command()
