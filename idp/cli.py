@@ -23,10 +23,12 @@ DEMO_USERS = ("demo", "demo-mfa")
 # the example number of design.md and GB 11643, under a made-up name
 DEMO_PERSON = ("王小丽", "11010519491231002X")
 DEMO_REGISTRY = f"number,name\n{DEMO_PERSON[1]},{DEMO_PERSON[0]}\n"
-# (client id, name, colour, port offset from the provider's port)
+# (client id, name, colour, port offset from the provider's port, minimum real-name
+# level): the third one needs level 3, so the demo shows the step-up
 DEMO_SERVICES = (
-    ("demo-social", "社保服务 Social security", "#1f6feb", 1),
-    ("demo-housing", "公积金服务 Housing fund", "#2da44e", 2),
+    ("demo-social", "社保服务 Social security", "#1f6feb", 1, 1),
+    ("demo-housing", "公积金服务 Housing fund", "#2da44e", 2, 1),
+    ("demo-tax", "税务服务 Tax (real-name level 3)", "#9a6700", 3, 3),
 )
 
 
@@ -227,8 +229,8 @@ def _demo_data(
         # a fictitious person in the local registry copy, for real-name level 3
         import_records(db(), runtime().keys.cipher, "person", io.StringIO(DEMO_REGISTRY))
         registry = oauth().clients
-        urls = {cid: f"http://{host}:{port + offset}" for cid, _, _, offset in DEMO_SERVICES}
-        for index, (client_id, name, colour, _) in enumerate(DEMO_SERVICES):
+        urls = {cid: f"http://{host}:{port + offset}" for cid, _, _, offset, _ in DEMO_SERVICES}
+        for index, (client_id, name, colour, _, min_level) in enumerate(DEMO_SERVICES):
             base = urls[client_id]
             registry.delete(db(), client_id)
             _, secret = registry.create(
@@ -240,10 +242,11 @@ def _demo_data(
                     redirect_uris=[base + "/callback"],
                     post_logout_redirect_uris=[base + "/"],
                     backchannel_logout_uri=base + "/backchannel-logout",
-                    scope="openid profile",
+                    scope="openid profile realname",
+                    min_level=min_level,
                 ),
             )
-            other_id, other_name, _, _ = DEMO_SERVICES[1 - index]
+            other_id, other_name, *_ = DEMO_SERVICES[(index + 1) % len(DEMO_SERVICES)]
             services.append(
                 RelyingParty(
                     title=name,
@@ -301,7 +304,7 @@ def demo(host: str | None, port: int | None) -> None:
         if seed:
             line += f"   (TOTP seed {seed}; add it to an authenticator app)"
         click.echo(line)
-    click.echo("  Two sample services sign in through it (single sign-on, single logout):")
+    click.echo("  Sample services sign in through it (single sign-on, single logout):")
     for service in services:
         click.echo(f"    {service.base_url}/   {service.title}")
     click.echo(

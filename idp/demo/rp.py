@@ -142,7 +142,7 @@ def create_rp_app(config: RelyingParty) -> Flask:  # noqa: PLR0915 - one small a
             "response_type": "code",
             "client_id": config.client_id,
             "redirect_uri": config.base_url + "/callback",
-            "scope": "openid profile",
+            "scope": "openid profile realname",
             "state": session["flow"]["state"],
             "nonce": session["flow"]["nonce"],
             "code_challenge": challenge.rstrip(b"=").decode(),

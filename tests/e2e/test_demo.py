@@ -98,8 +98,8 @@ def test_demo_serves_a_sign_in_page_that_accepts_the_printed_credentials(
 
 def test_demo_sample_services_share_one_sign_in_and_one_sign_out(tmp_path: Path) -> None:
     port = free_port()
-    while True:  # the two sample services take the next two ports
-        if all(_port_free(port + offset) for offset in (1, 2)):
+    while True:  # the three sample services take the next three ports
+        if all(_port_free(port + offset) for offset in (1, 2, 3)):
             break
         port = free_port()
     env = {"IDP_DATA_DIR": str(tmp_path / "demo"), "IDP_ISSUER": f"http://127.0.0.1:{port}"}
@@ -122,8 +122,8 @@ def test_demo_sample_services_share_one_sign_in_and_one_sign_out(tmp_path: Path)
         username, password, _ = CREDENTIALS.findall("".join(lines))[0]
         base = f"http://127.0.0.1:{port}"
         wait_until_up(base, process)
-        social, housing = f"http://127.0.0.1:{port + 1}", f"http://127.0.0.1:{port + 2}"
-        for service in (social, housing):
+        social, housing, tax = (f"http://127.0.0.1:{port + n}" for n in (1, 2, 3))
+        for service in (social, housing, tax):
             _wait_for(service)
         browser = requests.Session()
         to_login = browser.get(social + "/login", timeout=10)  # follows to the login page
@@ -149,6 +149,30 @@ def test_demo_sample_services_share_one_sign_in_and_one_sign_out(tmp_path: Path)
         second = browser.get(housing + "/login", timeout=10)
         assert second.url == housing + "/"
         assert f"Signed in as <strong>{username}</strong>" in second.text
+        # the third needs real-name level 3: step-up, the registry form, back to it
+        step_up = browser.get(tax + "/login", timeout=10)
+        assert step_up.url.startswith(base + "/authorize")
+        raise_link = re.search(r'href="(/account/realname\?[^"]+)"', step_up.text)
+        assert raise_link, step_up.text[:2000]
+        form_url = base + raise_link.group(1).replace("&amp;", "&")
+        form_page = browser.get(form_url, timeout=10)
+        next_field = re.search(r'name="next" value="([^"]+)"', form_page.text)
+        assert next_field
+        token = CSRF.search(form_page.text)
+        assert token
+        verified = browser.post(
+            base + "/account/realname",
+            timeout=10,
+            data={
+                "csrf_token": token.group(1),
+                "name": "王小丽",
+                "id_number": "11010519491231002X",
+                "next": next_field.group(1).replace("&amp;", "&"),
+            },
+        )
+        assert verified.url == tax + "/", verified.text[:2000]
+        assert f"Signed in as <strong>{username}</strong>" in verified.text
+        assert "assurance_level" in verified.text
         # sign out at the first: the second learns it over the back channel
         out = browser.get(social + "/logout", timeout=10)
         assert out.url.startswith(social + "/")
