@@ -204,10 +204,13 @@ def profile() -> ResponseReturnValue:
 @bp.route("/account/realname", methods=["GET", "POST"])
 @login_required
 def realname() -> ResponseReturnValue:
-    """The account's real-name level, its history, and level 3 through the registry."""
+    """The account's real-name level, its history, the ways to raise it, and level 3
+    through the registry. ``next`` (a local path) is where to go after a verification;
+    ``level`` is the level a service asked for (shown)."""
     user = _me()
     service = realname_service()
     form = RealNameForm()
+    next_url = safe_next(request.values.get("next"), default="")
     status = 200
     if form.validate_on_submit():
         rt = runtime()
@@ -233,7 +236,7 @@ def realname() -> ResponseReturnValue:
             flash(_message(exc), "error")
         else:
             flash(_("Your identity has been verified: real-name level 3."), "success")
-            return redirect(url_for("accounts.realname"))
+            return redirect(next_url or url_for("accounts.realname"))
         status = max(status, 400)
     elif form.errors:
         status = 400
@@ -245,9 +248,16 @@ def realname() -> ResponseReturnValue:
             now=runtime().clock.now(),
             level_name=level_name,
             method_name=method_name,
+            next_url=next_url,
+            wanted_level=wanted_level(request.values.get("level")),
         ),
         status,
     )
+
+
+def wanted_level(raw: str | None) -> int | None:
+    """The level a service asked for (``?level=``), when it is one of 2-5."""
+    return int(raw) if raw in {"2", "3", "4", "5"} else None
 
 
 def level_name(level: int) -> str:

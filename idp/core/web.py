@@ -7,11 +7,12 @@ logged with its request id and answered with a plain 500 page, never a stack tra
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import time
 import uuid
-from typing import Any
+from typing import IO, Any
 from urllib.parse import unquote_to_bytes
 
 from flask import Blueprint, Flask, Request, Response, g, jsonify, render_template, request
@@ -39,6 +40,23 @@ CSP = (
 # Blueprints whose errors are JSON (API endpoints register themselves here).
 JSON_BLUEPRINTS_KEY = "IDP_JSON_BLUEPRINTS"
 JSON_PATHS_KEY = "IDP_JSON_PATHS"
+# Endpoints that may receive a larger body than ``max_request_bytes`` (uploads).
+BODY_LIMITS_KEY = "IDP_BODY_LIMITS"
+
+
+class IdpRequest(Request):
+    """Uploaded files stay in memory, never in a temporary file on disk: every body is
+    bounded by ``max_request_bytes`` or its endpoint's ``allow_large_body`` limit."""
+
+    # Werkzeug calls this with keyword arguments: the names stay although unused.
+    def _get_file_stream(
+        self,
+        total_content_length: int | None,  # noqa: ARG002
+        content_type: str | None,  # noqa: ARG002
+        filename: str | None = None,  # noqa: ARG002
+        content_length: int | None = None,  # noqa: ARG002
+    ) -> IO[bytes]:
+        return io.BytesIO()
 
 
 class BadInput(HTTPException):
@@ -211,6 +229,12 @@ def _unexpected(exc: Exception) -> Response:
     )
 
 
+def allow_large_body(app: Flask, endpoint: str, max_bytes: int) -> None:
+    """Let one endpoint receive up to ``max_bytes`` (e.g. a photo upload) while every
+    other keeps ``max_request_bytes``. Applied before anything reads the body."""
+    app.config.setdefault(BODY_LIMITS_KEY, {})[endpoint] = max_bytes
+
+
 def trust_proxies(app: Flask, count: int) -> None:
     """Take the client address and scheme from ``count`` trusted proxies (wraps the
     whole WSGI stack: call it last)."""
@@ -221,16 +245,20 @@ def trust_proxies(app: Flask, count: int) -> None:
 
 
 def init_app(app: Flask) -> None:
+    app.request_class = IdpRequest
     app.config.setdefault(JSON_BLUEPRINTS_KEY, set())
     app.config.setdefault(JSON_PATHS_KEY, set())
     json_blueprints: set[str] = app.config[JSON_BLUEPRINTS_KEY]
     json_paths: set[str] = app.config[JSON_PATHS_KEY]
+    body_limits: dict[str, int] = app.config.setdefault(BODY_LIMITS_KEY, {})
 
     def begin() -> None:
         g.request_started_at = time.perf_counter()
         g.request_id = request_id_from(request.headers.get("X-Request-Id", ""))
         g.json_blueprints = json_blueprints
         g.json_paths = json_paths
+        if body_limits and request.endpoint in body_limits:
+            request.max_content_length = body_limits[request.endpoint]
 
     app.before_request(begin)
     app.before_request(_guard_input)

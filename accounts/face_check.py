@@ -1,0 +1,158 @@
+"""Real-name level 4: the person is compared with the registry photo of the document the
+account was confirmed with (design.md section 5; docs/decisions/0018-level-2-and-4.md).
+
+In production the photo comes from the mobile app's SDK, which also checks liveness;
+the web page's upload is the fallback. The image is handed to the face service and
+dropped: it is never stored or logged, and audit events carry no personal data.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from accounts.errors import N_, AccountError
+from accounts.face import (
+    MAX_IMAGE_BYTES,
+    FaceUnavailable,
+    FaceVerifier,
+    UnusableImage,
+    check_image,
+)
+from accounts.models import Identity, User, Verification, VerificationMethod
+from accounts.realname import RealNameService
+from idp.audit.services import FAILURE, AuditLog
+from idp.core.clock import Clock
+from idp.core.store import Store
+from idp.login.throttle import RateLimit, Throttled
+
+FACE_LEVEL = 4
+
+
+class NeedsConfirmedIdentity(AccountError):
+    default_message = N_(
+        "A face check compares you with the photo the population registry holds for your "
+        "document, so your identity must first be verified against the registry (level 3)."
+    )
+
+
+class InvalidImage(AccountError):
+    default_message = N_("Choose a JPEG or PNG photo of your face of at most %(megabytes)d MB.")
+
+
+class FaceMismatch(AccountError):
+    default_message = N_(
+        "The photo does not match the registry photo of your document. Try again with a "
+        "clear, well-lit photo of your face looking at the camera."
+    )
+
+
+class FaceDown(AccountError):
+    default_message = N_(
+        "The face check service cannot be reached just now. Your level is unchanged; "
+        "please try again later."
+    )
+
+
+class TooManyFaceChecks(AccountError):
+    default_message = N_("Too many face checks today. Try again tomorrow.")
+
+
+class FaceCheckService:
+    def __init__(
+        self,
+        session: Session,
+        realname: RealNameService,
+        store: Store,
+        audit: AuditLog,
+        clock: Clock,
+        verifier: FaceVerifier,
+        *,
+        checks_per_day: int,
+        level_valid_days: int,
+    ) -> None:
+        self._session = session
+        self._realname = realname
+        self._store = store
+        self._audit = audit
+        self._clock = clock
+        self._verifier = verifier
+        self._checks_per_day = checks_per_day
+        self._level_valid_days = level_valid_days
+
+    def eligible(self, user: User) -> bool:
+        """Whether the account has a registry-confirmed identity to compare with."""
+        return self._confirmed_identity(user) is not None
+
+    def verify(self, user: User, image: bytes) -> Verification:
+        """Compare ``image`` with the registry photo; on a match record level 4."""
+        identity = self._confirmed_identity(user)
+        if identity is None:
+            raise NeedsConfirmedIdentity()
+        try:
+            check_image(image)
+        except UnusableImage:
+            raise InvalidImage(megabytes=max_image_megabytes()) from None
+        try:
+            RateLimit(
+                self._store,
+                "realname-face",
+                limit=self._checks_per_day,
+                window_seconds=24 * 3600,
+            ).hit(user.public_id)
+        except Throttled:
+            raise TooManyFaceChecks() from None
+        number = self._realname.number_of(identity)
+        name = self._realname.name_of(identity)
+        try:
+            result = self._verifier.compare(number, name, image)
+        except FaceUnavailable as exc:
+            self._refuse(user, "face_unavailable", error=str(exc)[:200])
+            raise FaceDown() from None
+        if not result.matched:
+            self._refuse(user, "mismatch", reference=(result.reference or "")[:200])
+            raise FaceMismatch()
+        now = self._clock.now()
+        verification = Verification(
+            user_id=user.id,
+            method=VerificationMethod.FACE,
+            level=FACE_LEVEL,
+            verified_at=now,
+            expires_at=now + timedelta(days=self._level_valid_days),
+            source=self._verifier.source,
+            evidence_ref=result.reference,
+        )
+        self._session.add(verification)
+        self._audit.record(
+            "realname.verify",
+            subject=user.subject,
+            details={
+                "method": "face",
+                "level": FACE_LEVEL,
+                "document_kind": identity.document_kind,
+            },
+        )
+        self._session.commit()
+        return verification
+
+    def _confirmed_identity(self, user: User) -> Identity | None:
+        return self._session.scalar(
+            select(Identity).where(
+                Identity.user_id == user.id, Identity.verified_number_index.is_not(None)
+            )
+        )
+
+    def _refuse(self, user: User, reason: str, **details: str) -> None:
+        self._audit.record(
+            "realname.verify",
+            FAILURE,
+            subject=user.subject,
+            details={"method": "face", "reason": reason, **details},
+        )
+        self._session.commit()
+
+
+def max_image_megabytes() -> int:
+    return MAX_IMAGE_BYTES // (1024 * 1024)
