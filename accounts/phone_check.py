@@ -41,7 +41,7 @@ from accounts.realname import (
     InvalidName,
 )
 from accounts.registry import NUMBER_INDEX, normalise_name
-from accounts.services import PHONE_CONTEXT, PHONE_INDEX, normalise_mobile
+from accounts.services import PHONE_CONTEXT, PHONE_INDEX, normalise_mobile, phone_evidence
 from accounts.sms import SmsGateway, SmsUnavailable
 from idp.audit.services import FAILURE, AuditLog
 from idp.core.clock import Clock
@@ -260,6 +260,9 @@ class PhoneCheckService:
             verified_at=now,
             expires_at=now + timedelta(days=self._limits.level_valid_days),
             source=self._gateway.source,
+            # which number was proved (its keyed index): phone_number_verified holds
+            # only while the account keeps this number
+            evidence_ref=phone_evidence(user.phone_index),
         )
         self._session.add(verification)
         try:

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from accounts.errors import N_, InvalidCredentials, InvalidPhone, InvalidUsername, UsernameTaken
 from accounts.identifiers import check_mobile
-from accounts.models import User, UserStatus
+from accounts.models import User, UserStatus, Verification, VerificationMethod
 from accounts.passwords import PasswordHasher, check_password_rules
 from accounts.signals import account_disabled
 from idp.audit.services import AuditLog
@@ -25,6 +25,11 @@ USERNAME_MAX = 32
 _USERNAME = re.compile(r"^[^\W_](?:[\w.-]*[^\W_])?$")
 PHONE_CONTEXT = "users.phone_encrypted"
 PHONE_INDEX = "phone"
+
+
+def phone_evidence(phone_index: str | None) -> str:
+    """The evidence reference of a phone check: the number's keyed index."""
+    return f"phone:{phone_index}"
 
 
 def username_key(username: str) -> str:
@@ -140,9 +145,29 @@ class AccountService:
             claims.update(email=user.email, email_verified=False)
         phone = self.phone_of(user)
         if phone:
-            # possession is checked with real-name verification, not at registration
-            claims.update(phone_number="+86" + phone, phone_number_verified=False)
+            # possession is proved by a one-time code (real-name level 2), not at
+            # registration
+            claims.update(
+                phone_number="+86" + phone, phone_number_verified=self._phone_proved(user)
+            )
         return claims
+
+    def _phone_proved(self, user: User) -> bool:
+        """A code sent to the account's current number was entered (and that record was
+        not ended by an administrator)."""
+        return (
+            self._session.scalar(
+                select(Verification.id)
+                .where(
+                    Verification.user_id == user.id,
+                    Verification.method == VerificationMethod.SMS,
+                    Verification.ended_at.is_(None),
+                    Verification.evidence_ref == phone_evidence(user.phone_index),
+                )
+                .limit(1)
+            )
+            is not None
+        )
 
     def update_profile(self, user: User, *, display_name: str | None, email: str | None) -> None:
         user.display_name = (display_name or "").strip() or None

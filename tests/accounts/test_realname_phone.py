@@ -45,7 +45,7 @@ from tests.accounts.test_realname import (
     user_named,
     verify,
 )
-from tests.support import create_user, sign_in, submit
+from tests.support import STRONG_PASSWORD, create_user, sign_in, submit
 from tests.support import text as body
 
 PHONE = "13800138000"
@@ -573,3 +573,28 @@ def test_an_off_site_next_is_ignored(
     )
     assert done.status_code == 302
     assert done.headers["Location"] == "/account/realname"
+
+
+def test_phone_number_verified_follows_the_proved_number(
+    app: Flask, settings: Settings, alice: None
+) -> None:
+    """OpenID Connect's phone_number_verified: false for a number typed at registration,
+    true once a code sent to the account's current number was entered, false again when
+    an administrator ends that record."""
+    with app.app_context():
+        account_service().register("carol", STRONG_PASSWORD, phone=PHONE)
+
+    def claims() -> dict[str, object]:
+        with app.app_context():
+            return account_service().standard_claims(user_named(app, "carol"))
+
+    assert claims()["phone_number_verified"] is False
+    send(app, "carol", name="李大明", number=BOB_ID, phone=OTHER_PHONE)
+    confirm(app, last_code(settings, OTHER_PHONE), "carol")
+    assert claims()["phone_number"] == "+86" + OTHER_PHONE
+    assert claims()["phone_number_verified"] is True
+    with app.app_context():
+        realname_service().end_verifications(
+            user_named(app, "carol"), above=1, reason="number reassigned", actor="cli"
+        )
+    assert claims()["phone_number_verified"] is False
