@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
 import json
 import os
 import queue
+import re
 import shutil
 import subprocess
 import threading
@@ -65,6 +67,10 @@ CLIENT_SCOPE = f"{USER_SCOPE} phone {SERVICE_SCOPE}"
 # rp-basic's id has characters that HTTP Basic credentials must form-encode (RFC 6749
 # 2.3.1): openid-client encodes them, so the provider must decode them.
 BASIC, JWT, PUBLIC = "urn:interop:rp.basic", "rp-jwt", "rp-public"
+# a client that needs real-name level 3 and asks for verified_claims
+LEVEL_CLIENT, LEVEL_SCOPE = "rp-level3", "openid profile realname"
+# the interop user's identity document, as the local registry copy holds it
+PERSON_NAME, PERSON_NUMBER = "王小丽", "11010519491231002X"
 
 
 # --- the relying party process ------------------------------------------------------------
@@ -198,6 +204,7 @@ class Provider:
     post_logout_redirect_uri: str
     secret: str  # rp-basic's client secret
     private_jwk: dict[str, Any]  # rp-jwt's ES256 key
+    level_secret: str  # rp-level3's client secret
 
 
 def _idp(args: list[str], env: dict[str, str]) -> str:
@@ -263,6 +270,20 @@ def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider]:
     assert "client_secret" not in signed
     public = _create_client(env, PUBLIC, *common, "--public", "--id-token-alg", "RS256")
     assert public["token_endpoint_auth_method"] == "none"
+    registry_file = base / "registry.csv"
+    registry_file.write_text(f"number,name\n{PERSON_NUMBER},{PERSON_NAME}\n", encoding="utf-8")
+    _idp(["registry", "import", "--kind", "person", str(registry_file)], env)
+    level = _create_client(
+        env,
+        LEVEL_CLIENT,
+        "--redirect-uri",
+        redirect_uri,
+        "--scope",
+        LEVEL_SCOPE,
+        "--first-party",
+        "--min-level",
+        "3",
+    )
 
     with running(["serve", "--port", str(port)], env, port, base / "server.log") as (url, _):
         assert url == issuer
@@ -272,6 +293,7 @@ def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider]:
             post_logout_redirect_uri=post_logout,
             secret=str(basic["client_secret"]),
             private_jwk=key.as_dict(private=True),
+            level_secret=str(level["client_secret"]),
         )
 
 
@@ -296,6 +318,7 @@ def rp(
             BASIC: {"method": "client_secret_basic", "client_secret": provider.secret},
             JWT: {"method": "private_key_jwt", "jwk": provider.private_jwk},
             PUBLIC: {"method": "none"},
+            LEVEL_CLIENT: {"method": "client_secret_basic", "client_secret": provider.level_secret},
         }
         for client_id, auth in auths.items():
             party.call(
@@ -374,6 +397,20 @@ def browse_to_callback(
         elif "/authorize/consent" in forms:
             data = {**forms["/authorize/consent"].fields, "consent": "approve"}
             target = "/authorize/consent"
+        elif "/authorize/level" in forms:  # step-up: raise the real-name level
+            link = re.search(r'href="(/account/realname\?[^"]+)"', response.text)
+            assert link, response.text[:800]
+            location = urljoin(response.url, html.unescape(link.group(1)))
+            visited.append(location)
+            response = http.get(location, allow_redirects=False, timeout=HTTP_TIMEOUT)
+            continue
+        elif "/account/realname" in forms:
+            data = {
+                **forms["/account/realname"].fields,
+                "name": PERSON_NAME,
+                "id_number": PERSON_NUMBER,
+            }
+            target = "/account/realname"
         else:
             pytest.fail(f"unexpected page after {visited}:\n{response.text[:800]}")
         assert data.get("csrf_token"), f"no CSRF token on {response.url}"
@@ -769,3 +806,46 @@ def test_silent_authentication_then_rp_initiated_logout(
     )
     assert refused.error["name"] == "AuthorizationResponseError", refused
     assert refused.error["error"] == "login_required"
+
+
+def test_step_up_to_a_client_minimum_level_then_verified_claims(
+    rp: RelyingParty, browser: requests.Session, provider: Provider
+) -> None:
+    """A client registered with real-name level 3: silent authentication below it is
+    refused with interaction_required (reported by the library as an authorization
+    error); interactively the user raises the level on the way and the library gets a
+    valid ID token and userinfo with verified_claims."""
+    redeem(rp, BASIC, authorize(rp, browser, provider, BASIC))  # signed in, level 1
+    request = rp.call(
+        "authorization_url",
+        client=LEVEL_CLIENT,
+        redirect_uri=provider.redirect_uri,
+        scope=LEVEL_SCOPE,
+        params={"prompt": "none"},
+    )
+    response = browser.get(request["url"], allow_redirects=False, timeout=HTTP_TIMEOUT)
+    assert response.status_code == 302, response.text[:500]
+    refused = rp.refuses(
+        "code_grant",
+        client=LEVEL_CLIENT,
+        flow=request["flow"],
+        callback_url=response.headers["Location"],
+    )
+    assert refused.error["name"] == "AuthorizationResponseError", refused
+    assert refused.error["error"] == "interaction_required"
+
+    callback = authorize(rp, browser, provider, LEVEL_CLIENT, scope=LEVEL_SCOPE)
+    assert "POST /account/realname" in callback.steps, callback.steps
+    tokens = redeem(rp, LEVEL_CLIENT, callback)
+    assert_id_token(tokens, provider, LEVEL_CLIENT, callback)
+    info = rp.call(
+        "userinfo",
+        client=LEVEL_CLIENT,
+        access_token=tokens["access_token"],
+        expected_sub=tokens["claims"]["sub"],
+    )
+    verified = info["verified_claims"]
+    assert verified["verification"]["assurance_level"] == "3"
+    assert verified["verification"]["trust_framework"] == "cn_gd_kexin"
+    assert verified["claims"]["name"] == PERSON_NAME
+    assert verified["claims"]["document_number"] == "110***********002X"
