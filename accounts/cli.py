@@ -209,6 +209,19 @@ def realname_lower(username: str, to_level: int, reason: str) -> None:
     click.echo(f"{user.username}: level {service.level(user)} ({ended} verifications ended)")
 
 
+@realname_group.command("expire")
+@click.option("--json", "as_json", is_flag=True)
+@with_app
+def realname_expire(as_json: bool) -> None:
+    """Record the verifications whose time ran out as ended, with an audit event per
+    account or organisation (run it daily)."""
+    count = realname_service(actor="cli").record_expiries()
+    if as_json:
+        echo_json({"expired": count})
+    else:
+        click.echo(f"{count} verifications expired")
+
+
 def _find(username: str) -> User:
     user = account_service(actor="cli").find_by_username(username)
     if user is None:

@@ -23,13 +23,14 @@ from sqlalchemy.orm import Session
 
 from accounts.errors import N_, AccountError
 from accounts.identifiers import check, mask
-from accounts.models import Identity, User, Verification, VerificationMethod
+from accounts.models import Identity, Organisation, User, Verification, VerificationMethod
 from accounts.registry import NUMBER_INDEX, Answer, Registry, RegistryUnavailable, normalise_name
 from idp.audit.services import FAILURE, AuditLog
 from idp.core.clock import Clock
 from idp.core.keys import DataCipher
 
 UNVERIFIED = 1
+EXPIRED_REASON = "expired"
 NUMBER_CONTEXT = "identities.number_encrypted"
 NAME_CONTEXT = "identities.name_encrypted"
 PERSON_KINDS = frozenset(
@@ -247,6 +248,45 @@ class RealNameService:
         )
         self._session.commit()
         return ended
+
+    def record_expiries(self) -> int:
+        """Mark every verification whose time ran out as ended ("expired"), with one
+        audit event per account or organisation, so that expiry, like every other change
+        of level, is in the audit log (the level itself never counted an expired
+        record). Run daily by an operator (`idp realname expire`); returns how many
+        verifications it marked."""
+        now = self._clock.now()
+        expired = list(
+            self._session.scalars(
+                select(Verification)
+                .where(Verification.ended_at.is_(None), Verification.expires_at <= now)
+                .order_by(Verification.id)
+            )
+        )
+        by_holder: dict[str, list[Verification]] = {}
+        for verification in expired:
+            assert verification.expires_at is not None
+            verification.ended_at = verification.expires_at
+            verification.end_reason = EXPIRED_REASON
+            by_holder.setdefault(self._holder_subject(verification), []).append(verification)
+        for subject, ended in by_holder.items():
+            self._audit.record(
+                "realname.expire",
+                subject=subject,
+                details={
+                    "levels": sorted({v.level for v in ended}),
+                    "methods": sorted({v.method.value for v in ended}),
+                },
+            )
+        self._session.commit()
+        return len(expired)
+
+    def _holder_subject(self, verification: Verification) -> str:
+        if verification.user_id is not None:
+            user = self._session.get(User, verification.user_id)
+            return user.subject if user else f"user-id:{verification.user_id}"
+        organisation = self._session.get(Organisation, verification.organisation_id)
+        return organisation.subject if organisation else f"org-id:{verification.organisation_id}"
 
     # -- helpers -----------------------------------------------------------------------
 

@@ -7,10 +7,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from accounts.deps import realname_service
+from idp.core.clock import FrozenClock
 from tests.accounts.test_counter import appoint, at_counter
 from tests.accounts.test_realname import (
     ALICE_ID,
     ALICE_NAME,
+    audit_events,
     level,
     load_registry,
     user_named,
@@ -59,3 +61,25 @@ def test_a_level_5_lowered_to_3_is_raised_at_the_counter_again(app: Flask) -> No
     with app.app_context():
         history = realname_service().status(user_named(app, "alice")).verifications
     assert [(v.level, v.end_reason) for v in history] == [(5, None), (5, REASON), (3, None)]
+
+
+def test_expiry_is_recorded_and_audited_once(app: Flask, clock: FrozenClock) -> None:
+    create_user(app)
+    load_registry(app)
+    verification = verify(app, "alice", ALICE_NAME, ALICE_ID)
+    assert verification.expires_at is not None
+    expires_at = verification.expires_at
+    with app.app_context():
+        assert realname_service().record_expiries() == 0  # nothing ran out yet
+    clock.advance((expires_at - clock.now()).total_seconds() + 1)
+    assert level(app, "alice") == 1  # the level never counted an expired record
+    with app.app_context():
+        assert realname_service().record_expiries() == 1
+        assert realname_service().record_expiries() == 0  # once
+        (stored,) = realname_service().status(user_named(app, "alice")).verifications
+        assert (stored.ended_at, stored.end_reason) == (expires_at, "expired")
+    (event,) = audit_events(app, "realname.expire")
+    user = user_named(app, "alice")
+    assert event.subject == user.subject
+    assert event.details == {"levels": [3], "methods": ["registry"]}
+    assert level(app, "alice") == 1
