@@ -143,3 +143,9 @@ def test_data_key_rotation(env: dict[str, str]) -> None:
     assert sum(json.loads(again.stdout)["rewritten"].values()) == 3  # phone, number, name
     assert run(["keys", "rotate-data", "--resume", "--key-only"], env).returncode == 2
     assert run(["audit", "verify"], env).returncode == 0
+
+
+def test_realname_expire_reports_what_it_recorded(env: dict[str, str]) -> None:
+    result = run(["realname", "expire", "--json"], env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"expired": 0}
