@@ -9,6 +9,7 @@ the tests are skipped, unless ``IDP_TEST_BROWSER=required`` (as in CI): then the
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -52,7 +53,16 @@ LATE_MESSAGES_MS = 300
 ALICE = "alice"  # signs in (keyboard, no JavaScript, console checks)
 BOB = "bob"  # gets wrong passwords (kept apart so the back-off cannot touch alice)
 CAROL = "carol"  # sets up an authenticator app in the browser
-USERS = (ALICE, BOB, CAROL)
+DORA = "dora"  # raises her real-name level from 1 to 4
+USERS = (ALICE, BOB, CAROL, DORA)
+# DORA's identity document, in the local registry copy loaded before the server starts
+DORA_NAME, DORA_NUMBER = "王小丽", "11010519491231002X"
+DORA_PHONE = "13800138000"
+# the smallest PNG: the development face adapter matches any image (it compares no faces)
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
+)
 
 # zh-CN texts the tests look for (idp/translations/zh_Hans_CN/LC_MESSAGES/messages.po).
 ZH_SIGN_IN = "登录"
@@ -71,6 +81,7 @@ ZH_WRONG_CODE = "验证码无效，请输入应用中当前显示的验证码。
 @dataclass(frozen=True)
 class Server:
     url: str
+    data_dir: Path
 
     def at(self, path: str) -> str:
         return self.url + path
@@ -96,8 +107,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     _run_idp(["init"], env)
     for username in USERS:
         _run_idp(["users", "create", "--username", username, "--password", STRONG_PASSWORD], env)
+    registry = base / "registry.csv"
+    registry.write_text(f"number,name\n{DORA_NUMBER},{DORA_NAME}\n", encoding="utf-8")
+    _run_idp(["registry", "import", "--kind", "person", str(registry)], env)
     with running(["serve", "--port", str(port)], env, port, base / "server.log") as (url, _):
-        yield Server(url)
+        yield Server(url, base / "data")
 
 
 @pytest.fixture(scope="module")
@@ -473,8 +487,8 @@ def _watch(page: Page) -> ConsoleLog:
 
 
 def _visit_pages(page: Page, server: Server) -> list[str]:
-    """/login, /register, then /account and /account/totp (signed in, the latter has an
-    inline SVG); returns the CSP violations the pages reported."""
+    """/login, /register, then /account, /account/totp (signed in, the latter has an
+    inline SVG) and the real-name pages; returns the CSP violations the pages reported."""
     violations: list[str] = []
 
     def settle(path: str) -> None:
@@ -492,6 +506,9 @@ def _visit_pages(page: Page, server: Server) -> list[str]:
     page.goto(server.at("/account/totp"))  # starts an enrolment; nothing is enabled
     expect(page.locator(".qr svg")).to_be_visible()
     settle("/account/totp")
+    for path in ("/account/realname", "/account/realname/phone", "/account/realname/face"):
+        page.goto(server.at(path))
+        settle(path)
     return violations
 
 
@@ -514,3 +531,50 @@ def test_no_console_errors(playwright: Playwright, server: Server) -> None:
     finally:
         fresh.close()
     assert not log.errors, "console errors:\n" + "\n".join(log.errors)
+
+
+# --- real-name levels ----------------------------------------------------------------------
+
+
+def _last_sms_code(server: Server) -> str:
+    lines = (server.data_dir / "sms.log").read_text(encoding="utf-8").splitlines()
+    message = json.loads(lines[-1])
+    assert message["to"] == DORA_PHONE
+    match = re.search(r"\b(\d{6})\b", message["text"])
+    assert match, message["text"]
+    return match.group(1)
+
+
+def test_real_name_levels_2_3_and_4_in_the_browser(page: Page, server: Server) -> None:
+    """Level 2 (a code texted by the development gateway), 3 (the registry copy) and 4
+    (a photo upload to the development face adapter), in Chinese, with labelled inputs."""
+    sign_in(page, server, DORA)
+    expect_signed_in_as(page, DORA)
+
+    page.goto(server.at("/account/realname/phone"))
+    expect_every_input_labelled(
+        page, {"证件姓名": "name", "证件号码": "id_number", "手机号码": "phone"}
+    )
+    page.get_by_label("证件姓名", exact=True).fill(DORA_NAME)
+    page.get_by_label("证件号码", exact=True).fill(DORA_NUMBER)
+    page.get_by_label("手机号码", exact=True).fill(DORA_PHONE)
+    page.get_by_role("button", name="发送验证码").click()
+    expect_every_input_labelled(page, {"短信验证码": "otp"})
+    page.get_by_label("短信验证码", exact=True).fill(_last_sms_code(server))
+    page.get_by_role("button", name="确认").click()
+    expect(page.get_by_role("status")).to_contain_text("可信等级 2 级")
+
+    page.goto(server.at("/account/realname"))
+    expect_every_input_labelled(page, {"证件姓名": "name", "证件号码": "id_number"})
+    page.get_by_label("证件姓名", exact=True).fill(DORA_NAME)
+    page.get_by_label("证件号码", exact=True).fill(DORA_NUMBER)
+    page.get_by_role("button", name="认证").click()
+    expect(page.get_by_role("status")).to_contain_text("可信等级 3 级")
+
+    page.goto(server.at("/account/realname/face"))
+    expect_every_input_labelled(page, {"面部照片": "photo"})
+    page.get_by_label("面部照片", exact=True).set_input_files(
+        {"name": "face.png", "mimeType": "image/png", "buffer": PNG}
+    )
+    page.get_by_role("button", name="开始人脸核验").click()
+    expect(page.get_by_role("status")).to_contain_text("可信等级 4 级")
