@@ -21,8 +21,10 @@ from accounts.errors import AccountError
 from accounts.identifiers import mask
 from accounts.models import User
 from accounts.realname import InvalidDocument, InvalidName
+from idp.core.runtime import runtime
 from idp.core.web import error_response
 from idp.login.auth import current_user, login_required
+from idp.login.throttle import RateLimit, Throttled
 
 bp = Blueprint("staff", __name__, template_folder="templates")
 
@@ -96,6 +98,18 @@ def counter() -> ResponseReturnValue:
     result: dict[str, str] | None = None
     error: str | None = None
     if form.validate_on_submit():
+        try:
+            _counter_limit().hit(staff.public_id)
+        except Throttled:
+            return error_response(
+                429,
+                _(
+                    "You have recorded many counter checks in the last hour. Try again "
+                    "later, or ask an administrator if this is expected."
+                ),
+                error="too_many_requests",
+                title=_("Too many counter checks"),
+            )
         citizen = account_service().find_by_username(form.username.data or "")
         if citizen is None:
             form.username.errors = [_("There is no account with this username.")]
@@ -139,6 +153,18 @@ def counter() -> ResponseReturnValue:
             action=url_for("staff.counter"),
         ),
         status,
+    )
+
+
+def _counter_limit() -> RateLimit:
+    """A stolen staff session cannot mass-produce level 5 accounts: so many checks per
+    member of staff per hour (each is audited too)."""
+    rt = runtime()
+    return RateLimit(
+        rt.store,
+        "counter-check",
+        limit=rt.settings.counter_checks_per_staff_per_hour,
+        window_seconds=3600,
     )
 
 

@@ -199,6 +199,12 @@ class Settings(BaseModel):
     sms_codes_per_account_per_day: int = Field(
         default=10, ge=1, le=1000, description="One-time codes one account may ask for per day."
     )
+    counter_checks_per_staff_per_hour: int = Field(
+        default=60,
+        ge=1,
+        le=10_000,
+        description="Counter checks (level 5) one member of staff may record per hour.",
+    )
     face_checks_per_account_per_day: int = Field(
         default=5, ge=1, le=1000, description="Face checks an account may ask for in 24 hours."
     )
