@@ -18,7 +18,7 @@ from accounts.deps import (
 )
 from accounts.errors import AccountError
 from accounts.identifiers import Expect, check
-from accounts.models import User, UserStatus
+from accounts.models import User, UserStatus, Verification
 from accounts.organisations import OrganisationStatus
 from accounts.registry import KINDS, RegistryImportError, import_records
 from idp.core.cli_support import EXIT_REFUSED, echo_json, fail, with_app
@@ -177,18 +177,7 @@ def realname_status(username: str, as_json: bool) -> None:
         "level": status.level,
         "document_kind": status.document_kind,
         "document_number": status.masked_number,
-        "verifications": [
-            {
-                "level": v.level,
-                "method": v.method.value,
-                "verified_at": v.verified_at.isoformat(),
-                "expires_at": v.expires_at.isoformat() if v.expires_at else None,
-                "source": v.source,
-                "ended_at": v.ended_at.isoformat() if v.ended_at else None,
-                "end_reason": v.end_reason,
-            }
-            for v in status.verifications
-        ],
+        "verifications": [_verification_json(v) for v in status.verifications],
     }
     if as_json:
         echo_json(answer)
@@ -220,6 +209,18 @@ def realname_expire(as_json: bool) -> None:
         echo_json({"expired": count})
     else:
         click.echo(f"{count} verifications expired")
+
+
+def _verification_json(v: Verification) -> dict[str, object]:
+    return {
+        "level": v.level,
+        "method": v.method.value,
+        "verified_at": v.verified_at.isoformat(),
+        "expires_at": v.expires_at.isoformat() if v.expires_at else None,
+        "source": v.source,
+        "ended_at": v.ended_at.isoformat() if v.ended_at else None,
+        "end_reason": v.end_reason,
+    }
 
 
 def _find(username: str) -> User:
@@ -349,17 +350,6 @@ def _echo_org(status: OrganisationStatus, *, as_json: bool) -> None:
             "uscc": status.masked_uscc,
             "name": status.name,
             "level": status.level,
-            "verifications": [
-                {
-                    "level": v.level,
-                    "method": v.method.value,
-                    "verified_at": v.verified_at.isoformat(),
-                    "expires_at": v.expires_at.isoformat() if v.expires_at else None,
-                    "source": v.source,
-                    "ended_at": v.ended_at.isoformat() if v.ended_at else None,
-                    "end_reason": v.end_reason,
-                }
-                for v in status.verifications
-            ],
+            "verifications": [_verification_json(v) for v in status.verifications],
         }
     )

@@ -25,17 +25,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from accounts.errors import N_, AccountError
-from accounts.identifiers import check
 from accounts.models import Identity, User, UserStatus, Verification, VerificationMethod
 from accounts.realname import (
     NAME_CONTEXT,
     NUMBER_CONTEXT,
-    PERSON_KINDS,
     IdentityTaken,
-    InvalidDocument,
-    InvalidName,
+    checked_document,
+    checked_name,
+    confirmed_holder,
 )
-from accounts.registry import NUMBER_INDEX, normalise_name
+from accounts.registry import NUMBER_INDEX
 from idp.audit.services import FAILURE, AuditLog
 from idp.core.clock import Clock
 from idp.core.keys import DataCipher
@@ -94,18 +93,14 @@ def _checked_input(
 ) -> tuple[str, str, str, str | None]:
     """Document number (normalised), its kind, the name and the reference, or the error
     that says which is wrong."""
-    checked = check(number, expect="person_id")
-    if not checked["valid"] or checked["kind"] not in PERSON_KINDS:
-        raise InvalidDocument()
-    clean_name = normalise_name(name)
-    if not clean_name or len(clean_name) > 64:
-        raise InvalidName()
+    document, kind = checked_document(number)
+    clean_name = checked_name(name)
     evidence: str | None = None
     if reference is not None and reference.strip():
         evidence = _clean_text(reference, MAX_REFERENCE)
         if evidence is None:
             raise InvalidReference()
-    return str(checked["normalized"]), str(checked["kind"]), clean_name, evidence
+    return document, kind, clean_name, evidence
 
 
 class StaffService:
@@ -178,10 +173,7 @@ class CounterService:
         document, kind, clean_name, evidence = _checked_input(name, number, reference)
         department = staff.staff_department
         number_index = self._cipher.blind_index(document, purpose=NUMBER_INDEX)
-        holder = self._session.scalar(
-            select(Identity.user_id).where(Identity.verified_number_index == number_index)
-        )
-        if holder is not None and holder != user.id:
+        if confirmed_holder(self._session, number_index) not in (None, user.id):
             self._refuse(user, actor, "identity_taken")
             raise IdentityTaken()
 

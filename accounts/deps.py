@@ -42,16 +42,15 @@ T = TypeVar("T")
 
 
 def hasher() -> PasswordHasher:
-    existing: PasswordHasher | None = current_app.extensions.get(_HASHER)
-    if existing is None:
-        settings = runtime().settings
-        existing = PasswordHasher(
+    settings = runtime().settings
+    return _per_app(
+        _HASHER,
+        lambda: PasswordHasher(
             memory_kib=settings.argon2_memory_kib,
             time_cost=settings.argon2_time_cost,
             parallelism=settings.argon2_parallelism,
-        )
-        current_app.extensions[_HASHER] = existing
-    return existing
+        ),
+    )
 
 
 def account_service(actor: str | None = None) -> AccountService:

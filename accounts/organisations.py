@@ -23,12 +23,12 @@ from sqlalchemy.orm import Session
 from accounts.errors import N_, AccountError
 from accounts.identifiers import CONFIRM_WITH_REGISTRY, check, mask
 from accounts.models import Organisation, Verification, VerificationMethod
+from accounts.realname import UNVERIFIED, live_verifications, verification_history
 from accounts.registry import Answer, Registry, RegistryUnavailable
 from idp.audit.services import FAILURE, AuditLog
 from idp.core.clock import Clock
 from idp.core.keys import DataCipher
 
-UNVERIFIED = 1
 USCC_CONTEXT = "organisations.uscc_encrypted"
 NAME_CONTEXT = "organisations.name_encrypted"
 # blind-index purpose of organisations.uscc_index (not shared with person numbers)
@@ -121,12 +121,8 @@ class OrganisationService:
         return max((v.level for v in self._live(organisation)), default=UNVERIFIED)
 
     def status(self, organisation: Organisation) -> OrganisationStatus:
-        history = list(
-            self._session.scalars(
-                select(Verification)
-                .where(Verification.organisation_id == organisation.id)
-                .order_by(Verification.verified_at.desc(), Verification.id.desc())
-            )
+        history = verification_history(
+            self._session, Verification.organisation_id == organisation.id
         )
         return OrganisationStatus(
             public_id=organisation.public_id,
@@ -227,17 +223,9 @@ class OrganisationService:
         return self._session.scalar(select(Organisation).where(Organisation.uscc_index == index))
 
     def _live(self, organisation: Organisation) -> list[Verification]:
-        now = self._clock.now()
-        return [
-            v
-            for v in self._session.scalars(
-                select(Verification).where(
-                    Verification.organisation_id == organisation.id,
-                    Verification.ended_at.is_(None),
-                )
-            )
-            if v.expires_at is None or v.expires_at > now
-        ]
+        return live_verifications(
+            self._session, Verification.organisation_id == organisation.id, self._clock.now()
+        )
 
     def _refuse(
         self, organisation: Organisation | None, actor: str, reason: str, **details: str

@@ -29,16 +29,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from accounts.errors import N_, AccountError
-from accounts.identifiers import check, mask
+from accounts.identifiers import mask
 from accounts.models import Identity, User, Verification, VerificationMethod
 from accounts.realname import (
     NAME_CONTEXT,
     NUMBER_CONTEXT,
-    PERSON_KINDS,
     IdentityAlreadyVerified,
     IdentityTaken,
-    InvalidDocument,
-    InvalidName,
+    checked_document,
+    checked_name,
+    confirmed_holder,
 )
 from accounts.registry import NUMBER_INDEX, normalise_name
 from accounts.services import PHONE_CONTEXT, PHONE_INDEX, normalise_mobile, phone_evidence
@@ -135,8 +135,8 @@ class PhoneCheckService:
         """Check the declared document, name and phone, and text a new code to the phone
         (replacing any pending one). ``message`` is the (translated) text with
         ``%(code)s`` and ``%(minutes)d``."""
-        document, kind = _declared_document(number)
-        clean_name = _declared_name(name)
+        document, kind = checked_document(number)
+        clean_name = checked_name(name)
         mobile = normalise_mobile(phone)
         self._check_not_switching(user, document, clean_name)
         try:
@@ -234,10 +234,7 @@ class PhoneCheckService:
             raise
         # only now that the code was proved: whether a number is taken is not told to
         # anyone who merely fills in the form
-        holder = self._session.scalar(
-            select(Identity.user_id).where(Identity.verified_number_index == number_index)
-        )
-        if holder is not None and holder != user.id:
+        if confirmed_holder(self._session, number_index) not in (None, user.id):
             self._refuse(user, "identity_taken")
             raise IdentityTaken()
         if identity is None:
@@ -315,20 +312,6 @@ class PhoneCheckService:
             details={"method": "sms", "reason": reason, **details},
         )
         self._session.commit()
-
-
-def _declared_document(number: str) -> tuple[str, str]:
-    checked = check(number, expect="person_id")
-    if not checked["valid"] or checked["kind"] not in PERSON_KINDS:
-        raise InvalidDocument()
-    return str(checked["normalized"]), str(checked["kind"])
-
-
-def _declared_name(name: str) -> str:
-    clean = normalise_name(name)
-    if not clean or len(clean) > 64:
-        raise InvalidName()
-    return clean
 
 
 def _digits(code: str) -> str:

@@ -15,9 +15,9 @@ lowering a level (``end_verifications``). Levels 2, 4 and 5 use the same records
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -83,6 +83,56 @@ class IdentityAlreadyVerified(AccountError):
     )
 
 
+def checked_document(number: str) -> tuple[str, str]:
+    """A person's document number, normalised, and its kind; ``InvalidDocument`` if it
+    is not one (every method checks the same rules)."""
+    checked = check(number, expect="person_id")
+    if not checked["valid"] or checked["kind"] not in PERSON_KINDS:
+        raise InvalidDocument()
+    return str(checked["normalized"]), str(checked["kind"])
+
+
+def checked_name(name: str) -> str:
+    """The name as compared and stored (``normalise_name``); ``InvalidName`` if empty or
+    longer than 64 characters."""
+    clean = normalise_name(name)
+    if not clean or len(clean) > 64:
+        raise InvalidName()
+    return clean
+
+
+def confirmed_holder(session: Session, number_index: str) -> int | None:
+    """The account for which this document number is confirmed, if any."""
+    return session.scalar(
+        select(Identity.user_id).where(Identity.verified_number_index == number_index)
+    )
+
+
+def live_verifications(
+    session: Session, holder: ColumnElement[bool], now: datetime
+) -> list[Verification]:
+    """The verifications of ``holder`` (a user's or an organisation's) that still count:
+    not ended, not expired."""
+    return [
+        v
+        for v in session.scalars(
+            select(Verification).where(holder, Verification.ended_at.is_(None))
+        )
+        if v.expires_at is None or v.expires_at > now
+    ]
+
+
+def verification_history(session: Session, holder: ColumnElement[bool]) -> list[Verification]:
+    """Every verification of ``holder``, newest first (what the user sees)."""
+    return list(
+        session.scalars(
+            select(Verification)
+            .where(holder)
+            .order_by(Verification.verified_at.desc(), Verification.id.desc())
+        )
+    )
+
+
 @dataclass(frozen=True)
 class RealNameStatus:
     level: int
@@ -126,13 +176,7 @@ class RealNameService:
 
     def status(self, user: User) -> RealNameStatus:
         identity = self._identity(user)
-        history = list(
-            self._session.scalars(
-                select(Verification)
-                .where(Verification.user_id == user.id)
-                .order_by(Verification.verified_at.desc(), Verification.id.desc())
-            )
-        )
+        history = verification_history(self._session, Verification.user_id == user.id)
         return RealNameStatus(
             level=self.level(user),
             document_kind=identity.document_kind if identity else None,
@@ -168,14 +212,8 @@ class RealNameService:
         """Match name + document number against the population registry and record
         level 3. Refusals leave the account as it was and are audited (without the
         number or the name)."""
-        checked = check(number, expect="person_id")
-        if not checked["valid"] or checked["kind"] not in PERSON_KINDS:
-            raise InvalidDocument()
-        document = str(checked["normalized"])
-        kind = str(checked["kind"])
-        clean_name = normalise_name(name)
-        if not clean_name or len(clean_name) > 64:
-            raise InvalidName()
+        document, kind = checked_document(number)
+        clean_name = checked_name(name)
         number_index = self._cipher.blind_index(document, purpose=NUMBER_INDEX)
         identity = self._identity(user)
         if identity and identity.verified_number_index not in (None, number_index):
@@ -190,7 +228,7 @@ class RealNameService:
             raise RegistryMismatch()
         # only after the registry matched: whether a number is taken is not told to
         # someone who does not also know the name that goes with it
-        if self._taken_by_other(user, number_index):
+        if confirmed_holder(self._session, number_index) not in (None, user.id):
             self._refuse(user, "identity_taken")
             raise IdentityTaken()
         now = self._clock.now()
@@ -291,25 +329,10 @@ class RealNameService:
     # -- helpers -----------------------------------------------------------------------
 
     def _live(self, user: User) -> list[Verification]:
-        now = self._clock.now()
-        return [
-            v
-            for v in self._session.scalars(
-                select(Verification).where(
-                    Verification.user_id == user.id, Verification.ended_at.is_(None)
-                )
-            )
-            if v.expires_at is None or v.expires_at > now
-        ]
+        return live_verifications(self._session, Verification.user_id == user.id, self._clock.now())
 
     def _identity(self, user: User) -> Identity | None:
         return self._session.scalar(select(Identity).where(Identity.user_id == user.id))
-
-    def _taken_by_other(self, user: User, number_index: str) -> bool:
-        holder = self._session.scalar(
-            select(Identity.user_id).where(Identity.verified_number_index == number_index)
-        )
-        return holder is not None and holder != user.id
 
     def _refuse(self, user: User, reason: str, **details: str) -> None:
         self._audit.record(
