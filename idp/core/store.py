@@ -59,6 +59,11 @@ class Store(Protocol):
         """How many of the keys exist (one round trip)."""
         ...
 
+    def get_many(self, *keys: str) -> list[bytes | None]:
+        """The values of the keys, read together (one round trip, one atomic read: on
+        Redis Cluster the keys must share a hash tag, e.g. ``{rv}``)."""
+        ...
+
     def set_add(self, key: str, member: str, ttl: float) -> None:
         """Add to a set; the set's lifetime restarts at ``ttl``."""
         ...
@@ -84,11 +89,20 @@ class Store(Protocol):
         """True when several processes may use the store together."""
         ...
 
+    @property
+    def disruptions(self) -> int:
+        """How often this process found itself talking to a server instance it had not
+        seen before (a restart, a failover): each time, the store may have lost or
+        missed data. Starts at 0; only ever grows."""
+        ...
+
 
 class MemoryStore:
-    """In-process store for the embedded mode and tests."""
+    """In-process store for the embedded mode and tests. Its data lives and dies with
+    the process, so it is never disrupted while the process lives."""
 
     shared = False
+    disruptions = 0
 
     def __init__(self, *, namespace: str = "", lock_file: Path | None = None) -> None:
         self._data: dict[str, tuple[bytes, float]] = {}
@@ -187,6 +201,12 @@ class MemoryStore:
         with self._lock:
             return sum(self._live(self._key(key), now) is not None for key in keys)
 
+    def get_many(self, *keys: str) -> list[bytes | None]:
+        self._guard()
+        now = time.monotonic()
+        with self._lock:
+            return [self._live(self._key(key), now) for key in keys]
+
     def set_add(self, key: str, member: str, ttl: float) -> None:
         self._guard()
         now = time.monotonic()
@@ -249,6 +269,46 @@ class MemoryStore:
             self._lock_handle = None
 
 
+class ServerIdentities:
+    """Which Redis server instances this process has talked to, by ``run_id`` (new at
+    every start of a server, different on a replica). Each connection reports the
+    server it reached as soon as it is made, before any command runs on it, so a
+    restart or a failover is noticed before the first answer that the new server gives.
+    """
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+        self.disruptions = 0
+
+    def connected(self, connection: redis.connection.AbstractConnection) -> None:
+        """``redis_connect_func`` of every connection: set it up as usual, then ask
+        the server who it is."""
+        connection.on_connect()  # type: ignore[no-untyped-call]
+        try:
+            connection.send_command("INFO", "server")  # type: ignore[no-untyped-call]
+            info = connection.read_response()
+        except redis.ResponseError:
+            info = b""  # INFO renamed or refused: every new connection counts as new
+        self.seen(_run_id(info) or f"connection-{id(connection)}")
+
+    def seen(self, server: str) -> None:
+        with self._lock:
+            if server in self._seen:
+                return
+            if self._seen:
+                self.disruptions += 1
+            self._seen.add(server)
+
+
+def _run_id(info: object) -> str | None:
+    text = info.decode(errors="replace") if isinstance(info, bytes) else str(info)
+    for line in text.splitlines():
+        if line.startswith("run_id:"):
+            return line.removeprefix("run_id:").strip()
+    return None
+
+
 class RedisStore:
     """Redis-backed store shared by every worker and node."""
 
@@ -257,9 +317,18 @@ class RedisStore:
     def __init__(self, url: str, *, namespace: str = "idp:") -> None:
         self.url = url
         self._namespace = namespace
+        self._servers = ServerIdentities()
         self._redis = redis.Redis.from_url(
-            url, socket_connect_timeout=3, socket_timeout=5, health_check_interval=30
+            url,
+            socket_connect_timeout=3,
+            socket_timeout=5,
+            health_check_interval=30,
+            redis_connect_func=self._servers.connected,
         )
+
+    @property
+    def disruptions(self) -> int:
+        return self._servers.disruptions
 
     def _key(self, key: str) -> str:
         return self._namespace + key
@@ -296,6 +365,12 @@ class RedisStore:
             return 0
         count = self._call("exists", lambda: self._redis.exists(*(self._key(k) for k in keys)))
         return int(count)
+
+    def get_many(self, *keys: str) -> list[bytes | None]:
+        if not keys:
+            return []
+        values = self._call("get_many", lambda: self._redis.mget([self._key(k) for k in keys]))
+        return list(values)  # type: ignore[arg-type]
 
     def set_add(self, key: str, member: str, ttl: float) -> None:
         full = self._key(key)

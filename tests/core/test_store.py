@@ -170,3 +170,16 @@ def test_sets(s: Store) -> None:
     s.set_add("short", "x", 0.05)
     time.sleep(0.12)
     assert s.set_members("short") == set()
+
+
+def test_get_many_reads_several_keys_at_once(s: Store) -> None:
+    s.set("{rv}:a", b"1", 30)
+    s.set("{rv}:c", b"3", 30)
+    assert s.get_many("{rv}:a", "{rv}:b", "{rv}:c") == [b"1", None, b"3"]
+    assert s.get_many() == []
+
+
+def test_a_store_starts_undisrupted(s: Store) -> None:
+    s.set("x", b"1", 30)
+    assert s.get("x") == b"1"
+    assert s.disruptions == 0
