@@ -137,6 +137,15 @@ class Settings(BaseModel):
     key_refresh_seconds: int = Field(
         default=10, ge=1, le=3600, description="How often a worker looks for rotated keys."
     )
+    revocation_sync_seconds: int = Field(
+        default=30,
+        ge=1,
+        le=3600,
+        description=(
+            "How often a worker copies revocations recorded in the database to the store "
+            "(a safety net; a store that lost its data is restored before the next check)."
+        ),
+    )
     backchannel_max_attempts: int = Field(default=12, ge=1, le=50)
     backchannel_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     acr_password: str = Field(

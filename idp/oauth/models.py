@@ -93,7 +93,9 @@ class Grant(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # Refresh tokens of the grant end here, however often they are used.
     expires_at: Mapped[datetime]
-    revoked_at: Mapped[datetime | None]
+    # Indexed: the revocation markers of the last access-token lifetime are restored
+    # from here when the store lost them (``AccessTokenVerifier``).
+    revoked_at: Mapped[datetime | None] = mapped_column(index=True)
     revoked_reason: Mapped[str | None] = mapped_column(String(64))
 
 
@@ -111,6 +113,18 @@ class RefreshToken(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
     used_at: Mapped[datetime | None]
+
+
+class RevokedAccessToken(Base):
+    """An access token revoked on its own (RFC 7009), kept until it would have expired
+    anyway. The source of truth for revocation: the store's markers are a cache of
+    this table and of ``Grant.revoked_at`` (decision 21)."""
+
+    __tablename__ = "oauth_revoked_access_tokens"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    revoked_at: Mapped[datetime] = mapped_column(index=True)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
 
 
 class Consent(Base):

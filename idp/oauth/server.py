@@ -25,6 +25,7 @@ from idp.oauth.grants import (
 )
 from idp.oauth.introspection import IntrospectionEndpoint, RevocationEndpoint
 from idp.oauth.keys import SigningKeys
+from idp.oauth.revocation import Revocations
 from idp.oauth.tokens import AccessTokenVerifier, TokenService
 
 EXTENSION = "idp.oauth"
@@ -96,6 +97,7 @@ class OAuthRuntime:
     verifier: AccessTokenVerifier
     endpoints: Endpoints
     core: Runtime
+    revocations: Revocations
 
     @property
     def issuer(self) -> str:
@@ -104,7 +106,13 @@ class OAuthRuntime:
     def tokens(self) -> TokenService:
         core = self.core
         return TokenService(
-            db(), core.store, self.keys, core.keys.secrets, core.settings, core.clock
+            db(),
+            core.store,
+            self.keys,
+            core.keys.secrets,
+            core.settings,
+            core.clock,
+            self.revocations,
         )
 
 
@@ -145,8 +153,15 @@ def build(core: Runtime) -> OAuthRuntime:
     )
     server.register_endpoint(IntrospectionEndpoint(server))
     server.register_endpoint(RevocationEndpoint(server))
-    verifier = AccessTokenVerifier(keys, core.store, settings.issuer, core.clock)
-    return OAuthRuntime(server, keys, registry, verifier, endpoints, core)
+    revocations = Revocations(
+        core.database,
+        core.store,
+        core.clock,
+        access_token_lifetime=settings.access_token_lifetime,
+        sync_seconds=settings.revocation_sync_seconds,
+    )
+    verifier = AccessTokenVerifier(keys, revocations, settings.issuer, core.clock)
+    return OAuthRuntime(server, keys, registry, verifier, endpoints, core, revocations)
 
 
 def init_app(app: Flask) -> None:

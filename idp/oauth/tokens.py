@@ -4,8 +4,9 @@
   at most 60 s and taken atomically. A redeemed code is remembered for
   ``code_reuse_window``: presenting it again revokes every token issued from it.
 * Access tokens: JWTs per RFC 9068 (``typ: at+jwt``), signed with the newest ES256
-  key, so resource servers can check them locally. Not stored; a revoked one is listed
-  in the store (by ``jti``, or by its grant) until it would have expired.
+  key, so resource servers can check them locally. Not stored; a revoked one is
+  recorded in the database (by ``jti``, or by its grant) until it would have expired,
+  with a marker in the store for the fast check (``revocation.Revocations``).
 * Refresh tokens: ``dgrt_`` + 256 random bits, stored as MACs, rotated on every use;
   reusing a rotated one revokes the whole grant. A grant ends after
   ``refresh_token_max_lifetime`` however often it is refreshed.
@@ -38,6 +39,7 @@ from idp.core.store import Store
 from idp.oauth.clients import ClientInfo
 from idp.oauth.keys import SigningKeys
 from idp.oauth.models import Grant, RefreshToken
+from idp.oauth.revocation import Revocations
 
 CODE_PREFIX = "dgac_"
 REFRESH_PREFIX = "dgrt_"
@@ -162,22 +164,16 @@ def token_mac(secrets_: Secrets, token: str) -> str:
     return secrets_.mac_hex(_TOKEN_MAC_PURPOSE, token)
 
 
-def _revoked_jti_key(jti: str) -> str:
-    return f"rv:j:{jti}"
-
-
-def _revoked_grant_key(grant_id: str) -> str:
-    return f"rv:g:{grant_id}"
-
-
 class AccessTokenVerifier:
     """Checks access tokens this service issued: signature, type, issuer, expiry, then
     revocation. Signature results are cached per worker by token (a resource server
     presents the same token many times); revocation is checked every time."""
 
-    def __init__(self, keys: SigningKeys, store: Store, issuer: str, clock: Clock) -> None:
+    def __init__(
+        self, keys: SigningKeys, revocations: Revocations, issuer: str, clock: Clock
+    ) -> None:
         self._keys = keys
-        self._store = store
+        self._revocations = revocations
         self._issuer = issuer
         self._clock = clock
         self._verified: dict[str, dict[str, Any]] = {}
@@ -218,10 +214,10 @@ class AccessTokenVerifier:
         return claims
 
     def is_revoked(self, claims: dict[str, Any]) -> bool:
-        keys = [_revoked_jti_key(claims["jti"])]
-        if claims.get("gid"):
-            keys.append(_revoked_grant_key(claims["gid"]))
-        return self._store.exists(*keys) > 0
+        grant_id = claims.get("gid")
+        return self._revocations.is_revoked(
+            claims["jti"], grant_id if isinstance(grant_id, str) else None
+        )
 
 
 class TokenService:
@@ -233,9 +229,11 @@ class TokenService:
         secrets_: Secrets,
         settings: Settings,
         clock: Clock,
+        revocations: Revocations,
     ) -> None:
         self._session = session
         self._store = store
+        self._revocations = revocations
         self._keys = keys
         self._secrets = secrets_
         self._settings = settings
@@ -303,7 +301,7 @@ class TokenService:
             "revoked_at": None,
             "revoked_reason": None,
         }
-        if self._store.exists(_revoked_grant_key(record.grant_id)):
+        if self._revocations.grant_marked(record.grant_id):
             # the code was replayed while this redemption was under way
             values.update(revoked_at=now, revoked_reason="code_replay")
         self._session.connection().execute(_INSERT_GRANT, values)
@@ -313,22 +311,24 @@ class TokenService:
         return self._session.get(Grant, grant_id)
 
     def revoke_grant(self, grant_id: str, reason: str) -> None:
-        """End a grant: its refresh tokens stop working, its access tokens are listed as
-        revoked until they would have expired."""
-        self._store.set(
-            _revoked_grant_key(grant_id), b"1", self._settings.access_token_lifetime + 60
-        )
+        """End a grant: its refresh tokens stop working, its access tokens are revoked
+        until they would have expired (committed first, then marked in the store)."""
+        self.revoke_grant_ids([grant_id], reason)
+
+    def revoke_grants(self, grants: list[Grant], reason: str) -> None:
+        self.revoke_grant_ids([grant.id for grant in grants], reason)
+
+    def revoke_grant_ids(self, grant_ids: list[str], reason: str) -> None:
+        if not grant_ids:
+            return
         self._session.execute(
             update(Grant)
-            .where(Grant.id == grant_id, Grant.revoked_at.is_(None))
+            .where(Grant.id.in_(grant_ids), Grant.revoked_at.is_(None))
             .values(revoked_at=self._clock.now(), revoked_reason=reason),
             execution_options={"synchronize_session": False},
         )
         self._session.commit()
-
-    def revoke_grants(self, grants: list[Grant], reason: str) -> None:
-        for grant in grants:
-            self.revoke_grant(grant.id, reason)
+        self._revocations.grants_revoked(grant_ids)
 
     def active_grants(self, *, user_id: int, client_id: str | None = None) -> list[Grant]:
         query = select(Grant).where(Grant.user_id == user_id, Grant.revoked_at.is_(None))
@@ -371,9 +371,9 @@ class TokenService:
         return self._keys.sign(claims, typ=ACCESS_TOKEN_TYP), lifetime
 
     def revoke_access_token(self, claims: dict[str, Any]) -> None:
-        remaining = int(claims["exp"]) - self._clock.now().timestamp()
-        if remaining > 0:
-            self._store.set(_revoked_jti_key(claims["jti"]), b"1", remaining + 5)
+        """Revoke one access token until it would have expired (committed first)."""
+        expires_at = datetime.fromtimestamp(int(claims["exp"]), self._clock.now().tzinfo)
+        self._revocations.revoke_access_token(self._session, claims["jti"], expires_at)
 
     # -- ID tokens
 

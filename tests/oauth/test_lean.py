@@ -77,21 +77,39 @@ def test_an_unexpected_failure_is_a_json_500(
     assert "internal detail" not in response.get_data(as_text=True)
 
 
-def test_a_store_outage_is_a_503(
+def test_a_store_outage_is_answered_from_the_database(
     app: Flask, client: FlaskClient, rp: RP, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from idp.core.store import StoreUnavailable
 
-    token = rp.token_request(client, {"grant_type": "client_credentials"}).get_json()
+    live = rp.token_request(client, {"grant_type": "client_credentials"}).get_json()
+    revoked = rp.token_request(client, {"grant_type": "client_credentials"}).get_json()
+    assert rp.post(client, "/revoke", {"token": revoked["access_token"]}).status_code == 200
 
     def down(*_args: object) -> int:
         raise StoreUnavailable("cannot reach the store at redis://cache:6379/0")
 
     with app.app_context():
-        monkeypatch.setattr(oauth().verifier._store, "exists", down)
-    response = rp.post(client, "/introspect", {"token": token["access_token"]})
-    assert response.status_code == 503
-    assert response.get_json()["error"] == "temporarily_unavailable"
+        provider = oauth()
+        monkeypatch.setattr(provider.revocations._store, "get_many", down)
+        monkeypatch.setattr(provider.revocations._store, "get", down)
+    answer = rp.post(client, "/introspect", {"token": live["access_token"]})
+    assert answer.status_code == 200
+    assert answer.get_json()["active"] is True
+    answer = rp.post(client, "/introspect", {"token": revoked["access_token"]})
+    assert answer.get_json() == {"active": False}
+
+    # with the database gone too, nobody can tell: 503, never "active"
+    def no_database(*_args: object) -> None:
+        from idp.core.db import DatabaseUnavailable
+
+        raise DatabaseUnavailable("cannot reach the database")
+
+    monkeypatch.setattr(provider.revocations, "_revoked_in_database", no_database)
+    for token in (live, revoked):
+        response = rp.post(client, "/introspect", {"token": token["access_token"]})
+        assert response.status_code == 503
+        assert response.get_json()["error"] == "temporarily_unavailable"
 
 
 def test_the_introspection_fast_path_answers_like_authlib(
