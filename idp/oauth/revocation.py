@@ -109,12 +109,21 @@ class Revocations:
             execution_options={"synchronize_session": False},
         )
         session.commit()
-        self._store.set(jti_key(jti), b"1", (expires_at - now).total_seconds() + _SLACK)
+        self._mark([(jti_key(jti), (expires_at - now).total_seconds() + _SLACK)])
 
     def grants_revoked(self, grant_ids: list[str]) -> None:
         """Markers for grants whose ``revoked_at`` the caller has just committed."""
-        for grant_id in grant_ids:
-            self._store.set(grant_key(grant_id), b"1", self._grant_marker_seconds)
+        self._mark([(grant_key(grant_id), self._grant_marker_seconds) for grant_id in grant_ids])
+
+    def _mark(self, markers: list[tuple[str, float]]) -> None:
+        try:
+            for key, seconds in markers:
+                self._store.set(key, b"1", seconds)
+        except StoreUnavailable:
+            # committed, but not marked: this worker copies everything again before it
+            # trusts the store (the others within ``revocation_sync_seconds``)
+            self._copied_at_disruption = None
+            raise
 
     def grant_marked(self, grant_id: str) -> bool:
         """A marker for a grant that may not be in the database yet (a code replayed
@@ -135,26 +144,29 @@ class Revocations:
                 return self._revoked_in_database(jti, grant_id)
             if any(marker is not None for marker in markers):
                 return True  # a marker is never wrong
-            if self._trusted(epoch):
-                return False
             try:
-                self._copy()
+                if not self._complete(epoch):
+                    self._copy()
+                elif self._copy_due():
+                    self._copy_recent()
+                else:
+                    return False
             except StoreUnavailable as exc:
                 log.warning("revocation check from the database: %s", exc)
                 return self._revoked_in_database(jti, grant_id)
         return self._revoked_in_database(jti, grant_id)
 
-    def _trusted(self, epoch: bytes | None) -> bool:
-        """Whether a store answer without markers means "not revoked" (read after the
-        answer: a new server instance is counted before its first answer arrives)."""
-        if epoch is None or self._copied_at_disruption != self._store.disruptions:
-            return False
+    def _complete(self, epoch: bytes | None) -> bool:
+        """Whether the store holds every marker (read after its answer: a new server
+        instance is counted before its first answer arrives)."""
+        return epoch is not None and self._copied_at_disruption == self._store.disruptions
+
+    def _copy_due(self) -> bool:
         copied_at = self._copied_at
-        if copied_at is None:
-            return False
-        if (self._clock.now() - copied_at).total_seconds() >= self._sync_seconds:
-            self._copy_recent()
-        return True
+        return (
+            copied_at is None
+            or (self._clock.now() - copied_at).total_seconds() >= self._sync_seconds
+        )
 
     def _revoked_in_database(self, jti: str, grant_id: str | None) -> bool:
         queries = [select(literal(1)).where(RevokedAccessToken.jti == jti)]
@@ -183,10 +195,13 @@ class Revocations:
                 left = self._grant_marker_seconds - (started - revoked_at).total_seconds()
                 self._store.set(grant_key(grant_id), b"1", max(left, 1))
             self._store.set(EPOCH_KEY, secrets.token_hex(8).encode(), _EPOCH_TTL)
+            first = self._copied_at is None
             self._copied_at_disruption = disruptions
             self._copied_at = started
-            log.warning(
-                "revocation markers restored from the database (%d tokens, %d grants)",
+            log.log(
+                logging.INFO if first else logging.WARNING,
+                "revocation markers %s from the database (%d tokens, %d grants)",
+                "copied" if first else "restored",
                 len(jtis),
                 len(grants),
             )
@@ -200,15 +215,11 @@ class Revocations:
             now = self._clock.now()
             if since is None or (now - since).total_seconds() < self._sync_seconds:
                 return
-            try:
-                jtis, grants = self._revocations_since(since - _OVERLAP, now)
-                for jti, expires_at in jtis:
-                    self._store.set(jti_key(jti), b"1", (expires_at - now).total_seconds() + _SLACK)
-                if grants:
-                    self.grants_revoked([grant_id for grant_id, _ in grants])
-            except StoreUnavailable as exc:
-                log.warning("revocation markers not copied: %s", exc)
-                return
+            jtis, grants = self._revocations_since(since - _OVERLAP, now)
+            for jti, expires_at in jtis:
+                self._store.set(jti_key(jti), b"1", (expires_at - now).total_seconds() + _SLACK)
+            for grant_id, _revoked_at in grants:
+                self._store.set(grant_key(grant_id), b"1", self._grant_marker_seconds)
             self._copied_at = now
         finally:
             self._lock.release()
