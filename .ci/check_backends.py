@@ -6,11 +6,14 @@ run and passed (none skipped), and so must the browser tests.
 
 from __future__ import annotations
 
+import re
 import sys
 import xml.etree.ElementTree as ET
 from collections import Counter
 
 MIN_PRODUCTION_TESTS = 50
+# "production" as one of the test's parameter ids: [production], [x-production-y]
+PRODUCTION = re.compile(r"[\[-]production[\]-]")
 
 
 def main(path: str) -> int:
@@ -19,7 +22,7 @@ def main(path: str) -> int:
     problems = []
     for case in root.iter("testcase"):
         name = f"{case.get('classname')}::{case.get('name')}"
-        if "[production" in name:
+        if PRODUCTION.search(name):
             kind = "production"
         elif "test_browser" in name:
             kind = "browser"

@@ -118,7 +118,7 @@ class RefreshToken(Base):
 class RevokedAccessToken(Base):
     """An access token revoked on its own (RFC 7009), kept until it would have expired
     anyway. The source of truth for revocation: the store's markers are a cache of
-    this table and of ``Grant.revoked_at`` (decision 21)."""
+    this table and of ``Grant.revoked_at`` (decision 23)."""
 
     __tablename__ = "oauth_revoked_access_tokens"
 

@@ -3,7 +3,7 @@
 The database is the source of truth (``RevokedAccessToken`` rows until the token would
 have expired, ``Grant.revoked_at``); the store holds a marker per revocation so that
 the common check (a token that is not revoked, a healthy store) costs one store round
-trip and no database query (decision 21).
+trip and no database query (decision 23).
 
 A store can lose markers: Redis restarted empty, a failover to a replica that had not
 received the last writes, a flush. Each check therefore reads, in the same atomic
