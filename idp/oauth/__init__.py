@@ -16,6 +16,7 @@ from typing import Any
 from flask import Flask, current_app, has_app_context
 
 from accounts.signals import account_disabled
+from idp.login.auth import session_ended
 
 
 def init_app(app: Flask, *, background: bool = False) -> None:
@@ -30,6 +31,7 @@ def init_app(app: Flask, *, background: bool = False) -> None:
     app.cli.add_command(cli.clients)
     app.cli.add_command(cli.keys)
     account_disabled.connect(revoke_disabled_accounts_grants, weak=False)
+    session_ended.connect(revoke_session_grants, sender=app, weak=False)
 
 
 def revoke_disabled_accounts_grants(user: Any, **_: Any) -> None:
@@ -40,3 +42,20 @@ def revoke_disabled_accounts_grants(user: Any, **_: Any) -> None:
         return
     tokens = oauth().tokens()
     tokens.revoke_grants(tokens.active_grants(user_id=user.id), "account_disabled")
+
+
+def revoke_session_grants(sender: Flask, data: dict[str, Any], **_: Any) -> None:
+    """The grants made in an SSO session end with it, except those with
+    ``offline_access`` (OpenID Connect Back-Channel Logout 1.0, 2.7): their access
+    tokens introspect inactive and their refresh tokens stop working."""
+    provider = sender.extensions.get("idp.oauth")
+    sid, uid = data.get("sid"), data.get("uid")
+    if provider is None or not sid or uid is None:
+        return
+    tokens = provider.tokens()
+    ended = [
+        grant
+        for grant in tokens.active_grants(user_id=int(uid))
+        if grant.sid == sid and "offline_access" not in grant.scope.split()
+    ]
+    tokens.revoke_grants(ended, "session_ended")

@@ -40,7 +40,7 @@ from idp.oauth.server import oauth
 from tests.conftest import Backend, EnglishClient, make_settings
 from tests.e2e.servers import free_port
 from tests.oauth_support import RP, Flow, register
-from tests.support import create_user
+from tests.support import create_user, csrf_token, text
 
 
 @pytest.fixture
@@ -161,6 +161,28 @@ def test_withdrawn_consent_revokes_for_good(app: Flask, client: FlaskClient, sto
     assert response.status_code in (200, 302, 303)
     lose_everything(store)
     assert not active(third, client, tokens["access_token"])
+
+
+def test_signing_out_ends_the_sessions_grants_but_not_offline_ones(
+    client: FlaskClient, rp: RP, store: Store
+) -> None:
+    """OpenID Connect Back-Channel Logout 2.7: what was granted in the session ends
+    with it; ``offline_access`` outlives it. Durably: the store then loses everything."""
+    online, _ = rp.tokens(client, scope="openid")
+    offline, _ = rp.tokens(client, scope="openid offline_access")  # the same SSO session
+    other_browser = rp.app.test_client()
+    elsewhere, _ = rp.tokens(other_browser, scope="openid")
+    page = client.get("/logout")
+    assert client.post("/logout", data={"csrf_token": csrf_token(text(page))}).status_code == 302
+    lose_everything(store)
+    assert not active(rp, client, online["access_token"])
+    assert userinfo_status(client, online["access_token"]) == 401
+    assert active(rp, client, offline["access_token"])
+    refreshed = rp.token_request(
+        client, {"grant_type": "refresh_token", "refresh_token": offline["refresh_token"]}
+    )
+    assert refreshed.status_code == 200
+    assert active(rp, client, elsewhere["access_token"])  # another session: untouched
 
 
 # -- the common case stays fast
