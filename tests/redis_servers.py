@@ -32,7 +32,7 @@ START_TIMEOUT = 10.0
 def free_port(*, with_bus: bool = False) -> int:
     """A port nobody listens on (and, for a cluster node, its bus port +10000 too)."""
     for _ in range(200):
-        port = random.randint(20000, 50000)
+        port = random.randint(20000, 50000)  # noqa: S311 - a port, not a secret
         wanted = [port, port + 10000] if with_bus else [port]
         if all(_bindable(p) for p in wanted):
             return port
@@ -75,7 +75,7 @@ class RedisProcess:
 
     def start(self) -> None:
         with self.log.open("ab") as output:
-            self.process = subprocess.Popen(  # noqa: S603 - fixed arguments
+            self.process = subprocess.Popen(
                 [REDIS_SERVER, *self.args],
                 cwd=self.directory,
                 stdout=output,
@@ -184,9 +184,7 @@ class SentinelSet:
         def ready() -> bool:
             primary = self.current_primary()
             other = self.replica if primary is self.primary else self.primary
-            if other.process is None or other.info("replication").get(
-                "master_link_status"
-            ) != "up":
+            if other.process is None or other.info("replication").get("master_link_status") != "up":
                 return False
             for sentinel in self.sentinels:
                 known = sentinel.ask("SENTINEL", "SENTINELS", self.service)
@@ -265,21 +263,28 @@ def running_cluster(directory: Path, *, size: int = 3) -> Iterator[Cluster]:
                 _data_args(
                     port,
                     directory,
-                    "--cluster-enabled", "yes",
-                    "--cluster-config-file", str(directory / f"nodes-{port}.conf"),
-                    "--cluster-node-timeout", "2000",
-                ),  # fmt: skip
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    str(directory / f"nodes-{port}.conf"),
+                    "--cluster-node-timeout",
+                    "2000",
+                ),
             )
         )
     with _stopping(nodes):
         for node in nodes:
             node.start()
-        subprocess.run(  # noqa: S603 - fixed arguments
+        subprocess.run(
             [
-                REDIS_CLI, "--cluster", "create",
+                REDIS_CLI,
+                "--cluster",
+                "create",
                 *(f"{HOST}:{node.port}" for node in nodes),
-                "--cluster-replicas", "0", "--cluster-yes",
-            ],  # fmt: skip
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
             check=True,
             capture_output=True,
             timeout=60,

@@ -380,7 +380,8 @@ _HA_RETRY_ATTEMPTS = 3
 _HA_RETRY_CAP_SECONDS = 0.25
 # On Sentinel, a single-use value is handed out only once a replica has its deletion
 # (or after this wait): a failover right after a take cannot bring the value back.
-_REPLICA_WAIT_MILLIS = 500
+_REPLICA_WAIT_MILLIS = 100
+_NO_REPLICA_PAUSE = 5
 
 
 class RedisStore:
@@ -405,6 +406,7 @@ class RedisStore:
         self._topology = parse_redis_url(url)
         self._client: _Client | None = None
         self._client_lock = threading.Lock()
+        self._no_replica_until = 0.0
         if self._topology.kind != "cluster":  # a cluster client connects when built
             self._client = self._build_client()
 
@@ -510,15 +512,23 @@ class RedisStore:
         return self._call("take", lambda r: r.getdel(full))  # type: ignore[return-value]
 
     def _replicated(self, client: _Client, command: str, *args: object, **kwargs: object) -> object:
-        """Run one write, then WAIT until a replica has it (one round trip), so that an
-        answer this store gives survives a failover to that replica."""
+        """Run one write, then WAIT until a replica has it (same round trip), so that an
+        answer this store gives survives a failover to that replica. Without a replica
+        (e.g. just after a failover) each wait would time out: then writes are not
+        waited for during ``_NO_REPLICA_PAUSE`` seconds."""
+        wait = time.monotonic() >= self._no_replica_until
         pipe = client.pipeline(transaction=False)
         getattr(pipe, command)(*args, **kwargs)
-        pipe.execute_command("WAIT", 1, _REPLICA_WAIT_MILLIS)
-        result, replicas = pipe.execute()
-        if int(replicas) < 1:
+        if wait:
+            pipe.execute_command("WAIT", 1, _REPLICA_WAIT_MILLIS)
+        result, *replicas = pipe.execute()
+        if wait and int(replicas[0]) < 1:
+            self._no_replica_until = time.monotonic() + _NO_REPLICA_PAUSE
             log.warning(
-                "store: no replica acknowledged a %s within %d ms", command, _REPLICA_WAIT_MILLIS
+                "store: no replica acknowledged a write within %d ms; not waiting for "
+                "replicas for %d s",
+                _REPLICA_WAIT_MILLIS,
+                _NO_REPLICA_PAUSE,
             )
         return result
 
