@@ -229,19 +229,27 @@ def running_sentinels(directory: Path, *, service: str = "idp-store") -> Iterato
 
 @dataclass
 class Cluster:
-    """Cluster nodes, each a primary for a third of the hash slots (no replicas)."""
+    """Cluster nodes: ``primaries``, each serving a part of the hash slots, and
+    ``replicas`` (by default none; ``running_cluster(replicas=1)`` gives the first
+    primary one, so that it can fail over)."""
 
-    nodes: list[RedisProcess]
+    primaries: list[RedisProcess]
+    replicas: list[RedisProcess]
+
+    @property
+    def nodes(self) -> list[RedisProcess]:
+        return [*self.primaries, *self.replicas]
 
     @property
     def url(self) -> str:
-        return "redis+cluster://" + ",".join(f"{HOST}:{node.port}" for node in self.nodes)
+        return "redis+cluster://" + ",".join(f"{HOST}:{node.port}" for node in self.primaries)
 
     def wait_ok(self) -> None:
+        """Every running node reports ``cluster_state:ok``."""
         wait_until(
-            lambda: all(node.cluster_state() == "ok" for node in self.nodes),
+            lambda: all(n.cluster_state() == "ok" for n in self.nodes if n.process is not None),
             timeout=30,
-            what="cluster_state:ok on every node",
+            what="cluster_state:ok on every running node",
         )
 
     def restart(self, node: RedisProcess) -> None:
@@ -250,45 +258,64 @@ class Cluster:
         node.start()
         self.wait_ok()
 
+    def is_primary(self, node: RedisProcess) -> bool:
+        return node.info("replication").get("role") == "master"
+
+
+def _cluster_node(directory: Path) -> RedisProcess:
+    port = free_port(with_bus=True)
+    return RedisProcess(
+        port,
+        directory,
+        _data_args(
+            port,
+            directory,
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            str(directory / f"nodes-{port}.conf"),
+            "--cluster-node-timeout",
+            "2000",
+        ),
+    )
+
+
+def _wait_in_sync(replica: RedisProcess) -> None:
+    wait_until(
+        lambda: replica.info("replication").get("master_link_status") == "up",
+        timeout=30,
+        what=f"replica {replica.port} in sync",
+    )
+
+
+def _cli(*args: str) -> None:
+    subprocess.run([REDIS_CLI, *args], check=True, capture_output=True, timeout=60)
+
 
 @contextlib.contextmanager
-def running_cluster(directory: Path, *, size: int = 3) -> Iterator[Cluster]:
-    nodes = []
-    for _ in range(size):
-        port = free_port(with_bus=True)
-        nodes.append(
-            RedisProcess(
-                port,
-                directory,
-                _data_args(
-                    port,
-                    directory,
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    str(directory / f"nodes-{port}.conf"),
-                    "--cluster-node-timeout",
-                    "2000",
-                ),
-            )
-        )
-    with _stopping(nodes):
-        for node in nodes:
+def running_cluster(directory: Path, *, size: int = 3, replicas: int = 0) -> Iterator[Cluster]:
+    primaries = [_cluster_node(directory) for _ in range(size)]
+    followers = [_cluster_node(directory) for _ in range(replicas)]
+    with _stopping([*followers, *primaries]):
+        for node in (*primaries, *followers):
             node.start()
-        subprocess.run(
-            [
-                REDIS_CLI,
+        addresses = [f"{HOST}:{node.port}" for node in primaries]
+        _cli("--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes")
+        cluster = Cluster(primaries, [])
+        cluster.wait_ok()
+        leader = primaries[0]
+        leader_id = leader.ask("CLUSTER", "MYID")
+        for follower in followers:
+            _cli(
                 "--cluster",
-                "create",
-                *(f"{HOST}:{node.port}" for node in nodes),
-                "--cluster-replicas",
-                "0",
-                "--cluster-yes",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-        cluster = Cluster(nodes)
+                "add-node",
+                f"{HOST}:{follower.port}",
+                f"{HOST}:{leader.port}",
+                "--cluster-slave",
+                "--cluster-master-id",
+                leader_id.decode() if isinstance(leader_id, bytes) else str(leader_id),
+            )
+            _wait_in_sync(follower)
+            cluster.replicas.append(follower)
         cluster.wait_ok()
         yield cluster

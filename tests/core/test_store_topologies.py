@@ -45,6 +45,7 @@ from tests.core.test_store import (  # noqa: F401 - collected by pytest
 )
 from tests.oauth_support import RP, register
 from tests.redis_servers import (
+    Cluster,
     SentinelSet,
     running_cluster,
     running_redis,
@@ -236,30 +237,43 @@ def _last(failures: list[tuple[float, BaseException]]) -> float:
     return failures[-1][0] if failures else 0.0
 
 
-def test_a_cluster_node_restart_is_a_disruption(tmp_path: Path) -> None:
-    with running_cluster(tmp_path) as cluster:
+def test_a_cluster_failover_and_a_node_restart_are_disruptions(tmp_path: Path) -> None:
+    with running_cluster(tmp_path, replicas=1) as cluster:
         store = RedisStore(cluster.url, namespace="idp:")
         try:
-            keys = [f"k{n}" for n in range(30)]  # spread over every node's slots
-            for key in keys:
-                store.set(key, b"v", 60)
-            assert store.exists(*keys) == len(keys)
-            assert store.disruptions == 0  # three nodes met for the first time: no disruption
-            cluster.restart(cluster.nodes[0])
-            errors: list[BaseException] = []
-
-            def all_keys_writable() -> bool:
-                try:
-                    for key in keys:
-                        store.set(key, b"again", 60)
-                except StoreUnavailable as exc:
-                    errors.append(exc)
-                    return False
-                return True
-
-            wait_until(all_keys_writable, timeout=15, what="every node answers again")
-            assert store.disruptions == 1
-            assert store.exists(*keys) == len(keys)
-            assert store.get_many("{rv}:a", "{rv}:b") == [None, None]
+            _cluster_failover_and_restart(cluster, store)
         finally:
             store.close()
+
+
+def _cluster_failover_and_restart(cluster: Cluster, store: RedisStore) -> None:
+    keys = [f"k{n}" for n in range(30)]  # spread over every primary's slots
+    for key in keys:
+        store.set(key, b"v", 60)
+    assert store.exists(*keys) == len(keys)
+    assert store.disruptions == 0  # three primaries met for the first time: no disruption
+    errors: list[BaseException] = []
+
+    def all_keys_writable() -> bool:
+        try:
+            for key in keys:
+                store.set(key, b"again", 60)
+        except StoreUnavailable as exc:  # any other kind fails the test at once
+            errors.append(exc)
+            return False
+        return True
+
+    # the first primary dies: its replica takes over its slots
+    killed_at = time.monotonic()
+    cluster.primaries[0].kill()
+    wait_until(all_keys_writable, timeout=20, what="every slot writable after the failover")
+    print(f"cluster failover: writable again after {time.monotonic() - killed_at:.2f} s")
+    assert errors, "no operation failed while the primary was down: nothing was tested"
+    assert cluster.is_primary(cluster.replicas[0])
+    assert store.disruptions == 1
+    # a primary without a replica restarts, empty, as the same member
+    cluster.restart(cluster.primaries[1])
+    wait_until(all_keys_writable, timeout=20, what="every slot writable after the restart")
+    assert store.disruptions == 2
+    assert store.exists(*keys) == len(keys)
+    assert store.get_many("{rv}:a", "{rv}:b") == [None, None]
