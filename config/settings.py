@@ -62,8 +62,8 @@ class Settings(BaseModel):
     database_pool_size: int = Field(default=10, ge=1, le=200)
     redis_url: str | None = Field(
         default=None,
-        description="Short-lived state store; unset means the in-process store "
-        "(one worker process only).",
+        description="Short-lived state store (one Redis, redis+sentinel:// or "
+        "redis+cluster://); unset means the in-process store (one worker process only).",
     )
     redis_namespace: str = Field(
         default="idp:",
