@@ -407,6 +407,7 @@ class RedisStore:
         self._client: _Client | None = None
         self._client_lock = threading.Lock()
         self._no_replica_until = 0.0
+        self._sentinels: Sentinel | None = None
         if self._topology.kind != "cluster":  # a cluster client connects when built
             self._client = self._build_client()
 
@@ -434,7 +435,7 @@ class RedisStore:
             _HA_RETRY_ATTEMPTS,
         )
         if topology.kind == "sentinel":
-            sentinels = Sentinel(  # type: ignore[no-untyped-call]
+            sentinels = self._sentinels = Sentinel(  # type: ignore[no-untyped-call]
                 list(topology.hosts),
                 sentinel_kwargs={
                     "socket_connect_timeout": _CONNECT_TIMEOUT,
@@ -468,7 +469,10 @@ class RedisStore:
             redis_connect_func=self._servers.identify_cluster_node,
         )
 
+    @property
     def _redis(self) -> _Client:
+        """The redis-py client (built on first use for a cluster, whose client connects
+        as it is built)."""
         if self._client is None:
             with self._client_lock:
                 if self._client is None:
@@ -480,7 +484,7 @@ class RedisStore:
 
     def _call(self, operation: str, fn: Callable[[_Client], T]) -> T:
         try:
-            return fn(self._redis())
+            return fn(self._redis)
         except (redis.RedisError, RedisClusterException) as exc:
             if isinstance(exc, (redis.exceptions.ClusterCrossSlotError, CrossSlotTransactionError)):
                 raise  # a programming error, not an outage
@@ -593,6 +597,9 @@ class RedisStore:
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
+        if self._sentinels is not None:
+            for sentinel in self._sentinels.sentinels:
+                sentinel.close()
 
 
 def _millis(seconds: float) -> int:

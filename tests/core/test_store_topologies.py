@@ -224,9 +224,14 @@ def _failover_under_load(
     recovered = min(t for t in load.successes if t > _last(load.failures)) - killed_at
     record_property("sentinel_outage_seconds", round(outage, 2))
     record_property("sentinel_recovery_seconds", round(recovered, 2))
-    print(f"sentinel failover: last failure {outage:.2f} s, first success {recovered:.2f} s")
+    print(
+        f"sentinel failover: {len(load.failures)} StoreUnavailable, last {outage:.2f} s "
+        f"after the kill; all clear at {recovered:.2f} s; {len(load.successes)} rounds ok, "
+        f"{sum(load.taken.values())} single-use values taken once each"
+    )
     assert recovered < 15
     assert store.disruptions >= 1  # the new primary is a server never seen before
+    assert load.taken, "no single-use value was taken: the test did not test it"
     assert max(load.taken.values()) == 1, "a single-use value was taken twice"
     # and a write after the failover is on the new primary, the former replica
     store.set("after", b"failover", 30)
