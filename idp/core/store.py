@@ -24,7 +24,7 @@ from typing import IO, Protocol, TypeVar
 
 import redis
 from redis import crc
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.cluster import ClusterNode
 from redis.exceptions import CrossSlotTransactionError, RedisClusterException
 from redis.retry import Retry
@@ -375,8 +375,9 @@ def _one_slot(operation: str, keys: tuple[str, ...]) -> None:
 _Client = redis.Redis | redis.RedisCluster
 _CONNECT_TIMEOUT = 3
 _TIMEOUT = 5
-# A failing command is tried again a few times, briefly, then reported unavailable.
-_HA_RETRY_ATTEMPTS = 3
+_SENTINEL_TIMEOUT = 1
+# A failing command is tried again, briefly, then reported unavailable.
+_HA_RETRY_ATTEMPTS = 2
 _HA_RETRY_CAP_SECONDS = 0.25
 # On Sentinel, a single-use value is handed out only once a replica has its deletion
 # (or after this wait): a failover right after a take cannot bring the value back.
@@ -437,10 +438,11 @@ class RedisStore:
         if topology.kind == "sentinel":
             sentinels = self._sentinels = Sentinel(  # type: ignore[no-untyped-call]
                 list(topology.hosts),
+                # each sentinel is asked once, briefly; the next one is asked if it fails
                 sentinel_kwargs={
-                    "socket_connect_timeout": _CONNECT_TIMEOUT,
-                    "socket_timeout": _CONNECT_TIMEOUT,
-                    "retry": retry,
+                    "socket_connect_timeout": _SENTINEL_TIMEOUT,
+                    "socket_timeout": _SENTINEL_TIMEOUT,
+                    "retry": Retry(NoBackoff(), 0),
                 },
             )
             primary: redis.Redis = sentinels.master_for(  # type: ignore[no-untyped-call]
