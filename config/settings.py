@@ -7,11 +7,13 @@ base reads the environment for configuration. Tests build ``Settings`` directly.
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import (
     BaseModel,
@@ -60,8 +62,8 @@ class Settings(BaseModel):
     database_pool_size: int = Field(default=10, ge=1, le=200)
     redis_url: str | None = Field(
         default=None,
-        description="Short-lived state store; unset means the in-process store "
-        "(one worker process only).",
+        description="Short-lived state store (one Redis, redis+sentinel:// or "
+        "redis+cluster://); unset means the in-process store (one worker process only).",
     )
     redis_namespace: str = Field(
         default="idp:",
@@ -301,8 +303,7 @@ class Settings(BaseModel):
     def _supported_redis(cls, value: str | None) -> str | None:
         if value is None or value == "":
             return None
-        if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must be redis://HOST:PORT/DB, rediss://... or unix://PATH")
+        parse_redis_url(value)
         return value
 
     @field_validator("registry_url", "face_url", "sms_gateway_url")
@@ -444,6 +445,9 @@ def _describe(exc: ValidationError) -> str:
             field, _, message = message.partition(": ")
         hidden = any(word in field for word in ("secret", "token", "key"))
         shown = "<hidden>" if hidden else repr(error.get("input"))
+        if field.endswith("_url") and isinstance(error.get("input"), str):
+            # a URL that failed to parse may have its password anywhere before the last @
+            shown = repr(re.sub(r"//.*@", "//***@", error["input"]))
         name = f"{env_name(field)} ({field})" if field in Settings.model_fields else field
         suffix = f" (got {shown})" if loc else ""
         lines.append(f"invalid setting {name}: {message}{suffix}")
@@ -452,9 +456,80 @@ def _describe(exc: ValidationError) -> str:
 
 def redact_url(url: str) -> str:
     """The URL with any password replaced, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # not even a URL (e.g. an unclosed "["): hide all credentials
+        return re.sub(r"//.*@", "//***@", url)
+    if password is None:
         return url
     netloc = parts.netloc.rsplit("@", 1)
     user = parts.username or ""
     return urlunsplit((parts.scheme, f"{user}:***@{netloc[-1]}", parts.path, parts.query, ""))
+
+
+REDIS_URL_FORMS = (
+    "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], rediss://... or unix://PATH (one server); "
+    "redis+sentinel://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]...]/SERVICE[/DB] "
+    "(Sentinel, port 26379 by default); "
+    "redis+cluster://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]...] (Cluster, port 6379)"
+)
+_SENTINEL_SCHEME = "redis+sentinel"
+_CLUSTER_SCHEME = "redis+cluster"
+_SERVICE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::([0-9]{1,5}))?$")
+
+
+@dataclasses.dataclass(frozen=True)
+class RedisTopology:
+    """What ``IDP_REDIS_URL`` names: one server (``redis://``, parsed by redis-py), the
+    primary of a Sentinel-monitored service, or a Cluster. ``hosts`` are the
+    sentinels or the cluster's startup nodes; the credentials are those of the Redis
+    servers that hold the data (the sentinels are asked without them)."""
+
+    kind: Literal["single", "sentinel", "cluster"]
+    hosts: tuple[tuple[str, int], ...] = ()
+    service_name: str = ""
+    db: int = 0
+    username: str | None = None
+    password: str | None = dataclasses.field(default=None, repr=False)
+
+
+def parse_redis_url(url: str) -> RedisTopology:
+    """Read an ``IDP_REDIS_URL``; ``ValueError`` (never naming the password) if bad."""
+    scheme, _, rest = url.partition("://")
+    if scheme in {"redis", "rediss", "unix"} and rest:
+        return RedisTopology("single")
+    if scheme not in {_SENTINEL_SCHEME, _CLUSTER_SCHEME} or not rest:
+        raise ValueError(f"must be one of {REDIS_URL_FORMS}")
+    netloc, _, path = rest.partition("/")
+    if "?" in rest or "#" in rest:
+        raise ValueError(f"{scheme}:// takes no query or fragment")
+    credentials, at, host_list = netloc.rpartition("@")
+    username, password = None, None
+    if at:
+        user, colon, secret = credentials.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    default_port = 26379 if scheme == _SENTINEL_SCHEME else 6379
+    hosts = tuple(_host_and_port(item, default_port) for item in host_list.split(","))
+    if scheme == _CLUSTER_SCHEME:
+        if path not in {"", "0"}:
+            raise ValueError("redis+cluster:// has database 0 only (no /SERVICE or /DB)")
+        return RedisTopology("cluster", hosts, username=username, password=password)
+    service, _, db = path.partition("/")
+    if not _SERVICE_NAME.match(service):
+        raise ValueError("redis+sentinel:// needs the service name: .../SERVICE[/DB]")
+    if db and not (db.isdigit() and int(db) < 10_000):
+        raise ValueError("redis+sentinel://.../SERVICE/DB: DB must be a number")
+    return RedisTopology(
+        "sentinel", hosts, service, int(db or 0), username=username, password=password
+    )
+
+
+def _host_and_port(item: str, default_port: int) -> tuple[str, int]:
+    match = _HOST.match(item)
+    port = int(match.group(2) or default_port) if match else 0
+    if match is None or not 0 < port < 65536:
+        raise ValueError("bad host list: HOST[:PORT], separated by commas")
+    return match.group(1).strip("[]"), port

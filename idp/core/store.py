@@ -23,8 +23,15 @@ from pathlib import Path
 from typing import IO, Protocol, TypeVar
 
 import redis
+from redis import crc
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.cluster import ClusterNode
+from redis.exceptions import CrossSlotTransactionError, RedisClusterException
+from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 from config import redact_url
+from config.settings import parse_redis_url
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -202,6 +209,7 @@ class MemoryStore:
             return sum(self._live(self._key(key), now) is not None for key in keys)
 
     def get_many(self, *keys: str) -> list[bytes | None]:
+        _one_slot("get_many", keys)
         self._guard()
         now = time.monotonic()
         with self._lock:
@@ -274,10 +282,15 @@ class ServerIdentities:
     every start of a server, different on a replica). Each connection reports the
     server it reached as soon as it is made, before any command runs on it, so a
     restart or a failover is noticed before the first answer that the new server gives.
+
+    Servers are grouped by the part of the data they hold: one group for a single
+    server or a Sentinel-monitored primary, one per cluster shard (named by its first
+    hash slot, which a failover to the shard's replica keeps). The first server seen in
+    a group is no disruption; every further one is.
     """
 
     def __init__(self) -> None:
-        self._seen: set[str] = set()
+        self._seen: dict[str, set[str]] = {}
         self._lock = threading.Lock()
         self.disruptions = 0
 
@@ -285,98 +298,268 @@ class ServerIdentities:
         """``redis_connect_func`` of every connection: set it up as usual, then ask
         the server who it is."""
         connection.on_connect()  # type: ignore[no-untyped-call]
-        try:
-            connection.send_command("INFO", "server")  # type: ignore[no-untyped-call]
-            info = connection.read_response()
-        except redis.ResponseError:
-            info = b""  # INFO renamed or refused: every new connection counts as new
-        self.seen(_run_id(info) or f"connection-{id(connection)}")
+        self.identify(connection)
 
-    def seen(self, server: str) -> None:
+    def identify(self, connection: redis.connection.AbstractConnection) -> None:
+        self.seen(
+            _ask(connection, "INFO", "server", read=_run_id) or f"connection-{id(connection)}"
+        )
+
+    def identify_cluster_node(self, connection: redis.connection.AbstractConnection) -> None:
+        """Called by ``RedisCluster`` on each new node connection, after its own set-up
+        (RedisCluster keeps ``redis_connect_func`` for itself and chains this one)."""
+        run_id = _ask(connection, "INFO", "server", read=_run_id)
+        shard = _ask(connection, "CLUSTER", "NODES", read=_shard_of_myself)
+        self.seen(run_id or f"connection-{id(connection)}", shard=shard or "?")
+
+    def seen(self, server: str, *, shard: str = "") -> None:
         with self._lock:
-            if server in self._seen:
+            known = self._seen.setdefault(shard, set())
+            if server in known:
                 return
-            if self._seen:
+            if known:
                 self.disruptions += 1
-            self._seen.add(server)
+            known.add(server)
 
 
-def _run_id(info: object) -> str | None:
-    text = info.decode(errors="replace") if isinstance(info, bytes) else str(info)
-    for line in text.splitlines():
+def _ask(
+    connection: redis.connection.AbstractConnection,
+    *command: str,
+    read: Callable[[str], str | None],
+) -> str | None:
+    try:
+        connection.send_command(*command)  # type: ignore[no-untyped-call]
+        answer = connection.read_response()
+    except redis.ResponseError:
+        return None  # renamed or refused: every new connection counts as a new server
+    text = answer.decode(errors="replace") if isinstance(answer, bytes) else str(answer)
+    return read(text)
+
+
+def _run_id(info: str) -> str | None:
+    for line in info.splitlines():
         if line.startswith("run_id:"):
             return line.removeprefix("run_id:").strip()
     return None
 
 
+def _shard_of_myself(nodes: str) -> str | None:
+    """From ``CLUSTER NODES``: the first slot of the primary this node is (or
+    replicates), e.g. ``slot:5461``; None for a primary without slots."""
+    lines = [line.split() for line in nodes.splitlines() if line.strip()]
+    by_id = {fields[0]: fields for fields in lines if len(fields) >= 8}
+    myself = next((f for f in by_id.values() if "myself" in f[2].split(",")), None)
+    if myself is None:
+        return None
+    primary = by_id.get(myself[3], myself) if myself[3] != "-" else myself
+    slots = [item for item in primary[8:] if not item.startswith("[")]  # skip migrations
+    if not slots:
+        return None
+    return f"slot:{min(int(item.split('-')[0]) for item in slots)}"
+
+
+def key_slot(key: str) -> int:
+    """The Redis Cluster hash slot of a key (CRC16 of its hash tag, or of the key)."""
+    return crc.key_slot(key.encode())
+
+
+def _one_slot(operation: str, keys: tuple[str, ...]) -> None:
+    if len({key_slot(key) for key in keys}) > 1:
+        raise ValueError(
+            f"{operation}: the keys must share one hash tag such as {{rv}} so that they "
+            f"live in one Redis Cluster hash slot (got {len(keys)} keys in several slots)"
+        )
+
+
+# Redis clients of the three topologies (redis-py types a cluster apart from a server).
+_Client = redis.Redis | redis.RedisCluster
+_CONNECT_TIMEOUT = 3
+_TIMEOUT = 5
+_SENTINEL_TIMEOUT = 1
+# A failing command is tried again, briefly, then reported unavailable.
+_HA_RETRY_ATTEMPTS = 2
+_HA_RETRY_CAP_SECONDS = 0.25
+# On Sentinel, a single-use value is handed out only once a replica has its deletion
+# (or after this wait): a failover right after a take cannot bring the value back.
+_REPLICA_WAIT_MILLIS = 100
+_NO_REPLICA_PAUSE = 5
+
+
 class RedisStore:
-    """Redis-backed store shared by every worker and node."""
+    """Redis-backed store shared by every worker and node: one server, the primary of
+    a Sentinel-monitored service, or a Cluster (``IDP_REDIS_URL``, see
+    ``config.settings.parse_redis_url``).
+
+    On a Cluster, every operation on several keys either keeps them in one hash slot
+    (``get_many``: the caller gives them one hash tag; the transactions of ``set_add``
+    and ``incr`` touch one key) or is split per slot by redis-py (``exists``,
+    ``delete``: no atomicity needed).
+    """
 
     shared = True
 
     def __init__(self, url: str, *, namespace: str = "idp:") -> None:
+        if "{" in namespace or "}" in namespace:
+            raise ValueError("the store namespace must not contain braces (hash tags)")
         self.url = url
         self._namespace = namespace
         self._servers = ServerIdentities()
-        self._redis = redis.Redis.from_url(
-            url,
-            socket_connect_timeout=3,
-            socket_timeout=5,
-            health_check_interval=30,
-            redis_connect_func=self._servers.connected,
-        )
+        self._topology = parse_redis_url(url)
+        self._client: _Client | None = None
+        self._client_lock = threading.Lock()
+        self._no_replica_until = 0.0
+        self._sentinels: Sentinel | None = None
+        if self._topology.kind != "cluster":  # a cluster client connects when built
+            self._client = self._build_client()
+
+    @property
+    def topology(self) -> str:
+        """``single``, ``sentinel`` or ``cluster``."""
+        return self._topology.kind
 
     @property
     def disruptions(self) -> int:
         return self._servers.disruptions
 
+    def _build_client(self) -> _Client:
+        topology = self._topology
+        if topology.kind == "single":
+            return redis.Redis.from_url(
+                self.url,
+                socket_connect_timeout=_CONNECT_TIMEOUT,
+                socket_timeout=_TIMEOUT,
+                health_check_interval=30,
+                redis_connect_func=self._servers.connected,
+            )
+        retry = Retry(
+            ExponentialWithJitterBackoff(base=0.01, cap=_HA_RETRY_CAP_SECONDS),
+            _HA_RETRY_ATTEMPTS,
+        )
+        if topology.kind == "sentinel":
+            sentinels = self._sentinels = Sentinel(  # type: ignore[no-untyped-call]
+                list(topology.hosts),
+                # each sentinel is asked once, briefly; the next one is asked if it fails
+                sentinel_kwargs={
+                    "socket_connect_timeout": _SENTINEL_TIMEOUT,
+                    "socket_timeout": _SENTINEL_TIMEOUT,
+                    "retry": Retry(NoBackoff(), 0),
+                },
+            )
+            primary: redis.Redis = sentinels.master_for(  # type: ignore[no-untyped-call]
+                topology.service_name,
+                socket_connect_timeout=_CONNECT_TIMEOUT,
+                socket_timeout=_TIMEOUT,
+                username=topology.username,
+                password=topology.password,
+                db=topology.db,
+                retry=retry,
+                health_check_interval=30,
+                redis_connect_func=self._servers.connected,
+            )
+            return primary
+        return redis.RedisCluster(
+            startup_nodes=[
+                ClusterNode(host, port)  # type: ignore[no-untyped-call]
+                for host, port in topology.hosts
+            ],
+            socket_connect_timeout=_CONNECT_TIMEOUT,
+            socket_timeout=_TIMEOUT,
+            username=topology.username,
+            password=topology.password,
+            retry=retry,
+            health_check_interval=30,
+            redis_connect_func=self._servers.identify_cluster_node,
+        )
+
+    @property
+    def _redis(self) -> _Client:
+        """The redis-py client (built on first use for a cluster, whose client connects
+        as it is built)."""
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    self._client = self._build_client()
+        return self._client
+
     def _key(self, key: str) -> str:
         return self._namespace + key
 
-    def _call(self, operation: str, fn: Callable[[], T]) -> T:
+    def _call(self, operation: str, fn: Callable[[_Client], T]) -> T:
         try:
-            return fn()
-        except redis.RedisError as exc:
+            return fn(self._redis)
+        except (redis.RedisError, RedisClusterException) as exc:
+            if isinstance(exc, (redis.exceptions.ClusterCrossSlotError, CrossSlotTransactionError)):
+                raise  # a programming error, not an outage
             raise StoreUnavailable(
                 f"cannot reach the store at {redact_url(self.url)} ({operation}): {exc}"
             ) from None
 
     def get(self, key: str) -> bytes | None:
-        return self._call("get", lambda: self._redis.get(self._key(key)))  # type: ignore[return-value]
+        return self._call("get", lambda r: r.get(self._key(key)))  # type: ignore[return-value]
 
     def set(self, key: str, value: bytes, ttl: float) -> None:
-        self._call("set", lambda: self._redis.set(self._key(key), value, px=_millis(ttl)))
+        self._call("set", lambda r: r.set(self._key(key), value, px=_millis(ttl)))
 
     def add(self, key: str, value: bytes, ttl: float) -> bool:
-        created = self._call(
-            "add", lambda: self._redis.set(self._key(key), value, px=_millis(ttl), nx=True)
-        )
+        full = self._key(key)
+        if self._topology.kind == "sentinel":
+            created = self._call(
+                "add", lambda r: self._replicated(r, "set", full, value, px=_millis(ttl), nx=True)
+            )
+        else:
+            created = self._call("add", lambda r: r.set(full, value, px=_millis(ttl), nx=True))
         return bool(created)
 
     def take(self, key: str) -> bytes | None:
-        return self._call("take", lambda: self._redis.getdel(self._key(key)))  # type: ignore[return-value]
+        full = self._key(key)
+        if self._topology.kind == "sentinel":
+            value = self._call("take", lambda r: self._replicated(r, "getdel", full))
+            return value if isinstance(value, bytes) else None
+        return self._call("take", lambda r: r.getdel(full))  # type: ignore[return-value]
+
+    def _replicated(self, client: _Client, command: str, *args: object, **kwargs: object) -> object:
+        """Run one write, then WAIT until a replica has it (same round trip), so that an
+        answer this store gives survives a failover to that replica. Without a replica
+        (e.g. just after a failover) each wait would time out: then writes are not
+        waited for during ``_NO_REPLICA_PAUSE`` seconds."""
+        wait = time.monotonic() >= self._no_replica_until
+        pipe = client.pipeline(transaction=False)
+        getattr(pipe, command)(*args, **kwargs)
+        if wait:
+            pipe.execute_command("WAIT", 1, _REPLICA_WAIT_MILLIS)
+        result, *replicas = pipe.execute()
+        if wait and int(replicas[0]) < 1:
+            self._no_replica_until = time.monotonic() + _NO_REPLICA_PAUSE
+            log.warning(
+                "store: no replica acknowledged a write within %d ms; not waiting for "
+                "replicas for %d s",
+                _REPLICA_WAIT_MILLIS,
+                _NO_REPLICA_PAUSE,
+            )
+        return result
 
     def delete(self, *keys: str) -> None:
         if keys:
-            self._call("delete", lambda: self._redis.delete(*(self._key(k) for k in keys)))
+            self._call("delete", lambda r: r.delete(*(self._key(k) for k in keys)))
 
     def exists(self, *keys: str) -> int:
         if not keys:
             return 0
-        count = self._call("exists", lambda: self._redis.exists(*(self._key(k) for k in keys)))
+        count = self._call("exists", lambda r: r.exists(*(self._key(k) for k in keys)))
         return int(count)
 
     def get_many(self, *keys: str) -> list[bytes | None]:
         if not keys:
             return []
-        values = self._call("get_many", lambda: self._redis.mget([self._key(k) for k in keys]))
+        _one_slot("get_many", keys)
+        values = self._call("get_many", lambda r: r.mget([self._key(k) for k in keys]))
         return list(values)  # type: ignore[arg-type]
 
     def set_add(self, key: str, member: str, ttl: float) -> None:
         full = self._key(key)
 
-        def run() -> None:
-            pipe = self._redis.pipeline(transaction=True)
+        def run(client: _Client) -> None:
+            pipe = client.pipeline(transaction=True)
             pipe.sadd(full, member)
             pipe.pexpire(full, _millis(ttl))
             pipe.execute()
@@ -384,18 +567,18 @@ class RedisStore:
         self._call("set_add", run)
 
     def set_members(self, key: str) -> frozenset[str]:
-        members = self._call("set_members", lambda: self._redis.smembers(self._key(key)))
+        members = self._call("set_members", lambda r: r.smembers(self._key(key)))
         return frozenset(m.decode() if isinstance(m, bytes) else str(m) for m in members)
 
     def set_remove(self, key: str, *members: str) -> None:
         if members:
-            self._call("set_remove", lambda: self._redis.srem(self._key(key), *members))
+            self._call("set_remove", lambda r: r.srem(self._key(key), *members))
 
     def incr(self, key: str, ttl: float) -> int:
         full = self._key(key)
 
-        def run() -> int:
-            pipe = self._redis.pipeline(transaction=True)
+        def run(client: _Client) -> int:
+            pipe = client.pipeline(transaction=True)
             pipe.incr(full)
             pipe.pexpire(full, _millis(ttl), nx=True)
             count, _ = pipe.execute()
@@ -404,17 +587,21 @@ class RedisStore:
         return self._call("incr", run)
 
     def ttl(self, key: str) -> float | None:
-        millis = self._call("ttl", lambda: self._redis.pttl(self._key(key)))
+        millis = self._call("ttl", lambda r: r.pttl(self._key(key)))
         remaining = int(millis)
         if remaining == -2:
             return None
         return None if remaining < 0 else remaining / 1000
 
     def ping(self) -> None:
-        self._call("ping", self._redis.ping)
+        self._call("ping", lambda r: r.ping())
 
     def close(self) -> None:
-        self._redis.close()
+        if self._client is not None:
+            self._client.close()
+        if self._sentinels is not None:
+            for sentinel in self._sentinels.sentinels:
+                sentinel.close()
 
 
 def _millis(seconds: float) -> int:

@@ -183,3 +183,12 @@ def test_a_store_starts_undisrupted(s: Store) -> None:
     s.set("x", b"1", 30)
     assert s.get("x") == b"1"
     assert s.disruptions == 0
+
+
+def test_get_many_refuses_keys_in_several_hash_slots(s: Store) -> None:
+    # the same on every back end, so that a caller's mistake shows before Redis Cluster
+    with pytest.raises(ValueError, match="hash tag"):
+        s.get_many("{rv}:a", "rv:b")
+    with pytest.raises(ValueError, match="hash tag"):
+        s.get_many("a", "b", "c")
+    assert s.get_many("{rv}:a", "{rv}:b") == [None, None]
