@@ -8,11 +8,6 @@ revocations, losses and checks."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
-import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -20,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, settings
@@ -38,8 +32,8 @@ from idp.oauth.models import RevokedAccessToken
 from idp.oauth.revocation import EPOCH_KEY, Revocations, jti_key
 from idp.oauth.server import oauth
 from tests.conftest import Backend, EnglishClient, make_settings
-from tests.e2e.servers import free_port
 from tests.oauth_support import RP, Flow, register
+from tests.redis_servers import RedisProcess, running_redis
 from tests.support import create_user, csrf_token, text
 
 
@@ -262,59 +256,9 @@ def test_a_revocation_the_store_could_not_take_is_a_503_and_still_holds(
 
 
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed")
-    port = free_port()
-    directory = tmp_path / "redis"
-    directory.mkdir()
-    server: dict[str, Any] = {"port": port, "url": f"redis://127.0.0.1:{port}/0"}
-
-    def start() -> None:
-        server["process"] = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(directory),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        probe = redis.Redis(port=port, socket_connect_timeout=0.5)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                probe.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        probe.close()
-
-    def kill() -> None:
-        process: subprocess.Popen[bytes] = server["process"]
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-
-    server["start"], server["kill"] = start, kill
-    start()
-    try:
+def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    with running_redis(tmp_path) as server:
         yield server
-    finally:
-        process = server["process"]
-        if process.poll() is None:
-            kill()
 
 
 @pytest.mark.parametrize("backend", ["production"], indirect=True)
@@ -322,15 +266,16 @@ def own_redis(tmp_path: Path) -> Iterator[dict[str, Any]]:
 def test_redis_killed_and_restarted_empty(
     tmp_path: Path,
     backend: Backend,
-    own_redis: dict[str, Any],
+    own_redis: RedisProcess,
     clock: FrozenClock,
     replica_had_the_epoch: bool,
 ) -> None:
     """SIGKILL, then a new empty server on the same port. With the epoch key planted in
     the new server, it plays a replica that received the epoch long ago but not the
     last revocations: the new server identity alone must trigger the restore."""
-    settings = make_settings(tmp_path, backend, redis_url=own_redis["url"])
-    store = RedisStore(own_redis["url"], namespace="idp:")
+    url = f"redis://127.0.0.1:{own_redis.port}/0"
+    settings = make_settings(tmp_path, backend, redis_url=url)
+    store = RedisStore(url, namespace="idp:")
     app = create_app(settings, store=store, clock=clock)
     app.test_client_class = EnglishClient
     try:
@@ -353,12 +298,10 @@ def test_redis_killed_and_restarted_empty(
         )
         assert not active(rp, client, revoked["access_token"])
 
-        own_redis["kill"]()
-        own_redis["start"]()
+        own_redis.kill()
+        own_redis.start()
         if replica_had_the_epoch:
-            planted = redis.Redis(port=own_redis["port"])
-            planted.set("idp:" + EPOCH_KEY, b"replicated-long-ago")
-            planted.close()
+            own_redis.ask("SET", "idp:" + EPOCH_KEY, "replicated-long-ago")
 
         for token in (revoked, grant_revoked):
             assert not active(rp, client, token["access_token"])
@@ -412,7 +355,7 @@ def test_no_revoked_token_is_ever_active_whatever_the_order(
             super().__init__()
             self.revocations = Revocations(
                 database,
-                changing,  # type: ignore[arg-type]
+                changing,
                 clock,
                 access_token_lifetime=lifetime,
                 sync_seconds=30,
