@@ -23,6 +23,7 @@ from werkzeug.datastructures import CallbackDict
 from config import Settings
 from idp.core.clock import Clock
 from idp.core.store import Store, StoreUnavailable
+from idp.core.web import make_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +128,11 @@ class StoreSessionInterface(SessionInterface):
         try:
             self._save(session, response)
         except StoreUnavailable as exc:
-            # the response is already made; the change to the session is lost
+            # The answer relies on the session it could not save (a form's CSRF token,
+            # a sign-in, a sign-out that must really end the session): it would not be
+            # true any more, so it becomes the 503 answer.
             log.error("session not saved: %s", exc)
+            make_unavailable(response)
 
     def _save(self, session: StoreSession, response: Response) -> None:
         if session.destroy_requested:

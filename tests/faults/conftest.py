@@ -1,0 +1,68 @@
+"""A whole stack per test: its own Redis and PostgreSQL, ``idp serve`` with 2 workers
+on them, seeded accounts and a relying party. Always torn down, also on failure."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.faults.harness import (
+    IdpServer,
+    LiveClient,
+    PostgresCluster,
+    Recorder,
+    RedisServer,
+    seed,
+)
+
+LOAD_USERS = ["load0", "load1", "load2"]
+OTHER_USERS = ["leaver", "probe"]
+
+for _tool in ("redis-server", "runuser"):
+    if shutil.which(_tool) is None:
+        pytest.skip(f"{_tool} is not installed", allow_module_level=True)
+
+
+@dataclass
+class Stack:
+    redis: RedisServer
+    postgres: PostgresCluster
+    server: IdpServer
+    client: LiveClient
+
+    @property
+    def recorder(self) -> Recorder:
+        return self.client.recorder
+
+
+@pytest.fixture
+def stack() -> Iterator[Stack]:
+    data_dir = Path(tempfile.mkdtemp(prefix="idp-faults-data-"))
+    redis_server = RedisServer()
+    postgres = PostgresCluster()
+    server: IdpServer | None = None
+    try:
+        redis_server.start()
+        postgres.start()
+        server = IdpServer(data_dir, postgres.url, redis_server.url)
+        server.init()
+        secret = seed(server, LOAD_USERS + OTHER_USERS)
+        server.start()
+        yield Stack(redis_server, postgres, server, LiveClient(server.url, secret, Recorder()))
+    finally:
+        if server is not None:
+            server.stop()
+            # shown by pytest only when the test failed
+            print("--- idp serve log (tail) ---\n" + server.log_text()[-6000:])
+            keep = os.environ.get("IDP_FAULTS_KEEP_LOG")
+            if keep:
+                shutil.copyfile(server.log, keep)
+        redis_server.stop()
+        postgres.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
