@@ -128,7 +128,9 @@ class Database:
     def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
         self.url = url
         self.engine = build_engine(url, pool_size=pool_size, echo=echo)
-        self.sessions = sessionmaker(self.engine, class_=DatabaseSession, expire_on_commit=False)
+        self.sessions: sessionmaker[Session] = sessionmaker(
+            self.engine, class_=DatabaseSession, expire_on_commit=False
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:
