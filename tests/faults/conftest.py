@@ -13,8 +13,11 @@ from pathlib import Path
 import pytest
 
 from tests.faults.harness import (
+    BACKCHANNEL_CLIENT_ID,
+    CLIENT_ID,
     IdpServer,
     LiveClient,
+    LogoutReceiver,
     PostgresCluster,
     Recorder,
     RedisServer,
@@ -22,7 +25,7 @@ from tests.faults.harness import (
 )
 
 LOAD_USERS = ["load0", "load1", "load2"]
-OTHER_USERS = ["leaver", "probe"]
+OTHER_USERS = ["leaver", "probe", "notified"]
 
 
 def require_servers() -> None:
@@ -38,6 +41,9 @@ class Stack:
     postgres: PostgresCluster
     server: IdpServer
     client: LiveClient
+    # a second client, whose back-channel logout notices ``receiver`` gets
+    backchannel: LiveClient
+    receiver: LogoutReceiver
 
     @property
     def recorder(self) -> Recorder:
@@ -51,14 +57,24 @@ def stack() -> Iterator[Stack]:
     redis_server = RedisServer()
     postgres = PostgresCluster()
     server: IdpServer | None = None
+    receiver = LogoutReceiver()
     try:
+        receiver.__enter__()
         redis_server.start()
         postgres.start()
         server = IdpServer(data_dir, postgres.url, redis_server.url)
         server.init()
-        secret = seed(server, LOAD_USERS + OTHER_USERS)
+        secrets = seed(server, LOAD_USERS + OTHER_USERS, backchannel_uri=receiver.url)
         server.start()
-        yield Stack(redis_server, postgres, server, LiveClient(server.url, secret, Recorder()))
+        recorder = Recorder()
+        yield Stack(
+            redis_server,
+            postgres,
+            server,
+            LiveClient(server.url, secrets[CLIENT_ID], recorder),
+            LiveClient(server.url, secrets[BACKCHANNEL_CLIENT_ID], recorder, BACKCHANNEL_CLIENT_ID),
+            receiver,
+        )
     finally:
         if server is not None:
             server.stop()
@@ -69,4 +85,5 @@ def stack() -> Iterator[Stack]:
                 shutil.copyfile(server.log, keep)
         redis_server.stop()
         postgres.stop()
+        receiver.__exit__()
         shutil.rmtree(data_dir, ignore_errors=True)

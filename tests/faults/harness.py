@@ -11,7 +11,8 @@ Meant for reuse (a Redis Sentinel failover test drives the same pieces):
 * ``IdpServer``: ``idp init`` and ``idp serve`` (2 workers) against given URLs.
 * ``LoadGenerator``: a few threads, each repeating a full round (sign-in through
   ``/login`` with its CSRF token, the authorization code flow with PKCE, token,
-  refresh, introspection, userinfo) and probing the previous round's tokens; every
+  refresh, introspection, userinfo) and probing the previous round's tokens and
+  signed-in browser (introspection, userinfo, refresh, authorize); every
   answer is kept as a ``Record`` (time, endpoint, status, content type, body snippet).
 
 Every process is started in its own process group and stopped by ``stop()`` (also
@@ -28,11 +29,13 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Self
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 
 import psutil
 import redis
@@ -45,6 +48,7 @@ from tests.support import STRONG_PASSWORD, csrf_token
 
 CALLBACK = "http://127.0.0.1:9/callback"
 CLIENT_ID = "faults-rp"
+BACKCHANNEL_CLIENT_ID = "faults-backchannel"
 SCOPE = "openid profile offline_access"
 REQUEST_TIMEOUT = 10.0
 TRACE_MARKERS = ("Traceback (most recent call last)", 'File "/', "sqlalchemy.exc", "psycopg.")
@@ -318,10 +322,13 @@ class IdpServer:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
-def seed(server: IdpServer, usernames: list[str]) -> str:
+def seed(
+    server: IdpServer, usernames: list[str], *, backchannel_uri: str | None = None
+) -> dict[str, str]:
     """Accounts (password ``STRONG_PASSWORD``) and a first-party client allowed to use
-    refresh tokens, written through the application's own services; returns the
-    client's secret."""
+    refresh tokens (``CLIENT_ID``), and with ``backchannel_uri`` a second one that wants
+    back-channel logout notices there (``BACKCHANNEL_CLIENT_ID``); written through the
+    application's own services. Returns each client's secret."""
     from config.settings import build_settings
     from idp.app import create_app
     from idp.core.runtime import runtime
@@ -332,15 +339,67 @@ def seed(server: IdpServer, usernames: list[str]) -> str:
     try:
         for username in usernames:
             create_user(app, username)
-        _, secret = register(
-            app, CLIENT_ID, redirect_uris=[CALLBACK], first_party=True, scope=SCOPE
-        )
+        secrets = {}
+        clients = {CLIENT_ID: None, BACKCHANNEL_CLIENT_ID: backchannel_uri}
+        for client_id, uri in clients.items():
+            if client_id == BACKCHANNEL_CLIENT_ID and uri is None:
+                continue
+            _, secret = register(
+                app,
+                client_id,
+                redirect_uris=[CALLBACK],
+                first_party=True,
+                scope=SCOPE,
+                backchannel_logout_uri=uri,
+            )
+            assert secret
+            secrets[client_id] = secret
     finally:
         with app.app_context():
             runtime().database.dispose()
             runtime().store.close()
-    assert secret
-    return secret
+    return secrets
+
+
+class LogoutReceiver:
+    """A relying party's back-channel logout endpoint on 127.0.0.1: keeps the
+    ``logout_token`` of every POST and answers 200."""
+
+    def __init__(self) -> None:
+        self.tokens: list[str] = []
+        received = self.tokens
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                form = parse_qs(self.rfile.read(length).decode())
+                received.extend(form.get("logout_token", []))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/backchannel-logout"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def wait_for(self, count: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(self.tokens) >= count:
+                return True
+            time.sleep(0.05)
+        return False
 
 
 # -- talking to the service like a browser and a relying party
@@ -545,10 +604,12 @@ class LiveClient:
             thread=thread,
         )
 
-    def full_round(self, username: str, thread: int = 0) -> Tokens | None:
+    def full_round(
+        self, username: str, thread: int = 0, http: requests.Session | None = None
+    ) -> Tokens | None:
         """Sign in, get a code, redeem it, refresh, introspect and read userinfo: the
-        new tokens when every step succeeded, else None."""
-        http = requests.Session()
+        new tokens when every step succeeded, else None. ``http``: the browser (new)."""
+        http = http or requests.Session()
         signed_in = self.sign_in(http, username, thread=thread)
         if signed_in is None or signed_in.status_code != 302:
             return None
@@ -581,9 +642,10 @@ class Round:
 
 @dataclass
 class LoadGenerator:
-    """``threads`` threads repeating ``LiveClient.full_round`` (each as its own user),
-    and before each round probing the previous good round's tokens (introspection and
-    userinfo), until ``stop()`` or ``max_seconds``. Bounded in time and count."""
+    """One thread per username repeating ``LiveClient.full_round``, and before each
+    round probing what the previous good round left (``_probe``, and an authorization
+    request in its signed-in browser), until ``stop()`` or ``max_seconds``. Bounded in
+    time and count."""
 
     client: LiveClient
     usernames: list[str]
@@ -606,18 +668,32 @@ class LoadGenerator:
 
     def _run(self, index: int, username: str, deadline: float) -> None:
         last: Tokens | None = None
+        browser: requests.Session | None = None  # signed in by the last good round
         count = 0
         while not self._stop.is_set() and time.monotonic() < deadline and count < self.max_rounds:
             count += 1
             if last is not None:
-                self.client.introspect(last.access, index)
-                self.client.userinfo(last.access, index)
+                self._probe(index, last)
+            if browser is not None:
+                self.client.authorize(browser, Flow(), index)  # a code nobody redeems
             started = time.monotonic()
-            tokens = self.client.full_round(username, index)
+            http = requests.Session()
+            tokens = self.client.full_round(username, index, http)
             with self._lock:
                 self.rounds.append(Round(index, started, time.monotonic(), tokens is not None))
-            last = tokens or last
+            if tokens is not None:
+                last, browser = tokens, http
             self._stop.wait(self.pause if tokens else self.pause * 5)
+
+    def _probe(self, index: int, last: Tokens) -> None:
+        """The previous round's tokens, used again: introspection, userinfo, a refresh
+        (its successor replaces it)."""
+        self.client.introspect(last.access, index)
+        self.client.userinfo(last.access, index)
+        if last.refresh is not None:
+            refreshed = self.client.refresh(last.refresh, index)
+            if refreshed is not None:
+                last.refresh = refreshed.refresh
 
     def stop(self) -> None:
         self._stop.set()
@@ -727,12 +803,51 @@ def signed_out_cookie(client: LiveClient, username: str) -> str:
     return cookie
 
 
+def sign_out(base: str, cookie: str) -> int:
+    """Sign a session out through ``/logout`` (its form, then the POST): the status."""
+    http = requests.Session()
+    http.cookies.set(SESSION_COOKIE, cookie)
+    page = http.get(base + "/logout", allow_redirects=False, timeout=REQUEST_TIMEOUT)
+    assert page.status_code == 200, page.text[:300]
+    out = http.post(
+        base + "/logout",
+        data={"csrf_token": csrf_token(page.text)},
+        allow_redirects=False,
+        timeout=REQUEST_TIMEOUT,
+    )
+    return out.status_code
+
+
 def session_works(base: str, cookie: str) -> bool:
     """True when this session cookie opens ``/account`` (a page that needs a session)."""
+    return account_status(base, cookie) == 200
+
+
+def account_status(base: str, cookie: str) -> int:
+    """The status of ``/account`` with this session cookie (200: signed in)."""
     http = requests.Session()
     http.cookies.set(SESSION_COOKIE, cookie)
     response = http.get(base + "/account", allow_redirects=False, timeout=REQUEST_TIMEOUT)
-    return response.status_code == 200
+    return response.status_code
+
+
+def signed_in_cookie(client: LiveClient, username: str) -> str:
+    """A live session cookie of ``username`` (signed in through ``/login``)."""
+    http = requests.Session()
+    signed_in = client.sign_in(http, username)
+    assert signed_in is not None
+    assert signed_in.status_code == 302, signed_in.text[:300]
+    cookie = http.cookies[SESSION_COOKIE]
+    assert session_works(client.base, cookie)
+    return cookie
+
+
+def summary(records: list[Record]) -> str:
+    """``endpoint status xcount`` for each kind of answer, for the test's output."""
+    counts = Counter((r.endpoint, r.status) for r in records)
+    return ", ".join(
+        f"{endpoint} {status} x{n}" for (endpoint, status), n in sorted(counts.items())
+    )
 
 
 def database_problems(url: str) -> list[str]:

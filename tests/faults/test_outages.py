@@ -16,8 +16,10 @@ import requests
 
 from tests.faults.conftest import LOAD_USERS, Stack
 from tests.faults.harness import (
+    SESSION_COOKIE,
     Outage,
     Record,
+    account_status,
     audit_verify,
     count_rows,
     database_problems,
@@ -26,10 +28,14 @@ from tests.faults.harness import (
     readyz,
     run_outage,
     session_works,
+    sign_out,
+    signed_in_cookie,
     signed_out_cookie,
+    summary,
     wait_ready,
     wait_warm,
 )
+from tests.oauth_support import Flow
 
 pytestmark = pytest.mark.faults
 
@@ -44,6 +50,7 @@ def _outage_records(stack: Stack, outage: Outage) -> list[Record]:
 
 def _check_recovery(stack: Stack, outage: Outage, what: str) -> None:
     print(outage.describe(what))
+    print(f"answers during the outage: {summary(_outage_records(stack, outage))}")
     assert outage.ready_after is not None, f"/readyz never came back after {what}"
     assert outage.recovered_after is not None, f"no successful round after {what}"
     assert outage.recovered_after < RECOVERY_LIMIT, outage.describe(what)
@@ -62,10 +69,13 @@ def _check_after(stack: Stack, signed_out: str) -> None:
 def test_redis_killed_and_restarted_empty_under_load(stack: Stack) -> None:
     client = stack.client
     signed_out = signed_out_cookie(client, "leaver")
+    live = signed_in_cookie(client, "probe")
     revoked = client.full_round("probe")
     assert revoked is not None
     assert client.revoke(revoked.access) == 200
     assert client.introspect(revoked.access) == {"active": False}
+    unrevoked = client.full_round("probe")
+    assert unrevoked is not None
     # a browser that has the sign-in form (and its session) when Redis goes
     pending = requests.Session()
     form = pending.get(client.base + "/login", timeout=10)
@@ -97,6 +107,10 @@ def test_redis_killed_and_restarted_empty_under_load(stack: Stack) -> None:
         info = client.userinfo(revoked.access)
         assert info is not None
         assert info.status_code in {401, 503}
+        # a page that needs a session: not served without the session store
+        assert account_status(stack.server.url, live) == 503
+        # a revocation that cannot be recorded is not confirmed
+        assert client.revoke(unrevoked.access) == 503
 
     with load(client, LOAD_USERS) as generator:
         wait_warm(generator, len(LOAD_USERS))
@@ -115,15 +129,24 @@ def test_redis_killed_and_restarted_empty_under_load(stack: Stack) -> None:
     assert {r.status for r in during_outage if r.endpoint == "login_form"} <= {503}
     assert {r.status for r in during_outage if r.endpoint == "introspect"} <= {503}
     assert any(r.status == 503 for r in during_outage)
+    # every session was in the lost store: a sign-in is needed again
+    assert not session_works(stack.server.url, live)
     _check_after(stack, signed_out)
 
 
 def test_postgres_killed_and_restarted_under_load(stack: Stack) -> None:
     client = stack.client
     signed_out = signed_out_cookie(client, "leaver")
+    live = signed_in_cookie(client, "probe")
     revoked = client.full_round("probe")
     assert revoked is not None
     assert client.revoke(revoked.access) == 200
+    # a session in which the back-channel client got a code: its end is owed a notice
+    notified = requests.Session()
+    signed_in = stack.backchannel.sign_in(notified, "notified")
+    assert signed_in is not None
+    assert signed_in.status_code == 302
+    assert stack.backchannel.authorize(notified, Flow()) is not None
 
     def during() -> None:
         time.sleep(0.3)
@@ -133,6 +156,8 @@ def test_postgres_killed_and_restarted_under_load(stack: Stack) -> None:
         assert signed_in.status_code == 503, signed_in.text[:300]
         answer = client.introspect(revoked.access)
         assert answer is None or answer == {"active": False}
+        # the session is readable, but its account cannot be checked: no page
+        assert account_status(stack.server.url, live) == 503
 
     with load(client, LOAD_USERS) as generator:
         wait_warm(generator, len(LOAD_USERS))
@@ -154,6 +179,11 @@ def test_postgres_killed_and_restarted_under_load(stack: Stack) -> None:
     assert unexpected == []
     assert any(r.status == 503 for r in during_outage)
     assert count_rows(stack.postgres.url, "oauth_grants") > grants_before
+    # sessions live in Redis: nobody was signed out by the database's crash
+    assert session_works(stack.server.url, live)
+    # the workers' back-channel deliverers lived through it
+    assert sign_out(stack.server.url, notified.cookies[SESSION_COOKIE]) == 302
+    assert stack.receiver.wait_for(1, timeout=10), "no back-channel logout notice"
     _check_after(stack, signed_out)
 
 
