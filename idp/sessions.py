@@ -113,7 +113,11 @@ class StoreSessionInterface(SessionInterface):
             or now - data.get(_TOUCHED, 0) > self.idle + TOUCH_INTERVAL
         )
         if expired:
-            self.store.delete(_store_key(sid))
+            try:
+                self.store.delete(_store_key(sid))
+            except StoreUnavailable as exc:
+                log.error("sessions unavailable: %s", exc)
+                return UnavailableSession()
             return StoreSession()
         return StoreSession(data, sid)
 

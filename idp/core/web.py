@@ -15,7 +15,17 @@ import uuid
 from typing import IO, Any
 from urllib.parse import unquote_to_bytes
 
-from flask import Blueprint, Flask, Request, Response, g, jsonify, render_template, request
+from flask import (
+    Blueprint,
+    Flask,
+    Request,
+    Response,
+    current_app,
+    g,
+    jsonify,
+    render_template,
+    request,
+)
 from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import DBAPIError
@@ -66,9 +76,13 @@ class BadInput(HTTPException):
 
 
 def wants_json() -> bool:
-    if request.blueprint in g.get("json_blueprints", ()):
+    # from the app's config when ``begin`` has not run yet (an error raised by an
+    # earlier hook, e.g. the session store out of reach)
+    config = current_app.config
+    if request.blueprint in g.get("json_blueprints", config.get(JSON_BLUEPRINTS_KEY, ())):
         return True
-    if request.url_rule is None and request.path in g.get("json_paths", ()):
+    json_paths = g.get("json_paths", config.get(JSON_PATHS_KEY, ()))
+    if request.url_rule is None and request.path in json_paths:
         return True  # e.g. GET /token: no rule matched, but the caller is an API client
     best = request.accept_mimetypes.best_match(["text/html", "application/json"])
     return best == "application/json" and not request.accept_mimetypes.accept_html

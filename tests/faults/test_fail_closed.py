@@ -140,3 +140,16 @@ def test_lost_database_connections_are_503_under_any_name(
     assert api.status_code == status
     expected = "temporarily_unavailable" if status == 503 else "server_error"
     assert api.get_json()["error"] == expected
+
+
+def test_an_api_request_with_a_session_cookie_gets_json_when_the_store_is_lost(
+    app: Flask, store: Store
+) -> None:
+    create_user(app)
+    browser = app.test_client()
+    assert sign_in(browser).status_code == 302
+    _use(app, PartlyBroken(store, "", {"get", "set", "exists", "delete"}))
+    # a browser-side client calling userinfo with its cookies (a single-page app)
+    answer = browser.get("/userinfo", headers={"Authorization": "Bearer x.y.z"})
+    assert answer.status_code == 503
+    assert answer.get_json()["error"] == "temporarily_unavailable"
