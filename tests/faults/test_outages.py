@@ -80,6 +80,7 @@ def test_redis_killed_and_restarted_empty_under_load(stack: Stack) -> None:
     pending = requests.Session()
     form = pending.get(client.base + "/login", timeout=10)
     assert form.status_code == 200
+    revocation: list[int] = []
 
     def during() -> None:
         time.sleep(0.3)
@@ -109,8 +110,9 @@ def test_redis_killed_and_restarted_empty_under_load(stack: Stack) -> None:
         assert info.status_code in {401, 503}
         # a page that needs a session: not served without the session store
         assert account_status(stack.server.url, live) == 503
-        # a revocation that cannot be recorded is not confirmed
-        assert client.revoke(unrevoked.access) == 503
+        # a revocation is confirmed only when it is recorded (checked once Redis is back)
+        revocation.append(client.revoke(unrevoked.access))
+        assert revocation[0] in {200, 503}
 
     with load(client, LOAD_USERS) as generator:
         wait_warm(generator, len(LOAD_USERS))
@@ -127,8 +129,11 @@ def test_redis_killed_and_restarted_empty_under_load(stack: Stack) -> None:
     # while Redis was down nothing signed in, and the pages said so with a 503
     assert [r for r in during_outage if r.endpoint == "login" and r.status == 302] == []
     assert {r.status for r in during_outage if r.endpoint == "login_form"} <= {503}
-    assert {r.status for r in during_outage if r.endpoint == "introspect"} <= {503}
+    # valid tokens: 503, or active when the answer did not need the lost store
+    assert {r.status for r in during_outage if r.endpoint == "introspect"} <= {200, 503}
     assert any(r.status == 503 for r in during_outage)
+    if revocation == [200]:
+        assert client.introspect(unrevoked.access) == {"active": False}
     # every session was in the lost store: a sign-in is needed again
     assert not session_works(stack.server.url, live)
     _check_after(stack, signed_out)
