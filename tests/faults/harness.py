@@ -719,6 +719,12 @@ class LoadGenerator:
         with self._lock:
             return sum(1 for r in self.rounds if r.ok and start <= r.started <= end)
 
+    def median_round_seconds(self) -> float | None:
+        """How long a successful round takes (what a recovery time includes)."""
+        with self._lock:
+            durations = sorted(r.finished - r.started for r in self.rounds if r.ok)
+        return durations[len(durations) // 2] if durations else None
+
 
 @contextlib.contextmanager
 def load(

@@ -17,6 +17,7 @@ import requests
 from tests.faults.conftest import LOAD_USERS, Stack
 from tests.faults.harness import (
     SESSION_COOKIE,
+    LoadGenerator,
     Outage,
     Record,
     account_status,
@@ -48,8 +49,9 @@ def _outage_records(stack: Stack, outage: Outage) -> list[Record]:
     return stack.recorder.between(outage.killed_at + 0.5, outage.restoring_at)
 
 
-def _check_recovery(stack: Stack, outage: Outage, what: str) -> None:
+def _check_recovery(stack: Stack, outage: Outage, generator: LoadGenerator, what: str) -> None:
     print(outage.describe(what))
+    print(f"a successful round takes {generator.median_round_seconds() or 0:.2f} s (median)")
     print(f"answers during the outage: {summary(_outage_records(stack, outage))}")
     assert outage.ready_after is not None, f"/readyz never came back after {what}"
     assert outage.recovered_after is not None, f"no successful round after {what}"
@@ -125,7 +127,7 @@ def test_redis_killed_and_restarted_empty_under_load(stack: Stack) -> None:
             seconds=OUTAGE_SECONDS,
         )
         during_outage = _outage_records(stack, outage)
-    _check_recovery(stack, outage, "Redis killed, restarted empty")
+    _check_recovery(stack, outage, generator, "Redis killed, restarted empty")
     # while Redis was down nothing signed in, and the pages said so with a 503
     assert [r for r in during_outage if r.endpoint == "login" and r.status == 302] == []
     assert {r.status for r in during_outage if r.endpoint == "login_form"} <= {503}
@@ -176,7 +178,7 @@ def test_postgres_killed_and_restarted_under_load(stack: Stack) -> None:
             seconds=OUTAGE_SECONDS,
         )
         during_outage = _outage_records(stack, outage)
-    _check_recovery(stack, outage, "PostgreSQL killed, restarted")
+    _check_recovery(stack, outage, generator, "PostgreSQL killed, restarted")
     assert [r for r in during_outage if r.endpoint == "login" and r.status == 302] == []
     unexpected = [
         r for r in during_outage if r.endpoint in {"token", "userinfo"} and r.status != 503
