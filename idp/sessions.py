@@ -23,6 +23,7 @@ from werkzeug.datastructures import CallbackDict
 from config import Settings
 from idp.core.clock import Clock
 from idp.core.store import Store, StoreUnavailable
+from idp.core.web import make_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,11 @@ class StoreSessionInterface(SessionInterface):
             or now - data.get(_TOUCHED, 0) > self.idle + TOUCH_INTERVAL
         )
         if expired:
-            self.store.delete(_store_key(sid))
+            try:
+                self.store.delete(_store_key(sid))
+            except StoreUnavailable as exc:
+                log.error("sessions unavailable: %s", exc)
+                return UnavailableSession()
             return StoreSession()
         return StoreSession(data, sid)
 
@@ -127,8 +132,11 @@ class StoreSessionInterface(SessionInterface):
         try:
             self._save(session, response)
         except StoreUnavailable as exc:
-            # the response is already made; the change to the session is lost
+            # The answer relies on the session it could not save (a form's CSRF token,
+            # a sign-in, a sign-out that must really end the session): it would not be
+            # true any more, so it becomes the 503 answer.
             log.error("session not saved: %s", exc)
+            make_unavailable(response)
 
     def _save(self, session: StoreSession, response: Response) -> None:
         if session.destroy_requested:

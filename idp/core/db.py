@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -20,12 +21,14 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.types import TypeDecorator
 
 from config import Settings, redact_url
+
+log = logging.getLogger(__name__)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -86,13 +89,48 @@ class DatabaseUnavailable(Exception):
     """The database cannot be reached; the message names the URL without its password."""
 
 
+def database_lost(exc: BaseException) -> bool:
+    """True when ``exc`` says the database cannot be reached or the connection to it
+    broke (refused, server gone, restarting, shut down): an outage, not a bug. The pool
+    has then already discarded its connections; the next request connects afresh."""
+    if isinstance(exc, DatabaseUnavailable | OperationalError | InterfaceError):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+def error_summary(exc: BaseException) -> str:
+    """One line about a database error: the driver's first line, without the SQL
+    statement or its parameters (which may hold personal data)."""
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return reason[0] if reason else type(exc).__name__
+
+
+class DatabaseSession(Session):
+    """A session whose ``close()`` survives a lost connection. Closing rolls back what
+    is open; on a connection the server dropped (restarted, killed) that ROLLBACK fails
+    although there is nothing left to undo, and the failure would escape from request
+    teardown as a bare 500. The connection is discarded instead (the pool connects
+    afresh next time); any other error is raised as usual."""
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except DBAPIError as exc:
+            if not database_lost(exc):
+                raise
+            log.warning("database session closed on a lost connection: %s", error_summary(exc))
+            self.invalidate()
+
+
 class Database:
     """One engine and session factory for one app."""
 
     def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
         self.url = url
         self.engine = build_engine(url, pool_size=pool_size, echo=echo)
-        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.sessions: sessionmaker[Session] = sessionmaker(
+            self.engine, class_=DatabaseSession, expire_on_commit=False
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:
@@ -118,10 +156,8 @@ class Database:
             with self.engine.connect() as connection:
                 connection.execute(text("SELECT 1"))
         except SQLAlchemyError as exc:
-            reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0:1]
             raise DatabaseUnavailable(
-                f"cannot reach the database at {redact_url(self.url)}: "
-                f"{reason[0] if reason else type(exc).__name__}"
+                f"cannot reach the database at {redact_url(self.url)}: {error_summary(exc)}"
             ) from None
 
     @contextmanager
@@ -137,10 +173,15 @@ class Database:
 
 
 def build_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
+    """``hide_parameters``: errors and logs show statements, never the values (tokens'
+    hashes, usernames). On PostgreSQL a connection is pinged when taken from the pool,
+    so after the server restarts no request fails on a connection it had closed: the
+    dead ones are replaced at once (a disconnect also discards the whole pool)."""
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
             echo=echo,
+            hide_parameters=True,
             connect_args={"timeout": 15, "check_same_thread": False},
             **({"poolclass": StaticPool} if ":memory:" in url else {}),
         )
@@ -151,8 +192,9 @@ def build_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine
         echo=echo,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=False,
+        pool_pre_ping=True,
         pool_recycle=3600,
+        hide_parameters=True,
         connect_args={"connect_timeout": 5},
     )
 

@@ -15,14 +15,24 @@ import uuid
 from typing import IO, Any
 from urllib.parse import unquote_to_bytes
 
-from flask import Blueprint, Flask, Request, Response, g, jsonify, render_template, request
+from flask import (
+    Blueprint,
+    Flask,
+    Request,
+    Response,
+    current_app,
+    g,
+    jsonify,
+    render_template,
+    request,
+)
 from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from idp.core.db import DatabaseUnavailable
+from idp.core.db import DatabaseUnavailable, database_lost, error_summary
 from idp.core.store import StoreUnavailable
 
 log = logging.getLogger("idp.http")
@@ -31,6 +41,7 @@ access_log = logging.getLogger("idp.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _FORM_TYPES = {"application/x-www-form-urlencoded"}
 MAX_FORM_FIELDS = 50
+RETRY_AFTER_SECONDS = "5"
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -65,9 +76,13 @@ class BadInput(HTTPException):
 
 
 def wants_json() -> bool:
-    if request.blueprint in g.get("json_blueprints", ()):
+    # from the app's config when ``begin`` has not run yet (an error raised by an
+    # earlier hook, e.g. the session store out of reach)
+    config = current_app.config
+    if request.blueprint in g.get("json_blueprints", config.get(JSON_BLUEPRINTS_KEY, ())):
         return True
-    if request.url_rule is None and request.path in g.get("json_paths", ()):
+    json_paths = g.get("json_paths", config.get(JSON_PATHS_KEY, ()))
+    if request.url_rule is None and request.path in json_paths:
         return True  # e.g. GET /token: no rule matched, but the caller is an API client
     best = request.accept_mimetypes.best_match(["text/html", "application/json"])
     return best == "application/json" and not request.accept_mimetypes.accept_html
@@ -210,17 +225,61 @@ def _csrf_error(_exc: CSRFError) -> Response:
     )
 
 
-def _unavailable(exc: Exception) -> Response:
-    log.error("dependency unavailable: %s", exc)
-    return error_response(
+def unavailable_response() -> Response:
+    """The 503 answer (JSON ``temporarily_unavailable`` or a page) when a dependency
+    (database, store) cannot be reached."""
+    response = error_response(
         503,
         _("The service is temporarily unavailable. Please try again shortly."),
         error="temporarily_unavailable",
         title=_("Temporarily unavailable"),
     )
+    response.headers["Retry-After"] = RETRY_AFTER_SECONDS
+    return response
+
+
+def make_unavailable(response: Response) -> None:
+    """Turn an answer that is already made into the 503 answer, in place: for failures
+    after the view (saving the session), when the answer would no longer be true."""
+    replacement = unavailable_response()
+    for header in ("Location", "Set-Cookie", "Content-Type", "Content-Length", "Retry-After"):
+        response.headers.pop(header, None)
+    response.status_code = 503
+    response.headers["Content-Type"] = replacement.headers["Content-Type"]
+    response.headers["Retry-After"] = RETRY_AFTER_SECONDS
+    if replacement.content_type.startswith("text/html"):
+        response.headers["Cache-Control"] = "no-store"
+    response.set_data(replacement.get_data())
+
+
+def dependency_lost(exc: BaseException) -> bool:
+    """True when ``exc``, or an error it was raised from, says the store or the database
+    cannot be reached (a 503, not a bug)."""
+    seen: BaseException | None = exc
+    for _depth in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, StoreUnavailable) or database_lost(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def describe_dependency_error(exc: BaseException) -> str:
+    """One line for the log (a database error without its SQL and parameters)."""
+    if isinstance(exc, DBAPIError):
+        return f"database: {error_summary(exc)}"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _unavailable(exc: Exception) -> Response:
+    log.error("dependency unavailable: %s", describe_dependency_error(exc))
+    return unavailable_response()
 
 
 def _unexpected(exc: Exception) -> Response:
+    if dependency_lost(exc):
+        return _unavailable(exc)
     log.error("unhandled error", exc_info=exc)
     return error_response(
         500,
@@ -267,7 +326,8 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(StoreUnavailable, _unavailable)
     app.register_error_handler(DatabaseUnavailable, _unavailable)
-    app.register_error_handler(OperationalError, _unavailable)
+    # any other error: a 503 when it says the database connection is lost (an
+    # OperationalError, an InterfaceError...), a logged 500 otherwise
     app.register_error_handler(Exception, _unexpected)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from flask import (
     Blueprint,
     Flask,
@@ -22,6 +24,8 @@ from accounts.deps import account_service, hasher, totp_service
 from accounts.errors import InvalidCredentials, InvalidOtp
 from idp.core.navigation import safe_next
 from idp.core.runtime import audit_log, db, runtime
+from idp.core.store import StoreUnavailable
+from idp.core.web import RETRY_AFTER_SECONDS
 from idp.login.auth import (
     begin_second_factor,
     complete_sign_in,
@@ -34,6 +38,7 @@ from idp.login.services import SignInService
 from idp.login.throttle import Throttle, Throttled
 
 bp = Blueprint("login", __name__, template_folder="templates")
+log = logging.getLogger(__name__)
 
 DEVICE_COOKIE = "idp_device"
 DEVICE_COOKIE_DAYS = 180
@@ -81,6 +86,19 @@ def _throttled(template: str, exc: Throttled, **context: object) -> Response:
     return response
 
 
+def _unavailable(template: str, exc: StoreUnavailable, **context: object) -> Response:
+    """The sign-in fails closed: without the store the attempt cannot be throttled (nor
+    counted), so it is refused, whatever the password."""
+    log.error("sign-in refused, the throttle cannot be checked: %s", exc)
+    message = _(
+        "Signing in is not possible at the moment because sign-in attempts cannot be "
+        "checked. Please try again in a few minutes."
+    )
+    response = make_response(render_template(template, error=message, **context), 503)
+    response.headers["Retry-After"] = RETRY_AFTER_SECONDS
+    return response
+
+
 @bp.get("/")
 def index() -> ResponseReturnValue:
     return redirect(url_for("accounts.account"))
@@ -125,6 +143,8 @@ def login() -> ResponseReturnValue:
         )
     except Throttled as exc:
         return _throttled("login/login.html", exc, **context)
+    except StoreUnavailable as exc:
+        return _unavailable("login/login.html", exc, **context)
     except InvalidCredentials as exc:
         return make_response(
             render_template("login/login.html", error=_(exc.message), **context), 401
@@ -165,6 +185,8 @@ def otp() -> ResponseReturnValue:
         )
     except Throttled as exc:
         return _throttled("login/otp.html", exc, form=form)
+    except StoreUnavailable as exc:
+        return _unavailable("login/otp.html", exc, form=form)
     except InvalidOtp as exc:
         return make_response(
             render_template("login/otp.html", form=form, error=_(exc.message)), 401

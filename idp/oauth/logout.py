@@ -47,7 +47,7 @@ from sqlalchemy import select, update
 
 from idp.audit.services import AuditContext, AuditLog
 from idp.core.runtime import audit_log, db, runtime
-from idp.core.web import error_response
+from idp.core.web import dependency_lost, describe_dependency_error, error_response
 from idp.login.auth import current_user, session_ended, sign_out
 from idp.oauth.clients import ClientInfo
 from idp.oauth.models import LogoutDelivery
@@ -218,6 +218,7 @@ class BackchannelDeliverer:
         self._event = threading.Event()
         self._thread: threading.Thread | None = None
         self._stopped = False
+        self._paused = False
         self._opener = urllib.request.build_opener(_NoRedirects)
 
     def wake(self) -> None:
@@ -236,11 +237,25 @@ class BackchannelDeliverer:
         while not self._stopped:
             self._event.wait(POLL_SECONDS)
             self._event.clear()
-            try:
-                with self._app.app_context():
-                    self.deliver_due()
-            except Exception:
+            self.run_pass()
+
+    def run_pass(self) -> None:
+        """One pass of the thread's loop: it never ends the thread. While the database
+        is out of reach the deliveries wait (said once in the log, and once when they
+        resume); nothing owed is lost, since the notices are rows in the database."""
+        try:
+            with self._app.app_context():
+                self.deliver_due()
+        except Exception as exc:
+            if not dependency_lost(exc):
                 log.exception("back-channel logout delivery pass failed")
+            elif not self._paused:
+                self._paused = True
+                log.error("back-channel logout deliveries wait: %s", describe_dependency_error(exc))
+            return
+        if self._paused:
+            self._paused = False
+            log.warning("back-channel logout deliveries resumed")
 
     def deliver_due(self, limit: int = 50) -> int:
         """One pass: deliver what is due now; returns how many were delivered."""
