@@ -25,15 +25,14 @@ from urllib.parse import parse_qsl
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Request
 from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from flask import Flask, Response
-from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from idp.core.db import DatabaseUnavailable
 from idp.core.metrics import observe_request
-from idp.core.store import StoreUnavailable
 from idp.core.web import (
     check_input,
     check_urlencoded,
+    dependency_lost,
+    describe_dependency_error,
     finish_response,
     log_access,
     request_id_from,
@@ -120,12 +119,12 @@ class LeanEndpoints:
             return _json_error(413, "invalid_request", "The request is too large.")
         except ValueError:
             return _json_error(400, "invalid_request", "The request has too many fields.")
-        except (StoreUnavailable, DatabaseUnavailable, OperationalError) as exc:
-            log.error("dependency unavailable: %s", exc)
-            return _json_error(
-                503, "temporarily_unavailable", "The service is temporarily unavailable."
-            )
-        except Exception:
+        except Exception as exc:
+            if dependency_lost(exc):
+                log.error("dependency unavailable: %s", describe_dependency_error(exc))
+                return _json_error(
+                    503, "temporarily_unavailable", "The service is temporarily unavailable."
+                )
             log.exception("unhandled error")
             return _json_error(500, "server_error", "An unexpected error occurred.")
 
@@ -154,8 +153,8 @@ class LeanEndpoints:
             ):
                 return None
             claims = provider.verifier.claims(token)
-        except (StoreUnavailable, DatabaseUnavailable, OperationalError):
-            return None  # the full path answers 503
+        except Exception:  # noqa: BLE001 - the full path answers it (503, or a logged 500)
+            return None
         body = json.dumps(
             access_token_introspection(claims) if claims else {"active": False},
             separators=(",", ":"),

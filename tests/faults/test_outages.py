@@ -194,7 +194,6 @@ def test_postgres_killed_and_restarted_under_load(stack: Stack) -> None:
     _check_after(stack, signed_out)
 
 
-@pytest.mark.xfail(strict=True, reason="durable revocation: lead's part")
 def test_a_revoked_access_token_stays_revoked_after_redis_restarts_empty(stack: Stack) -> None:
     client = stack.client
     tokens = client.full_round("probe")
