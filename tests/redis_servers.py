@@ -124,7 +124,7 @@ class RedisProcess:
             return "(no log)"
 
 
-def _data_args(port: int, directory: Path, *extra: str) -> list[str]:
+def data_server_args(port: int, directory: Path, *extra: str) -> list[str]:
     return [
         "--port", str(port), "--bind", HOST, "--dir", str(directory),
         "--save", "", "--appendonly", "no", "--daemonize", "no", *extra,
@@ -144,7 +144,7 @@ def _stopping(processes: list[RedisProcess]) -> Iterator[None]:
 def running_redis(directory: Path) -> Iterator[RedisProcess]:
     """One Redis server; ``redis://127.0.0.1:PORT/0``."""
     port = free_port()
-    server = RedisProcess(port, directory, _data_args(port, directory))
+    server = RedisProcess(port, directory, data_server_args(port, directory))
     with _stopping([server]):
         server.start()
         yield server
@@ -201,11 +201,11 @@ class SentinelSet:
 @contextlib.contextmanager
 def running_sentinels(directory: Path, *, service: str = "idp-store") -> Iterator[SentinelSet]:
     primary_port, replica_port = free_port(), free_port()
-    primary = RedisProcess(primary_port, directory, _data_args(primary_port, directory))
+    primary = RedisProcess(primary_port, directory, data_server_args(primary_port, directory))
     replica = RedisProcess(
         replica_port,
         directory,
-        _data_args(replica_port, directory, "--replicaof", HOST, str(primary_port)),
+        data_server_args(replica_port, directory, "--replicaof", HOST, str(primary_port)),
     )
     sentinels = []
     for _ in range(3):
@@ -267,7 +267,7 @@ def _cluster_node(directory: Path) -> RedisProcess:
     return RedisProcess(
         port,
         directory,
-        _data_args(
+        data_server_args(
             port,
             directory,
             "--cluster-enabled",

@@ -174,9 +174,10 @@ class Database:
 
 def build_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
     """``hide_parameters``: errors and logs show statements, never the values (tokens'
-    hashes, usernames). On PostgreSQL a connection is pinged when taken from the pool,
-    so after the server restarts no request fails on a connection it had closed: the
-    dead ones are replaced at once (a disconnect also discards the whole pool)."""
+    hashes, usernames). No ping when a connection is taken from the pool (a round trip
+    on every request): after the server restarts, the first request on a connection it
+    closed gets a 503, and that disconnect discards the worker's whole pool, so the
+    next requests connect afresh (docs/operations.md)."""
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
@@ -192,7 +193,7 @@ def build_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine
         echo=echo,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        pool_pre_ping=False,
         pool_recycle=3600,
         hide_parameters=True,
         connect_args={"connect_timeout": 5},

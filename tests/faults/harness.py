@@ -38,12 +38,12 @@ from typing import Any, Self
 from urllib.parse import parse_qs, urlencode
 
 import psutil
-import redis
 import requests
 
 from tests.conftest import TEST_SECRET
 from tests.e2e.servers import IDP, clean_env, free_port, wait_until_up
 from tests.oauth_support import Flow, query_of
+from tests.redis_servers import RedisProcess, data_server_args
 from tests.support import STRONG_PASSWORD, csrf_token
 
 CALLBACK = "http://127.0.0.1:9/callback"
@@ -83,72 +83,23 @@ def _stop_group(process: subprocess.Popen[Any], *, sig: int = signal.SIGTERM) ->
 # -- Redis
 
 
-class RedisServer:
-    """A ``redis-server`` that keeps nothing on disk (``--save "" --appendonly no``)."""
+class RedisServer(RedisProcess):
+    """One data server of ``tests/redis_servers`` (nothing kept on disk) in a
+    directory of its own, removed by ``stop``; ``kill`` is a SIGKILL (everything in
+    memory is lost) and ``start`` brings up an empty server on the same port."""
 
-    def __init__(self, port: int | None = None, *, args: list[str] | None = None) -> None:
-        self.port = port or free_port()
-        self.args = list(args or [])
-        self.directory = Path(tempfile.mkdtemp(prefix="idp-faults-redis-"))
-        self.process: subprocess.Popen[bytes] | None = None
+    def __init__(self) -> None:
+        directory = Path(tempfile.mkdtemp(prefix="idp-faults-redis-"))
+        port = free_port()
+        super().__init__(port, directory, data_server_args(port, directory))
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout: float = 10) -> None:
-        log = (self.directory / "redis.log").open("ab")
-        self.process = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.directory),
-                *self.args,
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-        _wait(self.ping, timeout, f"redis-server on port {self.port} answering")
-
-    def ping(self) -> bool:
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5, socket_timeout=0.5)
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
-        finally:
-            client.close()
-
-    def kill(self) -> None:
-        """SIGKILL: everything in memory is lost."""
-        if self.process is not None:
-            _stop_group(self.process, sig=signal.SIGKILL)
-
     def stop(self) -> None:
-        if self.process is not None:
-            _stop_group(self.process)
+        self.kill()
         shutil.rmtree(self.directory, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop()
 
 
 # -- PostgreSQL
