@@ -127,7 +127,7 @@ PROBES: list[Probe] = [
     ),
     (3, "idp.oauth.tokens", "AccessTokenVerifier.claims", "access token check (cached)"),
     (4, "idp.oauth.keys", "SigningKeys.verify", "JWT verification (joserfc, uncached)"),
-    (4, "idp.oauth.tokens", "AccessTokenVerifier.is_revoked", "revocation check (Redis EXISTS)"),
+    (4, "idp.oauth.tokens", "AccessTokenVerifier.is_revoked", "revocation check (one Redis MGET)"),
     (
         3,
         "authlib.oauth2.rfc7662.introspection",
