@@ -12,6 +12,7 @@ import logging
 import re
 import time
 import uuid
+from http import HTTPStatus
 from typing import IO, Any
 from urllib.parse import unquote_to_bytes
 
@@ -23,6 +24,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from idp.core.db import DatabaseUnavailable
+from idp.core.error_text import safe_description
 from idp.core.store import StoreUnavailable
 
 log = logging.getLogger("idp.http")
@@ -77,7 +79,9 @@ def error_response(
     status: int, message: str, *, error: str = "invalid_request", title: str | None = None
 ) -> Response:
     if wants_json():
-        response = jsonify(error=error, error_description=message)
+        # RFC 6749 5.2 characters only: a translated message gives way to the status text
+        description = safe_description(message, fallback=HTTPStatus(status).phrase + ".")
+        response = jsonify(error=error, error_description=description)
         response.status_code = status
         return response
     body = render_template(

@@ -29,6 +29,7 @@ from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from idp.core.db import DatabaseUnavailable
+from idp.core.error_text import safe_description
 from idp.core.metrics import observe_request
 from idp.core.store import StoreUnavailable
 from idp.core.web import (
@@ -75,7 +76,7 @@ ROUTES: dict[str, tuple[str, Handler]] = {
 
 
 def _json_error(status: int, error: str, description: str) -> Response:
-    body = json.dumps({"error": error, "error_description": description})
+    body = json.dumps({"error": error, "error_description": safe_description(description)})
     return Response(body, status=status, headers=JSON_HEADERS)
 
 

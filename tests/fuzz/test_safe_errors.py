@@ -9,7 +9,9 @@ import re
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.datastructures import MultiDict
 
+from idp.core.error_text import MAX_DESCRIPTION, safe_description
 from tests.oauth_support import REDIRECT, RP, pkce_pair, query_of, register
 
 # RFC 6749 5.2: error_description is %x20-21 / %x23-5B / %x5D-7E
@@ -53,9 +55,7 @@ def test_a_hostile_response_type_is_redirected_as_unsupported(
 
 
 @pytest.mark.parametrize("value", HOSTILE)
-def test_a_hostile_redirect_uri_gets_an_error_page(
-    client: FlaskClient, rp: RP, value: str
-) -> None:
+def test_a_hostile_redirect_uri_gets_an_error_page(client: FlaskClient, rp: RP, value: str) -> None:
     response = client.get("/authorize", query_string=_params(redirect_uri=REDIRECT + value))
     assert response.status_code == 400
     assert response.mimetype == "text/html"
@@ -89,10 +89,28 @@ def test_json_errors_at_the_token_endpoint_are_safe(client: FlaskClient, rp: RP)
 def test_a_repeated_parameter_is_named_safely(client: FlaskClient, rp: RP, name: str) -> None:
     response = client.post(
         "/token",
-        data=[("grant_type", "client_credentials"), (name, "1"), (name, "2")],
+        data=MultiDict([("grant_type", "client_credentials"), (name, "1"), (name, "2")]),
         headers=rp.basic(),
     )
     assert response.status_code == 400
     body = response.get_json()
     assert body["error"] == "invalid_request"
     assert SAFE.match(body["error_description"]), body["error_description"]
+
+
+def test_a_translated_json_error_keeps_to_the_character_set(client: FlaskClient) -> None:
+    response = client.get("/token", headers={"Accept-Language": "zh-CN"})
+    assert response.status_code == 405
+    body = response.get_json()
+    assert body["error"] == "invalid_request"
+    assert body["error_description"] == "Method Not Allowed."
+
+
+def test_safe_description_replaces_and_bounds() -> None:
+    assert safe_description("plain 'text' [ok]") == "plain 'text' [ok]"
+    assert safe_description("type '登录' x") == "type '?' x"
+    assert safe_description('a"b\\c\x00d\ne') == "a?b?c?d?e"
+    long = safe_description("x" * 1000)
+    assert len(long) == MAX_DESCRIPTION
+    assert long.endswith("...")
+    assert safe_description("中文", fallback="Bad Request.") == "Bad Request."
