@@ -48,7 +48,17 @@ BODY_LIMITS_KEY = "IDP_BODY_LIMITS"
 
 class IdpRequest(Request):
     """Uploaded files stay in memory, never in a temporary file on disk: every body is
-    bounded by ``max_request_bytes`` or its endpoint's ``allow_large_body`` limit."""
+    bounded by ``max_request_bytes`` or its endpoint's ``allow_large_body`` limit.
+
+    Raw non-ASCII bytes in the query string (a server passes them on as they came;
+    browsers would have percent-encoded them) are percent-encoded on arrival, so that
+    ``args`` and ``full_path`` can always be read (Werkzeug's raise for bytes that are
+    not UTF-8); ``_guard_input`` still refuses a query that does not decode."""
+
+    def __init__(self, environ: dict[str, Any], *args: Any, **kwargs: Any) -> None:
+        super().__init__(environ, *args, **kwargs)
+        if not self.query_string.isascii():
+            self.query_string = _RAW_BYTE.sub(_percent, self.query_string)
 
     # Werkzeug calls this with keyword arguments: the names stay although unused.
     def _get_file_stream(
@@ -59,6 +69,13 @@ class IdpRequest(Request):
         content_length: int | None = None,  # noqa: ARG002
     ) -> IO[bytes]:
         return io.BytesIO()
+
+
+_RAW_BYTE = re.compile(rb"[\x80-\xff]")
+
+
+def _percent(match: re.Match[bytes]) -> bytes:
+    return b"%%%02X" % match.group()[0]
 
 
 class BadInput(HTTPException):

@@ -1,0 +1,161 @@
+"""Hypothesis profiles and the fuzzed world (an app with a client, a user, a session).
+
+Profiles (``IDP_FUZZ_PROFILE``):
+
+* ``ci`` (default): a few examples per endpoint, derandomized (the same examples on
+  every run, so CI is reproducible), no example database.
+* ``campaign``: a long run by hand, ``IDP_FUZZ_EXAMPLES`` examples per endpoint and
+  state (default 1000), random (a new seed each run), failures kept in
+  ``.hypothesis/`` (ignored by git) so that a rerun tries them first.
+  docs/testing.md ("Fuzzing") has the command.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from hypothesis import HealthCheck, settings
+from hypothesis.database import DirectoryBasedExampleDatabase
+
+from idp.oauth.lean import LeanEndpoints
+from tests.fuzz.strategies import Known
+from tests.oauth_support import REDIRECT, RP, Flow, register
+from tests.support import create_user, csrf_token, sign_in
+from tests.support import text as body
+
+_SUPPRESSED = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+
+settings.register_profile(
+    "ci",
+    max_examples=int(os.environ.get("IDP_FUZZ_EXAMPLES", "6")),
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=True,
+    suppress_health_check=_SUPPRESSED,
+)
+settings.register_profile(
+    "campaign",
+    max_examples=int(os.environ.get("IDP_FUZZ_EXAMPLES", "1000")),
+    deadline=None,
+    derandomize=False,
+    database=DirectoryBasedExampleDatabase(Path(__file__).parents[2] / ".hypothesis" / "fuzz"),
+    print_blob=True,
+    suppress_health_check=_SUPPRESSED,
+)
+settings.load_profile(os.environ.get("IDP_FUZZ_PROFILE", "ci"))
+
+
+@dataclass
+class Counter:
+    requests: int = 0
+    by_status: dict[int, int] = field(default_factory=dict)
+
+    def count(self, status: int) -> None:
+        self.requests += 1
+        self.by_status[status] = self.by_status.get(status, 0) + 1
+
+
+COUNTER = Counter()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if COUNTER.requests:
+        statuses = ", ".join(f"{k}: {v}" for k, v in sorted(COUNTER.by_status.items()))
+        terminalreporter.write_line(
+            f"fuzz: {COUNTER.requests} requests ({settings().max_examples} examples per "
+            f"endpoint and state); answers by status: {statuses}"
+        )
+
+
+@dataclass
+class World:
+    """One app as the fuzz finds it: a confidential client, a user with tokens, and
+    the cookie of a session (anonymous or signed in) with its CSRF token."""
+
+    app: Flask
+    rp: RP
+    known: Known
+    session_cookie: str
+    issuer: str = "http://localhost"
+    redirect_uri: str = REDIRECT
+
+
+_COOKIE = re.compile(r"^(idp_session|__Host-idp_session)=([^;]*)")
+
+
+def _session_cookie(client: FlaskClient) -> str:
+    cookie = client.get_cookie("idp_session")
+    return f"idp_session={cookie.value}" if cookie else ""
+
+
+def _pending_rid(browser: FlaskClient, rp: RP) -> str:
+    """A pending authorization request (the user is sent to sign in)."""
+    response = rp.start(browser, Flow())
+    location = response.headers.get("Location", "")
+    match = re.search(r"rid%3D([^&]+)", location)
+    assert match, location
+    return match.group(1)
+
+
+def build_world(app: Flask, *, signed_in: bool) -> World:
+    assert isinstance(app.wsgi_app, LeanEndpoints), "the fuzz must pass the lean layer"
+    _, secret = register(app, "rp", scope="openid profile email phone offline_access")
+    assert secret is not None
+    rp = RP(app, "rp", secret)
+    create_user(app, "alice")
+    tokens, flow = rp.tokens(app.test_client(), scope="openid profile offline_access")
+    browser = app.test_client()
+    rid = _pending_rid(browser, rp)
+    if signed_in:
+        assert sign_in(browser).status_code == 302
+        page = browser.get("/account")
+    else:
+        page = browser.get("/login")
+    csrf = csrf_token(body(page))
+    known = Known(
+        values=[
+            "code",
+            "openid",
+            "openid profile offline_access",
+            "S256",
+            "plain",
+            "none",
+            "login",
+            "consent",
+            "authorization_code",
+            "refresh_token",
+            "client_credentials",
+            "access_token",
+            "approve",
+            "yes",
+            "alice",
+            "rp",
+            REDIRECT,
+            flow.challenge,
+            flow.verifier,
+            csrf,
+            rid,
+            tokens["access_token"],
+            tokens["refresh_token"],
+            tokens["id_token"],
+            "/account",
+            "3",
+            "11010519491231002X",
+            "13800138000",
+        ],
+        basic_credentials=[("rp", secret)],
+        bearer_tokens=[tokens["access_token"], tokens["id_token"]],
+    )
+    return World(app, rp, known, _session_cookie(browser))
+
+
+@pytest.fixture(params=["anonymous", "signed_in"])
+def world(app: Flask, request: pytest.FixtureRequest) -> World:
+    return build_world(app, signed_in=request.param == "signed_in")
