@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -54,22 +56,27 @@ settings.load_profile(os.environ.get("IDP_FUZZ_PROFILE", "ci"))
 
 @dataclass
 class Counter:
-    requests: int = 0
+    """Requests sent by one test, by status (reported as the test's user properties,
+    which pytest-xdist carries back to the main process)."""
+
     by_status: dict[int, int] = field(default_factory=dict)
 
     def count(self, status: int) -> None:
-        self.requests += 1
         self.by_status[status] = self.by_status.get(status, 0) + 1
 
 
-COUNTER = Counter()
-
-
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if COUNTER.requests:
-        statuses = ", ".join(f"{k}: {v}" for k, v in sorted(COUNTER.by_status.items()))
+    totals: dict[int, int] = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            for name, value in getattr(report, "user_properties", ()):
+                if name == "fuzz_answers":
+                    for status, count in value.items():
+                        totals[int(status)] = totals.get(int(status), 0) + count
+    if totals:
+        statuses = ", ".join(f"{k}: {v}" for k, v in sorted(totals.items()))
         terminalreporter.write_line(
-            f"fuzz: {COUNTER.requests} requests ({settings().max_examples} examples per "
+            f"fuzz: {sum(totals.values())} requests ({settings().max_examples} examples per "
             f"endpoint and state); answers by status: {statuses}"
         )
 
@@ -83,6 +90,7 @@ class World:
     rp: RP
     known: Known
     session_cookie: str
+    counter: Counter = field(default_factory=Counter)
     issuer: str = "http://localhost"
     redirect_uri: str = REDIRECT
 
@@ -120,7 +128,7 @@ def build_world(app: Flask, *, signed_in: bool) -> World:
         page = browser.get("/login")
     csrf = csrf_token(body(page))
     known = Known(
-        values=[
+        values=(
             "code",
             "openid",
             "openid profile offline_access",
@@ -149,13 +157,15 @@ def build_world(app: Flask, *, signed_in: bool) -> World:
             "3",
             "11010519491231002X",
             "13800138000",
-        ],
-        basic_credentials=[("rp", secret)],
-        bearer_tokens=[tokens["access_token"], tokens["id_token"]],
+        ),
+        basic_credentials=(("rp", secret),),
+        bearer_tokens=(tokens["access_token"], tokens["id_token"]),
     )
     return World(app, rp, known, _session_cookie(browser))
 
 
 @pytest.fixture(params=["anonymous", "signed_in"])
-def world(app: Flask, request: pytest.FixtureRequest) -> World:
-    return build_world(app, signed_in=request.param == "signed_in")
+def world(app: Flask, request: pytest.FixtureRequest, record_property: Any) -> Iterator[World]:
+    made = build_world(app, signed_in=request.param == "signed_in")
+    yield made
+    record_property("fuzz_answers", dict(made.counter.by_status))

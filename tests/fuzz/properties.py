@@ -83,6 +83,10 @@ def check_answer(
     if request.method == "HEAD":
         assert not answer.body
         return
+    if request.method == "OPTIONS" and answer.status == 200:
+        assert not answer.body  # Flask's automatic answer: the allowed methods
+        assert "Allow" in answer.headers
+        return
     if 300 <= answer.status < 400 and "Location" in answer.headers:
         check_location(answer, request, issuer, redirect_uri)
         return

@@ -13,9 +13,10 @@ also reaches the code behind the first checks.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from io import BytesIO
 from typing import Any
 from urllib.parse import quote
@@ -24,7 +25,7 @@ from hypothesis import strategies as st
 
 # -- values
 
-HOSTILE_VALUES = [
+HOSTILE_VALUES = (
     "",
     " ",
     "\x00",
@@ -68,9 +69,9 @@ HOSTILE_VALUES = [
     '"quoted"\\',
     "x" * 5000,
     "登" * 3000,
-]
+)
 
-HOSTILE_NAMES = [
+HOSTILE_NAMES = (
     "",
     "a[]",
     "a[b]",
@@ -84,10 +85,10 @@ HOSTILE_NAMES = [
     "=",
     "&",
     "x" * 300,
-]
+)
 
 # parameter names the service reads somewhere (so values reach real code)
-KNOWN_NAMES = [
+KNOWN_NAMES = (
     "response_type",
     "client_id",
     "client_secret",
@@ -144,18 +145,21 @@ KNOWN_NAMES = [
     "lid",
     "logout",
     "action",
-]
+)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Known:
     """Real values of the test, mixed into the fuzz."""
 
-    values: list[str] = field(default_factory=list)
-    basic_credentials: list[tuple[str, str]] = field(default_factory=list)
-    bearer_tokens: list[str] = field(default_factory=list)
+    values: tuple[str, ...] = ()
+    basic_credentials: tuple[tuple[str, str], ...] = ()
+    bearer_tokens: tuple[str, ...] = ()
 
 
+# Strategies are built once per set of arguments: building them on every draw costs
+# more than the request itself.
+@functools.cache
 def text_value(known: Known) -> st.SearchStrategy[str]:
     strategies: list[st.SearchStrategy[str]] = [
         st.sampled_from(HOSTILE_VALUES),
@@ -174,7 +178,8 @@ def text_value(known: Known) -> st.SearchStrategy[str]:
     return st.one_of(*strategies)
 
 
-def param_name(names: list[str]) -> st.SearchStrategy[str]:
+@functools.cache
+def param_name(names: tuple[str, ...]) -> st.SearchStrategy[str]:
     return st.one_of(
         st.sampled_from(names or KNOWN_NAMES),
         st.sampled_from(KNOWN_NAMES),
@@ -205,7 +210,7 @@ def encoded_pair(draw: st.DrawFn, name: str, value: str) -> bytes:
 
 
 @st.composite
-def params(draw: st.DrawFn, names: list[str], known: Known) -> list[tuple[str, str]]:
+def params(draw: st.DrawFn, names: tuple[str, ...], known: Known) -> list[tuple[str, str]]:
     """A list of parameters: names the endpoint reads (sometimes repeated), others."""
     count = draw(st.integers(min_value=0, max_value=8))
     return [(draw(param_name(names)), draw(text_value(known))) for _ in range(count)]
@@ -416,7 +421,7 @@ def headers(draw: st.DrawFn, known: Known) -> dict[str, str]:
 
 # -- whole requests
 
-WRONG_METHODS = ["PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "TRACE", "FOO", "get"]
+WRONG_METHODS = ("PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "TRACE", "FOO", "get")
 
 
 @dataclass
@@ -477,8 +482,8 @@ class FuzzRequest:
 def requests(
     draw: st.DrawFn,
     path: str,
-    methods: list[str],
-    names: list[str],
+    methods: tuple[str, ...],
+    names: tuple[str, ...],
     known: Known,
     *,
     path_suffixes: bool = False,

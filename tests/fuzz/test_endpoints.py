@@ -21,7 +21,7 @@ from werkzeug.test import run_wsgi_app
 from accounts.deps import account_service
 from idp.core.runtime import audit_log
 from idp.oauth.server import oauth
-from tests.fuzz.conftest import COUNTER, World
+from tests.fuzz.conftest import World
 from tests.fuzz.endpoints import TARGETS, Target
 from tests.fuzz.properties import Answer, check_answer
 from tests.fuzz.strategies import FuzzRequest, requests
@@ -35,15 +35,15 @@ def send(world: World, request: FuzzRequest) -> Answer:
     )
     body = b"".join(app_iter)
     code = int(status.split(" ", 1)[0])
-    COUNTER.count(code)
+    world.counter.count(code)
     return Answer(code, Headers(headers), body)
 
 
 def fuzz(world: World, target: Target) -> None:
     strategy = requests(
         target.url,
-        list(target.methods),
-        list(target.names),
+        target.methods,
+        target.names,
         world.known,
         path_suffixes=target.path_suffixes,
     )
