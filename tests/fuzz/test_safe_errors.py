@@ -114,3 +114,17 @@ def test_safe_description_replaces_and_bounds() -> None:
     assert len(long) == MAX_DESCRIPTION
     assert long.endswith("...")
     assert safe_description("中文", fallback="Bad Request.") == "Bad Request."
+
+
+def test_every_oauth_error_is_built_with_a_safe_description(app: Flask) -> None:
+    # the provider (built with the app) has wrapped Authlib's constructor, which
+    # would otherwise raise ValueError for this description
+    from authlib.oauth2.rfc6749.errors import InvalidRequestError, UnsupportedResponseTypeError
+    from authlib.oidc.core.errors import LoginRequiredError
+
+    assert InvalidRequestError("bad '登'").description == "bad '?'"
+    assert LoginRequiredError(description="x\x00y").description == "x?y"
+    # built as Authlib 1.9 builds it (its second argument becomes the description)
+    unsupported = UnsupportedResponseTypeError("type '😀'", "😀 x", redirect_uri=REDIRECT)
+    assert unsupported.description == "? x"
+    assert unsupported.redirect_uri == REDIRECT
