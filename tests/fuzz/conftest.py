@@ -112,6 +112,68 @@ def _pending_rid(browser: FlaskClient, rp: RP) -> str:
     return match.group(1)
 
 
+def _templates(
+    flow: Flow, tokens: dict[str, Any], csrf: str, rid: str, secret: str
+) -> tuple[tuple[str, tuple[tuple[tuple[str, str], ...], ...]], ...]:
+    """Valid requests for the endpoints whose interesting code lies behind the checks."""
+    authorize = (
+        ("response_type", "code"),
+        ("client_id", "rp"),
+        ("redirect_uri", REDIRECT),
+        ("scope", "openid profile"),
+        ("state", "st-1"),
+        ("nonce", "n-1"),
+        ("code_challenge", flow.challenge),
+        ("code_challenge_method", "S256"),
+    )
+    client = (("client_id", "rp"), ("client_secret", secret))
+    refresh = (("grant_type", "refresh_token"), ("refresh_token", tokens["refresh_token"]))
+    code = (
+        ("grant_type", "authorization_code"),
+        ("code", "not-a-code"),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", flow.verifier),
+    )
+    token = (("token", tokens["access_token"]),)
+    form = (("csrf_token", csrf),)
+    logout = (
+        ("id_token_hint", tokens["id_token"]),
+        ("post_logout_redirect_uri", REDIRECT),
+        ("state", "st-2"),
+        ("client_id", "rp"),
+    )
+    return (
+        ("/authorize", (authorize, (*authorize, ("prompt", "none")))),
+        ("/authorize/continue", ((("rid", rid),),)),
+        ("/token", ((*refresh, *client), (*code, *client), refresh)),
+        ("/introspect", ((*token, *client), token)),
+        ("/revoke", ((*token, *client), token)),
+        ("/userinfo", ((("access_token", tokens["access_token"]),),)),
+        ("/session/end", (logout,)),
+        ("/login", ((*form, ("username", "alice"), ("password", "wrong password 1")),)),
+        ("/register", ((*form, ("username", "bob"), ("password", "x" * 12)),)),
+        *(
+            (path, ((*form, ("rid", rid)),))
+            for path in ("/authorize/consent", "/authorize/level", "/authorize/account")
+        ),
+        *(
+            (path, (form,))
+            for path in (
+                "/logout",
+                "/account/profile",
+                "/account/password",
+                "/account/realname",
+                "/account/realname/phone",
+                "/account/realname/phone/code",
+                "/account/realname/face",
+                "/account/totp",
+                "/account/services/revoke",
+                "/staff/counter",
+            )
+        ),
+    )
+
+
 def build_world(app: Flask, *, signed_in: bool) -> World:
     assert isinstance(app.wsgi_app, LeanEndpoints), "the fuzz must pass the lean layer"
     _, secret = register(app, "rp", scope="openid profile email phone offline_access")
@@ -158,6 +220,7 @@ def build_world(app: Flask, *, signed_in: bool) -> World:
             "11010519491231002X",
             "13800138000",
         ),
+        templates=_templates(flow, tokens, csrf, rid, secret),
         basic_credentials=(("rp", secret),),
         bearer_tokens=(tokens["access_token"], tokens["id_token"]),
     )

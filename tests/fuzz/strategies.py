@@ -155,6 +155,11 @@ class Known:
     values: tuple[str, ...] = ()
     basic_credentials: tuple[tuple[str, str], ...] = ()
     bearer_tokens: tuple[str, ...] = ()
+    # path -> valid requests' parameters, which the fuzz mutates (to get deep)
+    templates: tuple[tuple[str, tuple[tuple[tuple[str, str], ...], ...]], ...] = ()
+
+    def templates_for(self, path: str) -> tuple[tuple[tuple[str, str], ...], ...]:
+        return next((found for name, found in self.templates if name == path), ())
 
 
 # Strategies are built once per set of arguments: building them on every draw costs
@@ -217,7 +222,38 @@ def params(draw: st.DrawFn, names: tuple[str, ...], known: Known) -> list[tuple[
 
 
 @st.composite
+def mutated(
+    draw: st.DrawFn,
+    template: tuple[tuple[str, str], ...],
+    names: tuple[str, ...],
+    known: Known,
+) -> list[tuple[str, str]]:
+    """A valid request's parameters with one to three changes: a value replaced, a
+    parameter dropped, added or repeated."""
+    pairs = list(template)
+    for _ in range(draw(st.integers(min_value=1, max_value=3))):
+        change = draw(st.sampled_from(("replace", "replace", "drop", "add", "repeat")))
+        if change == "add" or not pairs:
+            pairs.append((draw(param_name(names)), draw(text_value(known))))
+            continue
+        index = draw(st.integers(min_value=0, max_value=len(pairs) - 1))
+        name, value = pairs[index]
+        if change == "replace":
+            pairs[index] = (name, draw(text_value(known)))
+        elif change == "drop":
+            del pairs[index]
+        else:
+            pairs.append((name, draw(st.sampled_from((value, draw(text_value(known)))))))
+    return pairs
+
+
+@st.composite
 def urlencoded(draw: st.DrawFn, pairs: list[tuple[str, str]]) -> bytes:
+    if draw(st.integers(0, 3)) != 0:  # mostly well-formed, so values reach the code
+        return "&".join(
+            quote(encode_text(name), safe="") + "=" + quote(encode_text(value), safe="")
+            for name, value in pairs
+        ).encode()
     parts = [draw(encoded_pair(name, value)) for name, value in pairs]
     separator = draw(st.sampled_from([b"&", b"&", b";", b"&&"]))
     body = separator.join(parts)
@@ -504,8 +540,16 @@ def requests(
             )
         )
     query_pairs = draw(params(names, known))
-    query = draw(urlencoded(query_pairs))
     body_pairs = draw(params(names, known))
+    templates = known.templates_for(path)
+    from_template: bool = draw(st.booleans())
+    if templates and from_template:
+        valid = draw(mutated(draw(st.sampled_from(templates)), names, known))
+        if method in {"GET", "HEAD", "get"} or draw(st.integers(0, 3)) == 0:
+            query_pairs = valid
+        else:
+            body_pairs = valid
+    query = draw(urlencoded(query_pairs))
     content_type, raw_body = draw(body(body_pairs))
     if method in {"GET", "HEAD", "get"} and draw(st.integers(0, 4)) != 0:
         content_type, raw_body = None, b""
