@@ -30,7 +30,7 @@ from idp.core.store import StoreUnavailable
 log = logging.getLogger("idp.http")
 access_log = logging.getLogger("idp.access")
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")  # fullmatch: "$" would allow a final newline
 _FORM_TYPES = {"application/x-www-form-urlencoded"}
 MAX_FORM_FIELDS = 50
 
@@ -158,7 +158,7 @@ _HSTS = ("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
 
 def request_id_from(supplied: str) -> str:
     """The caller's ``X-Request-Id`` when it is sane, else a new one."""
-    return supplied if _REQUEST_ID.match(supplied) else uuid.uuid4().hex
+    return supplied if _REQUEST_ID.fullmatch(supplied) else uuid.uuid4().hex
 
 
 def security_headers(*, https: bool) -> list[tuple[str, str]]:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from flask import Flask
 from werkzeug.test import run_wsgi_app
 
-from tests.fuzz.strategies import FuzzRequest
+from tests.fuzz.strategies import FORM, FuzzRequest
+from tests.oauth_support import REDIRECT, pkce_pair, query_of, register
 
 
 def _get(app: Flask, path: bytes, query: bytes, **headers: str) -> tuple[int, bytes]:
@@ -28,3 +31,39 @@ def test_too_many_raw_fields_get_a_page(app: Flask) -> None:
     status, body = _get(app, b"/login", b"&".join([b"a=\xff"] * 60))
     assert status == 400
     assert b"too many fields" in body
+
+
+def test_a_request_id_with_a_newline_is_replaced(app: Flask) -> None:
+    # "$" matched before a final newline: "0\n" was echoed into the X-Request-Id
+    # response header, and Werkzeug refused to build the response (a crash)
+    for path, method in ((b"/healthz", "GET"), (b"/token", "POST"), (b"/login", "PUT")):
+        request = FuzzRequest(
+            method, path, b"", {"X-Request-Id": "trace-1\n"}, "", FORM, b"grant_type=x"
+        )
+        app_iter, status, headers = run_wsgi_app(app, request.environ(), buffered=True)
+        b"".join(app_iter)
+        assert int(status.split()[0]) < 500
+        assert "\n" not in headers["X-Request-Id"]
+        assert len(headers["X-Request-Id"]) == 32
+
+
+def test_a_code_challenge_with_a_final_newline_is_refused(app: Flask) -> None:
+    register(app, "rp")
+    _, challenge = pkce_pair()
+    query = urlencode(
+        {
+            "response_type": "code",
+            "client_id": "rp",
+            "redirect_uri": REDIRECT,
+            "scope": "openid",
+            "state": "s",
+            "code_challenge": challenge + "\n",
+            "code_challenge_method": "S256",
+        }
+    ).encode()
+    app_iter, status, headers = run_wsgi_app(
+        app, FuzzRequest("GET", b"/authorize", query, {}, "", None, b"").environ(), buffered=True
+    )
+    b"".join(app_iter)
+    assert status.startswith("302")
+    assert query_of(headers["Location"])["error"] == "invalid_request"
