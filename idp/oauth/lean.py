@@ -33,6 +33,7 @@ from idp.core.error_text import safe_description
 from idp.core.metrics import observe_request
 from idp.core.store import StoreUnavailable
 from idp.core.web import (
+    NulInInput,
     check_input,
     check_urlencoded,
     finish_response,
@@ -112,6 +113,8 @@ class LeanEndpoints:
             if repeated is not None:
                 # RFC 6749 3.2: parameters MUST NOT be included more than once
                 return _json_error(400, "invalid_request", f"The parameter {repeated} is repeated.")
+            if _basic_credentials(request.headers.get("Authorization", "")) is None:
+                return _json_error(400, "invalid_request", "The Authorization header is malformed.")
             # the explicit request is used as it is (IdpAuthorizationServer), so Authlib
             # needs no ``flask.request`` and no request context
             return handler(self._app.extensions[EXTENSION], FlaskOAuth2Request(request))
@@ -119,6 +122,8 @@ class LeanEndpoints:
             return _json_error(400, "invalid_request", "The request is not valid UTF-8.")
         except RequestEntityTooLarge:
             return _json_error(413, "invalid_request", "The request is too large.")
+        except NulInInput:
+            return _json_error(400, "invalid_request", "The request contains a NUL character.")
         except ValueError:
             return _json_error(400, "invalid_request", "The request has too many fields.")
         except (StoreUnavailable, DatabaseUnavailable, OperationalError) as exc:
@@ -143,9 +148,10 @@ class LeanEndpoints:
         if token is None:
             return None
         provider = self._app.extensions[EXTENSION]
-        client_id, secret = extract_basic_authorization(
-            {"Authorization": environ.get("HTTP_AUTHORIZATION", "")}
-        )
+        credentials = _basic_credentials(environ.get("HTTP_AUTHORIZATION", ""))
+        if credentials is None:
+            return None
+        client_id, secret = credentials
         try:
             client = provider.clients.get(client_id) if client_id and secret else None
             if (
@@ -172,6 +178,19 @@ class LeanEndpoints:
         observe_request("oauth.introspect", "POST", 200, started)
         log_access("POST", "/introspect", 200, started, environ.get("REMOTE_ADDR"))
         return [body]
+
+
+def _basic_credentials(header: str) -> tuple[str | None, str | None] | None:
+    """What Authlib's ``extract_basic_authorization`` makes of the header, or None when
+    it would raise (``ValueError`` for ``Basic`` followed by nothing but spaces: found
+    by the fuzz, a crash in the WSGI layer)."""
+    try:
+        found: tuple[str | None, str | None] = extract_basic_authorization(
+            {"Authorization": header}
+        )
+    except ValueError:
+        return None
+    return found
 
 
 def _repeated_parameter(request: Any) -> str | None:

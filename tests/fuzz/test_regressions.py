@@ -67,3 +67,43 @@ def test_a_code_challenge_with_a_final_newline_is_refused(app: Flask) -> None:
     b"".join(app_iter)
     assert status.startswith("302")
     assert query_of(headers["Location"])["error"] == "invalid_request"
+
+
+def _send(app: Flask, request: FuzzRequest) -> tuple[int, bytes]:
+    request.headers.setdefault("Accept-Language", "en")
+    app_iter, status, _ = run_wsgi_app(app, request.environ(), buffered=True)
+    return int(status.split()[0]), b"".join(app_iter)
+
+
+def test_a_nul_character_is_refused_before_any_query(app: Flask) -> None:
+    # PostgreSQL refuses NUL in text: client_id=%00 was a 500 on the production back
+    # end (authorize, token, every client look-up)
+    register(app, "rp")
+    cases = [
+        FuzzRequest("GET", b"/authorize", b"client_id=%00", {}, "", None, b""),
+        FuzzRequest("POST", b"/token", b"client_id=%00", {}, "", FORM, b"grant_type=refresh_token"),
+        FuzzRequest("POST", b"/introspect", b"", {}, "", FORM, b"token=x&client_id=rp\x00"),
+        FuzzRequest(
+            "POST",
+            b"/login",
+            b"",
+            {"Accept": "application/json"},
+            "",
+            "multipart/form-data; boundary=b",
+            b'--b\r\nContent-Disposition: form-data; name="username"\r\n\r\nal\x00ice\r\n--b--\r\n',
+        ),
+    ]
+    for request in cases:
+        status, body = _send(app, request)
+        assert status == 400, (request.path, status, body[:300])
+        assert b"invalid_request" in body or b"could not be understood" in body
+
+
+def test_basic_with_nothing_after_it_is_a_json_error(app: Flask) -> None:
+    # Authlib's extract_basic_authorization raised ValueError for "Basic " on the lean
+    # introspection path, outside every handler
+    for path in (b"/introspect", b"/revoke", b"/token"):
+        request = FuzzRequest("POST", path, b"", {"Authorization": "Basic "}, "", FORM, b"token=x")
+        status, body = _send(app, request)
+        assert status == 400, (path, status)
+        assert b'"invalid_request"' in body
