@@ -107,3 +107,32 @@ def test_basic_with_nothing_after_it_is_a_json_error(app: Flask) -> None:
         status, body = _send(app, request)
         assert status == 400, (path, status)
         assert b'"invalid_request"' in body
+
+
+def _multipart(parts: list[tuple[str | None, str | None, bytes]]) -> bytes:
+    chunks = []
+    for name, filename, value in parts:
+        disposition = "form-data" + (f'; name="{name}"' if name is not None else "")
+        if filename is not None:
+            disposition += f'; filename="{filename}"'
+        chunks.append(
+            f"--b\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + value + b"\r\n"
+        )
+    return b"".join(chunks) + b"--b--\r\n"
+
+
+def test_a_file_where_a_form_expects_text_is_refused(app: Flask) -> None:
+    # Flask-WTF merges uploaded files into the form data: a file named "username" at
+    # /register was a 500 (len() of a FileStorage); a part without a name crashed the
+    # NUL check
+    cases = [
+        (b"/register", [("username", "a.txt", b"bob"), ("password", None, b"x" * 12)]),
+        (b"/login", [(None, None, b"x"), ("username", None, b"alice")]),
+        (b"/account/realname/face", [("csrf_token", "t.txt", b"x")]),
+    ]
+    for path, parts in cases:
+        request = FuzzRequest(
+            "POST", path, b"", {}, "", "multipart/form-data; boundary=b", _multipart(parts)
+        )
+        status, body = _send(app, request)
+        assert status == 400, (path, status, body[:200])
