@@ -125,7 +125,7 @@ def test_a_file_where_a_form_expects_text_is_refused(app: Flask) -> None:
     # Flask-WTF merges uploaded files into the form data: a file named "username" at
     # /register was a 500 (len() of a FileStorage); a part without a name crashed the
     # NUL check
-    cases = [
+    cases: list[tuple[bytes, list[tuple[str | None, str | None, bytes]]]] = [
         (b"/register", [("username", "a.txt", b"bob"), ("password", None, b"x" * 12)]),
         (b"/login", [(None, None, b"x"), ("username", None, b"alice")]),
         (b"/account/realname/face", [("csrf_token", "t.txt", b"x")]),
