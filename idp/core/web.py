@@ -12,6 +12,7 @@ import logging
 import re
 import time
 import uuid
+from http import HTTPStatus
 from typing import IO, Any
 from urllib.parse import unquote_to_bytes
 
@@ -33,12 +34,13 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from idp.core.db import DatabaseUnavailable, database_lost, error_summary
+from idp.core.error_text import safe_description
 from idp.core.store import StoreUnavailable
 
 log = logging.getLogger("idp.http")
 access_log = logging.getLogger("idp.access")
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")  # fullmatch: "$" would allow a final newline
 _FORM_TYPES = {"application/x-www-form-urlencoded"}
 MAX_FORM_FIELDS = 50
 RETRY_AFTER_SECONDS = "5"
@@ -57,7 +59,27 @@ BODY_LIMITS_KEY = "IDP_BODY_LIMITS"
 
 class IdpRequest(Request):
     """Uploaded files stay in memory, never in a temporary file on disk: every body is
-    bounded by ``max_request_bytes`` or its endpoint's ``allow_large_body`` limit."""
+    bounded by ``max_request_bytes`` or its endpoint's ``allow_large_body`` limit.
+
+    Raw non-ASCII bytes in the query string (a server passes them on as they came;
+    browsers would have percent-encoded them) are percent-encoded on arrival, so that
+    ``args`` and ``full_path`` can always be read (Werkzeug's raise for bytes that are
+    not UTF-8); ``_guard_input`` still refuses a query that does not decode."""
+
+    def __init__(self, environ: dict[str, Any], *args: Any, **kwargs: Any) -> None:
+        super().__init__(environ, *args, **kwargs)
+        if not self.query_string.isascii():
+            self.query_string = _RAW_BYTE.sub(_percent, self.query_string)
+
+    def _load_form_data(self) -> None:
+        """Multipart parts without a name are dropped: Werkzeug keys them ``None``, which
+        Flask-WTF's CSRF check cannot read (a 500, found by the fuzz)."""
+        super()._load_form_data()
+        for name in ("form", "files"):
+            fields = self.__dict__[name]
+            if None in fields:
+                kept = [(key, value) for key, value in fields.items(multi=True) if key is not None]
+                self.__dict__[name] = self.parameter_storage_class(kept)
 
     # Werkzeug calls this with keyword arguments: the names stay although unused.
     def _get_file_stream(
@@ -68,6 +90,13 @@ class IdpRequest(Request):
         content_length: int | None = None,  # noqa: ARG002
     ) -> IO[bytes]:
         return io.BytesIO()
+
+
+_RAW_BYTE = re.compile(rb"[\x80-\xff]")
+
+
+def _percent(match: re.Match[bytes]) -> bytes:
+    return b"%%%02X" % match.group()[0]
 
 
 class BadInput(HTTPException):
@@ -92,7 +121,9 @@ def error_response(
     status: int, message: str, *, error: str = "invalid_request", title: str | None = None
 ) -> Response:
     if wants_json():
-        response = jsonify(error=error, error_description=message)
+        # RFC 6749 5.2 characters only: a translated message gives way to the status text
+        description = safe_description(message, fallback=HTTPStatus(status).phrase + ".")
+        response = jsonify(error=error, error_description=description)
         response.status_code = status
         return response
     body = render_template(
@@ -101,12 +132,24 @@ def error_response(
     return Response(body, status=status, mimetype="text/html")
 
 
+class NulInInput(ValueError):
+    """A NUL character in a parameter: no text field takes one, and PostgreSQL refuses
+    it in a query (a 500 on that back end only, found by the fuzz)."""
+
+
 def check_input(req: Request) -> None:
     """Raise ``UnicodeDecodeError`` / ``ValueError`` for undecodable or oversized input
-    (Werkzeug would silently replace bad bytes)."""
+    (Werkzeug would silently replace bad bytes), ``NulInInput`` for a NUL character in
+    the query or a form (multipart text fields included; uploaded files may hold any
+    bytes)."""
     check_urlencoded(req.query_string)
-    if req.method in {"POST", "PUT", "PATCH"} and req.mimetype in _FORM_TYPES:
-        check_urlencoded(req.get_data(cache=True))
+    if req.method in {"POST", "PUT", "PATCH"}:
+        if req.mimetype in _FORM_TYPES:
+            check_urlencoded(req.get_data(cache=True))
+        elif req.mimetype == "multipart/form-data":
+            for name, values in req.form.lists():
+                if "\x00" in (name or "") or any("\x00" in (value or "") for value in values):
+                    raise NulInInput("NUL in a form field")
 
 
 def _guard_input() -> Response | None:
@@ -117,24 +160,43 @@ def _guard_input() -> Response | None:
         return error_response(
             400, _("The request is not valid UTF-8 text."), title=_("Unreadable request")
         )
+    except NulInInput:
+        return error_response(
+            400, _("The request could not be understood."), title=_("Unreadable request")
+        )
     except ValueError:
         return error_response(
             400, _("The request has too many fields."), title=_("Unreadable request")
         )
+    if request.mimetype == "multipart/form-data" and request.files and not _takes_files():
+        # a file where a form expects text (Flask-WTF merges files into the form data:
+        # a text field given a file was a 500, found by the fuzz)
+        return error_response(
+            400, _("The request could not be understood."), title=_("Unreadable request")
+        )
     return None
 
 
+def _takes_files() -> bool:
+    """Uploads go only to the endpoints that allow a larger body (``allow_large_body``),
+    and never under the CSRF token's name."""
+    if request.endpoint not in current_app.config.get(BODY_LIMITS_KEY, {}):
+        return False
+    return "csrf_token" not in request.files
+
+
 def check_urlencoded(raw: bytes) -> None:
-    """Raise ``UnicodeDecodeError`` unless every (percent-decoded) byte is UTF-8, and
-    ``ValueError`` for more than ``MAX_FORM_FIELDS`` fields."""
+    """Raise ``UnicodeDecodeError`` unless every (percent-decoded) byte is UTF-8,
+    ``ValueError`` for more than ``MAX_FORM_FIELDS`` fields and ``NulInInput`` for a
+    NUL character."""
     if not raw:
         return
     if raw.count(b"&") + raw.count(b";") >= MAX_FORM_FIELDS:
         raise ValueError("too many fields")
-    if b"%" in raw:
-        unquote_to_bytes(raw).decode("utf-8")
-    else:
-        raw.decode("utf-8")
+    decoded = unquote_to_bytes(raw) if b"%" in raw else raw
+    decoded.decode("utf-8")
+    if b"\x00" in decoded:
+        raise NulInInput("NUL in a parameter")
 
 
 # Added to every response without looking first: no view sets them, and ``extend`` is
@@ -152,7 +214,7 @@ _HSTS = ("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
 
 def request_id_from(supplied: str) -> str:
     """The caller's ``X-Request-Id`` when it is sane, else a new one."""
-    return supplied if _REQUEST_ID.match(supplied) else uuid.uuid4().hex
+    return supplied if _REQUEST_ID.fullmatch(supplied) else uuid.uuid4().hex
 
 
 def security_headers(*, https: bool) -> list[tuple[str, str]]:

@@ -43,7 +43,7 @@ ALL_AUTH_METHODS: list[str] = [
 CONFIDENTIAL_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
 # Scopes about a person: never granted to a client acting for itself.
 USER_SCOPES = frozenset({"openid", "profile", "email", "phone", "offline_access"})
-_PKCE_VALUE = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
+_PKCE_VALUE = re.compile(r"[A-Za-z0-9._~-]{43,128}")  # fullmatch: "$" would allow a final newline
 
 
 def _oauth() -> Any:
@@ -118,14 +118,14 @@ class StrictPKCE(CodeChallenge):  # type: ignore[misc]
             raise InvalidRequestError("PKCE is required: send 'code_challenge' (S256).")
         if method != "S256":
             raise InvalidRequestError("'code_challenge_method' must be S256.")
-        if not _PKCE_VALUE.match(challenge):
+        if not _PKCE_VALUE.fullmatch(challenge):
             raise InvalidRequestError("Invalid 'code_challenge'.")
 
     def validate_code_verifier(self, grant: Any, _result: Any) -> None:
         verifier = grant.request.form.get("code_verifier")
         if not verifier:
             raise InvalidRequestError("Missing 'code_verifier'.")
-        if not _PKCE_VALUE.match(verifier):
+        if not _PKCE_VALUE.fullmatch(verifier):
             raise InvalidRequestError("Invalid 'code_verifier'.")
         record: CodeRecord = grant.request.authorization_code
         if not constant_time_equal(pkce_s256(verifier), record.code_challenge):

@@ -27,8 +27,10 @@ from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from flask import Flask, Response
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from idp.core.error_text import safe_description
 from idp.core.metrics import observe_request
 from idp.core.web import (
+    NulInInput,
     check_input,
     check_urlencoded,
     dependency_lost,
@@ -74,7 +76,7 @@ ROUTES: dict[str, tuple[str, Handler]] = {
 
 
 def _json_error(status: int, error: str, description: str) -> Response:
-    body = json.dumps({"error": error, "error_description": description})
+    body = json.dumps({"error": error, "error_description": safe_description(description)})
     return Response(body, status=status, headers=JSON_HEADERS)
 
 
@@ -110,6 +112,8 @@ class LeanEndpoints:
             if repeated is not None:
                 # RFC 6749 3.2: parameters MUST NOT be included more than once
                 return _json_error(400, "invalid_request", f"The parameter {repeated} is repeated.")
+            if _basic_credentials(request.headers.get("Authorization", "")) is None:
+                return _json_error(400, "invalid_request", "The Authorization header is malformed.")
             # the explicit request is used as it is (IdpAuthorizationServer), so Authlib
             # needs no ``flask.request`` and no request context
             return handler(self._app.extensions[EXTENSION], FlaskOAuth2Request(request))
@@ -117,6 +121,8 @@ class LeanEndpoints:
             return _json_error(400, "invalid_request", "The request is not valid UTF-8.")
         except RequestEntityTooLarge:
             return _json_error(413, "invalid_request", "The request is too large.")
+        except NulInInput:
+            return _json_error(400, "invalid_request", "The request contains a NUL character.")
         except ValueError:
             return _json_error(400, "invalid_request", "The request has too many fields.")
         except Exception as exc:
@@ -141,9 +147,10 @@ class LeanEndpoints:
         if token is None:
             return None
         provider = self._app.extensions[EXTENSION]
-        client_id, secret = extract_basic_authorization(
-            {"Authorization": environ.get("HTTP_AUTHORIZATION", "")}
-        )
+        credentials = _basic_credentials(environ.get("HTTP_AUTHORIZATION", ""))
+        if credentials is None:
+            return None
+        client_id, secret = credentials
         try:
             client = provider.clients.get(client_id) if client_id and secret else None
             if (
@@ -170,6 +177,19 @@ class LeanEndpoints:
         observe_request("oauth.introspect", "POST", 200, started)
         log_access("POST", "/introspect", 200, started, environ.get("REMOTE_ADDR"))
         return [body]
+
+
+def _basic_credentials(header: str) -> tuple[str | None, str | None] | None:
+    """What Authlib's ``extract_basic_authorization`` makes of the header, or None when
+    it would raise (``ValueError`` for ``Basic`` followed by nothing but spaces: found
+    by the fuzz, a crash in the WSGI layer)."""
+    try:
+        found: tuple[str | None, str | None] = extract_basic_authorization(
+            {"Authorization": header}
+        )
+    except ValueError:
+        return None
+    return found
 
 
 def _repeated_parameter(request: Any) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,7 @@ from authlib.oauth2.rfc6749.errors import OAuth2Error
 from flask import Flask, Response, current_app
 from flask import request as flask_request
 
+from idp.core.error_text import safe_description
 from idp.core.runtime import Runtime, db, runtime
 from idp.oauth.client_auth import JwksFetcher, PrivateKeyJwt
 from idp.oauth.clients import ClientInfo, ClientRegistry
@@ -34,6 +36,32 @@ JSON_HEADERS = [
     ("Cache-Control", "no-store"),
     ("Pragma", "no-cache"),
 ]
+
+
+def make_error_descriptions_safe() -> None:
+    """Every OAuth error's description is safe from the moment it is built.
+
+    Authlib builds descriptions from request parameters (``response_type``,
+    ``redirect_uri``, ...) and then, in ``OAuth2Error.__init__``, refuses any outside
+    the RFC 6749 5.2 character set with a ``ValueError``: a 500 for ``response_type=登``
+    instead of the error the client should get. Every OAuth2Error (Authlib's, the
+    OpenID Connect ones, ours) passes through that constructor, so it is the one place
+    where the description is made safe (``idp.core.error_text``); the responses built
+    by ``IdpAuthorizationServer.handle_error_response`` are checked once more. Applied
+    once per process (idempotent); tests/fuzz/test_safe_errors.py pins the behaviour.
+    """
+    authlib_init = OAuth2Error.__init__
+    if getattr(authlib_init, "_idp_safe", False):
+        return
+
+    @functools.wraps(authlib_init)
+    def safe_init(self: OAuth2Error, description: Any = None, *args: Any, **kwargs: Any) -> None:
+        if isinstance(description, str):
+            description = safe_description(description)
+        authlib_init(self, description, *args, **kwargs)
+
+    safe_init._idp_safe = True  # type: ignore[attr-defined]
+    OAuth2Error.__init__ = safe_init
 
 
 class Endpoints:
@@ -74,6 +102,9 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         return Response(payload, status=status_code, headers=headers)
 
     def handle_error_response(self, request: OAuth2Request, error: OAuth2Error) -> Response:
+        # a description assigned after the error was built is made safe here
+        if error.description:
+            error.description = safe_description(str(error.description))
         status, body, headers = error(self.get_error_uri(request, error))
         if status == 302:
             # RFC 9207: errors sent back to the client name the issuer too
@@ -122,6 +153,7 @@ def oauth() -> OAuthRuntime:
 
 
 def build(core: Runtime) -> OAuthRuntime:
+    make_error_descriptions_safe()
     settings = core.settings
     keys = SigningKeys(
         core.database,

@@ -1,0 +1,143 @@
+"""Every endpoint the fuzz drives, by family (test_coverage.py checks that this table
+names every rule of the app's URL map, so a new endpoint cannot be forgotten)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Kind(Enum):
+    TOKEN = "token"  # /token, /introspect, /revoke: JSON always (the lean layer)
+    USERINFO = "userinfo"  # JSON always, RFC 6750 errors
+    AUTHORIZE = "authorize"  # error page, or an error redirect to a registered URI
+    PAGE = "page"  # HTML pages (JSON errors only when asked for)
+    PUBLIC = "public"  # discovery, JWKS, operations endpoints, static files
+
+
+@dataclass(frozen=True)
+class Target:
+    rule: str
+    methods: tuple[str, ...]
+    kind: Kind
+    names: tuple[str, ...] = ()
+    path: str | None = None  # when the rule has a variable part
+    path_suffixes: bool = False
+
+    @property
+    def url(self) -> str:
+        return self.path or self.rule
+
+
+AUTHZ = (
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "scope",
+    "state",
+    "nonce",
+    "code_challenge",
+    "code_challenge_method",
+    "prompt",
+    "max_age",
+    "claims",
+    "id_token_hint",
+    "acr_values",
+    "login_hint",
+    "ui_locales",
+    "response_mode",
+    "request",
+    "request_uri",
+)
+TOKEN = (
+    "grant_type",
+    "code",
+    "redirect_uri",
+    "code_verifier",
+    "refresh_token",
+    "scope",
+    "client_id",
+    "client_secret",
+    "client_assertion",
+    "client_assertion_type",
+    "resource",
+)
+TOKEN_QUERY = ("token", "token_type_hint", "client_id", "client_secret")
+FORM = ("csrf_token", "next", "rid")
+ACCOUNT = (*FORM, "display_name", "email", "current_password", "password", "password_confirm")
+REALNAME = (*FORM, "level", "id_number", "name", "phone", "otp", "photo", "action")
+
+TARGETS: dict[str, list[Target]] = {
+    "machine": [
+        Target("/token", ("POST",), Kind.TOKEN, TOKEN),
+        Target("/introspect", ("POST",), Kind.TOKEN, TOKEN_QUERY),
+        Target("/revoke", ("POST",), Kind.TOKEN, TOKEN_QUERY),
+    ],
+    "userinfo": [
+        Target("/userinfo", ("GET", "POST"), Kind.USERINFO, ("access_token",)),
+    ],
+    "authorize": [
+        Target("/authorize", ("GET", "POST"), Kind.AUTHORIZE, AUTHZ),
+        Target("/authorize/continue", ("GET",), Kind.AUTHORIZE, ("rid",)),
+        Target("/authorize/consent", ("POST",), Kind.AUTHORIZE, (*FORM, "consent")),
+        Target("/authorize/level", ("POST",), Kind.AUTHORIZE, FORM),
+        Target("/authorize/account", ("POST",), Kind.AUTHORIZE, (*FORM, "account")),
+    ],
+    "sign_in": [
+        Target("/", ("GET",), Kind.PAGE),
+        Target(
+            "/login",
+            ("GET", "POST"),
+            Kind.PAGE,
+            (*FORM, "username", "password", "client_id", "login_hint", "ui_locales", "reauth"),
+        ),
+        Target("/login/otp", ("GET", "POST"), Kind.PAGE, (*FORM, "otp")),
+        Target("/logout", ("GET", "POST"), Kind.PAGE, FORM),
+        Target(
+            "/register",
+            ("GET", "POST"),
+            Kind.PAGE,
+            (*FORM, "username", "password", "password_confirm", "phone"),
+        ),
+        Target("/locale", ("GET",), Kind.PAGE, ("lang", "next")),
+        Target(
+            "/session/end",
+            ("GET", "POST"),
+            Kind.PAGE,
+            ("id_token_hint", "post_logout_redirect_uri", "state", "client_id", "ui_locales"),
+        ),
+        Target("/session/end/confirm", ("POST",), Kind.PAGE, (*FORM, "lid", "logout")),
+    ],
+    "account": [
+        Target("/account", ("GET",), Kind.PAGE),
+        Target("/account/password", ("GET", "POST"), Kind.PAGE, ACCOUNT),
+        Target("/account/profile", ("GET", "POST"), Kind.PAGE, ACCOUNT),
+        Target("/account/recovery-codes", ("POST",), Kind.PAGE, ACCOUNT),
+        Target("/account/totp", ("GET", "POST"), Kind.PAGE, (*FORM, "otp")),
+        Target("/account/totp/disable", ("GET", "POST"), Kind.PAGE, (*FORM, "password")),
+        Target("/account/services", ("GET",), Kind.PAGE),
+        Target("/account/services/revoke", ("POST",), Kind.PAGE, (*FORM, "client_id")),
+        Target("/account/realname", ("GET", "POST"), Kind.PAGE, REALNAME),
+        Target("/account/realname/phone", ("GET", "POST"), Kind.PAGE, REALNAME),
+        Target("/account/realname/phone/code", ("GET", "POST"), Kind.PAGE, REALNAME),
+        Target("/account/realname/face", ("GET", "POST"), Kind.PAGE, REALNAME),
+        Target("/staff/counter", ("GET", "POST"), Kind.PAGE, (*REALNAME, "username")),
+    ],
+    "public": [
+        Target("/.well-known/openid-configuration", ("GET",), Kind.PUBLIC),
+        Target("/.well-known/oauth-authorization-server", ("GET",), Kind.PUBLIC),
+        Target("/jwks.json", ("GET",), Kind.PUBLIC),
+        Target("/healthz", ("GET",), Kind.PUBLIC),
+        Target("/readyz", ("GET",), Kind.PUBLIC),
+        Target("/metrics", ("GET",), Kind.PUBLIC),
+        Target(
+            "/static/<path:filename>",
+            ("GET",),
+            Kind.PUBLIC,
+            path="/static/",
+            path_suffixes=True,
+        ),
+    ],
+}
+
+ALL_TARGETS = [target for family in TARGETS.values() for target in family]
