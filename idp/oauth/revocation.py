@@ -37,7 +37,9 @@ import threading
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert, literal, select, union_all
+from sqlalchemy import delete, literal, select, union_all
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from idp.core.clock import Clock
@@ -98,11 +100,14 @@ class Revocations:
         now = self._clock.now()
         if expires_at <= now:
             return
-        exists = session.scalar(select(RevokedAccessToken.jti).where(RevokedAccessToken.jti == jti))
-        if exists is None:
-            session.execute(
-                insert(RevokedAccessToken).values(jti=jti, revoked_at=now, expires_at=expires_at)
-            )
+        # revoked twice at once (a client's retry): one row, neither call fails
+        dialect = session.get_bind().dialect.name
+        upsert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+        session.execute(
+            upsert(RevokedAccessToken)
+            .values(jti=jti, revoked_at=now, expires_at=expires_at)
+            .on_conflict_do_nothing(index_elements=["jti"])
+        )
         # what expired needs no marker any more (indexed; usually nothing to delete)
         session.execute(
             delete(RevokedAccessToken).where(RevokedAccessToken.expires_at <= now),

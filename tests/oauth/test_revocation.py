@@ -20,7 +20,7 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
-from sqlalchemy import event, insert
+from sqlalchemy import event, insert, select
 
 from accounts.models import UserStatus
 from idp.app import create_app
@@ -177,6 +177,34 @@ def test_signing_out_ends_the_sessions_grants_but_not_offline_ones(
     )
     assert refreshed.status_code == 200
     assert active(rp, client, elsewhere["access_token"])  # another session: untouched
+
+
+def test_one_token_revoked_twice_at_once(app: Flask, rp: RP, store: Store) -> None:
+    """A client that retries its revocation while the first is under way: both calls
+    succeed, one row is kept."""
+    import threading
+
+    client = app.test_client()
+    token = rp.token_request(client, {"grant_type": "client_credentials"}).get_json()
+    barrier = threading.Barrier(4)
+    statuses: list[int] = []
+
+    def revoke() -> None:
+        browser = app.test_client()
+        barrier.wait()
+        statuses.append(rp.post(browser, "/revoke", {"token": token["access_token"]}).status_code)
+
+    threads = [threading.Thread(target=revoke) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert statuses == [200, 200, 200, 200]
+    with app.app_context():
+        rows = db().scalars(select(RevokedAccessToken.jti)).all()
+    assert len(rows) == 1
+    lose_everything(store)
+    assert not active(rp, client, token["access_token"])
 
 
 # -- the common case stays fast
