@@ -30,6 +30,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from idp.core.error_text import safe_description
 from idp.core.metrics import observe_request
 from idp.core.web import (
+    RETRY_AFTER_SECONDS,
     NulInInput,
     check_input,
     check_urlencoded,
@@ -128,9 +129,11 @@ class LeanEndpoints:
         except Exception as exc:
             if dependency_lost(exc):
                 log.error("dependency unavailable: %s", describe_dependency_error(exc))
-                return _json_error(
+                response = _json_error(
                     503, "temporarily_unavailable", "The service is temporarily unavailable."
                 )
+                response.headers["Retry-After"] = RETRY_AFTER_SECONDS  # as Flask's 503s
+                return response
             log.exception("unhandled error")
             return _json_error(500, "server_error", "An unexpected error occurred.")
 

@@ -109,6 +109,7 @@ def test_a_store_outage_is_answered_from_the_database(
     for token in (live, revoked):
         response = rp.post(client, "/introspect", {"token": token["access_token"]})
         assert response.status_code == 503
+        assert response.headers["Retry-After"] == "5"  # like every other 503
         assert response.get_json()["error"] == "temporarily_unavailable"
 
 
