@@ -23,6 +23,8 @@ from urllib.parse import quote
 
 from hypothesis import strategies as st
 
+from tests.fuzz.endpoints import TARGETS
+
 # -- values
 
 HOSTILE_VALUES = (
@@ -87,7 +89,14 @@ HOSTILE_NAMES = (
     "x" * 300,
 )
 
-# parameter names the service reads somewhere (so values reach real code)
+# parameter names the service reads somewhere (so values reach real code): every name a
+# fuzz target lists, and a few that only other forms read
+KNOWN_NAMES = tuple(
+    sorted(
+        {name for family in TARGETS.values() for target in family for name in target.names}
+        | {"confirm", "document_type", "new_password", "number"}
+    )
+)
 KNOWN_NAMES = (
     "response_type",
     "client_id",
