@@ -1,14 +1,35 @@
-"""People and their credentials: registration, passwords, TOTP, recovery codes, pages."""
+"""People, their credentials, their real-name level, organisations and staff.
+
+Sub-packages, each with the same inner shape (``models``, ``services``, ``views``,
+``forms``, ``cli``, ``errors`` where it applies): ``people`` (accounts, registration,
+profile), ``credentials`` (passwords, TOTP, recovery codes), ``realname`` (levels 2-5,
+one module per method), ``organisations``, ``staff``; ``adapters`` (registry, face
+check, SMS); ``identifiers`` (document numbers and codes). ``Accounts``
+(``accounts.container``) holds the app-lifetime services.
+"""
 
 from __future__ import annotations
 
 from flask import Flask
 
+from accounts.container import AccountAdapters, Accounts
+from accounts.credentials import views as credentials_views
+from accounts.organisations.cli import COMMANDS as ORGANISATIONS
+from accounts.people import views as people_views
+from accounts.people.cli import COMMANDS as PEOPLE
+from accounts.realname import views as realname_views
+from accounts.realname.cli import COMMANDS as REALNAME
+from accounts.staff import views as staff_views
+from idp.core.runtime import Runtime
 
-def init_app(app: Flask) -> None:
-    from accounts import cli, realname_views, staff, views  # realname_views adds to views.bp
+COMMANDS = (*PEOPLE, *REALNAME, *ORGANISATIONS)
 
-    views.init_app(app)
-    realname_views.init_app(app)
-    staff.init_app(app)
-    app.cli.add_command(cli.users)
+
+def init_app(app: Flask, core: Runtime, adapters: AccountAdapters | None = None) -> Accounts:
+    accounts = Accounts(core, adapters)
+    accounts.install(app)
+    for views in (people_views, credentials_views, realname_views, staff_views):
+        views.init_app(app)
+    for command in COMMANDS:
+        app.cli.add_command(command)
+    return accounts

@@ -295,7 +295,7 @@ class Environment:
 
     def create_users(self, usernames: Sequence[str], password: str) -> None:
         """Register accounts in this process (one app, no HTTP, no throttles)."""
-        from accounts.deps import account_service
+        from accounts.container import Accounts
         from config.settings import build_settings
         from idp.app import create_app
         from idp.core.store import MemoryStore
@@ -306,7 +306,7 @@ class Environment:
         app = create_app(settings, store=MemoryStore())
         try:
             with app.app_context():
-                service = account_service(actor="bench")
+                service = Accounts.of().account_service(actor="bench")
                 for username in usernames:
                     service.register(username, password)
         finally:

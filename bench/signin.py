@@ -137,7 +137,7 @@ def argon2_parameters() -> dict[str, int]:
 
 def measure_argon2(samples: int) -> dict[str, Any]:
     """CPU and wall time of hash() and verify() with the service's default parameters."""
-    from accounts.passwords import PasswordHasher
+    from accounts.credentials.passwords import PasswordHasher
 
     parameters = argon2_parameters()
     hasher = PasswordHasher(**parameters)

@@ -1,15 +1,28 @@
-"""The application factory: builds one app, in a fixed order, checking as it goes."""
+"""The composition root: builds one app, in a fixed order, checking as it goes.
+
+Each package has one ``init_app`` that builds its app-lifetime services (a typed
+``Component`` on the app), registers its blueprints and its click groups; this module
+calls them in order and hands them what they depend on. ``Adapters`` are the external
+services a test (or an operator embedding the service) can replace.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from flask import Flask
 from flask_wtf.csrf import CSRFProtect
 
+import accounts
+from accounts.adapters.face import FaceVerifier
+from accounts.adapters.registry import Registry
+from accounts.adapters.sms import SmsGateway
+from accounts.container import AccountAdapters
 from config import Settings, load_settings
+from idp import audit, login, models, oauth
 from idp.core import i18n, metrics, ops, web
 from idp.core.clock import Clock, SystemClock
 from idp.core.db import Database, DatabaseUnavailable
@@ -29,16 +42,27 @@ class StartupError(Exception):
     """The service cannot start; the message is one line naming what is wrong."""
 
 
+@dataclass(frozen=True)
+class Adapters:
+    """Replacements for the external services; None means "as the settings say"."""
+
+    registry: Registry | None = None
+    face: FaceVerifier | None = None
+    sms: SmsGateway | None = None
+
+
 def create_app(
     settings: Settings | None = None,
     *,
     store: Store | None = None,
     clock: Clock | None = None,
     database: Database | None = None,
+    adapters: Adapters | None = None,
     background: bool = False,
 ) -> Flask:
     """Build the app. ``background`` starts this worker's background threads (the
     back-channel logout deliverer): servers want them, tests and commands do not."""
+    assert models.MODEL_MODULES  # every model is mapped before the first query
     settings = settings or load_settings(os.environ)
     configure_logging(settings.log_level, settings.log_format)
 
@@ -79,10 +103,8 @@ def create_app(
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
     clock = clock or SystemClock()
-    init_runtime(
-        app,
-        Runtime(settings=settings, database=database, store=store, keys=keys, clock=clock),
-    )
+    core = Runtime(settings=settings, database=database, store=store, keys=keys, clock=clock)
+    init_runtime(app, core)
     app.session_interface = StoreSessionInterface(store, settings, clock)
     app.before_request(refuse_without_store)
     web.init_app(app)
@@ -91,14 +113,15 @@ def create_app(
     metrics.init_app(app)
     ops.init_app(app)
 
-    import accounts
-    from idp import login, oauth
-    from idp.audit.cli import audit
-
+    adapters = adapters or Adapters()
+    audit.init_app(app)
     login.init_app(app)
-    accounts.init_app(app)
-    oauth.init_app(app, background=background)
-    app.cli.add_command(audit)
+    accounts.init_app(
+        app,
+        core,
+        AccountAdapters(registry=adapters.registry, face=adapters.face, sms=adapters.sms),
+    )
+    oauth.init_app(app, core, background=background)
     web.trust_proxies(app, settings.trusted_proxy_count)
 
     return app

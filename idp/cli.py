@@ -8,6 +8,7 @@ Prometheus' multi-process directory before ``prometheus_client`` is first import
 from __future__ import annotations
 
 import io
+import logging
 import os
 import secrets
 import sys
@@ -15,9 +16,14 @@ import time
 from typing import Any
 
 import click
+from flask import Flask
+from flask.cli import ScriptInfo
 
+from accounts import COMMANDS as ACCOUNTS
 from config import Settings, SettingsError, load_settings, redact_url
+from idp.audit.cli import COMMANDS as AUDIT
 from idp.core.cli_support import EXIT_USAGE, echo_json, fail
+from idp.oauth.cli import COMMANDS as OAUTH
 
 DEMO_USERS = ("demo", "demo-mfa")
 # the example number of design.md and GB 11643, under a made-up name
@@ -41,10 +47,27 @@ def _settings(**overrides: object) -> Settings:
         fail(str(exc), EXIT_USAGE)
 
 
+def build_cli_app() -> Flask:
+    """The app for a command, with start-up errors as one line instead of a traceback."""
+    from idp.app import StartupError, create_app
+
+    # The embedded-mode banner is for servers; commands stay quiet.
+    logging.getLogger("idp.core.store").setLevel(logging.ERROR)
+    try:
+        return create_app(load_settings(os.environ))
+    except SettingsError as exc:
+        fail(str(exc), EXIT_USAGE)
+    except StartupError as exc:
+        fail(str(exc))
+
+
 @click.group()
 @click.version_option(package_name="dongguan-idp")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """Dongguan unified identity service."""
+    # commands marked with_app build the app from this, when they run
+    ctx.obj = ScriptInfo(create_app=build_cli_app, set_debug_flag=False)
 
 
 def initialise(settings: Settings) -> list[str]:
@@ -192,8 +215,8 @@ def _demo_data(
     """Create (or reset) the demo accounts and the sample services' registrations."""
     import pyotp
 
-    from accounts.deps import account_service, totp_service
-    from accounts.registry import import_records
+    from accounts.adapters.registry import import_records
+    from accounts.container import Accounts
     from idp.app import StartupError, create_app
     from idp.core.runtime import db, runtime
     from idp.demo.rp import RelyingParty
@@ -207,7 +230,7 @@ def _demo_data(
     made = []
     services = []
     with app.app_context():
-        accounts = account_service(actor="demo")
+        accounts = Accounts.of().account_service(actor="demo")
         for username in DEMO_USERS:
             password = "-".join(secrets.token_hex(3) for _ in range(3))
             user = accounts.find_by_username(username)
@@ -217,7 +240,7 @@ def _demo_data(
                 accounts.set_password(user, password, event="password.reset")
             seed = None
             if username == "demo-mfa":
-                totp = totp_service()
+                totp = Accounts.of().totp_service()
                 if user.has_totp:
                     totp.disable(user)
                 enrollment = totp.begin_enrollment(user)
@@ -319,22 +342,5 @@ def demo(host: str | None, port: int | None) -> None:
     run(settings, host, port)
 
 
-def _register_groups() -> None:
-    from accounts.cli import ids, orgs_group, realname_group, registry_group, users
-    from idp.audit.cli import audit
-    from idp.core.keys_cli import prune_data, rotate_data
-    from idp.oauth.cli import clients, keys
-
-    main.add_command(users)
-    main.add_command(ids)
-    main.add_command(registry_group)
-    main.add_command(realname_group)
-    main.add_command(audit)
-    main.add_command(clients)
-    main.add_command(keys)
-    main.add_command(orgs_group)
-    keys.add_command(rotate_data)
-    keys.add_command(prune_data)
-
-
-_register_groups()
+for _command in (*ACCOUNTS, *AUDIT, *OAUTH):
+    main.add_command(_command)

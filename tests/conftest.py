@@ -31,12 +31,15 @@ from sqlalchemy.engine import Engine, make_url
 
 from config import Settings
 from config.settings import build_settings
-from idp.app import create_app
+from idp.app import Adapters, create_app
 from idp.core.clock import FrozenClock
 from idp.core.db import build_engine
 from idp.core.keys import ensure_keys
-from idp.core.schema import metadata, upgrade
+from idp.core.runtime import Runtime
+from idp.core.schema import upgrade
 from idp.core.store import MemoryStore, RedisStore, Store
+from idp.models import metadata
+from tests.support import AppFactory
 
 PG_URL = os.environ.get("IDP_TEST_DATABASE_URL")
 REDIS_URL = os.environ.get("IDP_TEST_REDIS_URL")
@@ -230,12 +233,28 @@ class EnglishClient(FlaskClient):
 
 
 @pytest.fixture
-def app(settings: Settings, store: Store, clock: FrozenClock) -> Iterator[Flask]:
-    application = create_app(settings, store=store, clock=clock)
-    application.config["TESTING"] = True
-    application.test_client_class = EnglishClient
-    yield application
-    application.extensions["idp.runtime"].database.dispose()
+def make_app(settings: Settings, store: Store, clock: FrozenClock) -> Iterator[AppFactory]:
+    """Builds apps on the test's settings, store and clock; keyword arguments are the
+    external services to replace (``Adapters``: ``registry=``, ``face=``, ``sms=``).
+    Apps built for one test share its database and store, like workers of one
+    deployment."""
+    built: list[Flask] = []
+
+    def make(**adapters: Any) -> Flask:
+        application = create_app(settings, store=store, clock=clock, adapters=Adapters(**adapters))
+        application.config["TESTING"] = True
+        application.test_client_class = EnglishClient
+        built.append(application)
+        return application
+
+    yield make
+    for application in built:
+        Runtime.of(application).database.dispose()
+
+
+@pytest.fixture
+def app(make_app: AppFactory) -> Flask:
+    return make_app()
 
 
 @pytest.fixture

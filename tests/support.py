@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from accounts.deps import account_service
-from accounts.models import User
+from accounts.container import Accounts
+from accounts.people.models import User
 from config import Settings
 from config.settings import build_settings
 
 _CSRF = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
 STRONG_PASSWORD = "correct horse battery staple"
+
+# builds an app on the test's settings, store and clock with the adapters given (the
+# ``make_app`` fixture of conftest.py)
+AppFactory = Callable[..., Flask]
 
 
 def replace_settings(settings: Settings, **changes: Any) -> Settings:
@@ -47,7 +52,7 @@ def create_user(
     app: Flask, username: str = "alice", password: str = STRONG_PASSWORD, **kwargs: Any
 ) -> User:
     with app.app_context():
-        return account_service(actor="test").register(username, password, **kwargs)
+        return Accounts.of().account_service(actor="test").register(username, password, **kwargs)
 
 
 def sign_in(

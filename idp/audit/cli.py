@@ -49,3 +49,6 @@ def tail(limit: int) -> None:
                 "details": event.details,
             }
         )
+
+
+COMMANDS = (audit,)

@@ -1,10 +1,9 @@
-"""Shared pieces of the command line: an app for commands that need one, JSON output."""
+"""Shared pieces of the command line: an app context for commands that need one, exit
+codes, JSON output."""
 
 from __future__ import annotations
 
 import json
-import logging
-import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -12,6 +11,7 @@ from typing import Any, NoReturn, TypeVar, cast
 
 import click
 from flask import Flask, current_app, has_app_context
+from flask.cli import ScriptInfo
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -24,30 +24,19 @@ def fail(message: str, code: int = EXIT_REFUSED) -> NoReturn:
     sys.exit(code)
 
 
-def build_cli_app() -> Flask:
-    """The app for a command, with start-up errors as one line instead of a traceback."""
-    from config import SettingsError, load_settings
-    from idp.app import StartupError, create_app
-
-    # The embedded-mode banner is for servers; commands stay quiet.
-    logging.getLogger("idp.core.store").setLevel(logging.ERROR)
-    try:
-        return create_app(load_settings(os.environ))
-    except SettingsError as exc:
-        fail(str(exc), EXIT_USAGE)
-    except StartupError as exc:
-        fail(str(exc))
-
-
 def with_app(command: F) -> F:
-    """Run the command inside an app context (reusing ``flask --app``'s when present)."""
+    """Run the command inside an app context: ``flask --app``'s when present, else one
+    built by the ``ScriptInfo`` the root command put on the click context (``idp``
+    builds the app only for the commands that need one)."""
 
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         if has_app_context():
             return command(*args, **kwargs)
-        app = build_cli_app()
-        with app.app_context():
+        info = click.get_current_context().find_object(ScriptInfo)
+        if info is None:
+            fail("this command needs the application; run it through `idp`", EXIT_USAGE)
+        with info.load_app().app_context():
             return command(*args, **kwargs)
 
     return cast(F, wrapper)

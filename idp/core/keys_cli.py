@@ -12,11 +12,11 @@ from idp.core.cli_support import echo_json, fail, with_app
 from idp.core.data_keys import DataKeyRotation, KeysInUse, encrypted_columns
 from idp.core.keys import DATA_KEYS_DIR, add_data_key
 from idp.core.runtime import audit_log, db, runtime
+from idp.core.schema import metadata
 
 
 def _rotation() -> DataKeyRotation:
-    from idp.core.schema import metadata
-
+    # every model module is imported once the app is built (idp.models)
     return DataKeyRotation(db(), runtime().keys.cipher, encrypted_columns(metadata))
 
 

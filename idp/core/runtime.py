@@ -1,13 +1,16 @@
 """What one app instance is wired with, and per-request access to it.
 
-``create_app`` builds one ``Runtime`` and keeps it in ``app.extensions``; nothing is a
-module-level singleton, so two apps in one process (tests, a peer instance) never share
-state.
+Every package keeps its app-lifetime services in one ``Component`` (a typed container)
+stored on the app under the package's key, and reached one way: ``Runtime.of()``,
+``Accounts.of()``, ``OAuthRuntime.of()`` (``of(app)`` outside a request). ``create_app``
+builds them in a fixed order; nothing is a module-level singleton, so two apps in one
+process (tests, a peer instance) never share state.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar, Self
 
 from flask import Flask, current_app, g, has_request_context, request
 from sqlalchemy.orm import Session
@@ -19,11 +22,35 @@ from idp.core.db import Database
 from idp.core.keys import KeyMaterial
 from idp.core.store import Store
 
-EXTENSION = "idp.runtime"
+
+class Component:
+    """One package's app-lifetime services, kept on the app under ``extension``."""
+
+    extension: ClassVar[str]
+
+    def install(self, app: Flask) -> None:
+        if self.extension in app.extensions:
+            raise RuntimeError(f"{self.extension} is already installed on this app")
+        app.extensions[self.extension] = self
+
+    @classmethod
+    def of(cls, app: Flask | None = None) -> Self:
+        """The app's instance (the current app's without an argument)."""
+        value = (app or current_app).extensions[cls.extension]
+        assert isinstance(value, cls)
+        return value
+
+    @classmethod
+    def installed(cls, app: Flask) -> bool:
+        return cls.extension in app.extensions
 
 
 @dataclass
-class Runtime:
+class Runtime(Component):
+    """What every package is built on: settings, database, store, keys, clock."""
+
+    extension: ClassVar[str] = "idp.runtime"
+
     settings: Settings
     database: Database
     store: Store
@@ -32,8 +59,7 @@ class Runtime:
 
 
 def runtime() -> Runtime:
-    value: Runtime = current_app.extensions[EXTENSION]
-    return value
+    return Runtime.of()
 
 
 def db() -> Session:
@@ -65,5 +91,5 @@ def audit_log(actor: str | None = None) -> AuditLog:
 
 
 def init_app(app: Flask, rt: Runtime) -> None:
-    app.extensions[EXTENSION] = rt
+    rt.install(app)
     app.teardown_appcontext(close_db)

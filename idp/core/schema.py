@@ -1,4 +1,5 @@
-"""Every model module, imported so the metadata is complete; and migration helpers."""
+"""Migration helpers. The metadata is complete once every model module is imported
+(``idp.models`` imports them all)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
-import accounts.models
-import idp.audit.models
-import idp.oauth.models
 from idp.core.db import Base
 
-MODEL_MODULES = (accounts.models, idp.audit.models, idp.oauth.models)
 metadata = Base.metadata
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 

@@ -15,8 +15,8 @@ from typing import Any, TypeVar, cast
 from blinker import Namespace
 from flask import current_app, g, redirect, request, session, url_for
 
-from accounts.deps import account_service
-from accounts.models import User, UserStatus
+from accounts.container import Accounts
+from accounts.people.models import User, UserStatus
 from idp.core.runtime import runtime
 from idp.sessions import StoreSession, end_user_sessions
 
@@ -37,7 +37,7 @@ def current_user() -> User | None:
     user = None
     uid = session.get("uid")
     if uid is not None:
-        user = account_service().get(int(uid))
+        user = Accounts.of().account_service().get(int(uid))
         if user is None or user.status is not UserStatus.ACTIVE or _revoked(user):
             sign_out()
             user = None

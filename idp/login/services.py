@@ -12,14 +12,14 @@ from typing import NoReturn
 
 from sqlalchemy.orm import Session
 
-from accounts.errors import InvalidCredentials, InvalidOtp
-from accounts.models import User, UserStatus
-from accounts.passwords import PasswordHasher
-from accounts.services import AccountService, username_key
-from accounts.totp import TotpService
+from accounts.credentials.errors import InvalidCredentials, InvalidOtp
+from accounts.credentials.passwords import PasswordHasher
+from accounts.credentials.totp import TotpService
+from accounts.people.models import User, UserStatus
+from accounts.people.services import AccountService, username_key
 from idp.audit.services import DENIED, FAILURE, AuditLog
 from idp.core.metrics import SIGNINS
-from idp.login.throttle import Attempt, Throttle, Throttled
+from idp.core.throttle import Attempt, Throttle, Throttled
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,12 @@ from flask_babel import gettext as _
 from flask_babel import ngettext
 from werkzeug.wrappers import Response as BaseResponse
 
-from accounts.deps import account_service, hasher, totp_service
-from accounts.errors import InvalidCredentials, InvalidOtp
+from accounts.container import Accounts
+from accounts.credentials.errors import InvalidCredentials, InvalidOtp
 from idp.core.navigation import safe_next
 from idp.core.runtime import audit_log, db, runtime
 from idp.core.store import StoreUnavailable
+from idp.core.throttle import Throttle, Throttled
 from idp.core.web import RETRY_AFTER_SECONDS
 from idp.login.auth import (
     begin_second_factor,
@@ -35,7 +36,6 @@ from idp.login.auth import (
 )
 from idp.login.forms import LoginForm, LogoutForm, OtpForm
 from idp.login.services import SignInService
-from idp.login.throttle import Throttle, Throttled
 
 bp = Blueprint("login", __name__, template_folder="templates")
 log = logging.getLogger(__name__)
@@ -48,9 +48,9 @@ def sign_in_service() -> SignInService:
     rt = runtime()
     return SignInService(
         db(),
-        account_service(),
-        hasher(),
-        totp_service(),
+        Accounts.of().account_service(),
+        Accounts.of().hasher,
+        Accounts.of().totp_service(),
         Throttle(rt.store, rt.clock, rt.settings, rt.keys.secrets, scope="pwd"),
         Throttle(rt.store, rt.clock, rt.settings, rt.keys.secrets, scope="otp"),
         audit_log(),
@@ -101,7 +101,7 @@ def _unavailable(template: str, exc: StoreUnavailable, **context: object) -> Res
 
 @bp.get("/")
 def index() -> ResponseReturnValue:
-    return redirect(url_for("accounts.account"))
+    return redirect(url_for("people.account"))
 
 
 def _service_name() -> str | None:
@@ -170,7 +170,7 @@ def otp() -> ResponseReturnValue:
     if pending is None:
         flash(_("Please sign in again."), "info")
         return redirect(url_for("login.login"))
-    user = account_service().get(int(pending["uid"]))
+    user = Accounts.of().account_service().get(int(pending["uid"]))
     if user is None:
         sign_out()
         return redirect(url_for("login.login"))

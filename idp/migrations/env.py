@@ -7,7 +7,9 @@ import os
 from alembic import context
 from sqlalchemy import Connection
 
-from idp.core.schema import metadata
+from config import load_settings
+from idp.core.db import build_engine
+from idp.models import metadata
 
 config = context.config
 
@@ -28,9 +30,6 @@ def run_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    from config import load_settings
-    from idp.core.db import build_engine
-
     url = config.attributes.get("url") or load_settings(os.environ).effective_database_url
     engine = build_engine(url)
     with engine.connect() as conn:

@@ -16,20 +16,21 @@ from typing import Any
 from flask import Flask, current_app, has_app_context
 
 from accounts.signals import account_disabled
+from idp.core.runtime import Runtime
 from idp.login.auth import session_ended
 
 
-def init_app(app: Flask, *, background: bool = False) -> None:
+def init_app(app: Flask, core: Runtime, *, background: bool = False) -> None:
     from idp.oauth import account, authorize, cli, endpoints, lean, logout, server
 
-    server.init_app(app)
+    server.init_app(app, core)
     endpoints.init_app(app)
     lean.init_app(app)
     authorize.init_app(app)
     logout.init_app(app, background=background)
     account.init_app(app)
-    app.cli.add_command(cli.clients)
-    app.cli.add_command(cli.keys)
+    for command in cli.COMMANDS:
+        app.cli.add_command(command)
     account_disabled.connect(revoke_disabled_accounts_grants, weak=False)
     session_ended.connect(revoke_session_grants, sender=app, weak=False)
 

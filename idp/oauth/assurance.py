@@ -26,10 +26,11 @@ from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
 
-from accounts.deps import account_service, realname_service
+from accounts.container import Accounts
 from accounts.identifiers import check, mask
-from accounts.models import User, Verification, VerificationMethod
-from accounts.realname import Assurance
+from accounts.people.models import User
+from accounts.realname.models import Verification, VerificationMethod
+from accounts.realname.services import Assurance
 from config import Settings
 from idp.core.runtime import runtime
 from idp.oauth.clients import ClientInfo
@@ -219,12 +220,12 @@ def user_claims(
     claims, and ``verified_claims`` (decrypted) only when it is to be released."""
 
     def available(names: set[str]) -> dict[str, Any]:
-        known = account_service().standard_claims(user)
+        known = Accounts.of().account_service().standard_claims(user)
         if "verified_claims" in names:
             settings = runtime().settings
             spec = ((claims_request or {}).get(member) or {}).get("verified_claims")
             released = verified_claims(
-                realname_service().assurance(user),
+                Accounts.of().realname_service().assurance(user),
                 trust_framework=settings.ida_trust_framework,
                 full_number=client.document_number_release == "full",
                 requested=spec,

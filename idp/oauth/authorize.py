@@ -58,8 +58,8 @@ from flask_babel import gettext as _
 from flask_wtf import FlaskForm
 from joserfc.errors import JoseError
 
-from accounts.deps import realname_service
-from accounts.models import User
+from accounts.container import Accounts
+from accounts.people.models import User
 from idp.core.runtime import db, runtime
 from idp.core.web import error_response
 from idp.login.auth import current_user, sign_out
@@ -362,7 +362,7 @@ def _continue(checked: Checked, pending: Pending) -> ResponseReturnValue:
     asks_level = checked.client.min_level > 1 or any(
         policy.level_of(value) for value in checked.requested_acr
     )
-    level = realname_service().level(user) if asks_level else 1  # one query saved
+    level = Accounts.of().realname_service().level(user) if asks_level else 1  # one query saved
     achieved = policy.achieved(checked.requested_acr, amr, level)
     if "select_account" in checked.prompts and not pending.account_chosen:
         if "none" in checked.prompts:
@@ -443,7 +443,7 @@ def _step_up(
             level=level,
             required=demand.required,
             raise_url=url_for(
-                "accounts.realname",
+                "realname.realname",
                 level=demand.level,
                 next=url_for("authorize.resume", rid=pending.rid),
             ),

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from idp.core.cli_support import echo_json, fail, with_app
+from idp.core.keys_cli import prune_data, rotate_data
 from idp.core.runtime import audit_log, db
 from idp.oauth.clients import (
     DEFAULT_SCOPE,
@@ -244,7 +245,7 @@ def rotate_secret(client_id: str, as_json: bool) -> None:
         click.echo(f"client secret (shown once): {secret}")
 
 
-@click.group("keys")
+@click.group("keys", commands=[rotate_data, prune_data])
 def keys() -> None:
     """Token-signing keys and data-encryption keys (rotate-data, prune-data)."""
 
@@ -291,3 +292,6 @@ def prune(as_json: bool) -> None:
         echo_json({"removed": removed})
     else:
         click.echo(f"removed {len(removed)} retired key(s)")
+
+
+COMMANDS = (clients, keys)

@@ -9,8 +9,8 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, request
 
-from accounts.deps import account_service
-from accounts.models import UserStatus
+from accounts.container import Accounts
+from accounts.people.models import UserStatus
 from idp.core.web import register_json_blueprint
 from idp.oauth.assurance import VERIFIED_CLAIM_NAMES, AcrPolicy, user_claims
 from idp.oauth.claims import SUPPORTED_CLAIMS, release, requested_names
@@ -89,7 +89,7 @@ def userinfo() -> Response:
     grant = provider.tokens().grant(claims["gid"])
     if grant is None or grant.revoked_at is not None:
         return _bearer_error(401, "invalid_token", "the access token was revoked")
-    accounts = account_service()
+    accounts = Accounts.of().account_service()
     user = accounts.get(grant.user_id)
     if user is None or user.status is not UserStatus.ACTIVE:
         return _bearer_error(401, "invalid_token", "the account is no longer active")

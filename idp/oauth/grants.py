@@ -18,7 +18,7 @@ from authlib.oauth2.rfc6749.errors import (
 from authlib.oauth2.rfc6749.hooks import hooked
 from authlib.oauth2.rfc7636 import CodeChallenge
 
-from accounts.deps import account_service, realname_service
+from accounts.container import Accounts
 from idp.core.runtime import db
 from idp.oauth.assurance import AcrPolicy, user_claims
 from idp.oauth.claims import release, requested_names
@@ -76,7 +76,7 @@ def _user_tokens(
         wanted = requested_names(grant.claims, "id_token")
         extra = {}
         if wanted:  # the account is read only when the client asked for its claims
-            user = account_service().get(grant.user_id)
+            user = Accounts.of().account_service().get(grant.user_id)
             if user is not None:
                 extra = release(
                     user_claims(user, client, grant.claims, "id_token"),
@@ -161,7 +161,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
 
     def authenticate_user(self, authorization_code: CodeRecord) -> int | None:
         user_id = authorization_code.user_id
-        return user_id if account_service().is_active(user_id) else None
+        return user_id if Accounts.of().account_service().is_active(user_id) else None
 
     @hooked  # type: ignore[untyped-decorator]
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
@@ -258,8 +258,8 @@ def _level_still_held(client: ClientInfo, grant: GrantData) -> bool:
     needed = max(client.min_level, policy.level_of(grant.acr or "") or 0)
     if needed <= 1:
         return True
-    user = account_service().get(grant.user_id)
-    return user is not None and realname_service().level(user) >= needed
+    user = Accounts.of().account_service().get(grant.user_id)
+    return user is not None and Accounts.of().realname_service().level(user) >= needed
 
 
 class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[misc]

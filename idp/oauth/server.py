@@ -16,7 +16,7 @@ from flask import Flask, Response, current_app
 from flask import request as flask_request
 
 from idp.core.error_text import safe_description
-from idp.core.runtime import Runtime, db, runtime
+from idp.core.runtime import Runtime, db
 from idp.oauth.client_auth import JwksFetcher, PrivateKeyJwt
 from idp.oauth.clients import ClientInfo, ClientRegistry
 from idp.oauth.grants import (
@@ -196,8 +196,7 @@ def build(core: Runtime) -> OAuthRuntime:
     return OAuthRuntime(server, keys, registry, verifier, endpoints, core, revocations)
 
 
-def init_app(app: Flask) -> None:
-    with app.app_context():
-        provider = build(runtime())
+def init_app(app: Flask, core: Runtime) -> None:
+    provider = build(core)
     provider.keys.reload()
     app.extensions[EXTENSION] = provider

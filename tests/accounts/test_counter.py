@@ -12,22 +12,17 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select, text
 
-from accounts.counter import (
-    REPLACED_REASON,
-    InvalidDepartment,
+from accounts.container import Accounts
+from accounts.realname.counter import REPLACED_REASON
+from accounts.realname.errors import (
+    IdentityTaken,
+    InvalidDocument,
+    InvalidName,
     InvalidReference,
-    NotStaff,
     OwnAccount,
 )
-from accounts.deps import (
-    account_service,
-    counter_service,
-    realname_service,
-    staff_service,
-    totp_service,
-)
-from accounts.models import Identity, Verification, VerificationMethod
-from accounts.realname import IdentityTaken, InvalidDocument, InvalidName
+from accounts.realname.models import Identity, Verification, VerificationMethod
+from accounts.staff.errors import InvalidDepartment, NotStaff
 from idp.core.clock import FrozenClock
 from idp.core.runtime import db, runtime
 from tests.accounts.test_realname import (
@@ -49,9 +44,9 @@ DEPARTMENT = "东莞市政务服务数据管理局"
 
 def appoint(app: Flask, username: str, department: str = DEPARTMENT) -> None:
     with app.app_context():
-        user = account_service().find_by_username(username)
+        user = Accounts.of().account_service().find_by_username(username)
         assert user is not None
-        staff_service(actor="test").appoint(user, department, actor="test")
+        Accounts.of().staff_service(actor="test").appoint(user, department, actor="test")
 
 
 def at_counter(
@@ -64,12 +59,14 @@ def at_counter(
     reference: str | None = "T-2026-0001",
 ) -> Verification:
     with app.app_context():
-        service = account_service()
+        service = Accounts.of().account_service()
         user, clerk = service.find_by_username(username), service.find_by_username(staff)
         assert user is not None
         assert clerk is not None
-        return counter_service().verify_at_counter(
-            user, name, number, staff=clerk, reference=reference
+        return (
+            Accounts.of()
+            .counter_service()
+            .verify_at_counter(user, name, number, staff=clerk, reference=reference)
         )
 
 
@@ -102,8 +99,8 @@ def test_a_counter_check_gives_level_5_with_its_record(
         identity = db().scalar(select(Identity))
         assert identity is not None
         assert identity.verified_number_index == identity.number_index
-        assert realname_service().number_of(identity) == ALICE_ID
-        assert realname_service().name_of(identity) == ALICE_NAME
+        assert Accounts.of().realname_service().number_of(identity) == ALICE_ID
+        assert Accounts.of().realname_service().name_of(identity) == ALICE_NAME
     (event,) = audit_events(app, "realname.verify")
     assert (event.outcome, event.actor) == ("success", f"staff:{clerk.public_id}")
     assert event.details["method"] == "counter"
@@ -135,11 +132,11 @@ def test_only_staff_may_verify(app: Flask, people: None) -> None:
 
 def test_revoked_staff_may_no_longer_verify(app: Flask, people: None) -> None:
     with app.app_context():
-        clerk = account_service().find_by_username("clerk")
+        clerk = Accounts.of().account_service().find_by_username("clerk")
         assert clerk is not None
-        assert staff_service().revoke(clerk, actor="test") == DEPARTMENT
+        assert Accounts.of().staff_service().revoke(clerk, actor="test") == DEPARTMENT
         with pytest.raises(NotStaff):
-            staff_service().revoke(clerk, actor="test")
+            Accounts.of().staff_service().revoke(clerk, actor="test")
     with pytest.raises(NotStaff):
         at_counter(app, "alice")
     assert count(app, Verification) == 0
@@ -150,12 +147,15 @@ def test_revoked_staff_may_no_longer_verify(app: Flask, people: None) -> None:
 
 def test_departments_are_checked(app: Flask, people: None) -> None:
     with app.app_context():
-        clerk = account_service().find_by_username("clerk")
+        clerk = Accounts.of().account_service().find_by_username("clerk")
         assert clerk is not None
         for bad in ("", "   ", "x" * 101, "line\nbreak"):
             with pytest.raises(InvalidDepartment):
-                staff_service().appoint(clerk, bad, actor="test")
-        assert staff_service().appoint(clerk, "  社保  中心 ", actor="test") == "社保 中心"
+                Accounts.of().staff_service().appoint(clerk, bad, actor="test")
+        assert (
+            Accounts.of().staff_service().appoint(clerk, "  社保  中心 ", actor="test")
+            == "社保 中心"
+        )
 
 
 def test_staff_cannot_verify_their_own_account(app: Flask, people: None) -> None:
@@ -229,7 +229,7 @@ def test_the_counter_replaces_a_wrong_identity(
             (5, None),
         ]
         (identity,) = db().scalars(select(Identity))
-        assert realname_service().number_of(identity) == ALICE_ID
+        assert Accounts.of().realname_service().number_of(identity) == ALICE_ID
     success = max(audit_events(app, "realname.verify"), key=lambda event: event.seq)
     assert success.details["replaced"] is True
     create_user(app, "bob")
@@ -253,11 +253,11 @@ def test_concurrent_counter_checks_of_one_number_verify_one_account(
 
     def attempt(username: str, staff: str) -> None:
         with app.app_context():
-            service = account_service()
+            service = Accounts.of().account_service()
             user, clerk = service.find_by_username(username), service.find_by_username(staff)
             assert user is not None
             assert clerk is not None
-            counter = counter_service()
+            counter = Accounts.of().counter_service()
             barrier.wait()
             try:
                 counter.verify_at_counter(user, ALICE_NAME, ALICE_ID, staff=clerk, reference=None)
@@ -284,9 +284,9 @@ def test_concurrent_counter_checks_of_one_number_verify_one_account(
 def sign_in_with_otp(app: Flask, client: FlaskClient, clock: FrozenClock, username: str) -> None:
     """Enrol an authenticator app for the account, then sign in with password and code."""
     with app.app_context():
-        user = account_service().find_by_username(username)
+        user = Accounts.of().account_service().find_by_username(username)
         assert user is not None
-        totp = totp_service()
+        totp = Accounts.of().totp_service()
         seed = totp.begin_enrollment(user).secret
         totp.confirm_enrollment(user, pyotp.TOTP(seed).at(clock.now()))
     clock.advance(30)
@@ -411,9 +411,9 @@ def test_staff_without_a_second_factor_are_refused(
 
 def test_staff_whose_role_ended_are_refused_at_once(app: Flask, staff_client: FlaskClient) -> None:
     with app.app_context():
-        clerk = account_service().find_by_username("clerk")
+        clerk = Accounts.of().account_service().find_by_username("clerk")
         assert clerk is not None
-        staff_service().revoke(clerk, actor="test")
+        Accounts.of().staff_service().revoke(clerk, actor="test")
     assert staff_client.get("/staff/counter").status_code == 403
 
 

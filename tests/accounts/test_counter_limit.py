@@ -8,7 +8,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from accounts.models import Verification
+from accounts.realname.models import Verification
 from tests.accounts.test_counter import FORM, people, staff_client
 from tests.accounts.test_realname import count
 from tests.support import create_user, submit

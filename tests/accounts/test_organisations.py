@@ -9,20 +9,22 @@ import pytest
 from flask import Flask
 from sqlalchemy import select, text
 
-from accounts.deps import organisation_service
+from accounts.adapters.registry import RegistryResult, RegistryUnavailable
+from accounts.container import Accounts
 from accounts.identifiers import org_check_char, uscc_check_char
-from accounts.models import Organisation, Verification, VerificationMethod
-from accounts.organisations import (
+from accounts.organisations.models import Organisation
+from accounts.organisations.services import (
     InvalidOrganisationName,
     InvalidUscc,
     OrganisationMismatch,
     OrganisationNotFound,
     OrganisationRegistryDown,
 )
-from accounts.registry import RegistryResult, RegistryUnavailable
+from accounts.realname.models import Verification, VerificationMethod
 from idp.core.clock import FrozenClock
 from idp.core.runtime import db, runtime
 from tests.accounts.test_realname import audit_events, count, load_registry
+from tests.support import AppFactory
 
 ACME_CODE = "91110000600037341L"  # the example of GB 32100 / design.md
 ACME_NAME = "东莞示例科技有限公司"
@@ -47,12 +49,12 @@ def registry(app: Flask) -> None:
 
 def verify(app: Flask, name: str, code: str, actor: str = "cli") -> Verification:
     with app.app_context():
-        return organisation_service().verify_with_registry(name, code, actor=actor)
+        return Accounts.of().organisation_service().verify_with_registry(name, code, actor=actor)
 
 
 def org_level(app: Flask, code: str) -> int:
     with app.app_context():
-        service = organisation_service()
+        service = Accounts.of().organisation_service()
         organisation = service.find(code)
         return service.level(organisation) if organisation else 0
 
@@ -62,7 +64,7 @@ def test_a_registry_match_gives_level_3(app: Flask, registry: None) -> None:
     assert verification.level == 3
     assert org_level(app, ACME_CODE) == 3
     with app.app_context():
-        service = organisation_service()
+        service = Accounts.of().organisation_service()
         organisation = service.find(ACME_CODE)
         assert organisation is not None
         assert service.uscc_of(organisation) == ACME_CODE  # normalised
@@ -165,14 +167,11 @@ class DownRegistry:
 
 
 def test_a_registry_outage_is_a_clear_refusal(
-    app: Flask, registry: None, monkeypatch: pytest.MonkeyPatch
+    app: Flask, registry: None, make_app: AppFactory
 ) -> None:
-    import accounts.deps
-
     verify(app, ACME_NAME, ACME_CODE)
-    monkeypatch.setattr(accounts.deps, "registry", DownRegistry)
     with pytest.raises(OrganisationRegistryDown):
-        verify(app, ACME_NAME, ACME_CODE)
+        verify(make_app(registry=DownRegistry()), ACME_NAME, ACME_CODE)
     assert count(app, Verification) == 1  # the earlier level stays, nothing half-written
     failure = [e for e in audit_events(app, "org.verify") if e.outcome == "failure"]
     assert [e.details["reason"] for e in failure] == ["registry_unavailable"]
@@ -186,7 +185,7 @@ def test_concurrent_first_checks_create_one_organisation(app: Flask, registry: N
 
     def attempt() -> None:
         with app.app_context():
-            service = organisation_service()
+            service = Accounts.of().organisation_service()
             barrier.wait()
             try:
                 service.verify_with_registry(ACME_NAME, ACME_CODE, actor="cli")
@@ -207,7 +206,7 @@ def test_concurrent_first_checks_create_one_organisation(app: Flask, registry: N
 def test_find_and_get(app: Flask, registry: None) -> None:
     verify(app, ACME_NAME, ACME_CODE)
     with app.app_context():
-        service = organisation_service()
+        service = Accounts.of().organisation_service()
         organisation = service.find(f"  {ACME_CODE.lower()} ")
         assert organisation is not None
         assert service.get(organisation.public_id) is organisation

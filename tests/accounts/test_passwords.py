@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from accounts.errors import WeakPassword
-from accounts.passwords import PasswordHasher, check_password_rules, common_passwords
+from accounts.credentials.errors import WeakPassword
+from accounts.credentials.passwords import PasswordHasher, check_password_rules, common_passwords
 
 
 @pytest.mark.parametrize(

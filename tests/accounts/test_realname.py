@@ -12,17 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select, text
 
-from accounts.deps import account_service, realname_service
-from accounts.models import Identity, User, Verification
-from accounts.realname import (
-    IdentityAlreadyVerified,
-    IdentityTaken,
-    InvalidDocument,
-    InvalidName,
-    RegistryDown,
-    RegistryMismatch,
-)
-from accounts.registry import (
+from accounts.adapters.registry import (
     Answer,
     LocalRegistry,
     RegistryImportError,
@@ -30,10 +20,21 @@ from accounts.registry import (
     RegistryUnavailable,
     import_records,
 )
+from accounts.container import Accounts
+from accounts.people.models import User
+from accounts.realname.errors import (
+    IdentityAlreadyVerified,
+    IdentityTaken,
+    InvalidDocument,
+    InvalidName,
+    RegistryDown,
+    RegistryMismatch,
+)
+from accounts.realname.models import Identity, Verification
 from idp.audit.models import AuditEvent
 from idp.core.clock import FrozenClock
 from idp.core.runtime import db, runtime
-from tests.support import create_user, sign_in, submit
+from tests.support import AppFactory, create_user, sign_in, submit
 from tests.support import text as body
 
 ALICE_ID = "11010519491231002X"
@@ -57,23 +58,23 @@ def load_registry(app: Flask, csv_text: str = REGISTRY_CSV, kind: str = "person"
 
 def user_named(app: Flask, username: str) -> User:
     with app.app_context():
-        found = account_service().find_by_username(username)
+        found = Accounts.of().account_service().find_by_username(username)
         assert found is not None
         return found
 
 
 def verify(app: Flask, username: str, name: str, number: str) -> Verification:
     with app.app_context():
-        user = account_service().find_by_username(username)
+        user = Accounts.of().account_service().find_by_username(username)
         assert user is not None
-        return realname_service().verify_with_registry(user, name, number)
+        return Accounts.of().realname_service().verify_with_registry(user, name, number)
 
 
 def level(app: Flask, username: str) -> int:
     with app.app_context():
-        user = account_service().find_by_username(username)
+        user = Accounts.of().account_service().find_by_username(username)
         assert user is not None
-        return realname_service().level(user)
+        return Accounts.of().realname_service().level(user)
 
 
 def count(app: Flask, model: Any) -> int:
@@ -109,8 +110,8 @@ def test_a_registry_match_gives_level_3_with_its_record(app: Flask, alice: None)
         identity = db().scalar(select(Identity))
         assert identity is not None
         assert identity.document_kind == "resident_id"
-        assert realname_service().number_of(identity) == ALICE_ID  # x normalised
-        assert realname_service().name_of(identity) == ALICE_NAME
+        assert Accounts.of().realname_service().number_of(identity) == ALICE_ID  # x normalised
+        assert Accounts.of().realname_service().name_of(identity) == ALICE_NAME
     (event,) = audit_events(app, "realname.verify")
     assert event.outcome == "success"
     assert ALICE_ID not in str(event.details)
@@ -172,18 +173,15 @@ class DownRegistry:
 
 
 def test_a_registry_outage_is_a_clear_retryable_refusal(
-    app: Flask, alice: None, monkeypatch: pytest.MonkeyPatch
+    app: Flask, alice: None, make_app: AppFactory
 ) -> None:
-    import accounts.deps
-
-    monkeypatch.setattr(accounts.deps, "registry", DownRegistry)
+    down = make_app(registry=DownRegistry())
     with pytest.raises(RegistryDown):
-        verify(app, "alice", ALICE_NAME, ALICE_ID)
+        verify(down, "alice", ALICE_NAME, ALICE_ID)
     assert level(app, "alice") == 1
     assert count(app, Identity) == 0
     (event,) = audit_events(app, "realname.verify")
     assert event.details["reason"] == "registry_unavailable"
-    monkeypatch.undo()
     verify(app, "alice", ALICE_NAME, ALICE_ID)  # the user retries later
     assert level(app, "alice") == 3
 
@@ -216,9 +214,9 @@ def test_concurrent_claims_of_one_number_verify_one_account(app: Flask, alice: N
 
     def attempt(username: str) -> None:
         with app.app_context():
-            user = account_service().find_by_username(username)
+            user = Accounts.of().account_service().find_by_username(username)
             assert user is not None
-            service = realname_service()
+            service = Accounts.of().realname_service()
             barrier.wait()
             try:
                 service.verify_with_registry(user, ALICE_NAME, ALICE_ID)
@@ -247,11 +245,13 @@ def test_levels_expire_and_can_be_lowered(app: Flask, alice: None, clock: Frozen
     assert level(app, "alice") == 3
     with app.app_context():
         user = user_named(app, "alice")
-        ended = realname_service().end_verifications(
-            user, above=2, reason="document reported stolen", actor="staff:7"
+        ended = (
+            Accounts.of()
+            .realname_service()
+            .end_verifications(user, above=2, reason="document reported stolen", actor="staff:7")
         )
         assert ended == 1
-        assert realname_service().level(user) == 1
+        assert Accounts.of().realname_service().level(user) == 1
     (event,) = audit_events(app, "realname.lower")
     assert event.actor == "staff:7"
     assert event.details["reason"] == "document reported stolen"

@@ -15,9 +15,13 @@ from sqlalchemy import select, text
 from werkzeug.datastructures import FileStorage
 from werkzeug.test import TestResponse, encode_multipart
 
-import accounts.deps
-from accounts.face import DEVELOPMENT_MISMATCH_MARKER, MAX_IMAGE_BYTES, FaceResult, FaceUnavailable
-from accounts.models import Verification, VerificationMethod
+from accounts.adapters.face import (
+    DEVELOPMENT_MISMATCH_MARKER,
+    MAX_IMAGE_BYTES,
+    FaceResult,
+    FaceUnavailable,
+)
+from accounts.realname.models import Verification, VerificationMethod
 from config import Settings
 from idp.core.clock import FrozenClock
 from idp.core.runtime import db
@@ -31,7 +35,7 @@ from tests.accounts.test_realname import (
     load_registry,
     verify,
 )
-from tests.support import create_user, csrf_token, sign_in, submit
+from tests.support import AppFactory, create_user, csrf_token, sign_in, submit
 from tests.support import text as body
 
 FACE = "/account/realname/face"
@@ -148,10 +152,10 @@ def test_a_matching_face_gives_level_4(
 
 
 def test_png_is_accepted_and_the_service_gets_the_decrypted_identity(
-    app: Flask, client: FlaskClient, alice: None, monkeypatch: pytest.MonkeyPatch
+    app: Flask, alice: None, make_app: AppFactory
 ) -> None:
     verifier = SeeingVerifier()
-    monkeypatch.setattr(accounts.deps, "face_verifier", lambda: verifier)
+    client = make_app(face=verifier).test_client()
     sign_in(client)
     assert upload(client, PNG, filename="me.png").status_code == 302
     assert verifier.asked == [(ALICE_ID, ALICE_NAME)]
@@ -174,9 +178,9 @@ def test_another_face_is_refused_and_may_try_again(
 
 
 def test_a_face_service_outage_is_a_clear_503(
-    app: Flask, client: FlaskClient, alice: None, monkeypatch: pytest.MonkeyPatch
+    app: Flask, alice: None, make_app: AppFactory
 ) -> None:
-    monkeypatch.setattr(accounts.deps, "face_verifier", DownVerifier)
+    client = make_app(face=DownVerifier()).test_client()
     sign_in(client)
     down = upload(client, JPEG)
     assert down.status_code == 503

@@ -6,7 +6,7 @@ from __future__ import annotations
 from flask import Flask
 from flask.testing import FlaskClient
 
-from accounts.deps import realname_service
+from accounts.container import Accounts
 from idp.core.clock import FrozenClock
 from tests.accounts.test_counter import appoint, at_counter
 from tests.accounts.test_realname import (
@@ -27,7 +27,11 @@ REASON = "document reported stolen"
 def lower(app: Flask, username: str, to: int) -> int:
     with app.app_context():
         user = user_named(app, username)
-        return realname_service().end_verifications(user, above=to, reason=REASON, actor="cli")
+        return (
+            Accounts.of()
+            .realname_service()
+            .end_verifications(user, above=to, reason=REASON, actor="cli")
+        )
 
 
 def test_a_lowered_level_is_raised_again_by_a_new_verification(
@@ -59,7 +63,7 @@ def test_a_level_5_lowered_to_3_is_raised_at_the_counter_again(app: Flask) -> No
     at_counter(app, "alice")
     assert level(app, "alice") == 5
     with app.app_context():
-        history = realname_service().status(user_named(app, "alice")).verifications
+        history = Accounts.of().realname_service().status(user_named(app, "alice")).verifications
     assert [(v.level, v.end_reason) for v in history] == [(5, None), (5, REASON), (3, None)]
 
 
@@ -70,13 +74,13 @@ def test_expiry_is_recorded_and_audited_once(app: Flask, clock: FrozenClock) -> 
     assert verification.expires_at is not None
     expires_at = verification.expires_at
     with app.app_context():
-        assert realname_service().record_expiries() == 0  # nothing ran out yet
+        assert Accounts.of().realname_service().record_expiries() == 0  # nothing ran out yet
     clock.advance((expires_at - clock.now()).total_seconds() + 1)
     assert level(app, "alice") == 1  # the level never counted an expired record
     with app.app_context():
-        assert realname_service().record_expiries() == 1
-        assert realname_service().record_expiries() == 0  # once
-        (stored,) = realname_service().status(user_named(app, "alice")).verifications
+        assert Accounts.of().realname_service().record_expiries() == 1
+        assert Accounts.of().realname_service().record_expiries() == 0  # once
+        (stored,) = Accounts.of().realname_service().status(user_named(app, "alice")).verifications
         assert (stored.ended_at, stored.end_reason) == (expires_at, "expired")
     (event,) = audit_events(app, "realname.expire")
     user = user_named(app, "alice")

@@ -14,11 +14,18 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select, text
 
-import accounts.deps
-from accounts.deps import account_service, realname_service
-from accounts.errors import InvalidPhone
-from accounts.models import Identity, User, Verification, VerificationMethod
-from accounts.phone_check import (
+from accounts.adapters.sms import SmsUnavailable
+from accounts.container import Accounts
+from accounts.people.errors import InvalidPhone
+from accounts.people.models import User
+from accounts.realname.errors import (
+    IdentityAlreadyVerified,
+    IdentityTaken,
+    InvalidDocument,
+    InvalidName,
+)
+from accounts.realname.models import Identity, Verification, VerificationMethod
+from accounts.realname.phone import (
     CodeExpired,
     PendingCode,
     SmsDown,
@@ -26,9 +33,6 @@ from accounts.phone_check import (
     TooManyWrongCodes,
     WrongCode,
 )
-from accounts.realname import IdentityAlreadyVerified, IdentityTaken, InvalidDocument, InvalidName
-from accounts.realname_views import phone_check_service
-from accounts.sms import SmsUnavailable
 from config import Settings
 from idp.core.clock import FrozenClock
 from idp.core.runtime import db
@@ -45,7 +49,7 @@ from tests.accounts.test_realname import (
     user_named,
     verify,
 )
-from tests.support import STRONG_PASSWORD, create_user, sign_in, submit
+from tests.support import STRONG_PASSWORD, AppFactory, create_user, sign_in, submit
 from tests.support import text as body
 
 PHONE = "13800138000"
@@ -88,17 +92,17 @@ def send(
     phone: str = PHONE,
 ) -> PendingCode:
     with app.test_request_context():
-        return phone_check_service().send_code(account(username), name, number, phone)
+        return Accounts.of().phone_check_service().send_code(account(username), name, number, phone)
 
 
 def confirm(app: Flask, code: str, username: str = "alice") -> Verification:
     with app.test_request_context():
-        return phone_check_service().confirm(account(username), code)
+        return Accounts.of().phone_check_service().confirm(account(username), code)
 
 
 def account(username: str) -> User:
     """The account, in the current context's session."""
-    user = account_service().find_by_username(username)
+    user = Accounts.of().account_service().find_by_username(username)
     assert user is not None
     return user
 
@@ -139,10 +143,10 @@ def test_a_code_gives_level_2_with_a_self_declared_identity(
         assert identity is not None
         assert identity.verified_number_index is None  # self-declared: no claim
         assert identity.document_kind == "resident_id"
-        assert realname_service().number_of(identity) == ALICE_ID
-        assert realname_service().name_of(identity) == ALICE_NAME
+        assert Accounts.of().realname_service().number_of(identity) == ALICE_ID
+        assert Accounts.of().realname_service().name_of(identity) == ALICE_NAME
         user = user_named(app, "alice")
-        assert account_service().phone_of(user) == PHONE
+        assert Accounts.of().account_service().phone_of(user) == PHONE
         assert user.phone_index
     (event,) = audit_events(app, "realname.verify")
     assert event.outcome == "success"
@@ -241,7 +245,7 @@ def test_two_submissions_of_one_code_verify_once(
 
     def attempt() -> None:
         with app.test_request_context():
-            service = phone_check_service()
+            service = Accounts.of().phone_check_service()
             user = account("alice")
             barrier.wait()
             try:
@@ -282,13 +286,12 @@ def test_codes_per_account_are_limited(app: Flask, settings: Settings, alice: No
 
 
 def test_a_gateway_failure_records_nothing(
-    app: Flask, settings: Settings, alice: None, monkeypatch: pytest.MonkeyPatch
+    app: Flask, settings: Settings, alice: None, make_app: AppFactory
 ) -> None:
     send(app)
     earlier = last_code(settings)
-    monkeypatch.setattr(accounts.deps, "sms_gateway", DownGateway)
     with pytest.raises(SmsDown):
-        send(app)
+        send(make_app(sms=DownGateway()))
     with pytest.raises(CodeExpired):  # the earlier code was replaced, the new one not sent
         confirm(app, earlier)
     assert level(app, "alice") == 1
@@ -339,10 +342,10 @@ def test_a_confirmed_identity_is_not_replaced(app: Flask, settings: Settings, al
         identity = db().scalar(select(Identity))
         assert identity is not None
         assert identity.verified_number_index is not None
-        assert realname_service().name_of(identity) == ALICE_NAME
+        assert Accounts.of().realname_service().name_of(identity) == ALICE_NAME
         methods = sorted(v.method.value for v in db().scalars(select(Verification)))
         assert methods == ["registry", "sms"]
-        assert account_service().phone_of(user_named(app, "alice")) == PHONE
+        assert Accounts.of().account_service().phone_of(user_named(app, "alice")) == PHONE
 
 
 def test_a_number_confirmed_for_another_account_is_refused_after_the_code(
@@ -385,8 +388,8 @@ def test_a_declaration_may_be_corrected_at_level_2(
     with app.app_context():
         identity = db().scalar(select(Identity))
         assert identity is not None
-        assert realname_service().number_of(identity) == ALICE_ID
-        assert account_service().phone_of(user_named(app, "alice")) == OTHER_PHONE
+        assert Accounts.of().realname_service().number_of(identity) == ALICE_ID
+        assert Accounts.of().account_service().phone_of(user_named(app, "alice")) == OTHER_PHONE
 
 
 def test_no_phone_number_name_or_code_is_kept_in_clear(
@@ -498,15 +501,15 @@ def test_the_form_answers_429_and_503(
     client: FlaskClient,
     settings: Settings,
     alice: None,
-    monkeypatch: pytest.MonkeyPatch,
+    make_app: AppFactory,
 ) -> None:
-    sign_in(client)
     data = {"name": ALICE_NAME, "id_number": ALICE_ID, "phone": PHONE}
-    monkeypatch.setattr(accounts.deps, "sms_gateway", DownGateway)
-    down = submit(client, "/account/realname/phone", data)
+    down_client = make_app(sms=DownGateway()).test_client()
+    sign_in(down_client)
+    down = submit(down_client, "/account/realname/phone", data)
     assert down.status_code == 503
     assert "could not be sent" in body(down)
-    monkeypatch.undo()
+    sign_in(client)
     for _ in range(settings.sms_codes_per_phone_per_hour - 1):
         assert submit(client, "/account/realname/phone", data).status_code == 302
     limited = submit(client, "/account/realname/phone", data)
@@ -582,11 +585,11 @@ def test_phone_number_verified_follows_the_proved_number(
     true once a code sent to the account's current number was entered, false again when
     an administrator ends that record."""
     with app.app_context():
-        account_service().register("carol", STRONG_PASSWORD, phone=PHONE)
+        Accounts.of().account_service().register("carol", STRONG_PASSWORD, phone=PHONE)
 
     def claims() -> dict[str, object]:
         with app.app_context():
-            return account_service().standard_claims(user_named(app, "carol"))
+            return Accounts.of().account_service().standard_claims(user_named(app, "carol"))
 
     assert claims()["phone_number_verified"] is False
     send(app, "carol", name="李大明", number=BOB_ID, phone=OTHER_PHONE)
@@ -594,7 +597,7 @@ def test_phone_number_verified_follows_the_proved_number(
     assert claims()["phone_number"] == "+86" + OTHER_PHONE
     assert claims()["phone_number_verified"] is True
     with app.app_context():
-        realname_service().end_verifications(
+        Accounts.of().realname_service().end_verifications(
             user_named(app, "carol"), above=1, reason="number reassigned", actor="cli"
         )
     assert claims()["phone_number_verified"] is False

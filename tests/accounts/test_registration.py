@@ -7,9 +7,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select, text
 
-from accounts.deps import account_service
-from accounts.errors import UsernameTaken
-from accounts.models import User
+from accounts.container import Accounts
+from accounts.people.errors import UsernameTaken
+from accounts.people.models import User
 from idp.core.runtime import db
 from tests.support import STRONG_PASSWORD, create_user, submit
 from tests.support import text as body
@@ -82,9 +82,9 @@ def test_the_phone_number_is_stored_encrypted_with_a_blind_index(
     with app.app_context():
         raw = db().execute(text("SELECT * FROM users")).mappings().one()
         assert "13800138000" not in " ".join(str(value) for value in raw.values())
-        user = account_service().find_by_username("alice")
+        user = Accounts.of().account_service().find_by_username("alice")
         assert user is not None
-        assert account_service().phone_of(user) == "13800138000"
+        assert Accounts.of().account_service().phone_of(user) == "13800138000"
         assert raw["phone_index"]
     assert "138****8000" in body(client.get("/account"))
 
@@ -97,7 +97,7 @@ def test_concurrent_registrations_of_one_name_create_one_account(app: Flask) -> 
         with app.app_context():
             barrier.wait()
             try:
-                account_service().register("racer", STRONG_PASSWORD)
+                Accounts.of().account_service().register("racer", STRONG_PASSWORD)
                 outcomes.append("created")
             except UsernameTaken:
                 outcomes.append("taken")
@@ -141,10 +141,10 @@ def test_editing_the_profile(app: Flask, client: FlaskClient) -> None:
     )
     assert good.status_code == 302
     with app.app_context():
-        user = account_service().find_by_username("alice")
+        user = Accounts.of().account_service().find_by_username("alice")
         assert user is not None
         assert user.display_name == "Alice Wang"
         assert user.email == "alice@example.cn"
-        claims = account_service().standard_claims(user)
+        claims = Accounts.of().account_service().standard_claims(user)
     assert claims["name"] == "Alice Wang"
     assert claims["email_verified"] is False

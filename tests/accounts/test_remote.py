@@ -18,24 +18,18 @@ import requests
 from flask import Flask
 from sqlalchemy import func, select
 
-from accounts.deps import account_service, face_verifier, realname_service, registry, sms_gateway
-from accounts.face import FaceUnavailable, HttpFaceVerifier
-from accounts.models import Identity, Verification
-from accounts.realname import RegistryDown, RegistryMismatch
-from accounts.registry import Answer, HttpRegistry, RegistryUnavailable
-from accounts.remote import (
-    BreakerState,
-    CircuitBreaker,
-    RemoteService,
-    SignedClient,
-    sign,
-)
-from accounts.sms import HttpSmsGateway, SmsUnavailable
+from accounts.adapters.face import FaceUnavailable, HttpFaceVerifier
+from accounts.adapters.registry import Answer, HttpRegistry, RegistryUnavailable
+from accounts.adapters.sms import HttpSmsGateway, SmsUnavailable
+from accounts.container import Accounts
+from accounts.realname.errors import RegistryDown, RegistryMismatch
+from accounts.realname.models import Identity, Verification
 from config import Settings
 from idp.app import create_app
 from idp.audit.models import AuditEvent
 from idp.cli import remote_service_notices
 from idp.core.clock import FrozenClock
+from idp.core.remote import BreakerState, CircuitBreaker, RemoteService, SignedClient, sign
 from idp.core.runtime import db
 from idp.core.store import Store
 from tests.remote_services import FACE_PATH, REGISTRY_PATH, Pki, RemoteServices, make_pki
@@ -466,16 +460,16 @@ def settings_overrides(remote: RemoteServices) -> dict[str, Any]:
 
 def verify(app: Flask, name: str, number: str) -> Verification:
     with app.app_context():
-        user = account_service().find_by_username("alice")
+        user = Accounts.of().account_service().find_by_username("alice")
         assert user is not None
-        return realname_service().verify_with_registry(user, name, number)
+        return Accounts.of().realname_service().verify_with_registry(user, name, number)
 
 
 def level(app: Flask) -> int:
     with app.app_context():
-        user = account_service().find_by_username("alice")
+        user = Accounts.of().account_service().find_by_username("alice")
         assert user is not None
-        return realname_service().level(user)
+        return Accounts.of().realname_service().level(user)
 
 
 def count(app: Flask, model: Any) -> int:
@@ -522,21 +516,21 @@ def test_the_adapters_are_built_once_per_app_and_keep_their_breaker(
     app: Flask, remote: RemoteServices
 ) -> None:
     with app.app_context():
-        first = registry()
+        first = Accounts.of().registry()
         assert isinstance(first, HttpRegistry)
-        assert isinstance(face_verifier(), HttpFaceVerifier)
-        assert isinstance(sms_gateway(), HttpSmsGateway)
-        sms_gateway().send(PHONE, SMS_TEXT)
+        assert isinstance(Accounts.of().face, HttpFaceVerifier)
+        assert isinstance(Accounts.of().sms, HttpSmsGateway)
+        Accounts.of().sms.send(PHONE, SMS_TEXT)
     assert remote.sms == [{"phone": PHONE, "text": SMS_TEXT}]
     remote.fail_next(100)
     for _ in range(2):  # two calls of two attempts: four failures open the breaker
         with app.app_context(), pytest.raises(RegistryUnavailable):
-            registry().match("person", ALICE_ID, ALICE_NAME)
+            Accounts.of().registry().match("person", ALICE_ID, ALICE_NAME)
     received = len(remote.received)
     with app.app_context():
-        assert registry() is first
+        assert Accounts.of().registry() is first
         with pytest.raises(RegistryUnavailable, match="circuit open"):
-            registry().match("person", ALICE_ID, ALICE_NAME)
+            Accounts.of().registry().match("person", ALICE_ID, ALICE_NAME)
     assert len(remote.received) == received
 
 
@@ -546,12 +540,14 @@ def test_development_adapters_warn_when_built(
     local = replace_settings(
         settings, registry_adapter="local", face_adapter="development", sms_gateway="development"
     )
-    other = create_app(local, store=store)
+    with caplog.at_level(logging.WARNING, logger="accounts.container"):
+        other = create_app(local, store=store)
     try:
-        with caplog.at_level(logging.WARNING, logger="accounts.deps"), other.app_context():
-            for build in (registry, face_verifier, sms_gateway, registry, face_verifier):
-                build()
-        warnings = [r.getMessage() for r in caplog.records if r.name == "accounts.deps"]
+        with other.app_context():
+            for _ in range(2):  # built with the app: asking again warns no more
+                Accounts.of().registry()
+                assert Accounts.of().face is Accounts.of().face
+        warnings = [r.getMessage() for r in caplog.records if r.name == "accounts.container"]
         assert len(warnings) == 3  # once each per app
         assert any("LOCAL COPY" in w for w in warnings)
         assert any("NOT SENT" in w and "sms.log" in w for w in warnings)

@@ -9,7 +9,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import text
 
-from accounts.deps import account_service, totp_service
+from accounts.container import Accounts
 from idp.core.clock import FrozenClock
 from idp.core.runtime import db
 from tests.support import STRONG_PASSWORD, create_user, csrf_token, sign_in, submit
@@ -60,7 +60,7 @@ def test_enrolment_needs_a_correct_first_code(
     wrong = client.post("/account/totp", data={"csrf_token": csrf_token(page), "otp": "000000"})
     assert wrong.status_code == 400
     with app.app_context():
-        user = account_service().find_by_username("alice")
+        user = Accounts.of().account_service().find_by_username("alice")
         assert user is not None
         assert not user.has_totp
 
@@ -135,9 +135,9 @@ def test_recovery_codes_work_once(app: Flask, enrolled: tuple[str, list[str]]) -
     assert _otp_step(app.test_client(), codes[0]).status_code == 401
     assert _otp_step(app.test_client(), codes[1].replace("-", "")).status_code == 302
     with app.app_context():
-        user = account_service().find_by_username("alice")
+        user = Accounts.of().account_service().find_by_username("alice")
         assert user is not None
-        assert totp_service().remaining_recovery_codes(user) == 8
+        assert Accounts.of().totp_service().remaining_recovery_codes(user) == 8
 
 
 def test_parallel_use_of_one_code_succeeds_once(
@@ -150,9 +150,9 @@ def test_parallel_use_of_one_code_succeeds_once(
 
     def use() -> None:
         with app.app_context():
-            user = account_service().find_by_username("alice")
+            user = Accounts.of().account_service().find_by_username("alice")
             assert user is not None
-            service = totp_service()
+            service = Accounts.of().totp_service()
             barrier.wait()
             results.append(service.verify(user, code))
             db().commit()
@@ -175,7 +175,7 @@ def test_removing_the_app_needs_the_password(
     right = submit(client, "/account/totp/disable", {"password": STRONG_PASSWORD})
     assert right.status_code == 302
     with app.app_context():
-        user = account_service().find_by_username("alice")
+        user = Accounts.of().account_service().find_by_username("alice")
         assert user is not None
         assert not user.has_totp
 

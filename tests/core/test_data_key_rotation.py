@@ -12,18 +12,13 @@ import pytest
 from flask import Flask
 from sqlalchemy import text
 
-from accounts.deps import (
-    account_service,
-    organisation_service,
-    realname_service,
-    totp_service,
-)
-from accounts.registry import import_records
+from accounts.adapters.registry import import_records
+from accounts.container import Accounts
 from config import Settings
 from idp.core.data_keys import DataKeyRotation, KeysInUse, encrypted_columns
 from idp.core.keys import DATA_KEYS_DIR, DataCipher, add_data_key, ensure_keys, load_keys
 from idp.core.runtime import db, runtime
-from idp.core.schema import metadata
+from idp.models import metadata
 from tests.conftest import Backend
 from tests.support import create_user
 
@@ -73,16 +68,18 @@ def raw(app: Flask) -> dict[str, list[str]]:
 def readable(app: Flask) -> dict[str, Any]:
     """What the services read back: it must never change."""
     with app.app_context():
-        accounts = account_service()
+        accounts = Accounts.of().account_service()
         people = [accounts.find_by_username(name) for name in ("alice", "bob", "carol")]
         seen: dict[str, Any] = {}
         for user in people:
             assert user is not None
-            status = realname_service().status(user)
+            status = Accounts.of().realname_service().status(user)
             seen[user.username] = (accounts.phone_of(user), status.masked_number)
-            if user.totp is not None:
-                seen[f"{user.username}-totp"] = totp_service().pending_enrollment(user).secret
-        organisations = organisation_service()
+            if Accounts.of().totp_service().has_pending_enrollment(user):
+                seen[f"{user.username}-totp"] = (
+                    Accounts.of().totp_service().pending_enrollment(user).secret
+                )
+        organisations = Accounts.of().organisation_service()
         organisation = organisations.find(ORGANISATION[0])
         assert organisation is not None
         seen["org"] = (organisations.uscc_of(organisation), organisations.name_of(organisation))
@@ -104,14 +101,16 @@ def data(app: Flask) -> dict[str, Any]:
             "organisation",
             io.StringIO(f"number,name\n{ORGANISATION[0]},{ORGANISATION[1]}\n"),
         )
-        accounts = account_service()
+        accounts = Accounts.of().account_service()
         alice = accounts.find_by_username("alice")
         bob = accounts.find_by_username("bob")
         assert alice is not None
         assert bob is not None
-        realname_service().verify_with_registry(alice, PERSON[1], PERSON[0])
-        totp_service().begin_enrollment(bob)  # an unconfirmed seed is encrypted too
-        organisation_service().verify_with_registry(ORGANISATION[1], ORGANISATION[0], actor="cli")
+        Accounts.of().realname_service().verify_with_registry(alice, PERSON[1], PERSON[0])
+        Accounts.of().totp_service().begin_enrollment(bob)  # an unconfirmed seed is encrypted too
+        Accounts.of().organisation_service().verify_with_registry(
+            ORGANISATION[1], ORGANISATION[0], actor="cli"
+        )
     before = readable(app)
     assert before["alice"] == (PHONE, "110***********002X")
     return before
@@ -245,10 +244,10 @@ def test_a_value_changed_meanwhile_is_not_overwritten(
         monkeypatch.setattr(cipher, "decrypt", decrypt_then_race)
         rotation(app).reencrypt(batch_size=10)
         monkeypatch.undo()
-        carol = account_service().find_by_username("carol")
+        carol = Accounts.of().account_service().find_by_username("carol")
         assert carol is not None
         db().refresh(carol)
-        assert account_service().phone_of(carol) == "13900139000"
+        assert Accounts.of().account_service().phone_of(carol) == "13900139000"
 
 
 def test_unreadable_values_are_reported_and_left_alone(app: Flask, data: dict[str, Any]) -> None:

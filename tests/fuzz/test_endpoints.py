@@ -18,7 +18,7 @@ from hypothesis import given
 from werkzeug.datastructures import Headers
 from werkzeug.test import run_wsgi_app
 
-from accounts.deps import account_service
+from accounts.container import Accounts
 from idp.core.runtime import audit_log
 from idp.oauth.server import oauth
 from tests.fuzz.conftest import World
@@ -61,9 +61,9 @@ def check_intact(world: World) -> None:
     chain verifies."""
     app = world.app
     with app.app_context():
-        user = account_service().find_by_username("alice")
+        user = Accounts.of().account_service().find_by_username("alice")
         assert user is not None
-        assert account_service().confirm_password(user, STRONG_PASSWORD)
+        assert Accounts.of().account_service().confirm_password(user, STRONG_PASSWORD)
         client = oauth().clients.get("rp")
         assert client is not None
         assert client.check_client_secret(world.rp.secret or "")

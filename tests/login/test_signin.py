@@ -4,6 +4,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from accounts.container import Accounts
 from idp.core.clock import FrozenClock
 from tests.support import STRONG_PASSWORD, create_user, sign_in, text
 
@@ -43,21 +44,21 @@ def test_unknown_user_gets_the_same_answer_as_a_wrong_password(
 def test_an_old_hash_is_upgraded_at_sign_in(app: Flask, client: FlaskClient) -> None:
     from sqlalchemy import select
 
-    from accounts.deps import account_service
-    from accounts.passwords import PasswordHasher
+    from accounts.container import Accounts
+    from accounts.credentials.passwords import PasswordHasher
     from idp.audit.models import AuditEvent
     from idp.core.runtime import db
 
     user = create_user(app)
     old = PasswordHasher(memory_kib=4096, time_cost=1, parallelism=1)
     with app.app_context():
-        stored = account_service().get(user.id)
+        stored = Accounts.of().account_service().get(user.id)
         assert stored is not None
         stored.password_hash = old.hash(STRONG_PASSWORD)
         db().commit()
     assert sign_in(client).status_code == 302
     with app.app_context():
-        upgraded = account_service().get(user.id)
+        upgraded = Accounts.of().account_service().get(user.id)
         assert upgraded is not None
         assert upgraded.password_hash is not None
         assert upgraded.password_hash.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
@@ -70,14 +71,13 @@ def test_an_old_hash_is_upgraded_at_sign_in(app: Flask, client: FlaskClient) -> 
 def test_a_disabled_account_cannot_sign_in_and_is_not_revealed(
     app: Flask, client: FlaskClient
 ) -> None:
-    from accounts.deps import account_service
-    from accounts.models import UserStatus
+    from accounts.people.models import UserStatus
 
     user = create_user(app)
     with app.app_context():
-        stored = account_service().get(user.id)
+        stored = Accounts.of().account_service().get(user.id)
         assert stored is not None
-        account_service(actor="admin").set_status(stored, UserStatus.DISABLED)
+        Accounts.of().account_service(actor="admin").set_status(stored, UserStatus.DISABLED)
     response = sign_in(client)
     assert response.status_code == 401
     assert "incorrect" in text(response)
@@ -152,7 +152,7 @@ def test_unknown_users_cost_one_hash_verification_like_known_ones(
     app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Similar timing: an unknown username still pays for one Argon2 verification."""
-    from accounts.passwords import PasswordHasher
+    from accounts.credentials.passwords import PasswordHasher
 
     calls: list[str] = []
     original = PasswordHasher.verify
@@ -172,8 +172,7 @@ def test_unknown_users_cost_one_hash_verification_like_known_ones(
 
 
 def test_disabling_an_account_ends_its_sessions_and_tokens(app: Flask) -> None:
-    from accounts.deps import account_service
-    from accounts.models import UserStatus
+    from accounts.people.models import UserStatus
     from tests.oauth_support import RP, register
 
     create_user(app)
@@ -183,9 +182,9 @@ def test_disabling_an_account_ends_its_sessions_and_tokens(app: Flask) -> None:
     tokens, _ = rp.tokens(browser, scope="openid offline_access")
     assert browser.get("/account").status_code == 200
     with app.app_context():
-        user = account_service().find_by_username("alice")
+        user = Accounts.of().account_service().find_by_username("alice")
         assert user is not None
-        account_service(actor="admin").set_status(user, UserStatus.DISABLED)
+        Accounts.of().account_service(actor="admin").set_status(user, UserStatus.DISABLED)
     assert browser.get("/account").status_code == 302
     refreshed = rp.token_request(
         browser, {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}

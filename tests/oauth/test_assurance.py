@@ -15,7 +15,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from accounts.deps import account_service, realname_service
+from accounts.container import Accounts
 from idp.core.clock import FrozenClock
 from tests.accounts.test_realname import ALICE_ID, ALICE_NAME, REGISTRY_CSV, load_registry, verify
 from tests.oauth.test_basic_op import claims_of
@@ -339,9 +339,9 @@ def test_userinfo_follows_a_lowered_level(app: Flask, alice: None, client: Flask
     tokens = redeem(client, rp, start(client, rp, flow), flow)
     assert "verified_claims" in userinfo(client, tokens["access_token"])
     with app.app_context():
-        user = account_service().find_by_username("alice")
+        user = Accounts.of().account_service().find_by_username("alice")
         assert user is not None
-        realname_service().end_verifications(
+        Accounts.of().realname_service().end_verifications(
             user, above=1, reason="document reported stolen", actor="cli"
         )
     assert "verified_claims" not in userinfo(client, tokens["access_token"])
@@ -358,9 +358,11 @@ def test_the_consent_page_says_what_realname_releases(
 
 def lower(app: Flask) -> None:
     with app.app_context():
-        user = account_service().find_by_username("alice")
+        user = Accounts.of().account_service().find_by_username("alice")
         assert user is not None
-        realname_service().end_verifications(user, above=1, reason="checked again", actor="cli")
+        Accounts.of().realname_service().end_verifications(
+            user, above=1, reason="checked again", actor="cli"
+        )
 
 
 def refresh(browser: FlaskClient, rp: RP, token: str) -> TestResponse:

@@ -186,12 +186,12 @@ def test_oidcc_ensure_request_without_nonce_succeeds_for_code_flow(
     ],
 )
 def test_oidcc_scope(app: Flask, client: FlaskClient, scope: str, expected: set[str]) -> None:
-    from accounts.deps import account_service
+    from accounts.container import Accounts
     from idp.core.runtime import db
 
     user = create_user(app, "bob", phone="13800138000")
     with app.app_context():
-        stored = account_service().get(user.id)
+        stored = Accounts.of().account_service().get(user.id)
         assert stored is not None
         stored.display_name, stored.email = "Bob Chen", "bob@example.cn"
         db().commit()

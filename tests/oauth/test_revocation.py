@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 from sqlalchemy import event, insert, select
 
-from accounts.models import UserStatus
+from accounts.people.models import UserStatus
 from idp.app import create_app
 from idp.core.clock import FrozenClock
 from idp.core.db import Database
@@ -92,10 +92,10 @@ def _reuse_refresh_token(rp: RP, client: FlaskClient, _app: Flask, tokens: dict[
 
 
 def _disable_account(_rp: RP, _client: FlaskClient, app: Flask, _tokens: dict[str, Any]) -> None:
-    from accounts.deps import account_service
+    from accounts.container import Accounts
 
     with app.app_context():
-        accounts = account_service(actor="test")
+        accounts = Accounts.of().account_service(actor="test")
         user = accounts.find_by_username("alice")
         assert user is not None
         accounts.set_status(user, UserStatus.DISABLED)

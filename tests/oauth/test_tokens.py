@@ -404,14 +404,14 @@ def test_idle_refresh_tokens_expire(client: FlaskClient, rp: RP, clock: FrozenCl
 
 
 def test_a_disabled_user_cannot_refresh(app: Flask, client: FlaskClient, rp: RP) -> None:
-    from accounts.deps import account_service
-    from accounts.models import UserStatus
+    from accounts.container import Accounts
+    from accounts.people.models import UserStatus
 
     tokens, _ = rp.tokens(client, scope="openid offline_access")
     with app.app_context():
-        user = account_service().find_by_username("alice")
+        user = Accounts.of().account_service().find_by_username("alice")
         assert user is not None
-        account_service().set_status(user, UserStatus.DISABLED)
+        Accounts.of().account_service().set_status(user, UserStatus.DISABLED)
     assert refresh(rp, client, tokens["refresh_token"]).get_json()["error"] == "invalid_grant"
     assert userinfo(client, tokens["access_token"]).status_code == 401
 

@@ -24,10 +24,10 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from accounts.identifiers import Expect, check
-from accounts.models import RegistryRecord
-from accounts.remote import MalformedAnswer, RemoteUnavailable, SignedClient, optional_text
+from accounts.realname.models import RegistryRecord
 from config import redact_url
 from idp.core.keys import DataCipher
+from idp.core.remote import MalformedAnswer, RemoteUnavailable, SignedClient, optional_text
 
 NUMBER_INDEX = "document-number"
 NAME_INDEX = "registry-name"

@@ -14,8 +14,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from accounts.remote import MalformedAnswer, RemoteUnavailable, SignedClient, optional_text
 from config import redact_url
+from idp.core.remote import MalformedAnswer, RemoteUnavailable, SignedClient, optional_text
 
 # What the development adapter treats as "not the same person": an image containing
 # this marker (so tests and demos can show a refusal deterministically).

@@ -15,7 +15,8 @@ from pathlib import Path
 import argon2
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from accounts.errors import N_, WeakPassword
+from accounts.credentials.errors import WeakPassword
+from accounts.errors import N_
 
 MIN_LENGTH = 8
 MAX_LENGTH = 256

@@ -21,18 +21,41 @@ from sqlalchemy import ColumnElement, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from accounts.errors import N_, AccountError
+from accounts.adapters.registry import (
+    NUMBER_INDEX,
+    Answer,
+    Registry,
+    RegistryUnavailable,
+    normalise_name,
+)
 from accounts.identifiers import check, mask
-from accounts.models import Identity, Organisation, User, Verification, VerificationMethod
-from accounts.registry import NUMBER_INDEX, Answer, Registry, RegistryUnavailable, normalise_name
+from accounts.organisations.models import Organisation
+from accounts.people.models import User
+from accounts.realname.errors import (
+    IdentityAlreadyVerified,
+    IdentityTaken,
+    InvalidDocument,
+    InvalidName,
+    RegistryDown,
+    RegistryMismatch,
+)
+from accounts.realname.models import Identity, Verification, VerificationMethod
 from idp.audit.services import FAILURE, AuditLog
 from idp.core.clock import Clock
 from idp.core.keys import DataCipher
 
 UNVERIFIED = 1
+
+
 EXPIRED_REASON = "expired"
+
+
 NUMBER_CONTEXT = "identities.number_encrypted"
+
+
 NAME_CONTEXT = "identities.name_encrypted"
+
+
 PERSON_KINDS = frozenset(
     {
         "resident_id",
@@ -43,44 +66,6 @@ PERSON_KINDS = frozenset(
         "foreign_permanent_residence_id_2004",
     }
 )
-
-
-class InvalidDocument(AccountError):
-    default_message = N_("Enter the number of your identity document.")
-
-
-class InvalidName(AccountError):
-    default_message = N_("Enter your name as it appears on your identity document.")
-
-
-class RegistryMismatch(AccountError):
-    default_message = N_(
-        "The name and document number do not match the population registry. "
-        "Check both and try again."
-    )
-
-
-class RegistryDown(AccountError):
-    default_message = N_(
-        "The population registry cannot be reached just now. Your level is unchanged; "
-        "please try again later."
-    )
-
-
-class IdentityTaken(AccountError):
-    """Never says which account holds the number."""
-
-    default_message = N_(
-        "This document number is already verified for another account. If it is yours, "
-        "sign in to that account, or visit a service counter."
-    )
-
-
-class IdentityAlreadyVerified(AccountError):
-    default_message = N_(
-        "Your account is already verified with another document. To change it, visit a "
-        "service counter."
-    )
 
 
 def checked_document(number: str) -> tuple[str, str]:

@@ -28,26 +28,26 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from accounts.adapters.registry import NUMBER_INDEX, normalise_name
+from accounts.adapters.sms import SmsGateway, SmsUnavailable
 from accounts.errors import N_, AccountError
 from accounts.identifiers import mask
-from accounts.models import Identity, User, Verification, VerificationMethod
-from accounts.realname import (
+from accounts.people.models import User
+from accounts.people.services import PHONE_CONTEXT, PHONE_INDEX, normalise_mobile, phone_evidence
+from accounts.realname.errors import IdentityAlreadyVerified, IdentityTaken
+from accounts.realname.models import Identity, Verification, VerificationMethod
+from accounts.realname.services import (
     NAME_CONTEXT,
     NUMBER_CONTEXT,
-    IdentityAlreadyVerified,
-    IdentityTaken,
     checked_document,
     checked_name,
     confirmed_holder,
 )
-from accounts.registry import NUMBER_INDEX, normalise_name
-from accounts.services import PHONE_CONTEXT, PHONE_INDEX, normalise_mobile, phone_evidence
-from accounts.sms import SmsGateway, SmsUnavailable
 from idp.audit.services import FAILURE, AuditLog
 from idp.core.clock import Clock
 from idp.core.keys import DataCipher, Secrets
 from idp.core.store import Store
-from idp.login.throttle import RateLimit, Throttled
+from idp.core.throttle import RateLimit, Throttled
 
 CODE_DIGITS = 6
 MAX_WRONG_CODES = 5

@@ -11,10 +11,13 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from accounts.errors import N_, InvalidCredentials, InvalidPhone, InvalidUsername, UsernameTaken
+from accounts.credentials.errors import InvalidCredentials
+from accounts.credentials.passwords import PasswordHasher, check_password_rules
+from accounts.errors import N_
 from accounts.identifiers import check_mobile
-from accounts.models import User, UserStatus, Verification, VerificationMethod
-from accounts.passwords import PasswordHasher, check_password_rules
+from accounts.people.errors import InvalidPhone, InvalidUsername, UsernameTaken
+from accounts.people.models import User, UserStatus
+from accounts.realname.models import Verification, VerificationMethod
 from accounts.signals import account_disabled
 from idp.audit.services import AuditLog
 from idp.core.clock import Clock

@@ -13,20 +13,21 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from accounts.errors import N_, AccountError
-from accounts.face import (
+from accounts.adapters.face import (
     MAX_IMAGE_BYTES,
     FaceUnavailable,
     FaceVerifier,
     UnusableImage,
     check_image,
 )
-from accounts.models import Identity, User, Verification, VerificationMethod
-from accounts.realname import RealNameService
+from accounts.errors import N_, AccountError
+from accounts.people.models import User
+from accounts.realname.models import Identity, Verification, VerificationMethod
+from accounts.realname.services import RealNameService
 from idp.audit.services import FAILURE, AuditLog
 from idp.core.clock import Clock
 from idp.core.store import Store
-from idp.login.throttle import RateLimit, Throttled
+from idp.core.throttle import RateLimit, Throttled
 
 FACE_LEVEL = 4
 

@@ -20,11 +20,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from accounts.adapters.registry import Answer, Registry, RegistryUnavailable
 from accounts.errors import N_, AccountError
 from accounts.identifiers import CONFIRM_WITH_REGISTRY, check, mask
-from accounts.models import Organisation, Verification, VerificationMethod
-from accounts.realname import UNVERIFIED, live_verifications, verification_history
-from accounts.registry import Answer, Registry, RegistryUnavailable
+from accounts.organisations.models import Organisation
+from accounts.realname.models import Verification, VerificationMethod
+from accounts.realname.services import UNVERIFIED, live_verifications, verification_history
 from idp.audit.services import FAILURE, AuditLog
 from idp.core.clock import Clock
 from idp.core.keys import DataCipher

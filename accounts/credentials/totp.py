@@ -20,8 +20,9 @@ import segno
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from accounts.errors import InvalidOtp, NoPendingEnrollment, TotpAlreadyEnrolled
-from accounts.models import RecoveryCode, TotpCredential, User
+from accounts.credentials.errors import InvalidOtp, NoPendingEnrollment, TotpAlreadyEnrolled
+from accounts.credentials.models import RecoveryCode, TotpCredential
+from accounts.people.models import User
 from idp.audit.services import AuditLog
 from idp.core.clock import Clock
 from idp.core.keys import DataCipher, Secrets
@@ -61,6 +62,13 @@ class TotpService:
         self._audit = audit
         self._clock = clock
 
+    def _credential(self, user: User) -> TotpCredential | None:
+        return self._session.scalar(select(TotpCredential).where(TotpCredential.user_id == user.id))
+
+    def has_pending_enrollment(self, user: User) -> bool:
+        credential = self._credential(user)
+        return credential is not None and credential.confirmed_at is None
+
     # -- enrollment
 
     def begin_enrollment(self, user: User) -> Enrollment:
@@ -68,7 +76,7 @@ class TotpService:
         if user.has_totp:
             raise TotpAlreadyEnrolled()
         secret = pyotp.random_base32(length=32)
-        credential = user.totp or TotpCredential(user=user, secret_encrypted="")
+        credential = self._credential(user) or TotpCredential(user_id=user.id, secret_encrypted="")
         credential.secret_encrypted = self._cipher.encrypt(secret, context=_SEED_CONTEXT)
         credential.confirmed_at = None
         credential.last_used_step = None
@@ -78,7 +86,7 @@ class TotpService:
         return self.enrollment_for(user, secret)
 
     def pending_enrollment(self, user: User) -> Enrollment:
-        credential = user.totp
+        credential = self._credential(user)
         if credential is None or credential.confirmed_at is not None:
             raise NoPendingEnrollment()
         secret = self._cipher.decrypt(credential.secret_encrypted, context=_SEED_CONTEXT)
@@ -94,7 +102,7 @@ class TotpService:
 
     def confirm_enrollment(self, user: User, code: str) -> list[str]:
         """Check the first code; on success the seed is active and recovery codes issued."""
-        credential = user.totp
+        credential = self._credential(user)
         if credential is None or credential.confirmed_at is not None:
             raise NoPendingEnrollment()
         if not self._accept(credential, code):
@@ -109,9 +117,9 @@ class TotpService:
         return codes
 
     def disable(self, user: User) -> None:
-        if user.totp is not None:
-            self._session.delete(user.totp)
-            user.totp = None
+        credential = self._credential(user)
+        if credential is not None:
+            self._session.delete(credential)
         user.totp_enabled = False
         self._session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
         self._audit.record("totp.disable", subject=user.subject)
@@ -121,7 +129,7 @@ class TotpService:
 
     def verify(self, user: User, code: str) -> bool:
         """A TOTP code or an unused recovery code; each is accepted once."""
-        credential = user.totp
+        credential = self._credential(user)
         if credential is None or credential.confirmed_at is None:
             return False
         compact = "".join(code.split())

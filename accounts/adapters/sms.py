@@ -13,9 +13,9 @@ import threading
 from pathlib import Path
 from typing import Any, Protocol
 
-from accounts.remote import RemoteUnavailable, SignedClient
 from config import redact_url
 from idp.core.clock import Clock
+from idp.core.remote import RemoteUnavailable, SignedClient
 
 
 class SmsUnavailable(Exception):

@@ -11,36 +11,41 @@ The counter is also where a wrong confirmed identity is corrected: a check with 
 document replaces the account's identity, and the verifications that rested on the old
 document end with a reason the user sees in their history.
 
-No Flask here: the staff page (``accounts.staff``) and ``idp realname counter-verify``
+No Flask here: the staff page (``accounts.staff.views``) and ``idp realname counter-verify``
 both call ``CounterService``.
 """
 
 from __future__ import annotations
 
-import unicodedata
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from accounts.errors import N_, AccountError
-from accounts.models import Identity, User, UserStatus, Verification, VerificationMethod
-from accounts.realname import (
+from accounts.adapters.registry import NUMBER_INDEX
+from accounts.people.models import User, UserStatus
+from accounts.realname.errors import IdentityTaken, InvalidReference, OwnAccount
+from accounts.realname.models import Identity, Verification, VerificationMethod
+from accounts.realname.services import (
     NAME_CONTEXT,
     NUMBER_CONTEXT,
-    IdentityTaken,
     checked_document,
     checked_name,
     confirmed_holder,
 )
-from accounts.registry import NUMBER_INDEX
+from accounts.staff.errors import NotStaff
+from accounts.staff.services import _clean_text, staff_actor
 from idp.audit.services import FAILURE, AuditLog
 from idp.core.clock import Clock
 from idp.core.keys import DataCipher
 
 COUNTER_LEVEL = 5
+
+
 REPLACED_REASON = "replaced at a service counter"
+
+
 # the verifications that rest on the identity document (a phone check does not)
 DOCUMENT_METHODS = (
     VerificationMethod.REGISTRY,
@@ -48,44 +53,9 @@ DOCUMENT_METHODS = (
     VerificationMethod.COUNTER,
     VerificationMethod.CERTIFICATE,
 )
-MAX_DEPARTMENT = 100
+
+
 MAX_REFERENCE = 100
-
-
-class NotStaff(AccountError):
-    default_message = N_(
-        "Only government staff of a department can verify people at a service counter."
-    )
-
-
-class OwnAccount(AccountError):
-    default_message = N_("Staff cannot verify their own account. Ask a colleague to do it.")
-
-
-class InvalidDepartment(AccountError):
-    default_message = N_("Enter the department's name (at most 100 characters).")
-
-
-class InvalidReference(AccountError):
-    default_message = N_(
-        "The reference (ticket or serial number) can have at most 100 characters, "
-        "without line breaks."
-    )
-
-
-def staff_actor(staff: User) -> str:
-    """How verifications and audit events name a member of staff."""
-    return f"staff:{staff.public_id}"
-
-
-def _clean_text(value: str, limit: int) -> str | None:
-    """NFKC, trimmed, single-spaced; None if empty, too long or with control characters
-    (line breaks, tabs)."""
-    folded = unicodedata.normalize("NFKC", value)
-    if any(unicodedata.category(ch).startswith("C") for ch in folded):
-        return None
-    text = " ".join(folded.split())
-    return text if text and len(text) <= limit else None
 
 
 def _checked_input(
@@ -101,43 +71,6 @@ def _checked_input(
         if evidence is None:
             raise InvalidReference()
     return document, kind, clean_name, evidence
-
-
-class StaffService:
-    """Who is government staff: appoint to a department, revoke (both audited)."""
-
-    def __init__(self, session: Session, audit: AuditLog) -> None:
-        self._session = session
-        self._audit = audit
-
-    def appoint(self, user: User, department: str, *, actor: str) -> str:
-        """Make the account staff of ``department`` (or move it there); returns the
-        department as stored."""
-        clean = _clean_text(department, MAX_DEPARTMENT)
-        if clean is None:
-            raise InvalidDepartment()
-        previous = user.staff_department
-        user.staff_department = clean
-        self._audit.record(
-            "staff.appoint",
-            subject=user.subject,
-            actor=actor,
-            details={"department": clean, "previous": previous},
-        )
-        self._session.commit()
-        return clean
-
-    def revoke(self, user: User, *, actor: str) -> str:
-        """End the account's staff role; returns the department it had."""
-        previous = user.staff_department
-        if previous is None:
-            raise NotStaff()
-        user.staff_department = None
-        self._audit.record(
-            "staff.revoke", subject=user.subject, actor=actor, details={"department": previous}
-        )
-        self._session.commit()
-        return previous
 
 
 class CounterService:

@@ -15,18 +15,20 @@ from flask_wtf import FlaskForm
 from wtforms import BooleanField, StringField
 from wtforms.validators import InputRequired, Length, Optional
 
-from accounts.counter import InvalidReference, NotStaff, OwnAccount, staff_actor
-from accounts.deps import account_service, counter_service
+from accounts.container import Accounts
 from accounts.errors import AccountError
 from accounts.identifiers import mask
-from accounts.models import User
-from accounts.realname import InvalidDocument, InvalidName
+from accounts.people.models import User
+from accounts.realname.errors import InvalidDocument, InvalidName, InvalidReference, OwnAccount
+from accounts.staff.errors import NotStaff
+from accounts.staff.services import staff_actor
+from accounts.web import error_message
 from idp.core.runtime import runtime
+from idp.core.throttle import RateLimit, Throttled
 from idp.core.web import error_response
 from idp.login.auth import current_user, login_required
-from idp.login.throttle import RateLimit, Throttled
 
-bp = Blueprint("staff", __name__, template_folder="templates")
+bp = Blueprint("staff", __name__, template_folder="../templates")
 
 
 class CounterForm(FlaskForm):  # type: ignore[misc]
@@ -50,10 +52,6 @@ class CounterForm(FlaskForm):  # type: ignore[misc]
             InputRequired(message=_l("Confirm that you examined the original document in person."))
         ],
     )
-
-
-def _message(error: AccountError) -> str:
-    return str(_(error.message, **error.params))
 
 
 def _refusal(user: User) -> ResponseReturnValue | None:
@@ -110,12 +108,12 @@ def counter() -> ResponseReturnValue:
                 error="too_many_requests",
                 title=_("Too many counter checks"),
             )
-        citizen = account_service().find_by_username(form.username.data or "")
+        citizen = Accounts.of().account_service().find_by_username(form.username.data or "")
         if citizen is None:
             form.username.errors = [_("There is no account with this username.")]
         else:
             try:
-                counter_service(actor=staff_actor(staff)).verify_at_counter(
+                Accounts.of().counter_service(actor=staff_actor(staff)).verify_at_counter(
                     citizen,
                     form.name.data or "",
                     form.id_number.data or "",
@@ -123,17 +121,17 @@ def counter() -> ResponseReturnValue:
                     reference=form.reference.data or None,
                 )
             except InvalidDocument as exc:
-                form.id_number.errors = [_message(exc)]
+                form.id_number.errors = [error_message(exc)]
             except InvalidName as exc:
-                form.name.errors = [_message(exc)]
+                form.name.errors = [error_message(exc)]
             except InvalidReference as exc:
-                form.reference.errors = [_message(exc)]
+                form.reference.errors = [error_message(exc)]
             except OwnAccount as exc:
-                form.username.errors = [_message(exc)]
+                form.username.errors = [error_message(exc)]
             except NotStaff as exc:  # the role ended while the form was open
-                return error_response(403, _message(exc), error="access_denied")
+                return error_response(403, error_message(exc), error="access_denied")
             except AccountError as exc:  # the number is verified for another account
-                error = _message(exc)
+                error = error_message(exc)
                 status = 409
             else:
                 number = (form.id_number.data or "").strip().upper()

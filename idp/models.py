@@ -1,0 +1,23 @@
+"""Every package's models, imported so that the one metadata is complete (migrations,
+``alembic check``, the data-key rotation's list of encrypted columns)."""
+
+from __future__ import annotations
+
+import accounts.credentials.models
+import accounts.organisations.models
+import accounts.people.models
+import accounts.realname.models
+import idp.audit.models
+import idp.oauth.models
+from idp.core.schema import metadata
+
+MODEL_MODULES = (
+    accounts.people.models,
+    accounts.credentials.models,
+    accounts.realname.models,
+    accounts.organisations.models,
+    idp.audit.models,
+    idp.oauth.models,
+)
+
+__all__ = ["MODEL_MODULES", "metadata"]
