@@ -708,7 +708,7 @@ def measure_session_memory(
     from idp.app import create_app
     from idp.core.runtime import db
     from idp.oauth.clients import Registration
-    from idp.oauth.server import oauth
+    from idp.oauth.server import OAuthRuntime
 
     namespace = environment.redis_namespace + "sessions:"
     app = create_app(
@@ -722,7 +722,7 @@ def measure_session_memory(
     count = len(usernames) - 1
     try:
         with app.app_context():
-            oauth().clients.create(
+            OAuthRuntime.of().clients.create(
                 db(),
                 Registration(
                     client_id=SESSION_CLIENT,

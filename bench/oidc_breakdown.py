@@ -227,11 +227,11 @@ class Bench:
     def __init__(self, app: Any, usernames: list[str]) -> None:
         from idp.core.runtime import db
         from idp.oauth.clients import Registration
-        from idp.oauth.server import oauth
+        from idp.oauth.server import OAuthRuntime
 
         self.app = app
         with app.app_context():
-            registry = oauth().clients
+            registry = OAuthRuntime.of().clients
             _, web = registry.create(
                 db(),
                 Registration(

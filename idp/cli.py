@@ -218,10 +218,10 @@ def _demo_data(
     from accounts.adapters.registry import import_records
     from accounts.container import Accounts
     from idp.app import StartupError, create_app
-    from idp.core.runtime import db, runtime
+    from idp.core.runtime import Runtime, db
     from idp.demo.rp import RelyingParty
     from idp.oauth.clients import Registration
-    from idp.oauth.server import oauth
+    from idp.oauth.server import OAuthRuntime
 
     try:
         app = create_app(settings)
@@ -250,8 +250,8 @@ def _demo_data(
                 seed = enrollment.secret
             made.append((username, password, seed))
         # a fictitious person in the local registry copy, for real-name level 3
-        import_records(db(), runtime().keys.cipher, "person", io.StringIO(DEMO_REGISTRY))
-        registry = oauth().clients
+        import_records(db(), Runtime.of().keys.cipher, "person", io.StringIO(DEMO_REGISTRY))
+        registry = OAuthRuntime.of().clients
         urls = {cid: f"http://{host}:{port + offset}" for cid, _, _, offset, _ in DEMO_SERVICES}
         for index, (client_id, name, colour, _, min_level) in enumerate(DEMO_SERVICES):
             base = urls[client_id]

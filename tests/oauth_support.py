@@ -16,7 +16,7 @@ from werkzeug.test import TestResponse
 
 from idp.core.runtime import db
 from idp.oauth.clients import ClientInfo, Registration
-from idp.oauth.server import oauth
+from idp.oauth.server import OAuthRuntime
 from tests.support import STRONG_PASSWORD, csrf_token
 from tests.support import text as body
 
@@ -26,7 +26,7 @@ REDIRECT = "https://rp.example.gov.cn/callback"
 def register(app: Flask, client_id: str = "rp", **values: Any) -> tuple[ClientInfo, str | None]:
     values.setdefault("redirect_uris", [REDIRECT])
     with app.app_context():
-        return oauth().clients.create(db(), Registration(client_id=client_id, **values))
+        return OAuthRuntime.of().clients.create(db(), Registration(client_id=client_id, **values))
 
 
 def pkce_pair() -> tuple[str, str]:

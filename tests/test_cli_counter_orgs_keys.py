@@ -30,6 +30,9 @@ def env(tmp_path: Path) -> dict[str, str]:
     return environment
 
 
+# about twenty `idp` processes in a row (two seconds each to start): under a loaded
+# parallel run that nears the default 120 s
+@pytest.mark.timeout(300)
 def test_staff_and_counter_verification(env: dict[str, str]) -> None:
     appointed = run(["users", "staff", "clerk", "--department", DEPARTMENT], env)
     assert appointed.returncode == 0, appointed.stderr

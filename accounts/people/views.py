@@ -27,7 +27,7 @@ from accounts.people.errors import InvalidPhone, InvalidUsername, UsernameTaken
 from accounts.people.forms import PasswordChangeForm, ProfileForm, RegisterForm
 from accounts.web import ActionForm, error_message, signed_in_user
 from idp.core.navigation import safe_next
-from idp.core.runtime import runtime
+from idp.core.runtime import Runtime
 from idp.core.throttle import RateLimit, Throttled
 from idp.login.auth import complete_sign_in, end_other_sessions, login_required
 
@@ -36,7 +36,7 @@ bp = Blueprint("people", __name__, template_folder="../templates")
 
 @bp.route("/register", methods=["GET", "POST"])
 def register() -> ResponseReturnValue:
-    settings = runtime().settings
+    settings = Runtime.of().settings
     if not settings.registration_enabled:
         abort(404)
     form = RegisterForm()
@@ -45,7 +45,7 @@ def register() -> ResponseReturnValue:
     if not form.validate_on_submit():
         status = 400 if form.errors else 200
         return make_response(render_template("accounts/register.html", **context), status)
-    rt = runtime()
+    rt = Runtime.of()
     try:
         RateLimit(
             rt.store, "register", limit=settings.registrations_per_ip_per_hour, window_seconds=3600

@@ -17,7 +17,7 @@ from accounts.people.cli import _find
 from accounts.realname.models import Verification
 from accounts.staff.services import staff_actor
 from idp.core.cli_support import EXIT_REFUSED, echo_json, fail, with_app
-from idp.core.runtime import audit_log, db, runtime
+from idp.core.runtime import Runtime, audit_log, db
 
 
 @click.group("ids")
@@ -66,7 +66,7 @@ def registry_group() -> None:
 def registry_import(kind: str, file: TextIO) -> None:
     """Replace the local registry's records of KIND with FILE (CSV with the header
     ``number,name``). Only keyed hashes are stored. All or nothing."""
-    rt = runtime()
+    rt = Runtime.of()
     try:
         count = import_records(db(), rt.keys.cipher, kind, file)
     except (RegistryImportError, UnicodeDecodeError, csv.Error) as exc:

@@ -43,7 +43,7 @@ from accounts.realname.phone import (
 )
 from accounts.web import error_message, signed_in_user
 from idp.core.navigation import safe_next
-from idp.core.runtime import runtime
+from idp.core.runtime import Runtime
 from idp.core.throttle import RateLimit, Throttled
 from idp.core.web import allow_large_body
 from idp.login.auth import login_required
@@ -63,7 +63,7 @@ def realname() -> ResponseReturnValue:
     next_url = safe_next(request.values.get("next"), default="")
     status = 200
     if form.validate_on_submit():
-        rt = runtime()
+        rt = Runtime.of()
         try:
             RateLimit(
                 rt.store,
@@ -95,7 +95,7 @@ def realname() -> ResponseReturnValue:
             "accounts/realname.html",
             form=form,
             status=service.status(user),
-            now=runtime().clock.now(),
+            now=Runtime.of().clock.now(),
             level_name=level_name,
             method_name=method_name,
             next_url=next_url,

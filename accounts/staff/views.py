@@ -23,7 +23,7 @@ from accounts.realname.errors import InvalidDocument, InvalidName, InvalidRefere
 from accounts.staff.errors import NotStaff
 from accounts.staff.services import staff_actor
 from accounts.web import error_message
-from idp.core.runtime import runtime
+from idp.core.runtime import Runtime
 from idp.core.throttle import RateLimit, Throttled
 from idp.core.web import error_response
 from idp.login.auth import current_user, login_required
@@ -157,7 +157,7 @@ def counter() -> ResponseReturnValue:
 def _counter_limit() -> RateLimit:
     """A stolen staff session cannot mass-produce level 5 accounts: so many checks per
     member of staff per hour (each is audited too)."""
-    rt = runtime()
+    rt = Runtime.of()
     return RateLimit(
         rt.store,
         "counter-check",

@@ -14,7 +14,7 @@ from flask_babel import Babel, get_locale
 from werkzeug.exceptions import HTTPException
 
 from idp.core.navigation import safe_next
-from idp.core.runtime import runtime
+from idp.core.runtime import Runtime
 
 SUPPORTED = ("zh_CN", "en")
 LOCALE_COOKIE = "idp_locale"
@@ -45,7 +45,7 @@ def _ui_locales() -> str:
 
 def select_locale() -> str:
     if not has_request_context():
-        return runtime().settings.default_locale
+        return Runtime.of().settings.default_locale
     for tag in _ui_locales().split():
         chosen = normalise(tag)
         if chosen:
@@ -57,12 +57,12 @@ def select_locale() -> str:
         chosen = normalise(tag)
         if chosen:
             return chosen
-    return runtime().settings.default_locale
+    return Runtime.of().settings.default_locale
 
 
 @bp.get("/locale")
 def switch_locale() -> ResponseReturnValue:
-    chosen = normalise(request.args.get("lang", "")) or runtime().settings.default_locale
+    chosen = normalise(request.args.get("lang", "")) or Runtime.of().settings.default_locale
     response = redirect(safe_next(request.args.get("next")), code=303)
     response.set_cookie(
         LOCALE_COOKIE,
@@ -70,7 +70,7 @@ def switch_locale() -> ResponseReturnValue:
         max_age=365 * 24 * 3600,
         httponly=True,
         samesite="Lax",
-        secure=runtime().settings.is_https,
+        secure=Runtime.of().settings.is_https,
     )
     return response
 

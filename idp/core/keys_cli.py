@@ -11,13 +11,13 @@ import click
 from idp.core.cli_support import echo_json, fail, with_app
 from idp.core.data_keys import DataKeyRotation, KeysInUse, encrypted_columns
 from idp.core.keys import DATA_KEYS_DIR, add_data_key
-from idp.core.runtime import audit_log, db, runtime
+from idp.core.runtime import Runtime, audit_log, db
 from idp.core.schema import metadata
 
 
 def _rotation() -> DataKeyRotation:
     # every model module is imported once the app is built (idp.models)
-    return DataKeyRotation(db(), runtime().keys.cipher, encrypted_columns(metadata))
+    return DataKeyRotation(db(), Runtime.of().keys.cipher, encrypted_columns(metadata))
 
 
 @click.command("rotate-data")
@@ -41,7 +41,7 @@ def rotate_data(resume: bool, key_only: bool, batch_size: int, as_json: bool) ->
     --resume). Old keys stay until `idp keys prune-data`. Blind indexes do not change."""
     if resume and key_only:
         raise click.UsageError("--resume and --key-only exclude each other")
-    rt = runtime()
+    rt = Runtime.of()
     cipher = rt.keys.cipher
     created = None
     if not resume:
@@ -85,7 +85,7 @@ def rotate_data(resume: bool, key_only: bool, batch_size: int, as_json: bool) ->
 def prune_data(as_json: bool) -> None:
     """Delete the files of old data keys that no stored value uses any more; refuses
     (deleting nothing) while any value is still under an old key."""
-    rt = runtime()
+    rt = Runtime.of()
     try:
         removed = _rotation().prune(rt.settings.keys_dir / DATA_KEYS_DIR)
     except KeysInUse as exc:

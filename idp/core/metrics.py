@@ -21,7 +21,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-from idp.core.runtime import runtime
+from idp.core.runtime import Runtime
 
 SIGNINS = Counter("idp_signins", "Sign-in attempts by step and outcome", ["step", "outcome"])
 REQUEST_SECONDS = Histogram(
@@ -36,7 +36,7 @@ bp = Blueprint("metrics", __name__)
 
 @bp.get("/metrics")
 def metrics() -> Response:
-    token = runtime().settings.metrics_token
+    token = Runtime.of().settings.metrics_token
     if token is None:
         abort(404)
     supplied = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()

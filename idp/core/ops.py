@@ -8,7 +8,7 @@ import logging
 from flask import Blueprint, Flask, Response, jsonify
 
 from idp.core.db import DatabaseUnavailable
-from idp.core.runtime import runtime
+from idp.core.runtime import Runtime
 from idp.core.store import StoreUnavailable
 
 bp = Blueprint("ops", __name__)
@@ -22,7 +22,7 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> Response:
-    rt = runtime()
+    rt = Runtime.of()
     checks = {}
     try:
         rt.database.check()

@@ -58,15 +58,11 @@ class Runtime(Component):
     clock: Clock
 
 
-def runtime() -> Runtime:
-    return Runtime.of()
-
-
 def db() -> Session:
     """The request's (or CLI command's) database session, opened on first use."""
     session: Session | None = g.get("db_session")
     if session is None:
-        session = runtime().database.sessions()
+        session = Runtime.of().database.sessions()
         g.db_session = session
     return session
 
@@ -86,7 +82,7 @@ def audit_context(actor: str | None = None) -> AuditContext:
 
 
 def audit_log(actor: str | None = None) -> AuditLog:
-    rt = runtime()
+    rt = Runtime.of()
     return AuditLog(db(), rt.keys.secrets, rt.clock, audit_context(actor))
 
 

@@ -17,7 +17,7 @@ from flask import current_app, g, redirect, request, session, url_for
 
 from accounts.container import Accounts
 from accounts.people.models import User, UserStatus
-from idp.core.runtime import runtime
+from idp.core.runtime import Runtime
 from idp.sessions import StoreSession, end_user_sessions
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -28,7 +28,7 @@ session_ended = Namespace().signal("session-ended")
 
 
 def _now() -> float:
-    return runtime().clock.now().timestamp()
+    return Runtime.of().clock.now().timestamp()
 
 
 def current_user() -> User | None:
@@ -115,7 +115,7 @@ def end_other_sessions(user: User) -> int:
     """Sign the user out on every other browser (after a password change); the services
     of those sessions are told over the back channel. Returns how many ended."""
     current = cast(StoreSession, session)
-    ended = end_user_sessions(runtime().store, user.id, keep_sid=current.sid)
+    ended = end_user_sessions(Runtime.of().store, user.id, keep_sid=current.sid)
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     for data in ended:
         session_ended.send(app, data=data)
@@ -129,7 +129,7 @@ def end_disabled_accounts_sessions(user: User, **_: Any) -> None:
     if not has_app_context() or "idp.runtime" not in current_app.extensions:
         return
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    for data in end_user_sessions(runtime().store, user.id, keep_sid=None):
+    for data in end_user_sessions(Runtime.of().store, user.id, keep_sid=None):
         session_ended.send(app, data=data)
 
 

@@ -23,7 +23,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from accounts.container import Accounts
 from accounts.credentials.errors import InvalidCredentials, InvalidOtp
 from idp.core.navigation import safe_next
-from idp.core.runtime import audit_log, db, runtime
+from idp.core.runtime import Runtime, audit_log, db
 from idp.core.store import StoreUnavailable
 from idp.core.throttle import Throttle, Throttled
 from idp.core.web import RETRY_AFTER_SECONDS
@@ -45,7 +45,7 @@ DEVICE_COOKIE_DAYS = 180
 
 
 def sign_in_service() -> SignInService:
-    rt = runtime()
+    rt = Runtime.of()
     return SignInService(
         db(),
         Accounts.of().account_service(),
@@ -203,7 +203,7 @@ def _remember_device(response: BaseResponse, account_key: str, device_id: str | 
     """Give this browser a device cookie (OWASP): it is exempt from the account's back-off."""
     if device_id is not None:
         return
-    rt = runtime()
+    rt = Runtime.of()
     cookie = Throttle(rt.store, rt.clock, rt.settings, rt.keys.secrets).issue_device_cookie(
         account_key
     )

@@ -37,11 +37,11 @@ def init_app(app: Flask, core: Runtime, *, background: bool = False) -> None:
 
 def revoke_disabled_accounts_grants(user: Any, **_: Any) -> None:
     """A disabled account keeps no grant: refresh tokens die, access tokens are listed."""
-    from idp.oauth.server import oauth
+    from idp.oauth.server import OAuthRuntime
 
     if not has_app_context() or "idp.oauth" not in current_app.extensions:
         return
-    tokens = oauth().tokens()
+    tokens = OAuthRuntime.of().tokens()
     tokens.revoke_grants(tokens.active_grants(user_id=user.id), "account_disabled")
 
 

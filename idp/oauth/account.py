@@ -19,10 +19,10 @@ from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from flask_wtf import FlaskForm
 
-from idp.core.runtime import audit_log, db, runtime
+from idp.core.runtime import Runtime, audit_log, db
 from idp.login.auth import current_user, login_required
 from idp.oauth.consent import ConsentService
-from idp.oauth.server import oauth
+from idp.oauth.server import OAuthRuntime
 
 bp = Blueprint("oauth_account", __name__, template_folder="templates")
 
@@ -40,9 +40,9 @@ class ConnectedService:
 def services() -> ResponseReturnValue:
     user = current_user()
     assert user is not None
-    registry = oauth().clients
+    registry = OAuthRuntime.of().clients
     entries: dict[str, ConnectedService] = {}
-    for consent in ConsentService(db(), runtime().clock).for_user(user.id):
+    for consent in ConsentService(db(), Runtime.of().clock).for_user(user.id):
         client = registry.get(consent.client_id)
         name = client.name if client else consent.client_id
         entries[consent.client_id] = ConnectedService(
@@ -50,8 +50,8 @@ def services() -> ResponseReturnValue:
         )
     # services that keep access while the user is away (offline_access), consented or
     # first-party: they can be stopped here too
-    now = runtime().clock.now()
-    for grant in oauth().tokens().active_grants(user_id=user.id):
+    now = Runtime.of().clock.now()
+    for grant in OAuthRuntime.of().tokens().active_grants(user_id=user.id):
         if "offline_access" not in grant.scope.split() or grant.expires_at <= now:
             continue
         if grant.client_id not in entries:
@@ -74,8 +74,8 @@ def revoke_service() -> ResponseReturnValue:
     form = FlaskForm()
     client_id = request.form.get("client_id", "")[:100]
     if form.validate_on_submit() and client_id:
-        ConsentService(db(), runtime().clock).revoke(user.id, client_id)
-        tokens = oauth().tokens()
+        ConsentService(db(), Runtime.of().clock).revoke(user.id, client_id)
+        tokens = OAuthRuntime.of().tokens()
         tokens.revoke_grants(
             tokens.active_grants(user_id=user.id, client_id=client_id), "consent_withdrawn"
         )

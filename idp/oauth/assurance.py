@@ -32,7 +32,7 @@ from accounts.people.models import User
 from accounts.realname.models import Verification, VerificationMethod
 from accounts.realname.services import Assurance
 from config import Settings
-from idp.core.runtime import runtime
+from idp.core.runtime import Runtime
 from idp.oauth.clients import ClientInfo
 
 LEVELS = (2, 3, 4, 5)
@@ -222,7 +222,7 @@ def user_claims(
     def available(names: set[str]) -> dict[str, Any]:
         known = Accounts.of().account_service().standard_claims(user)
         if "verified_claims" in names:
-            settings = runtime().settings
+            settings = Runtime.of().settings
             spec = ((claims_request or {}).get(member) or {}).get("verified_claims")
             released = verified_claims(
                 Accounts.of().realname_service().assurance(user),

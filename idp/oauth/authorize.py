@@ -60,7 +60,7 @@ from joserfc.errors import JoseError
 
 from accounts.container import Accounts
 from accounts.people.models import User
-from idp.core.runtime import db, runtime
+from idp.core.runtime import Runtime, db
 from idp.core.web import error_response
 from idp.login.auth import current_user, sign_out
 from idp.oauth.assurance import AcrPolicy, LevelDemand
@@ -73,7 +73,7 @@ from idp.oauth.claims import (
 )
 from idp.oauth.clients import ClientInfo
 from idp.oauth.consent import ConsentService
-from idp.oauth.server import oauth
+from idp.oauth.server import OAuthRuntime
 from idp.oauth.tokens import CodeRecord
 
 bp = Blueprint("authorize", __name__, template_folder="templates")
@@ -139,17 +139,17 @@ class Pending:
     rid: str = field(default_factory=lambda: secrets.token_urlsafe(24))
 
     def save(self) -> None:
-        runtime().store.set(f"authz:{self.rid}", json.dumps(asdict(self)).encode(), PENDING_TTL)
+        Runtime.of().store.set(f"authz:{self.rid}", json.dumps(asdict(self)).encode(), PENDING_TTL)
 
     @classmethod
     def load(cls, rid: str) -> Pending | None:
         if not rid or len(rid) > 64:
             return None
-        raw = runtime().store.get(f"authz:{rid}")
+        raw = Runtime.of().store.get(f"authz:{rid}")
         return cls(**json.loads(raw)) if raw else None
 
     def drop(self) -> None:
-        runtime().store.delete(f"authz:{self.rid}")
+        Runtime.of().store.delete(f"authz:{self.rid}")
 
 
 @dataclass
@@ -194,7 +194,7 @@ class StopWith(Exception):
 
 
 def _check(params: dict[str, list[str]]) -> Checked:
-    provider = oauth()
+    provider = OAuthRuntime.of()
     server = provider.server
     oauth_request = ParamsRequest(provider.endpoints.authorization, params)
     try:
@@ -266,14 +266,14 @@ def _check(params: dict[str, list[str]]) -> Checked:
 def _hint_subject(id_token: str, client: ClientInfo) -> str | None:
     """The ``sub`` of an ID token we issued to this client (it may have expired)."""
     try:
-        header, claims = oauth().keys.verify(id_token)
+        header, claims = OAuthRuntime.of().keys.verify(id_token)
     except (JoseError, ValueError):
         return None
     audience = claims.get("aud")
     audiences = [audience] if isinstance(audience, str) else list(audience or [])
     if header.get("typ") not in (None, "JWT") or client.client_id not in audiences:
         return None
-    if claims.get("iss") != oauth().issuer:
+    if claims.get("iss") != OAuthRuntime.of().issuer:
         return None
     subject = claims.get("sub")
     return subject if isinstance(subject, str) else None
@@ -283,11 +283,11 @@ def _hint_subject(id_token: str, client: ClientInfo) -> str | None:
 
 
 def _now() -> float:
-    return runtime().clock.now().timestamp()
+    return Runtime.of().clock.now().timestamp()
 
 
 def _acr_policy() -> AcrPolicy:
-    return AcrPolicy.from_settings(runtime().settings)
+    return AcrPolicy.from_settings(Runtime.of().settings)
 
 
 def _needs_sign_in(checked: Checked, pending: Pending, user: User | None) -> bool:
@@ -300,7 +300,7 @@ def _needs_sign_in(checked: Checked, pending: Pending, user: User | None) -> boo
     if checked.max_age is not None and _now() - auth_time > checked.max_age and not fresh:
         return True
     if checked.hint_subject is not None:
-        subject = oauth().tokens().subject(checked.client, user.public_id)
+        subject = OAuthRuntime.of().tokens().subject(checked.client, user.public_id)
         if subject != checked.hint_subject:
             return True
     return _wants_second_factor(checked, user)
@@ -334,7 +334,9 @@ def _send_to_sign_in(checked: Checked, pending: Pending, user: User | None) -> R
 def _error_to_client(checked: Checked, error: OAuth2Error) -> Response:
     error.redirect_uri = checked.redirect_uri
     error.state = checked.oauth_request.payload.data.get("state")
-    response: Response = oauth().server.handle_error_response(checked.oauth_request, error)
+    response: Response = OAuthRuntime.of().server.handle_error_response(
+        checked.oauth_request, error
+    )
     return response
 
 
@@ -389,7 +391,7 @@ def _continue(checked: Checked, pending: Pending) -> ResponseReturnValue:
         return _step_up(checked, pending, demand, level)
     if checked.acr_essential and achieved not in checked.acr_essential:
         return _unmet(checked)
-    consents = ConsentService(db(), runtime().clock)
+    consents = ConsentService(db(), Runtime.of().clock)
     needs_consent = not checked.client.first_party and (
         ("consent" in checked.prompts and not pending.consented)
         or not (
@@ -482,7 +484,7 @@ def _issue_code(checked: Checked, pending: Pending, user: User, acr: str) -> Res
         grant_id=uuid.uuid4().hex,
     )
     checked.oauth_request.code_record = record
-    response: Response = oauth().server.create_authorization_response(
+    response: Response = OAuthRuntime.of().server.create_authorization_response(
         request=checked.oauth_request, grant_user=user, grant=checked.grant
     )
     relying_parties = list(session.get("rps", []))
@@ -530,7 +532,7 @@ def consent() -> ResponseReturnValue:
     if request.form.get("consent") != "approve":
         pending.drop()
         return _error_to_client(checked, AccessDeniedError("The user declined."))
-    ConsentService(db(), runtime().clock).record(
+    ConsentService(db(), Runtime.of().clock).record(
         user.id, checked.client.client_id, checked.consent_scopes
     )
     db().commit()
@@ -564,7 +566,7 @@ def choose_account() -> ResponseReturnValue:
 
 def client_display_name(client_id: str | None) -> str | None:
     """For the sign-in page: the name of the service the user is signing in to."""
-    client = oauth().clients.get(client_id)
+    client = OAuthRuntime.of().clients.get(client_id)
     return client.name if client else None
 
 

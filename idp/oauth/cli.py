@@ -21,9 +21,9 @@ from idp.oauth.clients import (
 
 
 def _provider() -> Any:
-    from idp.oauth.server import oauth
+    from idp.oauth.server import OAuthRuntime
 
-    return oauth()
+    return OAuthRuntime.of()
 
 
 @click.group("clients")

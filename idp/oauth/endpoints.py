@@ -15,7 +15,7 @@ from idp.core.web import register_json_blueprint
 from idp.oauth.assurance import VERIFIED_CLAIM_NAMES, AcrPolicy, user_claims
 from idp.oauth.claims import SUPPORTED_CLAIMS, release, requested_names
 from idp.oauth.clients import STANDARD_SCOPES
-from idp.oauth.server import JSON_HEADERS, oauth
+from idp.oauth.server import JSON_HEADERS, OAuthRuntime
 
 bp = Blueprint("oauth", __name__)
 
@@ -24,19 +24,19 @@ _DISCOVERY_CACHE = "discovery_json"
 
 @bp.post("/token")
 def token() -> Response:
-    response: Response = oauth().server.create_token_response()
+    response: Response = OAuthRuntime.of().server.create_token_response()
     return response
 
 
 @bp.post("/introspect")
 def introspect() -> Response:
-    response: Response = oauth().server.create_endpoint_response("introspection")
+    response: Response = OAuthRuntime.of().server.create_endpoint_response("introspection")
     return response
 
 
 @bp.post("/revoke")
 def revoke() -> Response:
-    response: Response = oauth().server.create_endpoint_response("revocation")
+    response: Response = OAuthRuntime.of().server.create_endpoint_response("revocation")
     return response
 
 
@@ -80,7 +80,7 @@ def userinfo() -> Response:
         return _bearer_error(400, problem, "send the token once, as a Bearer token")
     if token is None:
         return _bearer_error(401, None)
-    provider = oauth()
+    provider = OAuthRuntime.of()
     claims = provider.verifier.claims(token)
     if claims is None:
         return _bearer_error(401, "invalid_token", "the access token is invalid or expired")
@@ -109,7 +109,7 @@ def userinfo() -> Response:
 
 
 def discovery_document() -> dict[str, Any]:
-    provider = oauth()
+    provider = OAuthRuntime.of()
     settings = provider.core.settings
     endpoints = provider.endpoints
     client_auth = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
@@ -191,7 +191,7 @@ def oauth_authorization_server() -> Response:
 @bp.get("/jwks.json")
 def jwks() -> Response:
     return Response(
-        oauth().keys.jwks_json(),
+        OAuthRuntime.of().keys.jwks_json(),
         mimetype="application/json",
         headers={"Cache-Control": "public, max-age=60", "Access-Control-Allow-Origin": "*"},
     )

@@ -47,9 +47,9 @@ _PKCE_VALUE = re.compile(r"[A-Za-z0-9._~-]{43,128}")  # fullmatch: "$" would all
 
 
 def _oauth() -> Any:
-    from idp.oauth.server import oauth
+    from idp.oauth.server import OAuthRuntime
 
-    return oauth()
+    return OAuthRuntime.of()
 
 
 def _user_tokens(
@@ -92,12 +92,12 @@ def _user_tokens(
 
 def _consent_still_given(client: ClientInfo, record: CodeRecord) -> bool:
     """A code issued before the user withdrew the client's access is worthless."""
-    from idp.core.runtime import runtime
+    from idp.core.runtime import Runtime
     from idp.oauth.claims import scopes_for
     from idp.oauth.consent import ConsentService
 
     scopes = set(record.scope.split()) | scopes_for(record.claims)
-    return ConsentService(db(), runtime().clock).covers(record.user_id, client.client_id, scopes)
+    return ConsentService(db(), Runtime.of().clock).covers(record.user_id, client.client_id, scopes)
 
 
 class StrictPKCE(CodeChallenge):  # type: ignore[misc]
@@ -252,9 +252,9 @@ def _level_still_held(client: ClientInfo, grant: GrantData) -> bool:
     """A grant given for a real-name level (the client's minimum, or an acr value for a
     level) is not refreshed once the account's level fell below it (lowered by an
     administrator, or expired). Other grants cost no look-up."""
-    from idp.core.runtime import runtime
+    from idp.core.runtime import Runtime
 
-    policy = AcrPolicy.from_settings(runtime().settings)
+    policy = AcrPolicy.from_settings(Runtime.of().settings)
     needed = max(client.min_level, policy.level_of(grant.acr or "") or 0)
     if needed <= 1:
         return True

@@ -37,9 +37,9 @@ class FoundToken:
 
 
 def _oauth() -> Any:
-    from idp.oauth.server import oauth
+    from idp.oauth.server import OAuthRuntime
 
-    return oauth()
+    return OAuthRuntime.of()
 
 
 def _find(token: str) -> FoundToken | None:

@@ -46,7 +46,7 @@ from joserfc.errors import JoseError
 from sqlalchemy import select, update
 
 from idp.audit.services import AuditContext, AuditLog
-from idp.core.runtime import audit_log, db, runtime
+from idp.core.runtime import Runtime, audit_log, db
 from idp.core.web import dependency_lost, describe_dependency_error, error_response
 from idp.login.auth import current_user, session_ended, sign_out
 from idp.oauth.clients import ClientInfo
@@ -64,9 +64,9 @@ MAX_RETRY_DELAY = 3600
 
 
 def _oauth() -> Any:
-    from idp.oauth.server import oauth
+    from idp.oauth.server import OAuthRuntime
 
-    return oauth()
+    return OAuthRuntime.of()
 
 
 # -- RP-initiated logout
@@ -122,7 +122,7 @@ def end_session() -> ResponseReturnValue:
     if matches:
         return _log_out(redirect_uri, client)
     lid = secrets.token_urlsafe(24)
-    runtime().store.set(
+    Runtime.of().store.set(
         f"logout:{lid}",
         json.dumps({"redirect": redirect_uri, "client": client_id}).encode(),
         CONFIRM_TTL,
@@ -142,7 +142,7 @@ def confirm() -> ResponseReturnValue:
     form = FlaskForm()
     if not form.validate_on_submit():
         return _bad_request(_("This form has expired. Please sign out again."))
-    raw = runtime().store.take(f"logout:{request.form.get('lid', '')[:64]}")
+    raw = Runtime.of().store.take(f"logout:{request.form.get('lid', '')[:64]}")
     pending = json.loads(raw) if raw else {}
     client = _oauth().clients.get(pending.get("client")) if pending.get("client") else None
     if request.form.get("logout") != "yes":

@@ -5,18 +5,18 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from authlib.common.urls import add_params_to_uri
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Request
 from authlib.oauth2.rfc6749 import OAuth2Request
 from authlib.oauth2.rfc6749.errors import OAuth2Error
-from flask import Flask, Response, current_app
+from flask import Flask, Response
 from flask import request as flask_request
 
 from idp.core.error_text import safe_description
-from idp.core.runtime import Runtime, db
+from idp.core.runtime import Component, Runtime, db
 from idp.oauth.client_auth import JwksFetcher, PrivateKeyJwt
 from idp.oauth.clients import ClientInfo, ClientRegistry
 from idp.oauth.grants import (
@@ -121,7 +121,11 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
 
 
 @dataclass
-class OAuthRuntime:
+class OAuthRuntime(Component):
+    """The provider's app-lifetime services."""
+
+    extension: ClassVar[str] = EXTENSION
+
     server: IdpAuthorizationServer
     keys: SigningKeys
     clients: ClientRegistry
@@ -145,11 +149,6 @@ class OAuthRuntime:
             core.clock,
             self.revocations,
         )
-
-
-def oauth() -> OAuthRuntime:
-    value: OAuthRuntime = current_app.extensions[EXTENSION]
-    return value
 
 
 def build(core: Runtime) -> OAuthRuntime:
@@ -199,4 +198,4 @@ def build(core: Runtime) -> OAuthRuntime:
 def init_app(app: Flask, core: Runtime) -> None:
     provider = build(core)
     provider.keys.reload()
-    app.extensions[EXTENSION] = provider
+    provider.install(app)

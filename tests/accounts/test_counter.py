@@ -24,7 +24,7 @@ from accounts.realname.errors import (
 from accounts.realname.models import Identity, Verification, VerificationMethod
 from accounts.staff.errors import InvalidDepartment, NotStaff
 from idp.core.clock import FrozenClock
-from idp.core.runtime import db, runtime
+from idp.core.runtime import Runtime, db
 from tests.accounts.test_realname import (
     ALICE_ID,
     ALICE_NAME,
@@ -94,7 +94,7 @@ def test_a_counter_check_gives_level_5_with_its_record(
         assert stored.source == f"counter:{DEPARTMENT}"
         assert stored.actor == f"staff:{clerk.public_id}"
         assert stored.evidence_ref == "T-2026-0001"
-        days = runtime().settings.counter_level_valid_days
+        days = Runtime.of().settings.counter_level_valid_days
         assert stored.expires_at == clock.now() + timedelta(days=days)
         identity = db().scalar(select(Identity))
         assert identity is not None
@@ -111,7 +111,7 @@ def test_a_counter_check_gives_level_5_with_its_record(
 def test_the_level_lasts_as_configured(app: Flask, people: None, clock: FrozenClock) -> None:
     at_counter(app, "alice")
     with app.app_context():
-        days = runtime().settings.counter_level_valid_days
+        days = Runtime.of().settings.counter_level_valid_days
     clock.advance(days * 86400 - 60)
     assert level(app, "alice") == 5
     clock.advance(120)

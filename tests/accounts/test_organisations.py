@@ -22,7 +22,7 @@ from accounts.organisations.services import (
 )
 from accounts.realname.models import Verification, VerificationMethod
 from idp.core.clock import FrozenClock
-from idp.core.runtime import db, runtime
+from idp.core.runtime import Runtime, db
 from tests.accounts.test_realname import audit_events, count, load_registry
 from tests.support import AppFactory
 
@@ -105,7 +105,7 @@ def test_verifying_again_renews_on_the_same_organisation(
 ) -> None:
     verify(app, ACME_NAME, ACME_CODE)
     with app.app_context():
-        days = runtime().settings.registry_level_valid_days
+        days = Runtime.of().settings.registry_level_valid_days
     clock.advance(days * 86400 + 60)
     assert org_level(app, ACME_CODE) == 1  # expired
     verify(app, ACME_NAME, ACME_CODE)

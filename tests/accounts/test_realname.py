@@ -33,7 +33,7 @@ from accounts.realname.errors import (
 from accounts.realname.models import Identity, Verification
 from idp.audit.models import AuditEvent
 from idp.core.clock import FrozenClock
-from idp.core.runtime import db, runtime
+from idp.core.runtime import Runtime, db
 from tests.support import AppFactory, create_user, sign_in, submit
 from tests.support import text as body
 
@@ -53,7 +53,7 @@ BOB_ID = with_check("44010619900101001")
 
 def load_registry(app: Flask, csv_text: str = REGISTRY_CSV, kind: str = "person") -> int:
     with app.app_context():
-        return import_records(db(), runtime().keys.cipher, kind, io.StringIO(csv_text))
+        return import_records(db(), Runtime.of().keys.cipher, kind, io.StringIO(csv_text))
 
 
 def user_named(app: Flask, username: str) -> User:
@@ -259,7 +259,7 @@ def test_levels_expire_and_can_be_lowered(app: Flask, alice: None, clock: Frozen
 
 def runtime_setting(app: Flask, name: str) -> int:
     with app.app_context():
-        return int(getattr(runtime().settings, name))
+        return int(getattr(Runtime.of().settings, name))
 
 
 def test_the_import_is_all_or_nothing(app: Flask) -> None:
@@ -271,7 +271,7 @@ def test_the_import_is_all_or_nothing(app: Flask) -> None:
     with pytest.raises(RegistryImportError, match="kind"):
         load_registry(app, REGISTRY_CSV, kind="pets")
     with app.app_context():
-        registry = LocalRegistry(db(), runtime().keys.cipher)
+        registry = LocalRegistry(db(), Runtime.of().keys.cipher)
         assert registry.match("person", ALICE_ID, ALICE_NAME).answer is Answer.MATCH
         assert registry.match("person", BOB_ID, "李大明").answer is Answer.NOT_FOUND
 

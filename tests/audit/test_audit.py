@@ -7,7 +7,7 @@ from sqlalchemy import delete, select, text, update
 
 from idp.audit.models import AuditEvent
 from idp.audit.services import AuditContext, AuditLog, chain_mac
-from idp.core.runtime import audit_log, db, runtime
+from idp.core.runtime import Runtime, audit_log, db
 
 
 def _record(app: Flask, count: int) -> None:
@@ -75,7 +75,7 @@ def test_a_chain_rebuilt_without_the_key_is_detected(app: Flask) -> None:
 def test_concurrent_appends_keep_one_unbroken_chain(app: Flask) -> None:
     def append() -> None:
         with app.app_context():
-            rt = runtime()
+            rt = Runtime.of()
             for _ in range(10):
                 with rt.database.session() as session:
                     AuditLog(session, rt.keys.secrets, rt.clock, _ctx()).record("race")

@@ -17,7 +17,7 @@ from accounts.container import Accounts
 from config import Settings
 from idp.core.data_keys import DataKeyRotation, KeysInUse, encrypted_columns
 from idp.core.keys import DATA_KEYS_DIR, DataCipher, add_data_key, ensure_keys, load_keys
-from idp.core.runtime import db, runtime
+from idp.core.runtime import Runtime, db
 from idp.models import metadata
 from tests.conftest import Backend
 from tests.support import create_user
@@ -91,7 +91,7 @@ def data(app: Flask) -> dict[str, Any]:
     for name in ("alice", "bob", "carol"):
         create_user(app, name, phone=PHONE)
     with app.app_context():
-        cipher = runtime().keys.cipher
+        cipher = Runtime.of().keys.cipher
         import_records(
             db(), cipher, "person", io.StringIO(f"number,name\n{PERSON[0]},{PERSON[1]}\n")
         )
@@ -119,7 +119,7 @@ def data(app: Flask) -> dict[str, Any]:
 def new_key(app: Flask) -> str:
     """What `idp keys rotate-data` does first."""
     with app.app_context():
-        rt = runtime()
+        rt = Runtime.of()
         kid = add_data_key(rt.settings.keys_dir / DATA_KEYS_DIR).stem
         assert rt.keys.cipher.reload() == [kid]
         assert rt.keys.cipher.active_kid == kid
@@ -127,7 +127,7 @@ def new_key(app: Flask) -> str:
 
 
 def rotation(app: Flask) -> DataKeyRotation:
-    return DataKeyRotation(db(), runtime().keys.cipher, encrypted_columns(metadata))
+    return DataKeyRotation(db(), Runtime.of().keys.cipher, encrypted_columns(metadata))
 
 
 def blind_indexes(app: Flask) -> list[Any]:
@@ -162,12 +162,12 @@ def test_rotation_rewrites_every_value_under_the_new_key(app: Flask, data: dict[
     with app.app_context():
         usage = rotation(app).usage()
         assert usage == {kid: sum(len(v) for v in after_raw.values())}
-        removed = rotation(app).prune(runtime().settings.keys_dir / DATA_KEYS_DIR)
+        removed = rotation(app).prune(Runtime.of().settings.keys_dir / DATA_KEYS_DIR)
         assert removed == [old_kid]
     # a node starting now loads only the new key, and reads everything
     assert readable(app) == data
     with app.app_context():
-        fresh = load_keys(runtime().settings).cipher
+        fresh = load_keys(Runtime.of().settings).cipher
     assert fresh.key_ids == [kid]
     value = raw(app)["identities.number_encrypted"][0]
     assert fresh.decrypt(value, context="identities.number_encrypted") == PERSON[0]
@@ -187,7 +187,7 @@ def test_an_interrupted_run_leaves_everything_readable_and_a_second_run_finishes
     old_kid = raw(app)["users.phone_encrypted"][0].partition(".")[0]
     kid = new_key(app)
     with app.app_context():
-        cipher = runtime().keys.cipher
+        cipher = Runtime.of().keys.cipher
         real_encrypt = cipher.encrypt
         calls = {"n": 0}
 
@@ -207,16 +207,16 @@ def test_an_interrupted_run_leaves_everything_readable_and_a_second_run_finishes
     assert readable(app) == data  # nothing lost, nothing unreadable
     with app.app_context():
         with pytest.raises(KeysInUse) as refused:
-            rotation(app).prune(runtime().settings.keys_dir / DATA_KEYS_DIR)
+            rotation(app).prune(Runtime.of().settings.keys_dir / DATA_KEYS_DIR)
         assert old_kid in refused.value.in_use
-        assert (runtime().settings.keys_dir / DATA_KEYS_DIR / f"{old_kid}.key").exists()
+        assert (Runtime.of().settings.keys_dir / DATA_KEYS_DIR / f"{old_kid}.key").exists()
         report = rotation(app).reencrypt(batch_size=2)
         assert 0 < report.total < sum(len(v) for v in halfway.values())
     finished = raw(app)
     assert all(v.startswith(f"{kid}.") for values in finished.values() for v in values)
     assert readable(app) == data
     with app.app_context():
-        assert rotation(app).prune(runtime().settings.keys_dir / DATA_KEYS_DIR) == [old_kid]
+        assert rotation(app).prune(Runtime.of().settings.keys_dir / DATA_KEYS_DIR) == [old_kid]
 
 
 def test_a_value_changed_meanwhile_is_not_overwritten(
@@ -227,14 +227,14 @@ def test_a_value_changed_meanwhile_is_not_overwritten(
         pytest.skip("SQLite serialises writers: no other write can land inside a batch")
     new_key(app)
     with app.app_context():
-        cipher = runtime().keys.cipher
+        cipher = Runtime.of().keys.cipher
         real_decrypt = cipher.decrypt
         newer = cipher.encrypt("13900139000", context="users.phone_encrypted")
 
         def decrypt_then_race(token: str, *, context: str) -> str:
             plain = real_decrypt(token, context=context)
             if context == "users.phone_encrypted" and plain == PHONE:
-                with runtime().database.sessions() as other, other.begin():
+                with Runtime.of().database.sessions() as other, other.begin():
                     other.execute(
                         text("UPDATE users SET phone_encrypted = :v WHERE username = 'carol'"),
                         {"v": newer},
@@ -261,7 +261,7 @@ def test_unreadable_values_are_reported_and_left_alone(app: Flask, data: dict[st
         assert len(report.unreadable["users.phone_encrypted"]) == 1
         assert rotation(app).usage()["?"] == 1
         with pytest.raises(KeysInUse):
-            rotation(app).prune(runtime().settings.keys_dir / DATA_KEYS_DIR)
+            rotation(app).prune(Runtime.of().settings.keys_dir / DATA_KEYS_DIR)
     assert "dnope.AAAA" in raw(app)["users.phone_encrypted"]
 
 

@@ -284,7 +284,7 @@ def seed(
     application's own services. Returns each client's secret."""
     from config.settings import build_settings
     from idp.app import create_app
-    from idp.core.runtime import runtime
+    from idp.core.runtime import Runtime
     from tests.oauth_support import register
     from tests.support import create_user
 
@@ -309,8 +309,8 @@ def seed(
             secrets[client_id] = secret
     finally:
         with app.app_context():
-            runtime().database.dispose()
-            runtime().store.close()
+            Runtime.of().database.dispose()
+            Runtime.of().store.close()
     return secrets
 
 

@@ -20,7 +20,7 @@ from werkzeug.test import run_wsgi_app
 
 from accounts.container import Accounts
 from idp.core.runtime import audit_log
-from idp.oauth.server import oauth
+from idp.oauth.server import OAuthRuntime
 from tests.fuzz.conftest import World
 from tests.fuzz.endpoints import TARGETS, Target
 from tests.fuzz.properties import Answer, check_answer
@@ -64,7 +64,7 @@ def check_intact(world: World) -> None:
         user = Accounts.of().account_service().find_by_username("alice")
         assert user is not None
         assert Accounts.of().account_service().confirm_password(user, STRONG_PASSWORD)
-        client = oauth().clients.get("rp")
+        client = OAuthRuntime.of().clients.get("rp")
         assert client is not None
         assert client.check_client_secret(world.rp.secret or "")
         report = audit_log().verify()

@@ -15,7 +15,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from idp.core.clock import FrozenClock
-from idp.oauth.server import oauth
+from idp.oauth.server import OAuthRuntime
 from tests.oauth_support import REDIRECT, RP, Flow, query_of, register
 from tests.support import STRONG_PASSWORD, create_user, csrf_token, sign_in
 from tests.support import text as body
@@ -38,7 +38,7 @@ def rp(app: Flask) -> RP:
 
 def claims_of(app: Flask, token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     with app.app_context():
-        header, claims = oauth().keys.verify(token)
+        header, claims = OAuthRuntime.of().keys.verify(token)
     return header, claims
 
 
@@ -484,7 +484,7 @@ def test_oidcc_server_rotate_keys(app: Flask, client: FlaskClient, rp: RP) -> No
     before, _ = rp.tokens(client)
     old_kid = claims_of(app, before["id_token"])[0]["kid"]
     with app.app_context():
-        created = oauth().keys.rotate(db())
+        created = OAuthRuntime.of().keys.rotate(db())
     after, _ = rp.tokens(client)
     header, _ = claims_of(app, after["id_token"])
     assert header["kid"] in created

@@ -7,7 +7,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from idp.oauth.server import oauth
+from idp.oauth.server import OAuthRuntime
 from tests.oauth_support import RP, register
 
 
@@ -90,7 +90,7 @@ def test_a_store_outage_is_answered_from_the_database(
         raise StoreUnavailable("cannot reach the store at redis://cache:6379/0")
 
     with app.app_context():
-        provider = oauth()
+        provider = OAuthRuntime.of()
         monkeypatch.setattr(provider.revocations._store, "get_many", down)
         monkeypatch.setattr(provider.revocations._store, "get", down)
     answer = rp.post(client, "/introspect", {"token": live["access_token"]})

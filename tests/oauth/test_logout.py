@@ -38,7 +38,7 @@ from idp.core.clock import FrozenClock
 from idp.core.runtime import db
 from idp.oauth.logout import deliverer
 from idp.oauth.models import LogoutDelivery
-from idp.oauth.server import oauth
+from idp.oauth.server import OAuthRuntime
 from tests.oauth_support import RP, register
 from tests.support import STRONG_PASSWORD, create_user, csrf_token, sign_in
 from tests.support import text as body
@@ -657,7 +657,7 @@ def _hmac_with_our_public_key(app: Flask, site: Site) -> str:
     """Algorithm confusion: HS256 keyed with the published public key."""
     header, claims, _signature = _split(site.tokens["id_token"])
     with app.app_context():
-        published = json.loads(oauth().keys.jwks_json())["keys"]
+        published = json.loads(OAuthRuntime.of().keys.jwks_json())["keys"]
     public = next(key for key in published if key["kid"] == header["kid"])
     secret = OctKey.import_key(json.dumps(public, sort_keys=True).encode())
     return jwt.encode(
@@ -669,7 +669,7 @@ def _wrong_issuer(app: Flask, site: Site) -> str:
     _header, claims, _signature = _split(site.tokens["id_token"])
     claims["iss"] = "https://evil.example"
     with app.app_context():
-        signed: str = oauth().keys.sign(claims)
+        signed: str = OAuthRuntime.of().keys.sign(claims)
     return signed
 
 

@@ -30,7 +30,7 @@ from idp.core.runtime import db
 from idp.core.store import MemoryStore, RedisStore, Store
 from idp.oauth.models import RevokedAccessToken
 from idp.oauth.revocation import EPOCH_KEY, Revocations, jti_key
-from idp.oauth.server import oauth
+from idp.oauth.server import OAuthRuntime
 from tests.conftest import Backend, EnglishClient, make_settings
 from tests.oauth_support import RP, Flow, register
 from tests.redis_servers import RedisProcess, running_redis
@@ -242,7 +242,7 @@ def test_a_database_revocation_the_store_missed_arrives_within_the_sync_interval
     token = rp.token_request(client, {"grant_type": "client_credentials"}).get_json()
     assert active(rp, client, token["access_token"])
     with app.app_context():
-        claims = oauth().verifier.claims(token["access_token"])
+        claims = OAuthRuntime.of().verifier.claims(token["access_token"])
         assert claims is not None
         db().execute(
             insert(RevokedAccessToken).values(
@@ -252,7 +252,7 @@ def test_a_database_revocation_the_store_missed_arrives_within_the_sync_interval
             )
         )
         db().commit()
-        seconds = oauth().core.settings.revocation_sync_seconds
+        seconds = OAuthRuntime.of().core.settings.revocation_sync_seconds
     clock.advance(seconds + 1)
     assert not active(rp, client, token["access_token"])
 
@@ -459,15 +459,15 @@ def test_a_replay_racing_the_redemption_still_wins(app: Flask, client: FlaskClie
     with app.app_context():
         from idp.oauth.tokens import token_mac
 
-        secrets_ = oauth().core.keys.secrets
-        raw = oauth().core.store.get(f"code:{token_mac(secrets_, callback['code'])}")
+        secrets_ = OAuthRuntime.of().core.keys.secrets
+        raw = OAuthRuntime.of().core.store.get(f"code:{token_mac(secrets_, callback['code'])}")
         assert raw is not None
         grant_id = json.loads(raw)["grant_id"]
-        oauth().revocations.grants_revoked([grant_id])  # the replay got there first
+        OAuthRuntime.of().revocations.grants_revoked([grant_id])  # the replay got there first
     answer = rp.redeem(client, callback["code"], flow)
     assert answer.status_code == 400
     assert answer.get_json()["error"] == "invalid_grant"
     with app.app_context():
-        grant = oauth().tokens().grant(grant_id)
+        grant = OAuthRuntime.of().tokens().grant(grant_id)
         assert grant is not None
         assert grant.revoked_reason == "code_replay"

@@ -18,7 +18,7 @@ from joserfc.jwk import ECKey
 
 from idp.core.clock import FrozenClock
 from idp.core.runtime import db
-from idp.oauth.server import oauth
+from idp.oauth.server import OAuthRuntime
 from tests.oauth_support import RP, Flow, query_of, register
 from tests.support import create_user, sign_in
 
@@ -149,16 +149,16 @@ def test_codes_expire(app: Flask, client: FlaskClient, rp: RP) -> None:
     flow = Flow()
     code = rp.sign_in_and_get_code(client, flow)["code"]
     with app.app_context():
-        store = oauth().core.store
+        store = OAuthRuntime.of().core.store
         from idp.core.keys import Secrets  # noqa: F401 - documents where the MAC comes from
         from idp.oauth.tokens import token_mac
 
-        key = "code:" + token_mac(oauth().core.keys.secrets, code)
+        key = "code:" + token_mac(OAuthRuntime.of().core.keys.secrets, code)
         remaining = store.ttl(key)
     assert remaining is not None
     assert remaining <= 60  # at most 60 s (issue 3)
     with app.app_context():
-        oauth().core.store.delete(key)  # what expiry does
+        OAuthRuntime.of().core.store.delete(key)  # what expiry does
     assert rp.redeem(client, code, flow).get_json()["error"] == "invalid_grant"
 
 
@@ -421,7 +421,7 @@ def test_a_disabled_user_cannot_refresh(app: Flask, client: FlaskClient, rp: RP)
 
 def _claims(app: Flask, token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     with app.app_context():
-        return oauth().keys.verify(token)
+        return OAuthRuntime.of().keys.verify(token)
 
 
 def _forgeries(app: Flask, token: str) -> dict[str, str]:
@@ -596,7 +596,7 @@ def test_pairwise_subjects(app: Flask, client: FlaskClient, rp: RP) -> None:
         with app.app_context():
             from idp.oauth.clients import ClientInfo  # noqa: F401
 
-            secret = oauth().clients.rotate_secret(db(), client_id)
+            secret = OAuthRuntime.of().clients.rotate_secret(db(), client_id)
         pairwise = RP(app, client_id, secret, f"https://{client_id}.example.gov.cn/cb")
         tokens, _ = pairwise.tokens(client)
         _, claims = _claims(app, tokens["id_token"])
