@@ -99,7 +99,7 @@ PROBES: list[Probe] = [
     ),
     (4, "idp.oauth.clients", "ClientRegistry.get", "client look-up (per-worker cache)"),
     (4, "idp.oauth.clients", "ClientInfo.check_client_secret", "client secret HMAC"),
-    (3, "idp.oauth.authorize", "_check", "authorization request validation (Authlib)"),
+    (3, "idp.oauth.authorize_request", "check", "authorization request validation (Authlib)"),
     (3, "idp.login.auth", "current_user", "current_user (account look-up)"),
     (3, "idp.oauth.server", "OAuthRuntime.tokens", "TokenService() (opens a DB session)"),
     (3, "idp.oauth.tokens", "TokenService.new_code", "new authorization code (Redis SET)"),
@@ -167,7 +167,9 @@ def install(app: Any, recorder: Recorder) -> list[str]:
     # modules that imported these by name: point them at the wrapped ones
     authorize: Any = importlib.import_module("idp.oauth.authorize")
     auth: Any = importlib.import_module("idp.login.auth")
+    authorize_request: Any = importlib.import_module("idp.oauth.authorize_request")
     authorize.current_user = auth.current_user
+    authorize.check = authorize_request.check
     # the app's WSGI callable (Flask's, or middleware in front of it holding Flask's)
     outer = app.wsgi_app
     if hasattr(outer, "_downstream"):

@@ -230,19 +230,29 @@ def finish_response(response: Response, *, https: bool, request_id: str) -> None
     headers["X-Request-Id"] = request_id
 
 
-def log_access(method: str, path: str, status: int, started: float, client_ip: str | None) -> None:
+def log_access(
+    method: str,
+    path: str,
+    status: int,
+    started: float,
+    client_ip: str | None,
+    *,
+    request_id: str | None = None,
+) -> None:
+    """The access log line; ``request_id`` for a caller outside a request context (the
+    lean endpoints), where the log filter cannot find it."""
     if access_log.isEnabledFor(logging.INFO):
-        access_log.info(
-            "request",
-            extra={
-                "method": method,
-                # the path only: query strings may carry codes and tokens
-                "path": path,
-                "status": status,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                "client_ip": client_ip,
-            },
-        )
+        extra: dict[str, Any] = {
+            "method": method,
+            # the path only: query strings may carry codes and tokens
+            "path": path,
+            "status": status,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            "client_ip": client_ip,
+        }
+        if request_id is not None:
+            extra["request_id"] = request_id
+        access_log.info("request", extra=extra)
 
 
 def _security_headers(response: Response) -> Response:

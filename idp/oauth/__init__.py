@@ -3,10 +3,14 @@
 Modules: ``models`` (clients, grants, refresh tokens, consents, signing keys, logout
 deliveries), ``keys`` (signing keys, JWKS, rotation), ``clients`` (registration,
 secrets, cache), ``tokens`` (JWT access tokens, ID tokens, refresh tokens,
-revocation), ``grants`` and ``client_auth`` (Authlib extensions), ``server`` (one
-AuthorizationServer per app), ``authorize`` (the interactive flow), ``endpoints``
-(token, userinfo, introspection, revocation, discovery, JWKS), ``logout``
-(RP-initiated and back-channel logout), ``cli``.
+revocation), ``server`` (``OAuthRuntime``, the provider's services, and its Authlib
+server), ``provider`` (builds them), ``grants``, ``introspection`` and ``client_auth``
+(Authlib extensions; they reach the provider as ``self.server.provider``), the
+interactive flow (``authorize_request`` parses and validates, ``decision`` decides,
+``pending`` keeps the request while the user acts, ``authorize`` is the views),
+``endpoints`` (userinfo, discovery, JWKS), ``lean`` (token, introspection and
+revocation in front of Flask), ``logout`` (RP-initiated logout), ``backchannel``
+(back-channel logout notices), ``account`` (connected services), ``cli``.
 """
 
 from __future__ import annotations
@@ -18,27 +22,27 @@ from flask import Flask, current_app, has_app_context
 from accounts.signals import account_disabled
 from idp.core.runtime import Runtime
 from idp.login.auth import session_ended
+from idp.oauth import account, authorize, cli, endpoints, lean, logout, provider
+from idp.oauth.server import OAuthRuntime
 
 
 def init_app(app: Flask, core: Runtime, *, background: bool = False) -> None:
-    from idp.oauth import account, authorize, cli, endpoints, lean, logout, server
-
-    server.init_app(app, core)
+    built = provider.init_app(app, core)
     endpoints.init_app(app)
     lean.init_app(app)
     authorize.init_app(app)
-    logout.init_app(app, background=background)
+    logout.init_app(app)
     account.init_app(app)
     for command in cli.COMMANDS:
         app.cli.add_command(command)
     account_disabled.connect(revoke_disabled_accounts_grants, weak=False)
     session_ended.connect(revoke_session_grants, sender=app, weak=False)
+    if background:
+        built.backchannel.start()
 
 
 def revoke_disabled_accounts_grants(user: Any, **_: Any) -> None:
     """A disabled account keeps no grant: refresh tokens die, access tokens are listed."""
-    from idp.oauth.server import OAuthRuntime
-
     if not has_app_context() or "idp.oauth" not in current_app.extensions:
         return
     tokens = OAuthRuntime.of().tokens()

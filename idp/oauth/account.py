@@ -19,9 +19,8 @@ from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from flask_wtf import FlaskForm
 
-from idp.core.runtime import Runtime, audit_log, db
+from idp.core.runtime import audit_log, db
 from idp.login.auth import current_user, login_required
-from idp.oauth.consent import ConsentService
 from idp.oauth.server import OAuthRuntime
 
 bp = Blueprint("oauth_account", __name__, template_folder="templates")
@@ -40,9 +39,10 @@ class ConnectedService:
 def services() -> ResponseReturnValue:
     user = current_user()
     assert user is not None
-    registry = OAuthRuntime.of().clients
+    provider = OAuthRuntime.of()
+    registry = provider.clients
     entries: dict[str, ConnectedService] = {}
-    for consent in ConsentService(db(), Runtime.of().clock).for_user(user.id):
+    for consent in provider.consents().for_user(user.id):
         client = registry.get(consent.client_id)
         name = client.name if client else consent.client_id
         entries[consent.client_id] = ConnectedService(
@@ -50,8 +50,8 @@ def services() -> ResponseReturnValue:
         )
     # services that keep access while the user is away (offline_access), consented or
     # first-party: they can be stopped here too
-    now = Runtime.of().clock.now()
-    for grant in OAuthRuntime.of().tokens().active_grants(user_id=user.id):
+    now = provider.core.clock.now()
+    for grant in provider.tokens().active_grants(user_id=user.id):
         if "offline_access" not in grant.scope.split() or grant.expires_at <= now:
             continue
         if grant.client_id not in entries:
@@ -74,8 +74,9 @@ def revoke_service() -> ResponseReturnValue:
     form = FlaskForm()
     client_id = request.form.get("client_id", "")[:100]
     if form.validate_on_submit() and client_id:
-        ConsentService(db(), Runtime.of().clock).revoke(user.id, client_id)
-        tokens = OAuthRuntime.of().tokens()
+        provider = OAuthRuntime.of()
+        provider.consents().revoke(user.id, client_id)
+        tokens = provider.tokens()
         tokens.revoke_grants(
             tokens.active_grants(user_id=user.id, client_id=client_id), "consent_withdrawn"
         )

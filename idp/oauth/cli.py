@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -18,12 +17,7 @@ from idp.oauth.clients import (
     ClientError,
     Registration,
 )
-
-
-def _provider() -> Any:
-    from idp.oauth.server import OAuthRuntime
-
-    return OAuthRuntime.of()
+from idp.oauth.server import OAuthRuntime
 
 
 @click.group("clients")
@@ -138,7 +132,7 @@ def create(
         document_number_release=document_number_release,
     )
     try:
-        client, secret = _provider().clients.create(db(), registration)
+        client, secret = OAuthRuntime.of().clients.create(db(), registration)
     except ClientError as exc:
         fail(str(exc))
     audit_log("cli").record("client.create", subject=f"client:{client.client_id}")
@@ -159,7 +153,7 @@ def create(
 @with_app
 def list_clients(as_json: bool) -> None:
     """List registered clients (never their secrets)."""
-    found = [client.public_json() for client in _provider().clients.all(db())]
+    found = [client.public_json() for client in OAuthRuntime.of().clients.all(db())]
     if as_json:
         echo_json(found)
         return
@@ -202,7 +196,13 @@ def update(
     if not changes:
         fail("nothing to change (give --min-level, --document-number or --scope)")
     try:
-        client = _provider().clients.update(db(), client_id, **changes)
+        client = OAuthRuntime.of().clients.update(
+            db(),
+            client_id,
+            min_level=min_level,
+            document_number_release=document_number_release,
+            scope=scope,
+        )
     except ClientError as exc:
         fail(str(exc))
     audit_log("cli").record(
@@ -220,7 +220,7 @@ def update(
 @with_app
 def delete(client_id: str) -> None:
     """Remove a client and everything issued to it."""
-    if not _provider().clients.delete(db(), client_id):
+    if not OAuthRuntime.of().clients.delete(db(), client_id):
         fail(f"no client {client_id!r}")
     audit_log("cli").record("client.delete", subject=f"client:{client_id}")
     db().commit()
@@ -234,7 +234,7 @@ def delete(client_id: str) -> None:
 def rotate_secret(client_id: str, as_json: bool) -> None:
     """Give a client a new secret (the old one stops working)."""
     try:
-        secret = _provider().clients.rotate_secret(db(), client_id)
+        secret = OAuthRuntime.of().clients.rotate_secret(db(), client_id)
     except ClientError as exc:
         fail(str(exc))
     audit_log("cli").record("client.rotate_secret", subject=f"client:{client_id}")
@@ -255,7 +255,7 @@ def keys() -> None:
 @with_app
 def list_keys(as_json: bool) -> None:
     """List the signing keys and their state."""
-    found = _provider().keys.describe()
+    found = OAuthRuntime.of().keys.describe()
     if as_json:
         echo_json(found)
         return
@@ -269,7 +269,7 @@ def list_keys(as_json: bool) -> None:
 @with_app
 def rotate(as_json: bool) -> None:
     """Add a new active key per algorithm; the previous ones retire (still published)."""
-    created = _provider().keys.rotate(db())
+    created = OAuthRuntime.of().keys.rotate(db())
     audit_log("cli").record("keys.rotate", details={"created": created})
     db().commit()
     if as_json:
@@ -284,7 +284,7 @@ def rotate(as_json: bool) -> None:
 @with_app
 def prune(as_json: bool) -> None:
     """Remove retired keys once every token they signed has expired."""
-    removed = _provider().keys.prune(db())
+    removed = OAuthRuntime.of().keys.prune(db())
     if removed:
         audit_log("cli").record("keys.prune", details={"removed": removed})
         db().commit()

@@ -1,13 +1,19 @@
-"""The provider's non-interactive endpoints: token, introspection, revocation, userinfo,
-discovery and JWKS. They answer JSON (errors too) and are exempt from CSRF checks
-(clients authenticate themselves)."""
+"""The provider's non-interactive endpoints: userinfo, discovery and JWKS, and the
+URL rules of token, introspection and revocation. They answer JSON (errors too) and
+are exempt from CSRF checks (clients authenticate themselves).
+
+``POST /token``, ``/introspect`` and ``/revoke`` never reach Flask: ``idp.oauth.lean``
+answers them in front of it. Their rules stay in the URL map, without a view, because
+Flask still answers the other methods at these paths (this blueprint's JSON 405;
+OPTIONS), ``url_for`` builds their URLs and the fuzz finds its targets there."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, request
+from flask import Blueprint, Flask, Response, request
 
 from accounts.container import Accounts
 from accounts.people.models import UserStatus
@@ -21,23 +27,10 @@ bp = Blueprint("oauth", __name__)
 
 _DISCOVERY_CACHE = "discovery_json"
 
-
-@bp.post("/token")
-def token() -> Response:
-    response: Response = OAuthRuntime.of().server.create_token_response()
-    return response
-
-
-@bp.post("/introspect")
-def introspect() -> Response:
-    response: Response = OAuthRuntime.of().server.create_endpoint_response("introspection")
-    return response
-
-
-@bp.post("/revoke")
-def revoke() -> Response:
-    response: Response = OAuthRuntime.of().server.create_endpoint_response("revocation")
-    return response
+# answered by idp.oauth.lean (its ROUTES): rules without views
+bp.add_url_rule("/token", "token", methods=["POST"])
+bp.add_url_rule("/introspect", "introspect", methods=["POST"])
+bp.add_url_rule("/revoke", "revoke", methods=["POST"])
 
 
 def _bearer_error(status: int, error: str | None, description: str = "") -> Response:
@@ -165,8 +158,8 @@ def discovery_document() -> dict[str, Any]:
     }
 
 
-def _cached_json(response_key: str, build: Any, *, max_age: int) -> Response:
-    cache: dict[str, bytes] = current_app.extensions.setdefault("idp.oauth.json", {})
+def _cached_json(response_key: str, build: Callable[[], Any], *, max_age: int) -> Response:
+    cache = OAuthRuntime.of().json_cache
     cached = cache.get(response_key)
     if cached is None:
         cached = cache[response_key] = json.dumps(build(), separators=(",", ":")).encode()

@@ -18,11 +18,11 @@ from authlib.oauth2.rfc6749.errors import (
 from authlib.oauth2.rfc6749.hooks import hooked
 from authlib.oauth2.rfc7636 import CodeChallenge
 
-from accounts.container import Accounts
 from idp.core.runtime import db
 from idp.oauth.assurance import AcrPolicy, user_claims
-from idp.oauth.claims import release, requested_names
+from idp.oauth.claims import release, requested_names, scopes_for
 from idp.oauth.clients import ClientInfo
+from idp.oauth.server import IdpAuthorizationServer, OAuthRuntime
 from idp.oauth.tokens import (
     CodeRecord,
     GrantData,
@@ -46,13 +46,8 @@ USER_SCOPES = frozenset({"openid", "profile", "email", "phone", "offline_access"
 _PKCE_VALUE = re.compile(r"[A-Za-z0-9._~-]{43,128}")  # fullmatch: "$" would allow a final newline
 
 
-def _oauth() -> Any:
-    from idp.oauth.server import OAuthRuntime
-
-    return OAuthRuntime.of()
-
-
 def _user_tokens(
+    provider: OAuthRuntime,
     client: ClientInfo,
     grant: Any,
     scope: str,
@@ -61,7 +56,7 @@ def _user_tokens(
     refresh_token: str | None,
 ) -> dict[str, Any]:
     """The token response for a user: access token, and ID token for ``openid``."""
-    tokens = _oauth().tokens()
+    tokens = provider.tokens()
     subject = tokens.subject(client, grant.user_public_id)
     access_token, expires_in = tokens.access_token(client, scope, subject=subject, grant=grant)
     response: dict[str, Any] = {
@@ -76,7 +71,7 @@ def _user_tokens(
         wanted = requested_names(grant.claims, "id_token")
         extra = {}
         if wanted:  # the account is read only when the client asked for its claims
-            user = Accounts.of().account_service().get(grant.user_id)
+            user = provider.accounts.account_service().get(grant.user_id)
             if user is not None:
                 extra = release(
                     user_claims(user, client, grant.claims, "id_token"),
@@ -90,14 +85,10 @@ def _user_tokens(
     return response
 
 
-def _consent_still_given(client: ClientInfo, record: CodeRecord) -> bool:
+def _consent_still_given(provider: OAuthRuntime, client: ClientInfo, record: CodeRecord) -> bool:
     """A code issued before the user withdrew the client's access is worthless."""
-    from idp.core.runtime import Runtime
-    from idp.oauth.claims import scopes_for
-    from idp.oauth.consent import ConsentService
-
     scopes = set(record.scope.split()) | scopes_for(record.claims)
-    return ConsentService(db(), Runtime.of().clock).covers(record.user_id, client.client_id, scopes)
+    return provider.consents().covers(record.user_id, client.client_id, scopes)
 
 
 class StrictPKCE(CodeChallenge):  # type: ignore[misc]
@@ -134,6 +125,7 @@ class StrictPKCE(CodeChallenge):  # type: ignore[misc]
 
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
     TOKEN_ENDPOINT_AUTH_METHODS = ALL_AUTH_METHODS
+    server: IdpAuthorizationServer
 
     def create_authorization_response(self, redirect_uri: str, grant_user: Any) -> Any:
         """Issue the code; the view put the sign-in context on the request."""
@@ -142,15 +134,16 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
         request = self.request
         request.user = grant_user
         record: CodeRecord = request.code_record
-        code = _oauth().tokens().new_code(record)
+        provider = self.server.provider
+        code = provider.tokens().new_code(record)
         params = [("code", code)]
         if request.payload.state:
             params.append(("state", request.payload.state))
-        params.append(("iss", _oauth().issuer))  # RFC 9207: against mix-up attacks
+        params.append(("iss", provider.issuer))  # RFC 9207: against mix-up attacks
         return 302, "", [("Location", add_params_to_uri(redirect_uri, params))]
 
     def query_authorization_code(self, code: str, client: ClientInfo) -> CodeRecord | None:
-        record: CodeRecord | None = _oauth().tokens().take_code(code)
+        record = self.server.provider.tokens().take_code(code)
         if record is None or record.client_id != client.client_id:
             # unknown, expired, replayed, or another client's code: the code is gone now
             return None
@@ -161,7 +154,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
 
     def authenticate_user(self, authorization_code: CodeRecord) -> int | None:
         user_id = authorization_code.user_id
-        return user_id if Accounts.of().account_service().is_active(user_id) else None
+        active = self.server.provider.accounts.account_service().is_active(user_id)
+        return user_id if active else None
 
     @hooked  # type: ignore[untyped-decorator]
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
@@ -172,9 +166,10 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
         if user_id is None:
             raise InvalidGrantError("There is no active user for this code.")
         request.user = user_id
-        if not client.first_party and not _consent_still_given(client, record):
+        provider = self.server.provider
+        if not client.first_party and not _consent_still_given(provider, client, record):
             raise InvalidGrantError("The user withdrew the client's access.")
-        tokens = _oauth().tokens()
+        tokens = provider.tokens()
         grant = tokens.create_grant(record)
         if grant.revoked_at is not None:
             db().commit()
@@ -183,7 +178,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
         if "offline_access" in record.scope.split() and client.check_grant_type("refresh_token"):
             refresh = tokens.new_refresh_token(grant)
         response = _user_tokens(
-            client, grant, record.scope, nonce=record.nonce, refresh_token=refresh
+            provider, client, grant, record.scope, nonce=record.nonce, refresh_token=refresh
         )
         db().commit()
         log.info(
@@ -199,6 +194,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
 
 class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
     TOKEN_ENDPOINT_AUTH_METHODS = ALL_AUTH_METHODS
+    server: IdpAuthorizationServer
 
     def authenticate_refresh_token(self, refresh_token: str) -> IssuedRefresh | None:
         """The usable refresh token, already rotated on PostgreSQL. Authlib checks the
@@ -207,9 +203,9 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
         needs a transaction around the rotation; the common one commits at once."""
         client: ClientInfo = self.request.client
         narrows_scope = bool(self.request.payload.scope)
-        tokens = _oauth().tokens()
+        tokens = self.server.provider.tokens()
         try:
-            issued: IssuedRefresh | None = tokens.use_refresh_token(
+            issued = tokens.use_refresh_token(
                 refresh_token, client.client_id, own_transaction=not narrows_scope
             )
         except RefreshTokenReused:
@@ -232,38 +228,42 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
         issued: IssuedRefresh = request.refresh_token
         request.user = self.authenticate_user(issued)
         scope = request.payload.scope or issued.grant.scope
-        if not _level_still_held(client, issued.grant):
-            _oauth().tokens().revoke_grant(issued.grant.id, "real-name level no longer held")
+        provider = self.server.provider
+        tokens = provider.tokens()
+        if not _level_still_held(provider, client, issued.grant):
+            tokens.revoke_grant(issued.grant.id, "real-name level no longer held")
             db().commit()
             raise InvalidGrantError(
                 "The account no longer has the real-name level this grant was issued for; "
                 "sign the user in again."
             )
         try:
-            refresh = _oauth().tokens().rotate(issued)
+            refresh = tokens.rotate(issued)
         except RefreshTokenReused:
             raise InvalidGrantError("The refresh token was already used.") from None
-        response = _user_tokens(client, issued.grant, scope, nonce=None, refresh_token=refresh)
+        response = _user_tokens(
+            provider, client, issued.grant, scope, nonce=None, refresh_token=refresh
+        )
         db().commit()
         return 200, response, self.TOKEN_RESPONSE_HEADER
 
 
-def _level_still_held(client: ClientInfo, grant: GrantData) -> bool:
+def _level_still_held(provider: OAuthRuntime, client: ClientInfo, grant: GrantData) -> bool:
     """A grant given for a real-name level (the client's minimum, or an acr value for a
     level) is not refreshed once the account's level fell below it (lowered by an
     administrator, or expired). Other grants cost no look-up."""
-    from idp.core.runtime import Runtime
-
-    policy = AcrPolicy.from_settings(Runtime.of().settings)
+    policy = AcrPolicy.from_settings(provider.core.settings)
     needed = max(client.min_level, policy.level_of(grant.acr or "") or 0)
     if needed <= 1:
         return True
-    user = Accounts.of().account_service().get(grant.user_id)
-    return user is not None and Accounts.of().realname_service().level(user) >= needed
+    accounts = provider.accounts
+    user = accounts.account_service().get(grant.user_id)
+    return user is not None and accounts.realname_service().level(user) >= needed
 
 
 class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[misc]
     TOKEN_ENDPOINT_AUTH_METHODS = CONFIDENTIAL_AUTH_METHODS
+    server: IdpAuthorizationServer
 
     @hooked  # type: ignore[untyped-decorator]
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
@@ -273,8 +273,8 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[mis
         if requested and not set(requested) <= allowed:
             raise InvalidScopeError("The client may not ask for these scopes.")
         scope = " ".join(requested or sorted(allowed))
-        access_token, expires_in = (
-            _oauth().tokens().access_token(client, scope, subject=client.client_id)
+        access_token, expires_in = self.server.provider.tokens().access_token(
+            client, scope, subject=client.client_id
         )
         response = {
             "access_token": access_token,

@@ -15,6 +15,7 @@ from authlib.oauth2 import rfc7009, rfc7662
 from idp.core.runtime import db
 from idp.oauth.clients import ClientInfo
 from idp.oauth.grants import ALL_AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS
+from idp.oauth.server import IdpAuthorizationServer, OAuthRuntime
 from idp.oauth.tokens import REFRESH_PREFIX
 
 
@@ -36,15 +37,8 @@ class FoundToken:
         return False
 
 
-def _oauth() -> Any:
-    from idp.oauth.server import OAuthRuntime
-
-    return OAuthRuntime.of()
-
-
-def _find(token: str) -> FoundToken | None:
+def _find(provider: OAuthRuntime, token: str) -> FoundToken | None:
     """A token this service issued that is still usable (else None: inactive)."""
-    provider = _oauth()
     if token.startswith(REFRESH_PREFIX):
         described = provider.tokens().describe_refresh_token(token)
         if described is None:
@@ -79,9 +73,10 @@ def access_token_introspection(claims: dict[str, Any]) -> dict[str, Any]:
 
 class IntrospectionEndpoint(rfc7662.IntrospectionEndpoint):  # type: ignore[misc]
     CLIENT_AUTH_METHODS = CONFIDENTIAL_AUTH_METHODS
+    server: IdpAuthorizationServer
 
     def query_token(self, token_string: str, _token_type_hint: str | None) -> FoundToken | None:
-        return _find(token_string)
+        return _find(self.server.provider, token_string)
 
     def check_permission(self, token: FoundToken, client: ClientInfo, _request: Any) -> bool:
         """Any resource server may ask about access tokens; a refresh token is described
@@ -98,13 +93,14 @@ class IntrospectionEndpoint(rfc7662.IntrospectionEndpoint):  # type: ignore[misc
 
 class RevocationEndpoint(rfc7009.RevocationEndpoint):  # type: ignore[misc]
     CLIENT_AUTH_METHODS = ALL_AUTH_METHODS
+    server: IdpAuthorizationServer
 
     def query_token(self, token_string: str, _token_type_hint: str | None) -> FoundToken | None:
         # an invalid, expired or already revoked token: nothing to do, answer 200
-        return _find(token_string)
+        return _find(self.server.provider, token_string)
 
     def revoke_token(self, token: FoundToken, _request: Any) -> None:
-        tokens = _oauth().tokens()
+        tokens = self.server.provider.tokens()
         if token.kind == "refresh_token" and token.grant_id:
             tokens.revoke_grant(token.grant_id, "revoked_by_client")
         else:

@@ -7,9 +7,11 @@ blueprint hooks or URL routing. This WSGI layer in front of Flask answers them w
 app context only, and runs exactly the same code inside: Authlib's
 ``create_token_response`` / ``create_endpoint_response`` with our grants and endpoints.
 The cross-cutting parts (request id, input guard, security headers, metrics, access
-log, error answers) are the same functions the Flask hooks use. Every other request
-(and a GET to these paths) goes to Flask unchanged. Measured: about 0.15 ms of server
-CPU less per request (docs/decisions/0014-lean-token-endpoints.md).
+log, error answers) are the same functions the Flask hooks use;
+tests/oauth/test_lean.py maps every hook of the app to its counterpart here. Every
+other request (and a GET to these paths) goes to Flask unchanged; Flask keeps the rules
+of these paths without views (``idp.oauth.endpoints``). Measured: about 0.15 ms of
+server CPU less per request (docs/decisions/0014-lean-token-endpoints.md).
 """
 
 from __future__ import annotations
@@ -19,13 +21,15 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl
 
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Request
+from authlib.oauth2.rfc6749 import OAuth2Request
 from authlib.oauth2.rfc6749.util import extract_basic_authorization
-from flask import Flask, Response
-from werkzeug.exceptions import RequestEntityTooLarge
+from flask import Flask, Request, Response, g
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from idp.core.error_text import safe_description
 from idp.core.metrics import observe_request
@@ -42,7 +46,7 @@ from idp.core.web import (
     security_headers,
 )
 from idp.oauth.introspection import access_token_introspection
-from idp.oauth.server import EXTENSION, JSON_HEADERS
+from idp.oauth.server import JSON_HEADERS, OAuthRuntime
 from idp.oauth.tokens import REFRESH_PREFIX
 
 log = logging.getLogger("idp.http")
@@ -51,24 +55,24 @@ StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
-def _token(provider: Any, oauth_request: Any) -> Response:
+def _token(provider: OAuthRuntime, oauth_request: OAuth2Request) -> Response:
     response: Response = provider.server.create_token_response(oauth_request)
     return response
 
 
-def _introspection(provider: Any, oauth_request: Any) -> Response:
+def _introspection(provider: OAuthRuntime, oauth_request: OAuth2Request) -> Response:
     response: Response = provider.server.create_endpoint_response("introspection", oauth_request)
     return response
 
 
-def _revocation(provider: Any, oauth_request: Any) -> Response:
+def _revocation(provider: OAuthRuntime, oauth_request: OAuth2Request) -> Response:
     response: Response = provider.server.create_endpoint_response("revocation", oauth_request)
     return response
 
 
-Handler = Callable[[Any, Any], Response]
+Handler = Callable[[OAuthRuntime, OAuth2Request], Response]
 
-# path -> (metrics endpoint name, handler)
+# path -> (endpoint name, as Flask's rule and the metrics name it; handler)
 ROUTES: dict[str, tuple[str, Handler]] = {
     "/token": ("oauth.token", _token),
     "/introspect": ("oauth.introspect", _introspection),
@@ -82,14 +86,17 @@ def _json_error(status: int, error: str, description: str) -> Response:
 
 
 class LeanEndpoints:
-    def __init__(self, app: Flask, downstream: WsgiApp) -> None:
+    def __init__(self, app: Flask, provider: OAuthRuntime, downstream: WsgiApp) -> None:
         self._app = app
+        self._provider = provider
         self._downstream = downstream
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         route = ROUTES.get(path)
-        if route is None or environ.get("REQUEST_METHOD") != "POST":
+        # Werkzeug upper-cases the method: so does this test, or a "post" would reach
+        # Flask's view-less rule
+        if route is None or environ.get("REQUEST_METHOD", "").upper() != "POST":
             return self._downstream(environ, start_response)
         started = time.perf_counter()
         if path == "/introspect":
@@ -99,14 +106,24 @@ class LeanEndpoints:
         request = self._app.request_class(environ)
         request_id = request_id_from(request.headers.get("X-Request-Id", ""))
         endpoint, handler = route
-        with self._app.app_context():  # Request.max_content_length reads the app config
+        # the app context: Request.max_content_length reads the app config, db() keeps
+        # the session there (closed at the end), log lines read the request id from g
+        with self._app.app_context():
+            g.request_id = request_id
             response = self._answer(request, handler)
         finish_response(response, https=request.scheme == "https", request_id=request_id)
         observe_request(endpoint, "POST", response.status_code, started)
-        log_access("POST", request.path, response.status_code, started, request.remote_addr)
+        log_access(
+            "POST",
+            request.path,
+            response.status_code,
+            started,
+            request.remote_addr,
+            request_id=request_id,
+        )
         return response(environ, start_response)
 
-    def _answer(self, request: Any, handler: Handler) -> Response:
+    def _answer(self, request: Request, handler: Handler) -> Response:
         try:
             check_input(request)
             repeated = _repeated_parameter(request)
@@ -117,11 +134,15 @@ class LeanEndpoints:
                 return _json_error(400, "invalid_request", "The Authorization header is malformed.")
             # the explicit request is used as it is (IdpAuthorizationServer), so Authlib
             # needs no ``flask.request`` and no request context
-            return handler(self._app.extensions[EXTENSION], FlaskOAuth2Request(request))
+            return handler(self._provider, FlaskOAuth2Request(request))
         except UnicodeDecodeError:
             return _json_error(400, "invalid_request", "The request is not valid UTF-8.")
         except RequestEntityTooLarge:
             return _json_error(413, "invalid_request", "The request is too large.")
+        except HTTPException as exc:  # as Flask's handler of HTTP errors answers them
+            status = exc.code or 500
+            error = "server_error" if status >= 500 else "invalid_request"
+            return _json_error(status, error, HTTPStatus(status).phrase + ".")
         except NulInInput:
             return _json_error(400, "invalid_request", "The request contains a NUL character.")
         except ValueError:
@@ -149,13 +170,15 @@ class LeanEndpoints:
         token = _plain_introspection_request(environ)
         if token is None:
             return None
-        provider = self._app.extensions[EXTENSION]
+        provider = self._provider
         credentials = _basic_credentials(environ.get("HTTP_AUTHORIZATION", ""))
         if credentials is None:
             return None
         client_id, secret = credentials
+        if not client_id or not secret:
+            return None
         try:
-            client = provider.clients.get(client_id) if client_id and secret else None
+            client = provider.clients.get(client_id)
             if (
                 client is None
                 or client.token_endpoint_auth_method != "client_secret_basic"
@@ -170,15 +193,18 @@ class LeanEndpoints:
             separators=(",", ":"),
         ).encode()
         https = environ.get("wsgi.url_scheme") == "https"
+        request_id = request_id_from(environ.get("HTTP_X_REQUEST_ID", ""))
         headers = [
             *JSON_HEADERS,
             ("Content-Length", str(len(body))),
             *security_headers(https=https),
-            ("X-Request-Id", request_id_from(environ.get("HTTP_X_REQUEST_ID", ""))),
+            ("X-Request-Id", request_id),
         ]
         start_response("200 OK", headers)
         observe_request("oauth.introspect", "POST", 200, started)
-        log_access("POST", "/introspect", 200, started, environ.get("REMOTE_ADDR"))
+        log_access(
+            "POST", "/introspect", 200, started, environ.get("REMOTE_ADDR"), request_id=request_id
+        )
         return [body]
 
 
@@ -195,7 +221,7 @@ def _basic_credentials(header: str) -> tuple[str | None, str | None] | None:
     return found
 
 
-def _repeated_parameter(request: Any) -> str | None:
+def _repeated_parameter(request: Request) -> str | None:
     """The name of a parameter sent more than once (in the body or the query), if any.
     ``resource`` may repeat (RFC 8707); it is ignored here like any unknown parameter."""
     for fields in (request.form, request.args):
@@ -241,4 +267,6 @@ _FAST_BODY_LIMIT = 16_384
 
 
 def init_app(app: Flask) -> None:
-    app.wsgi_app = LeanEndpoints(app, app.wsgi_app)  # type: ignore[method-assign]
+    app.wsgi_app = LeanEndpoints(  # type: ignore[method-assign]
+        app, OAuthRuntime.of(app), app.wsgi_app
+    )

@@ -1,10 +1,19 @@
-"""One Authlib ``AuthorizationServer`` per app, and what the provider is wired with."""
+"""The provider's app-lifetime services and its Authlib server.
+
+``OAuthRuntime`` is what the provider is wired with (signing keys, the client registry,
+revocations, the access-token verifier, its URLs, the back-channel deliverer) and
+builds the services of one request (``tokens()``, ``consents()``, ``pending()``).
+``IdpAuthorizationServer`` is Authlib's server with a typed reference to it: grants and
+endpoints reach the provider as ``self.server.provider``, views and wiring as
+``OAuthRuntime.of()``. This module registers no grant (``idp.oauth.init_app`` does),
+so the grants can import it.
+"""
 
 from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from authlib.common.urls import add_params_to_uri
@@ -12,21 +21,17 @@ from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Request
 from authlib.oauth2.rfc6749 import OAuth2Request
 from authlib.oauth2.rfc6749.errors import OAuth2Error
-from flask import Flask, Response
+from flask import Response
 from flask import request as flask_request
 
+from accounts.container import Accounts
 from idp.core.error_text import safe_description
 from idp.core.runtime import Component, Runtime, db
-from idp.oauth.client_auth import JwksFetcher, PrivateKeyJwt
+from idp.oauth.backchannel import BackchannelDeliverer
 from idp.oauth.clients import ClientInfo, ClientRegistry
-from idp.oauth.grants import (
-    AuthorizationCodeGrant,
-    ClientCredentialsGrant,
-    RefreshTokenGrant,
-    StrictPKCE,
-)
-from idp.oauth.introspection import IntrospectionEndpoint, RevocationEndpoint
+from idp.oauth.consent import ConsentService
 from idp.oauth.keys import SigningKeys
+from idp.oauth.pending import PendingRequests
 from idp.oauth.revocation import Revocations
 from idp.oauth.tokens import AccessTokenVerifier, TokenService
 
@@ -79,13 +84,16 @@ class Endpoints:
 
 
 class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
-    def __init__(self, registry: ClientRegistry, issuer: str) -> None:
+    """One per app, made by its ``OAuthRuntime``: ``provider`` is what the grants and
+    endpoints registered on it use."""
+
+    def __init__(self, provider: OAuthRuntime) -> None:
         super().__init__()
-        self._registry = registry
-        self.issuer = issuer
+        self.provider = provider
+        self.issuer = provider.issuer
 
     def query_client(self, client_id: str) -> ClientInfo | None:
-        return self._registry.get(client_id)
+        return self.provider.clients.get(client_id)
 
     def save_token(self, token: dict[str, Any], request: OAuth2Request) -> None:
         """Our grants persist what they issue themselves."""
@@ -122,21 +130,30 @@ class IdpAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
 
 @dataclass
 class OAuthRuntime(Component):
-    """The provider's app-lifetime services."""
+    """The provider's app-lifetime services, and the builders of a request's."""
 
     extension: ClassVar[str] = EXTENSION
 
-    server: IdpAuthorizationServer
+    core: Runtime
+    accounts: Accounts
     keys: SigningKeys
     clients: ClientRegistry
+    revocations: Revocations
     verifier: AccessTokenVerifier
     endpoints: Endpoints
-    core: Runtime
-    revocations: Revocations
+    backchannel: BackchannelDeliverer
+    # discovery documents, serialised once per app (they change only with the settings)
+    json_cache: dict[str, bytes] = field(default_factory=dict)
+    server: IdpAuthorizationServer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.server = IdpAuthorizationServer(self)
 
     @property
     def issuer(self) -> str:
         return self.endpoints.issuer
+
+    # -- the request's services (they use the request's database session)
 
     def tokens(self) -> TokenService:
         core = self.core
@@ -150,52 +167,8 @@ class OAuthRuntime(Component):
             self.revocations,
         )
 
+    def consents(self) -> ConsentService:
+        return ConsentService(db(), self.core.clock)
 
-def build(core: Runtime) -> OAuthRuntime:
-    make_error_descriptions_safe()
-    settings = core.settings
-    keys = SigningKeys(
-        core.database,
-        settings.keys_dir,
-        core.clock,
-        refresh_seconds=settings.key_refresh_seconds,
-        retain_seconds=settings.longest_token_lifetime + 60,
-    )
-    registry = ClientRegistry(
-        core.database,
-        core.keys.secrets,
-        core.clock,
-        cache_seconds=settings.client_cache_seconds,
-        allow_http=not settings.is_https,
-    )
-    endpoints = Endpoints(settings.issuer)
-    server = IdpAuthorizationServer(registry, settings.issuer)
-    server.register_grant(AuthorizationCodeGrant, [StrictPKCE(required=True)])
-    server.register_grant(RefreshTokenGrant)
-    server.register_grant(ClientCredentialsGrant)
-    audiences = [
-        settings.issuer,
-        endpoints.token,
-        endpoints.introspection,
-        endpoints.revocation,
-    ]
-    server.register_client_auth_method(
-        "private_key_jwt", PrivateKeyJwt(audiences, core.store, JwksFetcher())
-    )
-    server.register_endpoint(IntrospectionEndpoint(server))
-    server.register_endpoint(RevocationEndpoint(server))
-    revocations = Revocations(
-        core.database,
-        core.store,
-        core.clock,
-        access_token_lifetime=settings.access_token_lifetime,
-        sync_seconds=settings.revocation_sync_seconds,
-    )
-    verifier = AccessTokenVerifier(keys, revocations, settings.issuer, core.clock)
-    return OAuthRuntime(server, keys, registry, verifier, endpoints, core, revocations)
-
-
-def init_app(app: Flask, core: Runtime) -> None:
-    provider = build(core)
-    provider.keys.reload()
-    provider.install(app)
+    def pending(self) -> PendingRequests:
+        return PendingRequests(self.core.store)

@@ -36,7 +36,6 @@ from config import Settings
 from idp.audit.models import AuditEvent
 from idp.core.clock import FrozenClock
 from idp.core.runtime import db
-from idp.oauth.logout import deliverer
 from idp.oauth.models import LogoutDelivery
 from idp.oauth.server import OAuthRuntime
 from tests.oauth_support import RP, register
@@ -290,8 +289,7 @@ def owed(app: Flask) -> list[LogoutDelivery]:
 
 
 def deliver(app: Flask) -> int:
-    with app.app_context():
-        return deliverer(app).deliver_due()
+    return OAuthRuntime.of(app).backchannel.deliver_due()
 
 
 def local_logout(client: FlaskClient) -> TestResponse:
@@ -978,9 +976,8 @@ def test_two_workers_delivering_at_once_send_each_notice_once(
 
     def worker() -> None:
         try:
-            with app.app_context():
-                barrier.wait(10)
-                counts.append(deliverer(app).deliver_due())
+            barrier.wait(10)
+            counts.append(OAuthRuntime.of(app).backchannel.deliver_due())
         except BaseException as exc:  # noqa: BLE001 - reported by the test below
             errors.append(exc)
 
