@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
@@ -173,16 +174,12 @@ class RP:
 
 
 def _field(html: str, name: str) -> str:
-    import re
-
     match = re.search(rf'name="{name}" value="([^"]*)"', html)
     assert match, f"no {name} field"
     return match.group(1)
 
 
 def _hidden_fields(html: str) -> dict[str, str]:
-    import re
-
     fields = dict(
         re.findall(r'<input type="hidden" name="(next|reauth|client_id)" value="([^"]*)"', html)
     )
