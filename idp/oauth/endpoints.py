@@ -15,7 +15,6 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, request
 
-from accounts.container import Accounts
 from accounts.people.models import UserStatus
 from idp.core.web import register_json_blueprint
 from idp.oauth.assurance import VERIFIED_CLAIM_NAMES, AcrPolicy, user_claims
@@ -82,7 +81,7 @@ def userinfo() -> Response:
     grant = provider.tokens().grant(claims["gid"])
     if grant is None or grant.revoked_at is not None:
         return _bearer_error(401, "invalid_token", "the access token was revoked")
-    accounts = Accounts.of().account_service()
+    accounts = provider.accounts.account_service()
     user = accounts.get(grant.user_id)
     if user is None or user.status is not UserStatus.ACTIVE:
         return _bearer_error(401, "invalid_token", "the account is no longer active")

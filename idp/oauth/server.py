@@ -5,7 +5,7 @@ revocations, the access-token verifier, its URLs, the back-channel deliverer) an
 builds the services of one request (``tokens()``, ``consents()``, ``pending()``).
 ``IdpAuthorizationServer`` is Authlib's server with a typed reference to it: grants and
 endpoints reach the provider as ``self.server.provider``, views and wiring as
-``OAuthRuntime.of()``. This module registers no grant (``idp.oauth.init_app`` does),
+``OAuthRuntime.of()``. This module registers no grant (``idp.oauth.provider`` does),
 so the grants can import it.
 """
 
