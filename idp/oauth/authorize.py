@@ -134,17 +134,20 @@ def _signed_in(
     user: User,
     policy: AcrPolicy,
 ) -> SignedIn:
-    """The session's sign-in, and the account's facts the decision reads (those that
-    cost a query only when it reads them)."""
+    """The session's sign-in, and the facts the decision reads (each looked up only
+    when the decision will read it)."""
     level = provider.accounts.realname_service().level(user) if needs_level(ask, policy) else 1
     covers = needs_consent_lookup(ask, progress) and provider.consents().covers(
         user.id, checked.client.client_id, checked.consent_scopes
     )
+    subject = None
+    if ask.hint_subject is not None:
+        subject = provider.tokens().subject(checked.client, user.public_id)
     return SignedIn(
         auth_time=float(session.get("auth_time", 0)),
         amr=tuple(session.get("amr", [])),
         has_second_factor=user.has_totp,
-        subject=provider.tokens().subject(checked.client, user.public_id),
+        subject=subject,
         level=level,
         consent_covers=covers,
     )

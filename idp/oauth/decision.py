@@ -80,8 +80,9 @@ class SignedIn:
     auth_time: float
     amr: tuple[str, ...]
     has_second_factor: bool
-    # the user's ``sub`` for this client (compared with the id_token_hint)
-    subject: str
+    # the user's ``sub`` for this client: read only when the request has an
+    # id_token_hint (compared with its ``sub``)
+    subject: str | None = None
     # the account's real-name level: read only when ``needs_level``
     level: int = 1
     # a remembered consent covers the request: read only when ``needs_consent_lookup``

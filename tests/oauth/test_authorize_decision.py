@@ -379,8 +379,8 @@ def test_facts_that_cost_a_query_are_read_only_when_they_matter(
     request_asks: Ask, done: Progress, signed_in: SignedIn
 ) -> None:
     """The view looks the level and the remembered consent up only when
-    ``needs_level`` / ``needs_consent_lookup`` say so: otherwise their value must not
-    change the decision."""
+    ``needs_level`` / ``needs_consent_lookup`` say so, and the user's subject only for
+    an id_token_hint: otherwise their value must not change the decision."""
     expected = decide(request_asks, done, signed_in, policy=POLICY, now=NOW)
     if not needs_level(request_asks, POLICY):
         for level in (1, 5):
@@ -389,6 +389,10 @@ def test_facts_that_cost_a_query_are_read_only_when_they_matter(
     if not needs_consent_lookup(request_asks, done):
         for covers in (False, True):
             other = replace(signed_in, consent_covers=covers)
+            assert decide(request_asks, done, other, policy=POLICY, now=NOW) == expected
+    if request_asks.hint_subject is None:
+        for subject in (None, "carol"):
+            other = replace(signed_in, subject=subject)
             assert decide(request_asks, done, other, policy=POLICY, now=NOW) == expected
 
 
