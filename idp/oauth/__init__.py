@@ -22,11 +22,16 @@ from flask import Flask, current_app, has_app_context
 from accounts.signals import account_disabled
 from idp.core.runtime import Runtime
 from idp.login.auth import session_ended
-from idp.oauth import account, authorize, cli, endpoints, lean, logout, provider
+from idp.oauth import account, authorize, cli, endpoints, logout, provider
 from idp.oauth.server import OAuthRuntime
 
 
 def init_app(app: Flask, core: Runtime, *, background: bool = False) -> None:
+    # Not a cycle: start-up order. The `idp` command imports idp.oauth (for
+    # idp.oauth.cli) before `idp serve` sets PROMETHEUS_MULTIPROC_DIR, and lean's
+    # metrics import prometheus_client (tests/test_cli.py checks it stays unimported).
+    from idp.oauth import lean
+
     built = provider.init_app(app, core)
     endpoints.init_app(app)
     lean.init_app(app)
