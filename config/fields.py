@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, StringConstraints
+from pydantic import AfterValidator, BeforeValidator
 
 # A section's name appears in URLs (/federation/NAME/login) and on the command line.
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
@@ -20,6 +21,9 @@ _NAME = re.compile(NAME_PATTERN)
 # dotted decimal, first arc 0-2, no leading zeros (X.660)
 _OID = re.compile(r"^[0-2](?:\.(?:0|[1-9][0-9]*))+$")
 _LOOPBACK_NAMES = {"localhost"}
+# printable ASCII without spaces: client ids, claim names, acr values
+_TOKEN = re.compile(r"^[\x21-\x7e]{1,255}$")
+_SCOPE = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,128}$")  # RFC 6749 3.3 scope-token
 
 
 def http_url(value: str) -> str:
@@ -90,9 +94,28 @@ def section_name(value: str) -> str:
     return value
 
 
+def token(value: str) -> str:
+    if not _TOKEN.match(value):
+        raise ValueError("must be 1-255 printable ASCII characters without spaces")
+    return value
+
+
+def scope(value: str) -> str:
+    if not _SCOPE.match(value):
+        raise ValueError("must be a scope: printable ASCII without spaces, quotes or backslashes")
+    return value
+
+
+def _file_path(value: Any) -> Any:
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("must be the path of a file")
+    return value
+
+
 HttpUrl = Annotated[str, AfterValidator(section_url)]
 IssuerUrl = Annotated[str, AfterValidator(issuer_url)]
 Oid = Annotated[str, AfterValidator(oid)]
 SectionName = Annotated[str, AfterValidator(section_name)]
-# printable ASCII without spaces: client ids, claim names, acr values
-Token = Annotated[str, StringConstraints(pattern=r"^[\x21-\x7e]{1,255}$")]
+Token = Annotated[str, AfterValidator(token)]
+Scope = Annotated[str, AfterValidator(scope)]
+FilePath = Annotated[Path, BeforeValidator(_file_path)]

@@ -11,28 +11,24 @@ strings, or as tables with the keys of their models.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     SecretStr,
-    StringConstraints,
     field_validator,
     model_validator,
 )
 
-from config.fields import HttpUrl, IssuerUrl, Oid, SectionName, Token, oid
+from config.fields import FilePath, HttpUrl, IssuerUrl, Oid, Scope, SectionName, Token, oid
 
 RevocationMode = Literal["off", "soft", "hard", "require"]
 IdentityKind = Literal["person", "organisation"]
 IdentifierType = Literal["resident_id", "permit", "foreigner_id", "uscc"]
 TokenAuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt"]
 SUBJECT_ATTRIBUTES = ("serialNumber", "organizationIdentifier", "CN")
-# RFC 6749 3.3 scope-token
-Scope = Annotated[str, StringConstraints(pattern=r"^[\x21\x23-\x5b\x5d-\x7e]{1,128}$")]
 
 
 class _Section(BaseModel):
@@ -117,8 +113,8 @@ class LocalCaSettings(_Section):
     """One of the city's certificate authorities (issue 11: ``idp pki import-ca``)."""
 
     name: SectionName
-    root: Path = Field(description="The CA's root certificate (PEM or DER).")
-    intermediates: tuple[Path, ...] = ()
+    root: FilePath = Field(description="The CA's root certificate (PEM or DER).")
+    intermediates: tuple[FilePath, ...] = ()
     policy_map: tuple[PolicyMapping, ...] = Field(min_length=1)
     identity_rules: tuple[IdentityRule, ...] = Field(
         default=(), description="Tried in order; empty: the platform's default rules."

@@ -282,6 +282,7 @@ def test_plain_http_issuers_only_on_loopback() -> None:
         ({**CA, "revocation": "maybe"}, "(local_cas[0].revocation): Input should be 'off'"),
         ({**CA, "name": "GD CA"}, "(local_cas[0].name): must be 1-63 lower-case letters"),
         ({"name": "gdca"}, "(local_cas[0].root): required"),
+        ({**CA, "intermediates": ["sub.pem", " "]}, "(local_cas[0].intermediates[1]): must be"),
     ],
 )
 def test_a_local_ca_is_checked(entry: dict[str, Any], message: str) -> None:
@@ -307,6 +308,14 @@ def test_a_local_ca_is_checked(entry: dict[str, Any], message: str) -> None:
         (
             {**UPSTREAM, "client_secret": "s", "level_map": ["a=6"]},
             "(upstream_providers[0].level_map[0].ours): Input should be less than or equal to 5",
+        ),
+        (
+            {**UPSTREAM, "client_id": "dong guan", "client_secret": "s"},
+            "(upstream_providers[0].client_id): must be 1-255 printable ASCII characters",
+        ),
+        (
+            {**UPSTREAM, "client_secret": "s", "scopes": ["openid", 'say"hello"']},
+            "(upstream_providers[0].scopes[1]): must be a scope",
         ),
         (
             {**UPSTREAM, "client_secret": "s", "identity_type": "uscc"},
