@@ -214,7 +214,7 @@ class PeerSettings(_Section):
 
 
 # name of the Settings field -> its section model
-SECTIONS: dict[str, type[_Section]] = {
+SECTIONS: dict[str, type[BaseModel]] = {
     "local_cas": LocalCaSettings,
     "upstream_providers": UpstreamProviderSettings,
     "peers": PeerSettings,
