@@ -22,7 +22,8 @@ from accounts.adapters.registry import Registry
 from accounts.adapters.sms import SmsGateway
 from accounts.container import AccountAdapters
 from config import Settings, load_settings
-from idp import audit, login, models, oauth
+from idp import login, models, oauth
+from idp.audit.cli import COMMANDS as AUDIT_COMMANDS
 from idp.core import i18n, metrics, ops, web
 from idp.core.clock import Clock, SystemClock
 from idp.core.db import Database, DatabaseUnavailable
@@ -114,7 +115,8 @@ def create_app(
     ops.init_app(app)
 
     adapters = adapters or Adapters()
-    audit.init_app(app)
+    for command in AUDIT_COMMANDS:
+        app.cli.add_command(command)
     login.init_app(app)
     accounts.init_app(
         app,
