@@ -22,7 +22,12 @@ from accounts.adapters.face import MAX_IMAGE_BYTES
 from accounts.container import Accounts
 from accounts.errors import AccountError
 from accounts.people.errors import InvalidPhone
-from accounts.realname.errors import InvalidDocument, InvalidName, RegistryDown
+from accounts.realname.errors import (
+    InvalidDocument,
+    InvalidName,
+    RegistryDown,
+    VerificationConflict,
+)
 from accounts.realname.face import (
     FaceDown,
     FaceMismatch,
@@ -38,7 +43,6 @@ from accounts.realname.phone import (
     SmsDown,
     TooManyCodes,
     TooManyWrongCodes,
-    VerificationConflict,
     WrongCode,
 )
 from accounts.web import error_message, signed_in_user
