@@ -35,7 +35,7 @@ def init_app(app: Flask, core: Runtime, adapters: AccountAdapters | None = None)
     accounts = Accounts(core, adapters)
     accounts.install(app)
     methods = SignInMethods.of(app)
-    for method in credentials_signin.methods(accounts):
+    for method in credentials_signin.methods(accounts, methods.flow.count):
         methods.register(method)
     account_disabled.connect(end_disabled_accounts_sessions, weak=False)
     for views in (people_views, credentials_views, realname_views, staff_views):

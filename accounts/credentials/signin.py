@@ -28,10 +28,10 @@ from accounts.errors import N_
 from accounts.people.models import User, UserStatus
 from accounts.people.services import AccountService, username_key
 from idp.audit.services import DENIED, FAILURE, AuditLog
-from idp.core.metrics import SIGNINS
 from idp.core.runtime import audit_log, db
 from idp.core.signin import (
     Cookie,
+    CountAttempt,
     Proof,
     SignInFailed,
     SignInMethod,
@@ -62,6 +62,7 @@ def _check_throttle(
     subject: str,
     session: Session,
     audit: AuditLog,
+    count: CountAttempt,
 ) -> None:
     try:
         throttle.check(attempt)
@@ -73,7 +74,7 @@ def _check_throttle(
             details={"step": step, "scope": exc.scope, "retry_after": exc.retry_after},
         )
         session.commit()
-        SIGNINS.labels(step, "throttled").inc()
+        count(step, "throttled")
         raise
 
 
@@ -85,12 +86,14 @@ class PasswordCheck:
         hasher: PasswordHasher,
         throttle: Throttle,
         audit: AuditLog,
+        count: CountAttempt,
     ) -> None:
         self._session = session
         self._accounts = accounts
         self._hasher = hasher
         self._throttle = throttle
         self._audit = audit
+        self._count = count
 
     def check(
         self, username: str, password: str, *, client_ip: str, device_cookie: str | None
@@ -106,6 +109,7 @@ class PasswordCheck:
             subject=unknown,
             session=self._session,
             audit=self._audit,
+            count=self._count,
         )
         user = self._accounts.find_by_username(username)
         if user is None or user.password_hash is None:
@@ -127,18 +131,24 @@ class PasswordCheck:
         self._throttle.failure(attempt)
         self._audit.record("signin.password", FAILURE, subject=subject, details={"reason": reason})
         self._session.commit()
-        SIGNINS.labels("password", "failure").inc()
+        self._count("password", "failure")
         raise InvalidCredentials()
 
 
 class OtpCheck:
     def __init__(
-        self, session: Session, totp: TotpService, throttle: Throttle, audit: AuditLog
+        self,
+        session: Session,
+        totp: TotpService,
+        throttle: Throttle,
+        audit: AuditLog,
+        count: CountAttempt,
     ) -> None:
         self._session = session
         self._totp = totp
         self._throttle = throttle
         self._audit = audit
+        self._count = count
 
     def check(self, user: User, code: str, *, client_ip: str, device_id: str | None) -> None:
         """``device_id``: the known device the password step recognised, if any."""
@@ -151,12 +161,13 @@ class OtpCheck:
             subject=user.subject,
             session=self._session,
             audit=self._audit,
+            count=self._count,
         )
         if not self._totp.verify(user, code):
             throttle.failure(attempt)
             self._audit.record("signin.otp", FAILURE, subject=user.subject)
             self._session.commit()
-            SIGNINS.labels("otp", "failure").inc()
+            self._count("otp", "failure")
             raise InvalidOtp()
         throttle.success(attempt)
         self._session.commit()
@@ -170,9 +181,10 @@ class PasswordMethod:
     amr = frozenset({"pwd"})
     label = N_("Password")
 
-    def __init__(self, accounts: Accounts) -> None:
+    def __init__(self, accounts: Accounts, count: CountAttempt) -> None:
         core = accounts.core
         self._accounts = accounts
+        self._count = count
         self._throttle = Throttle(
             core.store, core.clock, core.settings, core.keys.secrets, scope="pwd"
         )
@@ -191,6 +203,7 @@ class PasswordMethod:
             self._accounts.hasher,
             self._throttle,
             audit_log(),
+            self._count,
         )
         try:
             result = check.check(
@@ -235,9 +248,10 @@ class TotpMethod:
     amr = frozenset({"otp"})
     label = N_("One-time code")
 
-    def __init__(self, accounts: Accounts) -> None:
+    def __init__(self, accounts: Accounts, count: CountAttempt) -> None:
         core = accounts.core
         self._accounts = accounts
+        self._count = count
         self._throttle = Throttle(
             core.store, core.clock, core.settings, core.keys.secrets, scope="otp"
         )
@@ -254,7 +268,9 @@ class TotpMethod:
         user = None if first is None else self._accounts.account_service().get(first.uid)
         if first is None or user is None:
             raise SignInFailed(InvalidOtp.default_message)
-        check = OtpCheck(db(), self._accounts.totp_service(), self._throttle, audit_log())
+        check = OtpCheck(
+            db(), self._accounts.totp_service(), self._throttle, audit_log(), self._count
+        )
         try:
             check.check(
                 user, fields.get("otp", ""), client_ip=request.client_ip, device_id=first.device_id
@@ -269,6 +285,7 @@ class TotpMethod:
         return ()
 
 
-def methods(accounts: Accounts) -> list[SignInMethod]:
-    """This package's sign-in methods, in the order the flow should try them."""
-    return [PasswordMethod(accounts), TotpMethod(accounts)]
+def methods(accounts: Accounts, count: CountAttempt) -> list[SignInMethod]:
+    """This package's sign-in methods, in the order the flow should try them;
+    ``count`` counts attempts' outcomes (the flow's)."""
+    return [PasswordMethod(accounts, count), TotpMethod(accounts, count)]

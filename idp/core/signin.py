@@ -34,7 +34,7 @@ account's ids and how the audit log names it.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -43,6 +43,8 @@ from flask.typing import ResponseReturnValue
 from idp.core.runtime import Component
 
 MFA = "mfa"
+# counts an attempt's outcome: (step, outcome), e.g. ("password", "failure")
+CountAttempt = Callable[[str, str], None]
 
 
 class Stage(enum.StrEnum):
@@ -167,11 +169,24 @@ class FormSignInMethod(SignInMethod, Protocol):
 
 
 class SignInFlow(Protocol):
-    """What a method's own views call once they checked a first factor (implemented by
-    ``idp.login``): it asks for a second factor or finishes the sign-in, and answers
-    with the redirect to send."""
+    """The sign-in flow (implemented by ``idp.login``)."""
 
-    def proved(self, proof: Proof, next_url: str) -> ResponseReturnValue: ...
+    def proved(self, proof: Proof, next_url: str) -> ResponseReturnValue:
+        """What a method's own view calls once it checked a first factor: the flow asks
+        for a second factor or finishes the sign-in, and answers with the redirect."""
+        ...
+
+    def count(self, step: str, outcome: str) -> None:
+        """Count an attempt's outcome (``idp_signins{step, outcome}``): methods count
+        their failures and throttled attempts, the flow the completed sign-ins."""
+        ...
+
+
+ServiceName = Callable[[str], str | None]
+
+
+def _unnamed(client_id: str) -> str | None:  # noqa: ARG001 - a ServiceName
+    return None
 
 
 @dataclass(frozen=True)
@@ -181,12 +196,18 @@ class Link:
 
 
 class SignInMethods(Component):
-    """The app's sign-in methods, in the order they were registered, and the flow."""
+    """The app's sign-in methods, in the order they were registered, and the flow.
+
+    ``service_name`` names the service a user is signing in to, for the sign-in page,
+    from the ``client_id`` an authorization request passed along; the provider
+    (``idp.oauth.init_app``) fills it in, so the sign-in pages need not know clients.
+    """
 
     extension: ClassVar[str] = "idp.signin"
 
     def __init__(self, flow: SignInFlow) -> None:
         self.flow = flow
+        self.service_name: ServiceName = _unnamed
         self._methods: dict[str, SignInMethod] = {}
 
     def register(self, method: SignInMethod) -> None:

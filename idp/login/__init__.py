@@ -8,7 +8,6 @@ from flask import Flask
 from idp.core.signin import SignInMethods
 from idp.login import views
 from idp.login.flow import LoginFlow
-from idp.login.hooks import SignInPages
 
 
 def init_app(app: Flask) -> SignInMethods:
@@ -16,6 +15,5 @@ def init_app(app: Flask) -> SignInMethods:
     methods into it) and the sign-in pages."""
     methods = SignInMethods(LoginFlow())
     methods.install(app)
-    SignInPages().install(app)
     views.init_app(app)
     return methods

@@ -66,6 +66,9 @@ def _now() -> float:
 
 
 class LoginFlow:
+    def count(self, step: str, outcome: str) -> None:
+        SIGNINS.labels(step, outcome).inc()
+
     def proved(self, proof: Proof, next_url: str) -> Response:
         second = SignInMethods.of().second_factor_for(proof)
         if second is None:
@@ -96,7 +99,7 @@ class LoginFlow:
         complete_sign_in(first.uid, first.sub, amr)
         audit_log().record("signin", subject=first.subject, details={"amr": amr})
         db().commit()
-        SIGNINS.labels("complete", "success").inc()
+        self.count("complete", "success")
         response = redirect(safe_next(next_url))
         methods = SignInMethods.of()
         for proof in proofs:

@@ -34,7 +34,6 @@ from idp.core.throttle import Throttled
 from idp.core.web import RETRY_AFTER_SECONDS
 from idp.login.flow import LoginFlow
 from idp.login.forms import LoginForm, LogoutForm, OtpForm
-from idp.login.hooks import SignInPages
 
 bp = Blueprint("login", __name__, template_folder="templates")
 log = logging.getLogger(__name__)
@@ -98,7 +97,7 @@ def _service_name() -> str | None:
     client_id = request.values.get("client_id")
     if not client_id:
         return None
-    return SignInPages.of().service_name(client_id)
+    return SignInMethods.of().service_name(client_id)
 
 
 @bp.route("/login", methods=["GET", "POST"])

@@ -255,6 +255,9 @@ class _NoFlow:
     def proved(self, proof: Proof, next_url: str) -> ResponseReturnValue:  # noqa: ARG002
         raise AssertionError("not driven here")
 
+    def count(self, step: str, outcome: str) -> None:  # noqa: ARG002
+        raise AssertionError("not driven here")
+
 
 def test_the_registry_chooses_the_first_second_factor_that_applies() -> None:
     methods = SignInMethods(_NoFlow())
