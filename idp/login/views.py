@@ -28,7 +28,13 @@ from accounts.people.session import current_user
 from idp.core.navigation import safe_next
 from idp.core.runtime import audit_log, db
 from idp.core.sessions import sign_out
-from idp.core.signin import Proof, SignInFailed, SignInMethods, SignInRequest
+from idp.core.signin import (
+    FormSignInMethod,
+    Proof,
+    SignInFailed,
+    SignInMethods,
+    SignInRequest,
+)
 from idp.core.store import StoreUnavailable
 from idp.core.throttle import Throttled
 from idp.core.web import RETRY_AFTER_SECONDS
@@ -139,7 +145,8 @@ def otp() -> ResponseReturnValue:
     """The code form of a pending second factor (field ``otp``)."""
     flow = _flow()
     pending = flow.pending()
-    if pending is None:
+    method = None if pending is None else SignInMethods.of().get(pending.second)
+    if pending is None or not isinstance(method, FormSignInMethod):
         flash(_("Please sign in again."), "info")
         return redirect(url_for("login.login"))
     if Accounts.of().account_service().get(pending.first.uid) is None:
@@ -149,7 +156,6 @@ def otp() -> ResponseReturnValue:
     if not form.validate_on_submit():
         status = 400 if form.errors else 200
         return make_response(render_template("login/otp.html", form=form), status)
-    method = SignInMethods.of().form(pending.second)
     try:
         proof = method.verify({"otp": form.otp.data or ""}, _sign_in_request(first=pending.first))
     except Throttled as exc:
