@@ -32,8 +32,8 @@ from idp.core.logs import configure_logging
 from idp.core.runtime import Runtime
 from idp.core.runtime import init_app as init_runtime
 from idp.core.schema import pending_migrations
+from idp.core.sessions import StoreSessionInterface, refuse_without_store
 from idp.core.store import Store, StoreUnavailable, build_store
-from idp.sessions import StoreSessionInterface, refuse_without_store
 
 log = logging.getLogger(__name__)
 PACKAGE_DIR = Path(__file__).resolve().parent

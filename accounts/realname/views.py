@@ -22,6 +22,7 @@ from accounts.adapters.face import MAX_IMAGE_BYTES
 from accounts.container import Accounts
 from accounts.errors import AccountError
 from accounts.people.errors import InvalidPhone
+from accounts.people.session import login_required
 from accounts.realname.errors import (
     InvalidDocument,
     InvalidName,
@@ -50,7 +51,6 @@ from idp.core.navigation import safe_next
 from idp.core.runtime import Runtime
 from idp.core.throttle import RateLimit, Throttled
 from idp.core.web import allow_large_body
-from idp.login.auth import login_required
 
 bp = Blueprint("realname", __name__, template_folder="../templates")
 

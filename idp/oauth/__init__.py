@@ -17,7 +17,8 @@ from flask import Flask, current_app, has_app_context
 
 from accounts.signals import account_disabled
 from idp.core.runtime import Runtime
-from idp.login.auth import session_ended
+from idp.core.sessions import session_ended
+from idp.core.signin import SignInMethods
 
 
 def init_app(app: Flask, core: Runtime, *, background: bool = False) -> None:
@@ -27,6 +28,7 @@ def init_app(app: Flask, core: Runtime, *, background: bool = False) -> None:
     endpoints.init_app(app)
     lean.init_app(app)
     authorize.init_app(app)
+    SignInMethods.of(app).service_name = authorize.client_display_name
     logout.init_app(app, background=background)
     account.init_app(app)
     for command in cli.COMMANDS:

@@ -19,8 +19,8 @@ from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from flask_wtf import FlaskForm
 
+from accounts.people.session import current_user, login_required
 from idp.core.runtime import Runtime, audit_log, db
-from idp.login.auth import current_user, login_required
 from idp.oauth.consent import ConsentService
 from idp.oauth.server import OAuthRuntime
 

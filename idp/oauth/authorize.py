@@ -60,9 +60,10 @@ from joserfc.errors import JoseError
 
 from accounts.container import Accounts
 from accounts.people.models import User
+from accounts.people.session import current_user
 from idp.core.runtime import Runtime, db
+from idp.core.sessions import sign_out
 from idp.core.web import error_response
-from idp.login.auth import current_user, sign_out
 from idp.oauth.assurance import AcrPolicy, LevelDemand
 from idp.oauth.claims import (
     ClaimsRequestError,

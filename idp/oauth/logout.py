@@ -45,10 +45,11 @@ from flask_wtf import FlaskForm
 from joserfc.errors import JoseError
 from sqlalchemy import select, update
 
+from accounts.people.session import current_user
 from idp.audit.services import AuditContext, AuditLog
 from idp.core.runtime import Runtime, audit_log, db
+from idp.core.sessions import session_ended, sign_out
 from idp.core.web import dependency_lost, describe_dependency_error, error_response
-from idp.login.auth import current_user, session_ended, sign_out
 from idp.oauth.clients import ClientInfo
 from idp.oauth.models import LogoutDelivery
 
