@@ -23,8 +23,8 @@ from accounts.adapters.sms import SmsGateway
 from accounts.container import AccountAdapters
 from config import Settings, load_settings
 from idp import login, models, oauth
-from idp.audit.cli import COMMANDS as AUDIT_COMMANDS
 from idp.core import i18n, metrics, ops, web
+from idp.core.audit.cli import COMMANDS as AUDIT_COMMANDS
 from idp.core.clock import Clock, SystemClock
 from idp.core.db import Database, DatabaseUnavailable
 from idp.core.keys import KeysMissing, load_keys

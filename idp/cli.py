@@ -28,7 +28,7 @@ from accounts.adapters.registry import import_records
 from accounts.container import Accounts
 from config import Settings, SettingsError, load_settings, redact_url
 from config.settings import env_name
-from idp.audit.cli import COMMANDS as AUDIT
+from idp.core.audit.cli import COMMANDS as AUDIT
 from idp.core.cli_support import EXIT_USAGE, echo_json, fail
 from idp.core.clock import SystemClock
 from idp.core.db import Database, DatabaseUnavailable

@@ -37,9 +37,7 @@ def test_idp_and_the_flask_app_offer_the_same_command_tree(app: Flask) -> None:
     for name, command in ours.items():
         assert tree(command, name) == tree(flasks[name], name)
     # the groups the design promises, and the data-key commands inside `keys`
-    assert {"users", "clients", "keys", "ids", "registry", "realname", "orgs", "audit"} <= set(
-        ours
-    )
+    assert {"users", "clients", "keys", "ids", "registry", "realname", "orgs", "audit"} <= set(ours)
     assert {"keys rotate-data", "keys prune-data", "keys rotate"} <= set(tree(ours["keys"], "keys"))
 
 

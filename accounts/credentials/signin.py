@@ -27,7 +27,7 @@ from accounts.credentials.totp import TotpService
 from accounts.errors import N_
 from accounts.people.models import User, UserStatus
 from accounts.people.services import AccountService, username_key
-from idp.audit.services import DENIED, FAILURE, AuditLog
+from idp.core.audit.services import DENIED, FAILURE, AuditLog
 from idp.core.runtime import audit_log, db
 from idp.core.signin import (
     Cookie,

@@ -48,7 +48,7 @@ from accounts.realname.errors import (
     VerificationConflict,
 )
 from accounts.realname.models import Identity, Verification, VerificationMethod
-from idp.audit.services import FAILURE, AuditLog
+from idp.core.audit.services import FAILURE, AuditLog
 from idp.core.clock import Clock
 from idp.core.keys import DataCipher
 

@@ -44,5 +44,3 @@ def with_app(command: F) -> F:
 
 def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, ensure_ascii=False, indent=None, default=str))
-
-

@@ -46,7 +46,7 @@ from joserfc.errors import JoseError
 from sqlalchemy import select, update
 
 from accounts.people.session import current_user
-from idp.audit.services import AuditContext, AuditLog
+from idp.core.audit.services import AuditContext, AuditLog
 from idp.core.runtime import Runtime, audit_log, db
 from idp.core.sessions import session_ended, sign_out
 from idp.core.web import dependency_lost, describe_dependency_error, error_response

@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from accounts.container import Accounts
 from accounts.credentials.signin import PASSWORD, TOTP
-from idp.audit.models import AuditEvent
+from idp.core.audit.models import AuditEvent
 from idp.core.clock import FrozenClock
 from idp.core.navigation import safe_next
 from idp.core.runtime import db
