@@ -173,6 +173,12 @@ class OtpCheck:
         self._session.commit()
 
 
+def _throttle(accounts: Accounts, scope: str) -> Throttle:
+    """Built for each attempt from the app's runtime (its store, clock, settings)."""
+    core = accounts.core
+    return Throttle(core.store, core.clock, core.settings, core.keys.secrets, scope=scope)
+
+
 class PasswordMethod:
     """The username and password form of ``/login`` (fields ``username``, ``password``)."""
 
@@ -182,13 +188,8 @@ class PasswordMethod:
     label = N_("Password")
 
     def __init__(self, accounts: Accounts, count: CountAttempt) -> None:
-        core = accounts.core
         self._accounts = accounts
         self._count = count
-        self._throttle = Throttle(
-            core.store, core.clock, core.settings, core.keys.secrets, scope="pwd"
-        )
-        self._secure = core.settings.is_https
 
     def entry(self, next_url: str) -> str | None:  # noqa: ARG002 - the interface's signature
         return None  # the sign-in page's own form
@@ -201,7 +202,7 @@ class PasswordMethod:
             db(),
             self._accounts.account_service(),
             self._accounts.hasher,
-            self._throttle,
+            _throttle(self._accounts, "pwd"),
             audit_log(),
             self._count,
         )
@@ -232,10 +233,10 @@ class PasswordMethod:
         return (
             Cookie(
                 DEVICE_COOKIE,
-                self._throttle.issue_device_cookie(account_key),
+                _throttle(self._accounts, "pwd").issue_device_cookie(account_key),
                 max_age=DEVICE_COOKIE_DAYS * 24 * 3600,
                 path="/login",
-                secure=self._secure,
+                secure=self._accounts.core.settings.is_https,
             ),
         )
 
@@ -249,12 +250,8 @@ class TotpMethod:
     label = N_("One-time code")
 
     def __init__(self, accounts: Accounts, count: CountAttempt) -> None:
-        core = accounts.core
         self._accounts = accounts
         self._count = count
-        self._throttle = Throttle(
-            core.store, core.clock, core.settings, core.keys.secrets, scope="otp"
-        )
 
     def entry(self, next_url: str) -> str | None:  # noqa: ARG002 - the interface's signature
         return None  # the sign-in pages' code form
@@ -269,7 +266,11 @@ class TotpMethod:
         if first is None or user is None:
             raise SignInFailed(InvalidOtp.default_message)
         check = OtpCheck(
-            db(), self._accounts.totp_service(), self._throttle, audit_log(), self._count
+            db(),
+            self._accounts.totp_service(),
+            _throttle(self._accounts, "otp"),
+            audit_log(),
+            self._count,
         )
         try:
             check.check(
