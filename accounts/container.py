@@ -10,6 +10,7 @@ for the adapters through ``create_app(adapters=...)``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -24,6 +25,7 @@ from accounts.organisations.services import OrganisationService
 from accounts.people.services import AccountService
 from accounts.realname.counter import CounterService
 from accounts.realname.face import FaceCheckService
+from accounts.realname.models import VerificationMethod
 from accounts.realname.phone import PhoneCheckLimits, PhoneCheckService
 from accounts.realname.services import RealNameService
 from accounts.staff.services import StaffService
@@ -64,6 +66,14 @@ class Accounts(Component):
         self._registry = adapters.registry or self._http_registry()
         self.face = adapters.face or self._face_verifier()
         self.sms = adapters.sms or self._sms_gateway()
+        # how long a verification by each method counts (record_verification); a method
+        # without a setting (certificate) is given its end by the caller
+        self.level_validity: Mapping[VerificationMethod, int] = {
+            VerificationMethod.SMS: settings.sms_level_valid_days,
+            VerificationMethod.REGISTRY: settings.registry_level_valid_days,
+            VerificationMethod.FACE: settings.face_level_valid_days,
+            VerificationMethod.COUNTER: settings.counter_level_valid_days,
+        }
 
     # -- the request's services -----------------------------------------------------------
 
@@ -90,63 +100,49 @@ class Accounts(Component):
             audit_log(actor),
             core.clock,
             self.registry(),
-            registry_valid_days=core.settings.registry_level_valid_days,
+            validity=self.level_validity,
         )
 
     def phone_check_service(self) -> PhoneCheckService:
         core = self.core
         settings = core.settings
         return PhoneCheckService(
-            db(),
+            self.realname_service(),
             core.keys.cipher,
             core.keys.secrets,
             core.store,
-            audit_log(),
             core.clock,
             self.sms,
             PhoneCheckLimits(
                 code_lifetime_seconds=settings.sms_code_lifetime_seconds,
                 codes_per_phone_per_hour=settings.sms_codes_per_phone_per_hour,
                 codes_per_account_per_day=settings.sms_codes_per_account_per_day,
-                level_valid_days=settings.sms_level_valid_days,
             ),
         )
 
     def face_check_service(self) -> FaceCheckService:
         core = self.core
         return FaceCheckService(
-            db(),
             self.realname_service(),
             core.store,
-            audit_log(),
-            core.clock,
             self.face,
             checks_per_day=core.settings.face_checks_per_account_per_day,
-            level_valid_days=core.settings.face_level_valid_days,
         )
 
     def staff_service(self, actor: str | None = None) -> StaffService:
         return StaffService(db(), audit_log(actor))
 
     def counter_service(self, actor: str | None = None) -> CounterService:
-        core = self.core
-        return CounterService(
-            db(),
-            core.keys.cipher,
-            audit_log(actor),
-            core.clock,
-            counter_valid_days=core.settings.counter_level_valid_days,
-        )
+        return CounterService(self.realname_service(actor))
 
     def organisation_service(self, actor: str | None = None) -> OrganisationService:
         core = self.core
         return OrganisationService(
             db(),
             core.keys.cipher,
-            audit_log(actor),
+            self.realname_service(actor),
             core.clock,
             self.registry(),
-            registry_valid_days=core.settings.registry_level_valid_days,
         )
 
     # -- the remote services' adapters, as the settings say ------------------------------

@@ -8,7 +8,7 @@ from flask_wtf import FlaskForm
 
 from accounts.errors import AccountError
 from accounts.people.models import User
-from idp.login.auth import current_user
+from accounts.people.session import current_user
 
 
 class ActionForm(FlaskForm):  # type: ignore[misc]

@@ -74,7 +74,12 @@ PROBES: list[Probe] = [
     (0, "", "", WHOLE),
     (1, "", "", FLASK),
     (2, "flask.ctx", "RequestContext.push", "request context push (incl. session open)"),
-    (3, "idp.sessions", "StoreSessionInterface.open_session", "session open (cookie, Redis GET)"),
+    (
+        3,
+        "idp.core.sessions",
+        "StoreSessionInterface.open_session",
+        "session open (cookie, Redis GET)",
+    ),
     (2, "flask.app", "Flask.preprocess_request", "before_request hooks"),
     (2, "flask.app", "Flask.dispatch_request", "view"),
     (1, "idp.oauth.lean", "check_input", "lean: input check"),
@@ -100,7 +105,7 @@ PROBES: list[Probe] = [
     (4, "idp.oauth.clients", "ClientRegistry.get", "client look-up (per-worker cache)"),
     (4, "idp.oauth.clients", "ClientInfo.check_client_secret", "client secret HMAC"),
     (3, "idp.oauth.authorize_request", "check", "authorization request validation (Authlib)"),
-    (3, "idp.login.auth", "current_user", "current_user (account look-up)"),
+    (3, "accounts.people.session", "current_user", "current_user (account look-up)"),
     (3, "idp.oauth.server", "OAuthRuntime.tokens", "TokenService() (opens a DB session)"),
     (3, "idp.oauth.tokens", "TokenService.new_code", "new authorization code (Redis SET)"),
     (3, "idp.oauth.tokens", "TokenService.take_code", "take code (Redis GETDEL + SET)"),
@@ -113,8 +118,8 @@ PROBES: list[Probe] = [
     ),
     (3, "idp.oauth.tokens", "TokenService.rotate", "rotate refresh token (UPDATE + new)"),
     (3, "idp.oauth.tokens", "TokenService.new_refresh_token", "new refresh token (INSERT)"),
-    (3, "accounts.services", "AccountService.get", "account look-up (ORM SELECT)"),
-    (3, "accounts.services", "AccountService.is_active", "account active? (SELECT status)"),
+    (3, "accounts.people.services", "AccountService.get", "account look-up (ORM SELECT)"),
+    (3, "accounts.people.services", "AccountService.is_active", "account active? (SELECT status)"),
     (3, "idp.oauth.tokens", "TokenService.grant", "grant look-up (ORM SELECT)"),
     (3, "idp.oauth.tokens", "TokenService.access_token", "access token (claims + JWT)"),
     (3, "idp.oauth.tokens", "TokenService.id_token", "ID token (claims + JWT)"),
@@ -137,7 +142,7 @@ PROBES: list[Probe] = [
     (3, "json", "dumps", "json.dumps"),
     (3, "json", "loads", "json.loads"),
     (2, "flask.app", "Flask.process_response", "after_request hooks + session save"),
-    (3, "idp.sessions", "StoreSessionInterface.save_session", "session save"),
+    (3, "idp.core.sessions", "StoreSessionInterface.save_session", "session save"),
     (2, "flask.ctx", "RequestContext.pop", "request context pop (incl. teardown)"),
     (1, "idp.oauth.lean", "finish_response", "lean: security headers, request id"),
     (1, "idp.oauth.lean", "observe_request", "lean: metrics"),
@@ -166,7 +171,7 @@ def install(app: Any, recorder: Recorder) -> list[str]:
     absent = install_probes(recorder, PROBES)
     # modules that imported these by name: point them at the wrapped ones
     authorize: Any = importlib.import_module("idp.oauth.authorize")
-    auth: Any = importlib.import_module("idp.login.auth")
+    auth: Any = importlib.import_module("accounts.people.session")
     authorize_request: Any = importlib.import_module("idp.oauth.authorize_request")
     authorize.current_user = auth.current_user
     authorize.check = authorize_request.check

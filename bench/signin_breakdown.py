@@ -41,33 +41,33 @@ PROBES: list[Probe] = [
     (0, "flask.app", "Flask.wsgi_app", "whole request inside Flask"),
     (1, "flask.app", "Flask.preprocess_request", "before_request hooks"),
     (2, "flask_wtf.csrf", "CSRFProtect.protect", "CSRF check"),
-    (1, "accounts.passwords", "PasswordHasher.verify", "Argon2id verify"),
-    (1, "accounts.services", "AccountService.find_by_username", "account look-up"),
+    (1, "accounts.credentials.passwords", "PasswordHasher.verify", "Argon2id verify"),
+    (1, "accounts.people.services", "AccountService.find_by_username", "account look-up"),
     (
         2,
         "sqlalchemy.orm.strategies",
         "_SelectInLoader._load_for_path",
         "selectin load of User.totp (2nd SELECT)",
     ),
-    (1, "idp.login.throttle", "Throttle.check", "throttle check (Redis GETs)"),
-    (1, "idp.login.throttle", "Throttle.success", "throttle reset (Redis DEL)"),
-    (1, "idp.audit.services", "AuditLog.record", "audit event (AuditLog.record)"),
+    (1, "idp.core.throttle", "Throttle.check", "throttle check (Redis GETs)"),
+    (1, "idp.core.throttle", "Throttle.success", "throttle reset (Redis DEL)"),
+    (1, "idp.core.audit.services", "AuditLog.record", "audit event (AuditLog.record)"),
     (
         2,
         "sqlalchemy.orm.bulk_persistence",
         "_BulkUDCompileState.orm_pre_session_exec",
         "ORM UPDATE set-up (synchronize_session)",
     ),
-    (2, "idp.audit.services", "chain_mac", "chain MAC (JSON + HMAC)"),
+    (2, "idp.core.audit.services", "chain_mac", "chain MAC (JSON + HMAC)"),
     (1, "sqlalchemy.orm.session", "Session.flush", "ORM flush (unit of work)"),
     (1, "sqlalchemy.orm.session", "Session.commit", "COMMIT"),
-    (1, "idp.login.auth", "complete_sign_in", "complete_sign_in"),
-    (1, "idp.login.throttle", "Throttle.issue_device_cookie", "device cookie"),
+    (1, "idp.core.sessions", "complete_sign_in", "complete_sign_in"),
+    (1, "idp.core.throttle", "Throttle.issue_device_cookie", "device cookie"),
     (1, "jinja2.environment", "Template.render", "template rendering"),
     (1, "flask_wtf.csrf", "generate_csrf", "CSRF token generation"),
     (1, "flask.app", "Flask.process_response", "after_request hooks"),
-    (2, "idp.sessions", "StoreSessionInterface.save_session", "session save (Redis)"),
-    (1, "idp.sessions", "StoreSessionInterface.open_session", "session open (Redis GET)"),
+    (2, "idp.core.sessions", "StoreSessionInterface.save_session", "session save (Redis)"),
+    (1, "idp.core.sessions", "StoreSessionInterface.open_session", "session open (Redis GET)"),
     (1, "sqlalchemy.engine.base", "Connection._execute_context", "SQL statements (Core)"),
     (2, "psycopg", "Cursor.execute", "psycopg execute"),
     (1, "idp.core.store", "RedisStore._call", "Redis commands"),
@@ -78,9 +78,9 @@ def install(recorder: Recorder) -> None:
     absent = install_probes(recorder, PROBES)
     if absent:
         raise RuntimeError(f"probes not found in the code measured: {absent}")
-    # views import complete_sign_in by name: point them at the wrapped one
-    views: Any = importlib.import_module("idp.login.views")
-    views.complete_sign_in = importlib.import_module("idp.login.auth").complete_sign_in
+    # the flow imports complete_sign_in by name: point it at the wrapped one
+    flow: Any = importlib.import_module("idp.login.flow")
+    flow.complete_sign_in = importlib.import_module("idp.core.sessions").complete_sign_in
 
 
 def parse_args() -> argparse.Namespace:

@@ -3,11 +3,13 @@
 Settings come from, in increasing priority: defaults, the TOML file named by
 ``IDP_CONFIG``, and ``IDP_<NAME>`` environment variables. Nothing else in the code
 base reads the environment for configuration. Tests build ``Settings`` directly.
+The lists (local CAs, upstream providers, peers) are sections, ``config.sections``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import tomllib
 from collections.abc import Mapping
@@ -23,6 +25,15 @@ from pydantic import (
     ValidationError,
     field_validator,
     model_validator,
+)
+
+from config.fields import http_url
+from config.sections import (
+    SECTIONS,
+    LocalCaSettings,
+    PeerSettings,
+    UpstreamProviderSettings,
+    check_unique,
 )
 
 ENV_PREFIX = "IDP_"
@@ -277,6 +288,17 @@ class Settings(BaseModel):
         default=30, ge=1, le=3600, description="How long calls stay stopped before one is tried."
     )
 
+    # -- lists: [[local_cas]], [[upstream_providers]], [[peers]] (config.sections)
+    local_cas: tuple[LocalCaSettings, ...] = Field(
+        default=(), description="The city's certificate authorities (issue 11)."
+    )
+    upstream_providers: tuple[UpstreamProviderSettings, ...] = Field(
+        default=(), description="OpenID providers users may sign in with (issue 13)."
+    )
+    peers: tuple[PeerSettings, ...] = Field(
+        default=(), description="Identity platforms kept in step with this one (issue 13)."
+    )
+
     @field_validator("issuer")
     @classmethod
     def _issuer_is_a_base_url(cls, value: str) -> str:
@@ -311,10 +333,7 @@ class Settings(BaseModel):
     def _http_url(cls, value: str | None) -> str | None:
         if value is None or value == "":
             return None
-        parts = urlsplit(value)
-        if parts.scheme not in {"http", "https"} or not parts.netloc:
-            raise ValueError("must be an http(s) URL")
-        return value.rstrip("/")
+        return http_url(value)
 
     @field_validator("secret_key")
     @classmethod
@@ -357,6 +376,11 @@ class Settings(BaseModel):
             raise ValueError(
                 "login_backoff_base_seconds: must not exceed login_backoff_max_seconds"
             )
+        check_unique("local_cas", self.local_cas, "name")
+        check_unique("upstream_providers", self.upstream_providers, "name")
+        check_unique("upstream_providers", self.upstream_providers, "issuer")
+        check_unique("peers", self.peers, "name")
+        check_unique("peers", self.peers, "issuer")
         return self
 
     # -- derived values
@@ -384,6 +408,22 @@ class Settings(BaseModel):
         """How long a signing key must stay published after it stops signing."""
         return max(self.access_token_lifetime, self.id_token_lifetime, 120)
 
+    def redacted(self) -> dict[str, Any]:
+        """Every setting as JSON values, safe to print or log: secrets (``SecretStr``,
+        in the sections too) as ``**********``, passwords in URLs replaced."""
+        redacted: dict[str, Any] = _redact_urls(self.model_dump(mode="json"))
+        return redacted
+
+
+def _redact_urls(value: Any, key: str = "") -> Any:
+    if isinstance(value, dict):
+        return {name: _redact_urls(item, name) for name, item in value.items()}
+    if isinstance(value, list):
+        return [_redact_urls(item, key) for item in value]
+    if isinstance(value, str) and key.endswith(("_url", "_urls")):
+        return redact_url(value)
+    return value
+
 
 def env_name(field: str) -> str:
     return ENV_PREFIX + field.upper()
@@ -406,7 +446,7 @@ def load_settings(
         field = name[len(ENV_PREFIX) :].lower()
         if field not in fields:
             raise SettingsError(f"unknown setting {name} (see the settings table in README.md)")
-        values[field] = raw
+        values[field] = _json_list(name, field, raw) if field in SECTIONS else raw
     values.update(overrides or {})
     return build_settings(values)
 
@@ -417,6 +457,24 @@ def build_settings(values: Mapping[str, Any]) -> Settings:
         return Settings(**values)
     except ValidationError as exc:
         raise SettingsError(_describe(exc)) from None
+
+
+def _json_list(name: str, field: str, raw: str) -> Any:
+    """A list section given in the environment: a JSON array that replaces the file's."""
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        # the message names the position only, never the text (it may hold secrets)
+        raise SettingsError(
+            f"invalid setting {name} ({field}): not valid JSON "
+            f"({exc.msg}, line {exc.lineno} column {exc.colno}); '[]' is an empty list"
+        ) from None
+    if not isinstance(value, list):
+        raise SettingsError(
+            f"invalid setting {name} ({field}): must be a JSON array of objects, "
+            f"like the [[{field}]] tables of the TOML file"
+        )
+    return value
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -433,25 +491,68 @@ def _read_toml(path: Path) -> dict[str, Any]:
     return data
 
 
+# "field: message" or "field[1].key: message" at the start of a model-level error
+_PATH_PREFIX = re.compile(r"^([a-z_][a-z0-9_]*(?:\[[0-9]+\])?(?:\.[a-z_][a-z0-9_]*)*): ")
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    """A pydantic location as the operator writes it: ``local_cas[1].ocsp_url``."""
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f"{'.' if path else ''}{part}"
+    return path
+
+
 def _describe(exc: ValidationError) -> str:
     lines = []
-    for error in exc.errors():
-        loc = [str(part) for part in error["loc"]]
+    errors = exc.errors()
+    for error in errors:
+        loc = error["loc"]
+        if error["type"] == "too_short" and any(
+            other["loc"][: len(loc)] == loc and len(other["loc"]) > len(loc) for other in errors
+        ):
+            continue  # the list is short because an item of it is wrong: that item says why
+        path = _path(loc)
         message = error["msg"].removeprefix("Value error, ")
-        if loc:
-            field = loc[0]
-        else:
+        model_level = not loc or isinstance(loc[-1], int)
+        if error["type"] == "value_error" and model_level:
             # model-level errors name their field as "field: message"
-            field, _, message = message.partition(": ")
-        hidden = any(word in field for word in ("secret", "token", "key"))
-        shown = "<hidden>" if hidden else repr(error.get("input"))
-        if field.endswith("_url") and isinstance(error.get("input"), str):
+            match = _PATH_PREFIX.match(message)
+            if match or not loc:
+                field, _, message = message.partition(": ")
+                path = f"{path}.{field}" if path else field
+        message = _plain_message(error["type"], loc, message)
+        top = path.split(".", 1)[0].split("[", 1)[0]
+        value = error.get("input")
+        hidden = any(word in path for word in ("secret", "token", "key"))
+        shown = "<hidden>" if hidden else repr(value)
+        if isinstance(value, str) and not hidden:
             # a URL that failed to parse may have its password anywhere before the last @
-            shown = repr(re.sub(r"//.*@", "//***@", error["input"]))
-        name = f"{env_name(field)} ({field})" if field in Settings.model_fields else field
-        suffix = f" (got {shown})" if loc else ""
+            shown = repr(re.sub(r"//.*@", "//***@", value))
+        show = loc and isinstance(value, _SCALARS) and error["type"] != "extra_forbidden"
+        name = f"{env_name(top)} ({path})" if top in Settings.model_fields else path
+        suffix = f" (got {shown})" if show else ""
         lines.append(f"invalid setting {name}: {message}{suffix}")
     return "; ".join(lines)
+
+
+def _plain_message(kind: str, loc: tuple[int | str, ...], message: str) -> str:
+    if kind == "extra_forbidden":
+        return "unknown key (see the settings table in README.md)"
+    if kind == "missing":
+        return "required"
+    if kind == "too_short":
+        return "must not be empty"
+    if len(loc) == 1 and loc[0] in SECTIONS and kind in {"tuple_type", "list_type"}:
+        field = str(loc[0])
+        return (
+            f"must be a list of tables: [[{field}]] in the TOML file, "
+            f"a JSON array in {env_name(field)}"
+        )
+    if len(loc) == 2 and loc[0] in SECTIONS and kind == "model_type":
+        return "must be a table"
+    return message
 
 
 def redact_url(url: str) -> str:

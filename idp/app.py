@@ -22,8 +22,9 @@ from accounts.adapters.registry import Registry
 from accounts.adapters.sms import SmsGateway
 from accounts.container import AccountAdapters
 from config import Settings, load_settings
-from idp import audit, login, models, oauth
+from idp import login, models, oauth
 from idp.core import i18n, metrics, ops, web
+from idp.core.audit.cli import COMMANDS as AUDIT_COMMANDS
 from idp.core.clock import Clock, SystemClock
 from idp.core.db import Database, DatabaseUnavailable
 from idp.core.keys import KeysMissing, load_keys
@@ -31,8 +32,8 @@ from idp.core.logs import configure_logging
 from idp.core.runtime import Runtime
 from idp.core.runtime import init_app as init_runtime
 from idp.core.schema import pending_migrations
+from idp.core.sessions import StoreSessionInterface, refuse_without_store
 from idp.core.store import Store, StoreUnavailable, build_store
-from idp.sessions import StoreSessionInterface, refuse_without_store
 
 log = logging.getLogger(__name__)
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -114,7 +115,8 @@ def create_app(
     ops.init_app(app)
 
     adapters = adapters or Adapters()
-    audit.init_app(app)
+    for command in AUDIT_COMMANDS:
+        app.cli.add_command(command)
     login.init_app(app)
     accounts.init_app(
         app,

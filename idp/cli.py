@@ -1,29 +1,48 @@
 """The ``idp`` command (also reachable as ``flask --app wsgi``).
 
 Exit codes: 0 success, 1 a refused operation or unreachable dependency, 2 usage or
-invalid settings. Heavy modules are imported inside commands: ``serve`` must set up
-Prometheus' multi-process directory before ``prometheus_client`` is first imported.
+invalid settings. ``idp.app`` alone is imported inside the commands that build an app
+(start-up order, not a cycle): ``serve`` must set up Prometheus' multi-process directory
+before ``prometheus_client`` (imported by the app's metrics) is first imported.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import multiprocessing
 import os
 import secrets
 import sys
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
+import pyotp
 from flask import Flask
 from flask.cli import ScriptInfo
 
 from accounts import COMMANDS as ACCOUNTS
+from accounts.adapters.registry import import_records
+from accounts.container import Accounts
 from config import Settings, SettingsError, load_settings, redact_url
-from idp.audit.cli import COMMANDS as AUDIT
+from config.settings import env_name
+from idp.core.audit.cli import COMMANDS as AUDIT
 from idp.core.cli_support import EXIT_USAGE, echo_json, fail
+from idp.core.clock import SystemClock
+from idp.core.db import Database, DatabaseUnavailable
+from idp.core.keys import KeysMissing, ensure_keys, load_keys
+from idp.core.runtime import Runtime, db
+from idp.core.schema import pending_migrations, upgrade
+from idp.core.store import RedisStore, StoreUnavailable
+from idp.demo.rp import RelyingParty, serve_rp
 from idp.oauth.cli import COMMANDS as OAUTH
+from idp.oauth.clients import Registration
+from idp.oauth.keys import SigningKeys
+from idp.oauth.server import OAuthRuntime
+from idp.server import prepare_metrics_dir
+from idp.server import serve as run
 
 DEMO_USERS = ("demo", "demo-mfa")
 # the example number of design.md and GB 11643, under a made-up name
@@ -72,9 +91,6 @@ def main(ctx: click.Context) -> None:
 
 def initialise(settings: Settings) -> list[str]:
     """Create the data directory, key files and schema; safe to run again."""
-    from idp.core.db import Database, DatabaseUnavailable
-    from idp.core.keys import ensure_keys
-    from idp.core.schema import upgrade
 
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     created = ensure_keys(settings)
@@ -84,8 +100,6 @@ def initialise(settings: Settings) -> list[str]:
     except DatabaseUnavailable as exc:
         fail(str(exc))
     upgrade(database.engine)
-    from idp.core.clock import SystemClock
-    from idp.oauth.keys import SigningKeys
 
     signing = SigningKeys(
         database,
@@ -117,10 +131,6 @@ def init(as_json: bool) -> None:
 
 def preflight(settings: Settings) -> None:
     """Refuse to start what cannot work, with one line saying why."""
-    from idp.core.db import Database, DatabaseUnavailable
-    from idp.core.keys import KeysMissing, load_keys
-    from idp.core.schema import pending_migrations
-    from idp.core.store import RedisStore, StoreUnavailable
 
     if settings.redis_url is None and settings.workers > 1:
         fail(
@@ -152,7 +162,6 @@ def preflight(settings: Settings) -> None:
 
 
 def _check_remote_files(settings: Settings) -> None:
-    from config.settings import env_name
 
     if settings.registry_adapter != "http":
         return
@@ -202,8 +211,6 @@ def serve(host: str, port: int, workers: int | None, threads: int | None) -> Non
     """Serve the application with granian (several worker processes need Redis)."""
     settings = _settings(workers=workers, threads=threads)
     preflight(settings)
-    from idp.server import prepare_metrics_dir
-    from idp.server import serve as run
 
     prepare_metrics_dir(settings)
     run(settings, host, port)
@@ -213,15 +220,8 @@ def _demo_data(
     settings: Settings, host: str, port: int
 ) -> tuple[list[tuple[str, str, str | None]], list[Any]]:
     """Create (or reset) the demo accounts and the sample services' registrations."""
-    import pyotp
 
-    from accounts.adapters.registry import import_records
-    from accounts.container import Accounts
     from idp.app import StartupError, create_app
-    from idp.core.runtime import Runtime, db
-    from idp.demo.rp import RelyingParty
-    from idp.oauth.clients import Registration
-    from idp.oauth.server import OAuthRuntime
 
     try:
         app = create_app(settings)
@@ -287,10 +287,6 @@ def _demo_data(
 
 
 def _start_sample_services(services: list[Any], host: str) -> None:
-    import multiprocessing
-    from urllib.parse import urlsplit
-
-    from idp.demo.rp import serve_rp
 
     context = multiprocessing.get_context("spawn")
     for service in services:
@@ -305,14 +301,11 @@ def _start_sample_services(services: list[Any], host: str) -> None:
 )
 def demo(host: str | None, port: int | None) -> None:
     """Initialise the embedded mode, create demo accounts and serve."""
-    from urllib.parse import urlsplit
 
     settings = _settings()
     issuer = urlsplit(settings.issuer)
     host = host or issuer.hostname or "127.0.0.1"
     port = port or issuer.port or (443 if issuer.scheme == "https" else 80)
-    from idp.server import prepare_metrics_dir
-    from idp.server import serve as run
 
     prepare_metrics_dir(settings)
     initialise(settings)

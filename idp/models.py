@@ -7,7 +7,7 @@ import accounts.credentials.models
 import accounts.organisations.models
 import accounts.people.models
 import accounts.realname.models
-import idp.audit.models
+import idp.core.audit.models
 import idp.oauth.models
 from idp.core.schema import metadata
 
@@ -16,7 +16,7 @@ MODEL_MODULES = (
     accounts.credentials.models,
     accounts.realname.models,
     accounts.organisations.models,
-    idp.audit.models,
+    idp.core.audit.models,
     idp.oauth.models,
 )
 

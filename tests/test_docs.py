@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import click
 
-from config.settings import Settings, env_name
+from config.sections import SECTIONS
+from config.settings import Settings, build_settings, env_name
 from idp.cli import main
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
@@ -17,6 +19,22 @@ def test_every_setting_is_in_the_settings_table() -> None:
         env_name(name) for name in Settings.model_fields if f"`{env_name(name)}`" not in README
     ]
     assert missing == []
+
+
+def test_every_key_of_a_list_is_in_its_table() -> None:
+    for field, model in SECTIONS.items():
+        heading = f"`[[{field}]]` (`{env_name(field)}`):"
+        assert heading in README
+        table = README.split(heading, 1)[1].split("\n\n", 2)[1]
+        missing = [key for key in model.model_fields if f"| `{key}` |" not in table]
+        assert missing == [], field
+
+
+def test_the_example_of_the_lists_is_valid() -> None:
+    section = README.split("### Lists", 1)[1].split("\n## ", 1)[0]
+    example = tomllib.loads(section.split("```toml", 1)[1].split("```", 1)[0])
+    settings = build_settings(example)
+    assert [len(getattr(settings, field)) for field in SECTIONS] == [1, 1, 1]
 
 
 def test_every_command_is_in_the_command_table() -> None:

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from accounts.credentials.errors import InvalidOtp, NoPendingEnrollment, TotpAlreadyEnrolled
 from accounts.credentials.models import RecoveryCode, TotpCredential
 from accounts.people.models import User
-from idp.audit.services import AuditLog
+from idp.core.audit.services import AuditLog
 from idp.core.clock import Clock
 from idp.core.keys import DataCipher, Secrets
 

@@ -22,8 +22,8 @@ from accounts.credentials.errors import (
     TotpAlreadyEnrolled,
 )
 from accounts.credentials.forms import PasswordConfirmForm, TotpConfirmForm
+from accounts.people.session import login_required
 from accounts.web import ActionForm, error_message, signed_in_user
-from idp.login.auth import login_required
 
 bp = Blueprint("credentials", __name__, template_folder="../templates")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -25,8 +25,7 @@ from accounts.errors import N_, AccountError
 from accounts.identifiers import CONFIRM_WITH_REGISTRY, check, mask
 from accounts.organisations.models import Organisation
 from accounts.realname.models import Verification, VerificationMethod
-from accounts.realname.services import UNVERIFIED, live_verifications, verification_history
-from idp.audit.services import FAILURE, AuditLog
+from accounts.realname.services import RealNameService
 from idp.core.clock import Clock
 from idp.core.keys import DataCipher
 
@@ -93,18 +92,15 @@ class OrganisationService:
         self,
         session: Session,
         cipher: DataCipher,
-        audit: AuditLog,
+        realname: RealNameService,
         clock: Clock,
         registry: Registry,
-        *,
-        registry_valid_days: int,
     ) -> None:
         self._session = session
         self._cipher = cipher
-        self._audit = audit
+        self._realname = realname
         self._clock = clock
         self._registry = registry
-        self._registry_valid_days = registry_valid_days
 
     # -- reading -----------------------------------------------------------------------
 
@@ -119,18 +115,15 @@ class OrganisationService:
         return self._session.scalar(select(Organisation).where(Organisation.public_id == public_id))
 
     def level(self, organisation: Organisation) -> int:
-        return max((v.level for v in self._live(organisation)), default=UNVERIFIED)
+        return self._realname.level(organisation)
 
     def status(self, organisation: Organisation) -> OrganisationStatus:
-        history = verification_history(
-            self._session, Verification.organisation_id == organisation.id
-        )
         return OrganisationStatus(
             public_id=organisation.public_id,
             level=self.level(organisation),
             masked_uscc=mask(self.uscc_of(organisation)),
             name=self.name_of(organisation),
-            verifications=history,
+            verifications=self._realname.history(organisation),
         )
 
     def uscc_of(self, organisation: Organisation) -> str:
@@ -165,27 +158,16 @@ class OrganisationService:
         if result.answer is not Answer.MATCH:
             self._refuse(existing, actor, result.answer.value)
             raise OrganisationMismatch()
-        now = self._clock.now()
-        organisation, created = self._record(index, code, clean_name, now)
-        verification = Verification(
-            organisation_id=organisation.id,
+        organisation, created = self._record(index, code, clean_name, self._clock.now())
+        return self._realname.record_verification(
+            organisation,
             method=VerificationMethod.REGISTRY,
             level=3,
-            verified_at=now,
-            expires_at=now + timedelta(days=self._registry_valid_days),
             source=self._registry.source,
             evidence_ref=result.reference,
-            actor=actor[:100],
-        )
-        self._session.add(verification)
-        self._audit.record(
-            "org.verify",
-            subject=organisation.subject,
             actor=actor,
-            details={"method": "registry", "level": 3, "created": created},
+            details={"created": created},
         )
-        self._session.commit()
-        return verification
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -223,19 +205,13 @@ class OrganisationService:
     def _by_index(self, index: str) -> Organisation | None:
         return self._session.scalar(select(Organisation).where(Organisation.uscc_index == index))
 
-    def _live(self, organisation: Organisation) -> list[Verification]:
-        return live_verifications(
-            self._session, Verification.organisation_id == organisation.id, self._clock.now()
-        )
-
     def _refuse(
         self, organisation: Organisation | None, actor: str, reason: str, **details: str
     ) -> None:
-        self._audit.record(
-            "org.verify",
-            FAILURE,
-            subject=organisation.subject if organisation else None,
+        self._realname.record_refusal(
+            organisation,
+            method=VerificationMethod.REGISTRY,
+            reason=reason,
             actor=actor,
-            details={"method": "registry", "reason": reason, **details},
+            **details,
         )
-        self._session.commit()

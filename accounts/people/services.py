@@ -19,7 +19,7 @@ from accounts.people.errors import InvalidPhone, InvalidUsername, UsernameTaken
 from accounts.people.models import User, UserStatus
 from accounts.realname.models import Verification, VerificationMethod
 from accounts.signals import account_disabled
-from idp.audit.services import AuditLog
+from idp.core.audit.services import AuditLog
 from idp.core.clock import Clock
 from idp.core.keys import DataCipher
 

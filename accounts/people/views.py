@@ -25,11 +25,12 @@ from accounts.credentials.errors import (
 from accounts.identifiers import mask
 from accounts.people.errors import InvalidPhone, InvalidUsername, UsernameTaken
 from accounts.people.forms import PasswordChangeForm, ProfileForm, RegisterForm
+from accounts.people.session import login_required
 from accounts.web import ActionForm, error_message, signed_in_user
 from idp.core.navigation import safe_next
 from idp.core.runtime import Runtime
+from idp.core.sessions import complete_sign_in, end_other_sessions
 from idp.core.throttle import RateLimit, Throttled
-from idp.login.auth import complete_sign_in, end_other_sessions, login_required
 
 bp = Blueprint("people", __name__, template_folder="../templates")
 
@@ -78,7 +79,7 @@ def register() -> ResponseReturnValue:
     except InvalidPhone as exc:
         form.phone.errors = [error_message(exc)]
     else:
-        complete_sign_in(user, ["pwd"])
+        complete_sign_in(user.id, user.public_id, ["pwd"])
         flash(_("Your account has been created."), "success")
         return redirect(next_url)
     return make_response(render_template("accounts/register.html", **context), status)
@@ -136,8 +137,8 @@ def password_change() -> ResponseReturnValue:
     else:
         # other browsers are signed out (and their services told); this one continues
         # under a fresh session
-        end_other_sessions(user)
-        complete_sign_in(user, list(session.get("amr", ["pwd"])))
+        end_other_sessions(user.id)
+        complete_sign_in(user.id, user.public_id, list(session.get("amr", ["pwd"])))
         flash(_("Your password has been changed. Other devices have been signed out."), "success")
         return redirect(url_for("people.account"))
     return make_response(render_template("accounts/password.html", form=form), 400)

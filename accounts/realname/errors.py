@@ -36,6 +36,12 @@ class IdentityTaken(AccountError):
     )
 
 
+class VerificationConflict(AccountError):
+    """The account's identity was written by another request while this one recorded."""
+
+    default_message = N_("Your account changed while the code was checked. Please try again.")
+
+
 class IdentityAlreadyVerified(AccountError):
     default_message = N_(
         "Your account is already verified with another document. To change it, visit a "

@@ -8,11 +8,6 @@ dropped: it is never stored or logged, and audit events carry no personal data.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
 from accounts.adapters.face import (
     MAX_IMAGE_BYTES,
     FaceUnavailable,
@@ -22,10 +17,8 @@ from accounts.adapters.face import (
 )
 from accounts.errors import N_, AccountError
 from accounts.people.models import User
-from accounts.realname.models import Identity, Verification, VerificationMethod
+from accounts.realname.models import Verification, VerificationMethod
 from accounts.realname.services import RealNameService
-from idp.audit.services import FAILURE, AuditLog
-from idp.core.clock import Clock
 from idp.core.store import Store
 from idp.core.throttle import RateLimit, Throttled
 
@@ -64,32 +57,24 @@ class TooManyFaceChecks(AccountError):
 class FaceCheckService:
     def __init__(
         self,
-        session: Session,
         realname: RealNameService,
         store: Store,
-        audit: AuditLog,
-        clock: Clock,
         verifier: FaceVerifier,
         *,
         checks_per_day: int,
-        level_valid_days: int,
     ) -> None:
-        self._session = session
         self._realname = realname
         self._store = store
-        self._audit = audit
-        self._clock = clock
         self._verifier = verifier
         self._checks_per_day = checks_per_day
-        self._level_valid_days = level_valid_days
 
     def eligible(self, user: User) -> bool:
         """Whether the account has a registry-confirmed identity to compare with."""
-        return self._confirmed_identity(user) is not None
+        return self._realname.confirmed_identity(user) is not None
 
     def verify(self, user: User, image: bytes) -> Verification:
         """Compare ``image`` with the registry photo; on a match record level 4."""
-        identity = self._confirmed_identity(user)
+        identity = self._realname.confirmed_identity(user)
         if identity is None:
             raise NeedsConfirmedIdentity()
         try:
@@ -115,44 +100,19 @@ class FaceCheckService:
         if not result.matched:
             self._refuse(user, "mismatch", reference=(result.reference or "")[:200])
             raise FaceMismatch()
-        now = self._clock.now()
-        verification = Verification(
-            user_id=user.id,
+        # the identity it rests on is the confirmed one, unchanged
+        return self._realname.record_verification(
+            user,
             method=VerificationMethod.FACE,
             level=FACE_LEVEL,
-            verified_at=now,
-            expires_at=now + timedelta(days=self._level_valid_days),
             source=self._verifier.source,
             evidence_ref=result.reference,
         )
-        self._session.add(verification)
-        self._audit.record(
-            "realname.verify",
-            subject=user.subject,
-            details={
-                "method": "face",
-                "level": FACE_LEVEL,
-                "document_kind": identity.document_kind,
-            },
-        )
-        self._session.commit()
-        return verification
-
-    def _confirmed_identity(self, user: User) -> Identity | None:
-        return self._session.scalar(
-            select(Identity).where(
-                Identity.user_id == user.id, Identity.verified_number_index.is_not(None)
-            )
-        )
 
     def _refuse(self, user: User, reason: str, **details: str) -> None:
-        self._audit.record(
-            "realname.verify",
-            FAILURE,
-            subject=user.subject,
-            details={"method": "face", "reason": reason, **details},
+        self._realname.record_refusal(
+            user, method=VerificationMethod.FACE, reason=reason, **details
         )
-        self._session.commit()
 
 
 def max_image_megabytes() -> int:

@@ -24,26 +24,13 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
-
-from accounts.adapters.registry import NUMBER_INDEX, normalise_name
 from accounts.adapters.sms import SmsGateway, SmsUnavailable
 from accounts.errors import N_, AccountError
 from accounts.identifiers import mask
 from accounts.people.models import User
 from accounts.people.services import PHONE_CONTEXT, PHONE_INDEX, normalise_mobile, phone_evidence
-from accounts.realname.errors import IdentityAlreadyVerified, IdentityTaken
-from accounts.realname.models import Identity, Verification, VerificationMethod
-from accounts.realname.services import (
-    NAME_CONTEXT,
-    NUMBER_CONTEXT,
-    checked_document,
-    checked_name,
-    confirmed_holder,
-)
-from idp.audit.services import FAILURE, AuditLog
+from accounts.realname.models import Verification, VerificationMethod
+from accounts.realname.services import DocumentClaim, RealNameService
 from idp.core.clock import Clock
 from idp.core.keys import DataCipher, Secrets
 from idp.core.store import Store
@@ -86,10 +73,6 @@ class TooManyWrongCodes(AccountError):
     default_message = N_("Too many wrong codes. Ask for a new code.")
 
 
-class VerificationConflict(AccountError):
-    default_message = N_("Your account changed while the code was checked. Please try again.")
-
-
 @dataclass(frozen=True)
 class PendingCode:
     """What the code page may show: the masked phone number and when the code expires."""
@@ -103,26 +86,23 @@ class PhoneCheckLimits:
     code_lifetime_seconds: int
     codes_per_phone_per_hour: int
     codes_per_account_per_day: int
-    level_valid_days: int
 
 
 class PhoneCheckService:
     def __init__(
         self,
-        session: Session,
+        realname: RealNameService,
         cipher: DataCipher,
         secrets_: Secrets,
         store: Store,
-        audit: AuditLog,
         clock: Clock,
         gateway: SmsGateway,
         limits: PhoneCheckLimits,
     ) -> None:
-        self._session = session
+        self._realname = realname
         self._cipher = cipher
         self._secrets = secrets_
         self._store = store
-        self._audit = audit
         self._clock = clock
         self._gateway = gateway
         self._limits = limits
@@ -135,10 +115,10 @@ class PhoneCheckService:
         """Check the declared document, name and phone, and text a new code to the phone
         (replacing any pending one). ``message`` is the (translated) text with
         ``%(code)s`` and ``%(minutes)d``."""
-        document, kind = checked_document(number)
-        clean_name = checked_name(name)
+        claim = DocumentClaim.checked(name, number, confirmed=False)
         mobile = normalise_mobile(phone)
-        self._check_not_switching(user, document, clean_name)
+        # an account with a confirmed identity may declare only that identity
+        self._realname.check_claim(user, claim)
         try:
             RateLimit(
                 self._store,
@@ -161,9 +141,9 @@ class PhoneCheckService:
         pending = {
             "mac": self._code_mac(user, mobile, code),
             "phone": self._cipher.encrypt(mobile, context=PENDING_CONTEXT),
-            "number": self._cipher.encrypt(document, context=PENDING_CONTEXT),
-            "name": self._cipher.encrypt(clean_name, context=PENDING_CONTEXT),
-            "kind": kind,
+            "number": self._cipher.encrypt(claim.number, context=PENDING_CONTEXT),
+            "name": self._cipher.encrypt(claim.name, context=PENDING_CONTEXT),
+            "kind": claim.kind,
             "expires": expires_at.timestamp(),
             "wrong": 0,
         }
@@ -222,81 +202,29 @@ class PhoneCheckService:
     def _record(
         self, user: User, entry: dict[str, object], mobile: str, now: datetime
     ) -> Verification:
-        document = self._cipher.decrypt(str(entry["number"]), context=PENDING_CONTEXT)
-        clean_name = self._cipher.decrypt(str(entry["name"]), context=PENDING_CONTEXT)
-        kind = str(entry["kind"])
-        number_index = self._cipher.blind_index(document, purpose=NUMBER_INDEX)
-        identity = self._identity(user)
-        try:
-            self._check_not_switching(user, document, clean_name, identity=identity)
-        except IdentityAlreadyVerified:
-            self._refuse(user, "identity_already_verified")
-            raise
-        # only now that the code was proved: whether a number is taken is not told to
-        # anyone who merely fills in the form
-        if confirmed_holder(self._session, number_index) not in (None, user.id):
-            self._refuse(user, "identity_taken")
-            raise IdentityTaken()
-        if identity is None:
-            identity = Identity(user_id=user.id, created_at=now)
-            self._session.add(identity)
-        if identity.verified_number_index is None:
-            # self-declared: stored like a confirmed one, but it claims no unique index
-            identity.document_kind = kind
-            identity.number_encrypted = self._cipher.encrypt(document, context=NUMBER_CONTEXT)
-            identity.number_index = number_index
-            identity.name_encrypted = self._cipher.encrypt(clean_name, context=NAME_CONTEXT)
-            identity.updated_at = now
+        """Record the declared identity, the phone and level 2 (in one transaction:
+        a refusal keeps neither). Whether the number is confirmed for another account is
+        told only now that the code was proved, not to anyone who merely fills in the
+        form."""
+        claim = DocumentClaim(
+            number=self._cipher.decrypt(str(entry["number"]), context=PENDING_CONTEXT),
+            kind=str(entry["kind"]),
+            name=self._cipher.decrypt(str(entry["name"]), context=PENDING_CONTEXT),
+            confirmed=False,
+        )
         user.phone_encrypted = self._cipher.encrypt(mobile, context=PHONE_CONTEXT)
         user.phone_index = self._cipher.blind_index(mobile, purpose=PHONE_INDEX)
         user.updated_at = now
-        verification = Verification(
-            user_id=user.id,
+        return self._realname.record_verification(
+            user,
             method=VerificationMethod.SMS,
             level=2,
-            verified_at=now,
-            expires_at=now + timedelta(days=self._limits.level_valid_days),
             source=self._gateway.source,
             # which number was proved (its keyed index): phone_number_verified holds
             # only while the account keeps this number
             evidence_ref=phone_evidence(user.phone_index),
+            document=claim,
         )
-        self._session.add(verification)
-        try:
-            self._session.flush()
-        except IntegrityError:
-            # the account's identity was written by another request in between
-            self._session.rollback()
-            self._refuse(user, "conflict")
-            raise VerificationConflict() from None
-        self._audit.record(
-            "realname.verify",
-            subject=user.subject,
-            details={"method": "sms", "level": 2, "document_kind": kind},
-        )
-        self._session.commit()
-        return verification
-
-    def _check_not_switching(
-        self,
-        user: User,
-        document: str,
-        clean_name: str,
-        *,
-        identity: Identity | None = None,
-    ) -> None:
-        """An account with a confirmed identity may declare only that identity."""
-        identity = identity or self._identity(user)
-        if identity is None or identity.verified_number_index is None:
-            return
-        number_index = self._cipher.blind_index(document, purpose=NUMBER_INDEX)
-        same_number = hmac.compare_digest(identity.verified_number_index, number_index)
-        stored_name = self._cipher.decrypt(identity.name_encrypted, context=NAME_CONTEXT)
-        if not same_number or normalise_name(stored_name) != clean_name:
-            raise IdentityAlreadyVerified()
-
-    def _identity(self, user: User) -> Identity | None:
-        return self._session.scalar(select(Identity).where(Identity.user_id == user.id))
 
     def _key(self, user: User) -> str:
         return f"realname:sms:{user.public_id}"
@@ -305,13 +233,7 @@ class PhoneCheckService:
         return self._secrets.mac_hex(CODE_PURPOSE, f"{user.public_id}\n{mobile}\n{code}")
 
     def _refuse(self, user: User, reason: str, **details: str) -> None:
-        self._audit.record(
-            "realname.verify",
-            FAILURE,
-            subject=user.subject,
-            details={"method": "sms", "reason": reason, **details},
-        )
-        self._session.commit()
+        self._realname.record_refusal(user, method=VerificationMethod.SMS, reason=reason, **details)
 
 
 def _digits(code: str) -> str:

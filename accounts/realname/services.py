@@ -2,20 +2,27 @@
 that reach them.
 
 An account's level is the highest level of its live verifications (not ended, not
-expired); with none it is 1 (registered, nothing proved). Each verification method
-adds a ``Verification`` record and an audit event. Document numbers and names are
-stored encrypted with keyed blind indexes; a number confirmed by the registry belongs
-to one account only ("one person, one identity": a unique index, so two accounts
-racing for one number cannot both win).
+expired); with none it is 1 (registered, nothing proved). Document numbers and names are
+stored encrypted with keyed blind indexes; a number confirmed for an account belongs to
+that account only ("one person, one identity": a unique index, so two accounts racing
+for one number cannot both win).
 
-So far: level 3 against the population registry (``verify_with_registry``), and
-lowering a level (``end_verifications``). Levels 2, 4 and 5 use the same records.
+Every method records what it proved through ``RealNameService.record_verification``
+(docs/decisions/0028-record-verification.md): the ``Verification`` row, its expiry, the
+identity document it rests on, the audit event and the commit are written there, once.
+The methods keep their own checks (input rules, throttles, the call to the registry, the
+SMS gateway or the face service) and audit their refusals with ``record_refusal``. Here
+too: level 3 against the population registry (``verify_with_registry``), lowering a level
+(``end_verifications``) and recording expiries.
 """
 
 from __future__ import annotations
 
+import hmac
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.exc import IntegrityError
@@ -38,13 +45,16 @@ from accounts.realname.errors import (
     InvalidName,
     RegistryDown,
     RegistryMismatch,
+    VerificationConflict,
 )
 from accounts.realname.models import Identity, Verification, VerificationMethod
-from idp.audit.services import FAILURE, AuditLog
+from idp.core.audit.services import FAILURE, AuditLog
 from idp.core.clock import Clock
 from idp.core.keys import DataCipher
 
 UNVERIFIED = 1
+# the levels a verification can reach (1 is "nothing proved", never recorded)
+LEVELS = range(2, 6)
 
 
 EXPIRED_REASON = "expired"
@@ -54,6 +64,11 @@ NUMBER_CONTEXT = "identities.number_encrypted"
 
 
 NAME_CONTEXT = "identities.name_encrypted"
+
+
+# the audit events of verifications, by holder
+PERSON_EVENT = "realname.verify"
+ORGANISATION_EVENT = "org.verify"
 
 
 PERSON_KINDS = frozenset(
@@ -66,6 +81,18 @@ PERSON_KINDS = frozenset(
         "foreign_permanent_residence_id_2004",
     }
 )
+
+
+# the verifications that rest on the identity document (a phone check does not)
+DOCUMENT_METHODS = (
+    VerificationMethod.REGISTRY,
+    VerificationMethod.FACE,
+    VerificationMethod.COUNTER,
+    VerificationMethod.CERTIFICATE,
+)
+
+
+Holder = User | Organisation
 
 
 def checked_document(number: str) -> tuple[str, str]:
@@ -86,36 +113,41 @@ def checked_name(name: str) -> str:
     return clean
 
 
-def confirmed_holder(session: Session, number_index: str) -> int | None:
-    """The account for which this document number is confirmed, if any."""
-    return session.scalar(
-        select(Identity.user_id).where(Identity.verified_number_index == number_index)
-    )
+@dataclass(frozen=True)
+class DocumentClaim:
+    """The identity document a person's verification rests on (the number normalised,
+    the name as stored) and what the method proved of it.
 
+    ``confirmed`` (registry, counter, certificate): the source confirmed the number for
+    this person. It becomes the account's identity and claims the unique index ("one
+    person, one identity"); an account already confirmed with another number is refused,
+    unless ``replace_reason`` is set (the counter corrects a wrong identity): then the
+    document replaces the account's and the live verifications that rested on the old
+    one end with that reason.
 
-def live_verifications(
-    session: Session, holder: ColumnElement[bool], now: datetime
-) -> list[Verification]:
-    """The verifications of ``holder`` (a user's or an organisation's) that still count:
-    not ended, not expired."""
-    return [
-        v
-        for v in session.scalars(
-            select(Verification).where(holder, Verification.ended_at.is_(None))
-        )
-        if v.expires_at is None or v.expires_at > now
-    ]
+    Not confirmed (level 2, self-declared): stored as the account's identity unless the
+    account has a confirmed one, which it must then repeat (number and name); it claims
+    no index, so nobody can lock the real holder out by declaring their number.
+    """
 
+    number: str
+    kind: str
+    name: str
+    confirmed: bool = True
+    replace_reason: str | None = None
 
-def verification_history(session: Session, holder: ColumnElement[bool]) -> list[Verification]:
-    """Every verification of ``holder``, newest first (what the user sees)."""
-    return list(
-        session.scalars(
-            select(Verification)
-            .where(holder)
-            .order_by(Verification.verified_at.desc(), Verification.id.desc())
-        )
-    )
+    def __post_init__(self) -> None:
+        if self.replace_reason is not None and not self.confirmed:
+            raise ValueError("only a confirmed document can replace an identity")
+
+    @classmethod
+    def checked(
+        cls, name: str, number: str, *, confirmed: bool = True, replace_reason: str | None = None
+    ) -> DocumentClaim:
+        """The claim of a document as typed: ``InvalidDocument`` or ``InvalidName`` (in
+        that order) when it breaks the rules every method applies."""
+        number, kind = checked_document(number)
+        return cls(number, kind, checked_name(name), confirmed, replace_reason)
 
 
 @dataclass(frozen=True)
@@ -144,30 +176,52 @@ class RealNameService:
         clock: Clock,
         registry: Registry,
         *,
-        registry_valid_days: int,
+        validity: Mapping[VerificationMethod, int],
     ) -> None:
+        """``validity``: how many days a verification by each method counts (the
+        ``*_level_valid_days`` settings); a method without one must be given its
+        verification's end (``expires_at``)."""
         self._session = session
         self._cipher = cipher
         self._audit = audit
         self._clock = clock
         self._registry = registry
-        self._registry_valid_days = registry_valid_days
+        self._validity = dict(validity)
 
     # -- reading -----------------------------------------------------------------------
 
-    def level(self, user: User) -> int:
-        levels = [v.level for v in self._live(user)]
+    def level(self, holder: Holder) -> int:
+        """The level of a person or an organisation: its highest live verification."""
+        levels = [v.level for v in self._live(holder)]
         return max(levels, default=UNVERIFIED)
 
+    def history(self, holder: Holder) -> list[Verification]:
+        """Every verification of ``holder``, newest first (what the user sees)."""
+        return list(
+            self._session.scalars(
+                select(Verification)
+                .where(_holder_clause(holder))
+                .order_by(Verification.verified_at.desc(), Verification.id.desc())
+            )
+        )
+
     def status(self, user: User) -> RealNameStatus:
-        identity = self._identity(user)
-        history = verification_history(self._session, Verification.user_id == user.id)
+        identity = self.identity_of(user)
         return RealNameStatus(
             level=self.level(user),
             document_kind=identity.document_kind if identity else None,
             masked_number=mask(self.number_of(identity)) if identity else None,
-            verifications=history,
+            verifications=self.history(user),
         )
+
+    def identity_of(self, user: User) -> Identity | None:
+        """The identity document the account stands for (confirmed or declared), if any."""
+        return self._session.scalar(select(Identity).where(Identity.user_id == user.id))
+
+    def confirmed_identity(self, user: User) -> Identity | None:
+        """The account's identity if a source confirmed it (not only declared)."""
+        identity = self.identity_of(user)
+        return identity if identity and identity.verified_number_index else None
 
     def number_of(self, identity: Identity) -> str:
         return self._cipher.decrypt(identity.number_encrypted, context=NUMBER_CONTEXT)
@@ -179,7 +233,7 @@ class RealNameService:
         """What the account's level rests on, for ``verified_claims``: the strongest live
         verification and the identity document (decrypted); None at level 1."""
         live = self._live(user)
-        identity = self._identity(user)
+        identity = self.identity_of(user)
         if not live or identity is None:
             return None
         strongest = max(live, key=lambda v: (v.level, v.verified_at))
@@ -191,65 +245,142 @@ class RealNameService:
             name=self.name_of(identity),
         )
 
+    def check_claim(self, user: User, claim: DocumentClaim) -> None:
+        """``IdentityAlreadyVerified`` when the account's confirmed identity stands against
+        ``claim`` (another number; for a declaration, also another name). Methods ask it
+        before they call a remote service or send a code; ``record_verification`` asks it
+        again, and audits the refusal."""
+        if claim.replace_reason is None and self._contradicts(self.identity_of(user), claim):
+            raise IdentityAlreadyVerified()
+
+    # -- recording: the one way every method adds a verification --------------------------
+
+    def record_verification(
+        self,
+        holder: Holder,
+        *,
+        method: VerificationMethod,
+        level: int,
+        source: str,
+        evidence_ref: str | None = None,
+        actor: str | None = None,
+        expires_at: datetime | None = None,
+        document: DocumentClaim | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> Verification:
+        """Record that ``holder`` (a person or an organisation) reached ``level`` by
+        ``method``, proved by ``source`` (a label such as "registry:local", never personal
+        data) with the source's reference for the check (``evidence_ref``), done by
+        ``actor`` when not the person ("staff:<id>", "cli"). Commits and returns the row.
+
+        The verification counts for the method's validity (the settings), or until
+        ``expires_at`` when that is sooner (a certificate's end); a method without either
+        is a programming error. A person's ``document`` is written to the account's
+        identity first (see ``DocumentClaim``). The audit event (``realname.verify`` for a
+        person, ``org.verify`` for an organisation) carries the method, the level, the
+        person's document kind, ``details``, and with a replacing document whether it
+        replaced one; never the number or the name.
+
+        Refusals leave the holder as it was (what the caller wrote in this transaction is
+        rolled back), are audited and raised: ``IdentityAlreadyVerified``,
+        ``IdentityTaken`` (never saying which account holds the number; also when another
+        account won a race for it), ``VerificationConflict`` (another request wrote the
+        account's declared identity meanwhile)."""
+        if level not in LEVELS:
+            raise ValueError(f"a verification reaches level 2 to 5, not {level}")
+        now = self._clock.now()
+        verification = Verification(
+            method=method,
+            level=level,
+            verified_at=now,
+            expires_at=self._expiry(method, now, expires_at),
+            source=source[:200],
+            evidence_ref=evidence_ref,
+            actor=actor[:100] if actor else None,
+        )
+        audited: dict[str, Any] = {"method": method.value, "level": level}
+        if isinstance(holder, User):
+            verification.user_id = holder.id
+            if document is None:
+                identity = self.identity_of(holder)
+            else:
+                identity, replaced = self._write_identity(holder, document, method, actor, now)
+                if document.replace_reason is not None:
+                    audited["replaced"] = replaced
+            if identity is not None:
+                audited["document_kind"] = identity.document_kind
+        else:
+            if document is not None:
+                raise ValueError("an organisation has no identity document")
+            verification.organisation_id = holder.id
+        audited.update(details or {})
+        self._session.add(verification)
+        try:
+            self._session.flush()
+        except IntegrityError:
+            if document is None:
+                raise
+            # another request wrote this account's identity, or another account had the
+            # number confirmed, between our checks and our write
+            if document.confirmed:
+                self._refuse_recording(holder, method, actor, "identity_taken")
+                raise IdentityTaken() from None
+            self._refuse_recording(holder, method, actor, "conflict")
+            raise VerificationConflict() from None
+        self._audit.record(_event(holder), subject=holder.subject, actor=actor, details=audited)
+        self._session.commit()
+        return verification
+
+    def record_refusal(
+        self,
+        holder: Holder | None,
+        *,
+        method: VerificationMethod,
+        reason: str,
+        actor: str | None = None,
+        **details: str,
+    ) -> None:
+        """Audit (and commit) a verification that was refused: the method, the reason and
+        ``details``, never personal data. ``holder`` None: an organisation not known yet
+        (its first check failed), audited as ``org.verify`` without a subject."""
+        self._audit.record(
+            _event(holder),
+            FAILURE,
+            subject=holder.subject if holder else None,
+            actor=actor,
+            details={"method": method.value, "reason": reason, **details},
+        )
+        self._session.commit()
+
     # -- level 3: the population registry ----------------------------------------------
 
     def verify_with_registry(self, user: User, name: str, number: str) -> Verification:
         """Match name + document number against the population registry and record
         level 3. Refusals leave the account as it was and are audited (without the
         number or the name)."""
-        document, kind = checked_document(number)
-        clean_name = checked_name(name)
-        number_index = self._cipher.blind_index(document, purpose=NUMBER_INDEX)
-        identity = self._identity(user)
-        if identity and identity.verified_number_index not in (None, number_index):
-            raise IdentityAlreadyVerified()
+        claim = DocumentClaim.checked(name, number)
+        self.check_claim(user, claim)
+        method = VerificationMethod.REGISTRY
         try:
-            result = self._registry.match("person", document, clean_name)
+            result = self._registry.match("person", claim.number, claim.name)
         except RegistryUnavailable as exc:
-            self._refuse(user, "registry_unavailable", error=str(exc)[:200])
+            self.record_refusal(
+                user, method=method, reason="registry_unavailable", error=str(exc)[:200]
+            )
             raise RegistryDown() from None
         if result.answer is not Answer.MATCH:
-            self._refuse(user, result.answer.value)
+            self.record_refusal(user, method=method, reason=result.answer.value)
             raise RegistryMismatch()
-        # only after the registry matched: whether a number is taken is not told to
-        # someone who does not also know the name that goes with it
-        if confirmed_holder(self._session, number_index) not in (None, user.id):
-            self._refuse(user, "identity_taken")
-            raise IdentityTaken()
-        now = self._clock.now()
-        if identity is None:
-            identity = Identity(user_id=user.id, created_at=now)
-            self._session.add(identity)
-        identity.document_kind = kind
-        identity.number_encrypted = self._cipher.encrypt(document, context=NUMBER_CONTEXT)
-        identity.number_index = number_index
-        identity.name_encrypted = self._cipher.encrypt(clean_name, context=NAME_CONTEXT)
-        identity.verified_number_index = number_index
-        identity.updated_at = now
-        verification = Verification(
-            user_id=user.id,
-            method=VerificationMethod.REGISTRY,
+        # only after the registry matched (record_verification checks it): whether a
+        # number is taken is not told to someone who does not also know the name
+        return self.record_verification(
+            user,
+            method=method,
             level=3,
-            verified_at=now,
-            expires_at=now + timedelta(days=self._registry_valid_days),
             source=self._registry.source,
             evidence_ref=result.reference,
+            document=claim,
         )
-        self._session.add(verification)
-        try:
-            self._session.flush()
-        except IntegrityError:
-            # another account had the number confirmed between our check and our write
-            self._session.rollback()
-            self._refuse(user, "identity_taken")
-            raise IdentityTaken() from None
-        self._audit.record(
-            "realname.verify",
-            subject=user.subject,
-            details={"method": "registry", "level": 3, "document_kind": kind},
-        )
-        self._session.commit()
-        return verification
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -313,17 +444,95 @@ class RealNameService:
 
     # -- helpers -----------------------------------------------------------------------
 
-    def _live(self, user: User) -> list[Verification]:
-        return live_verifications(self._session, Verification.user_id == user.id, self._clock.now())
+    def _live(self, holder: Holder) -> list[Verification]:
+        """The verifications of ``holder`` that still count: not ended, not expired."""
+        now = self._clock.now()
+        return [
+            v
+            for v in self._session.scalars(
+                select(Verification).where(_holder_clause(holder), Verification.ended_at.is_(None))
+            )
+            if v.expires_at is None or v.expires_at > now
+        ]
 
-    def _identity(self, user: User) -> Identity | None:
-        return self._session.scalar(select(Identity).where(Identity.user_id == user.id))
+    def _expiry(
+        self, method: VerificationMethod, now: datetime, expires_at: datetime | None
+    ) -> datetime:
+        days = self._validity.get(method)
+        ends = [e for e in (expires_at, None if days is None else now + timedelta(days=days)) if e]
+        if not ends:
+            raise ValueError(f"no validity for {method.value} verifications: pass expires_at")
+        return min(ends)
 
-    def _refuse(self, user: User, reason: str, **details: str) -> None:
-        self._audit.record(
-            "realname.verify",
-            FAILURE,
-            subject=user.subject,
-            details={"method": "registry", "reason": reason, **details},
+    def _contradicts(self, identity: Identity | None, claim: DocumentClaim) -> bool:
+        """Whether a confirmed identity stands against the claim (see ``check_claim``)."""
+        if identity is None or identity.verified_number_index is None:
+            return False
+        number_index = self._cipher.blind_index(claim.number, purpose=NUMBER_INDEX)
+        if not hmac.compare_digest(identity.verified_number_index, number_index):
+            return True
+        return not claim.confirmed and normalise_name(self.name_of(identity)) != claim.name
+
+    def _write_identity(
+        self,
+        user: User,
+        claim: DocumentClaim,
+        method: VerificationMethod,
+        actor: str | None,
+        now: datetime,
+    ) -> tuple[Identity, bool]:
+        """Make ``claim`` the account's identity as its kind of claim says (see
+        ``DocumentClaim``); the identity, and whether it replaced another document. Asks
+        the database nothing after its first write: a conflict is found by the caller's
+        flush."""
+        identity = self.identity_of(user)
+        if claim.replace_reason is None and self._contradicts(identity, claim):
+            self._refuse_recording(user, method, actor, "identity_already_verified")
+            raise IdentityAlreadyVerified()
+        number_index = self._cipher.blind_index(claim.number, purpose=NUMBER_INDEX)
+        holder = self._session.scalar(
+            select(Identity.user_id).where(Identity.verified_number_index == number_index)
         )
-        self._session.commit()
+        if holder not in (None, user.id):
+            self._refuse_recording(user, method, actor, "identity_taken")
+            raise IdentityTaken()
+        replaced = identity is not None and identity.number_index != number_index
+        if identity is None:
+            identity = Identity(user_id=user.id, created_at=now)
+            self._session.add(identity)
+        elif replaced and claim.replace_reason is not None:
+            self._end_document_verifications(user, now, claim.replace_reason)
+        if claim.confirmed or identity.verified_number_index is None:
+            # a declared document is stored like a confirmed one, but claims no index
+            identity.document_kind = claim.kind
+            identity.number_encrypted = self._cipher.encrypt(claim.number, context=NUMBER_CONTEXT)
+            identity.number_index = number_index
+            identity.name_encrypted = self._cipher.encrypt(claim.name, context=NAME_CONTEXT)
+            identity.updated_at = now
+        if claim.confirmed:
+            identity.verified_number_index = number_index
+        return identity, replaced
+
+    def _end_document_verifications(self, user: User, now: datetime, reason: str) -> None:
+        """The old document's live verifications end, with the reason the user sees."""
+        for verification in self._live(user):
+            if verification.method in DOCUMENT_METHODS:
+                verification.ended_at = now
+                verification.end_reason = reason
+
+    def _refuse_recording(
+        self, holder: Holder, method: VerificationMethod, actor: str | None, reason: str
+    ) -> None:
+        """A refusal found while recording: nothing of the verification is kept."""
+        self._session.rollback()
+        self.record_refusal(holder, method=method, reason=reason, actor=actor)
+
+
+def _holder_clause(holder: Holder) -> ColumnElement[bool]:
+    if isinstance(holder, User):
+        return Verification.user_id == holder.id
+    return Verification.organisation_id == holder.id
+
+
+def _event(holder: Holder | None) -> str:
+    return PERSON_EVENT if isinstance(holder, User) else ORGANISATION_EVENT

@@ -22,7 +22,13 @@ from accounts.adapters.face import MAX_IMAGE_BYTES
 from accounts.container import Accounts
 from accounts.errors import AccountError
 from accounts.people.errors import InvalidPhone
-from accounts.realname.errors import InvalidDocument, InvalidName, RegistryDown
+from accounts.people.session import login_required
+from accounts.realname.errors import (
+    InvalidDocument,
+    InvalidName,
+    RegistryDown,
+    VerificationConflict,
+)
 from accounts.realname.face import (
     FaceDown,
     FaceMismatch,
@@ -38,7 +44,6 @@ from accounts.realname.phone import (
     SmsDown,
     TooManyCodes,
     TooManyWrongCodes,
-    VerificationConflict,
     WrongCode,
 )
 from accounts.web import error_message, signed_in_user
@@ -46,7 +51,6 @@ from idp.core.navigation import safe_next
 from idp.core.runtime import Runtime
 from idp.core.throttle import RateLimit, Throttled
 from idp.core.web import allow_large_body
-from idp.login.auth import login_required
 
 bp = Blueprint("realname", __name__, template_folder="../templates")
 

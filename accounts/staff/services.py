@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from accounts.people.models import User
 from accounts.staff.errors import InvalidDepartment, NotStaff
-from idp.audit.services import AuditLog
+from idp.core.audit.services import AuditLog
 
 MAX_DEPARTMENT = 100
 

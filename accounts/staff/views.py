@@ -19,6 +19,7 @@ from accounts.container import Accounts
 from accounts.errors import AccountError
 from accounts.identifiers import mask
 from accounts.people.models import User
+from accounts.people.session import current_user, login_required
 from accounts.realname.errors import InvalidDocument, InvalidName, InvalidReference, OwnAccount
 from accounts.staff.errors import NotStaff
 from accounts.staff.services import staff_actor
@@ -26,7 +27,6 @@ from accounts.web import error_message
 from idp.core.runtime import Runtime
 from idp.core.throttle import RateLimit, Throttled
 from idp.core.web import error_response
-from idp.login.auth import current_user, login_required
 
 bp = Blueprint("staff", __name__, template_folder="../templates")
 

@@ -10,7 +10,7 @@ from functools import wraps
 from typing import Any, NoReturn, TypeVar, cast
 
 import click
-from flask import Flask, current_app, has_app_context
+from flask import has_app_context
 from flask.cli import ScriptInfo
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -44,7 +44,3 @@ def with_app(command: F) -> F:
 
 def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, ensure_ascii=False, indent=None, default=str))
-
-
-def app() -> Flask:
-    return current_app

@@ -16,7 +16,7 @@ from flask import Flask, current_app, g, has_request_context, request
 from sqlalchemy.orm import Session
 
 from config import Settings
-from idp.audit.services import AuditContext, AuditLog
+from idp.core.audit.services import AuditContext, AuditLog
 from idp.core.clock import Clock
 from idp.core.db import Database
 from idp.core.keys import KeyMaterial

@@ -1,4 +1,7 @@
-"""Sign-in pages: ``/login`` (password), ``/login/otp`` (second factor), ``/logout``."""
+"""Sign-in pages: ``/login`` (the password form, and links to the other first
+factors registered), ``/login/otp`` (the code form of a pending second factor),
+``/logout``. They hand the forms to the registered methods (``idp.core.signin``) and
+what those proved to the flow (``idp.login.flow``)."""
 
 from __future__ import annotations
 
@@ -18,47 +21,38 @@ from flask import (
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from flask_babel import ngettext
-from werkzeug.wrappers import Response as BaseResponse
 
 from accounts.container import Accounts
-from accounts.credentials.errors import InvalidCredentials, InvalidOtp
+from accounts.credentials.signin import PASSWORD
+from accounts.people.session import current_user
 from idp.core.navigation import safe_next
-from idp.core.runtime import Runtime, audit_log, db
-from idp.core.store import StoreUnavailable
-from idp.core.throttle import Throttle, Throttled
-from idp.core.web import RETRY_AFTER_SECONDS
-from idp.login.auth import (
-    begin_second_factor,
-    complete_sign_in,
-    current_user,
-    pending_second_factor,
-    sign_out,
+from idp.core.runtime import audit_log, db
+from idp.core.sessions import sign_out
+from idp.core.signin import (
+    FormSignInMethod,
+    Proof,
+    SignInFailed,
+    SignInMethods,
+    SignInRequest,
 )
+from idp.core.store import StoreUnavailable
+from idp.core.throttle import Throttled
+from idp.core.web import RETRY_AFTER_SECONDS
+from idp.login.flow import LoginFlow
 from idp.login.forms import LoginForm, LogoutForm, OtpForm
-from idp.login.services import SignInService
 
 bp = Blueprint("login", __name__, template_folder="templates")
 log = logging.getLogger(__name__)
 
-DEVICE_COOKIE = "idp_device"
-DEVICE_COOKIE_DAYS = 180
+
+def _flow() -> LoginFlow:
+    flow = SignInMethods.of().flow
+    assert isinstance(flow, LoginFlow)
+    return flow
 
 
-def sign_in_service() -> SignInService:
-    rt = Runtime.of()
-    return SignInService(
-        db(),
-        Accounts.of().account_service(),
-        Accounts.of().hasher,
-        Accounts.of().totp_service(),
-        Throttle(rt.store, rt.clock, rt.settings, rt.keys.secrets, scope="pwd"),
-        Throttle(rt.store, rt.clock, rt.settings, rt.keys.secrets, scope="otp"),
-        audit_log(),
-    )
-
-
-def _client_ip() -> str:
-    return request.remote_addr or "unknown"
+def _sign_in_request(first: Proof | None = None) -> SignInRequest:
+    return SignInRequest(request.remote_addr or "unknown", request.cookies, first)
 
 
 def _wait_message(exc: Throttled) -> str:
@@ -109,9 +103,7 @@ def _service_name() -> str | None:
     client_id = request.values.get("client_id")
     if not client_id:
         return None
-    from idp.oauth.authorize import client_display_name
-
-    return client_display_name(client_id)
+    return SignInMethods.of().service_name(client_id)
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -129,93 +121,52 @@ def login() -> ResponseReturnValue:
         "reauth": reauth,
         "client_id": request.values.get("client_id", ""),
         "service_name": _service_name(),
+        "other_methods": SignInMethods.of().links(next_url),
     }
     if not form.validate_on_submit():
         status = 400 if form.errors else 200
         return make_response(render_template("login/login.html", **context), status)
-    service = sign_in_service()
+    fields = {"username": form.username.data or "", "password": form.password.data or ""}
     try:
-        result = service.check_password(
-            form.username.data or "",
-            form.password.data or "",
-            client_ip=_client_ip(),
-            device_cookie=request.cookies.get(DEVICE_COOKIE),
-        )
+        proof = SignInMethods.of().form(PASSWORD).verify(fields, _sign_in_request())
     except Throttled as exc:
         return _throttled("login/login.html", exc, **context)
     except StoreUnavailable as exc:
         return _unavailable("login/login.html", exc, **context)
-    except InvalidCredentials as exc:
+    except SignInFailed as exc:
         return make_response(
             render_template("login/login.html", error=_(exc.message), **context), 401
         )
-    if result.needs_otp:
-        begin_second_factor(
-            result.user,
-            account_key=result.account_key,
-            device_id=result.device_id,
-            next_url=next_url,
-        )
-        return redirect(url_for("login.otp"))
-    complete_sign_in(result.user, ["pwd"])
-    service.record_success(result.user, ["pwd"])
-    response = redirect(next_url)
-    _remember_device(response, result.account_key, result.device_id)
-    return response
+    return _flow().proved(proof, next_url)
 
 
 @bp.route("/login/otp", methods=["GET", "POST"])
 def otp() -> ResponseReturnValue:
-    pending = pending_second_factor()
-    if pending is None:
+    """The code form of a pending second factor (field ``otp``)."""
+    flow = _flow()
+    pending = flow.pending()
+    method = None if pending is None else SignInMethods.of().get(pending.second)
+    if pending is None or not isinstance(method, FormSignInMethod):
         flash(_("Please sign in again."), "info")
         return redirect(url_for("login.login"))
-    user = Accounts.of().account_service().get(int(pending["uid"]))
-    if user is None:
+    if Accounts.of().account_service().get(pending.first.uid) is None:
         sign_out()
         return redirect(url_for("login.login"))
     form = OtpForm()
     if not form.validate_on_submit():
         status = 400 if form.errors else 200
         return make_response(render_template("login/otp.html", form=form), status)
-    service = sign_in_service()
     try:
-        service.check_otp(
-            user, form.otp.data or "", client_ip=_client_ip(), device_id=pending.get("dev")
-        )
+        proof = method.verify({"otp": form.otp.data or ""}, _sign_in_request(first=pending.first))
     except Throttled as exc:
         return _throttled("login/otp.html", exc, form=form)
     except StoreUnavailable as exc:
         return _unavailable("login/otp.html", exc, form=form)
-    except InvalidOtp as exc:
+    except SignInFailed as exc:
         return make_response(
             render_template("login/otp.html", form=form, error=_(exc.message)), 401
         )
-    amr = ["pwd", "otp", "mfa"]
-    complete_sign_in(user, amr)
-    service.record_success(user, amr)
-    response = redirect(safe_next(pending.get("next")))
-    _remember_device(response, str(pending.get("key")), pending.get("dev"))
-    return response
-
-
-def _remember_device(response: BaseResponse, account_key: str, device_id: str | None) -> None:
-    """Give this browser a device cookie (OWASP): it is exempt from the account's back-off."""
-    if device_id is not None:
-        return
-    rt = Runtime.of()
-    cookie = Throttle(rt.store, rt.clock, rt.settings, rt.keys.secrets).issue_device_cookie(
-        account_key
-    )
-    response.set_cookie(
-        DEVICE_COOKIE,
-        cookie,
-        max_age=DEVICE_COOKIE_DAYS * 24 * 3600,
-        httponly=True,
-        secure=rt.settings.is_https,
-        samesite="Lax",
-        path="/login",
-    )
+    return flow.second_factor_proved(pending, proof)
 
 
 @bp.route("/logout", methods=["GET", "POST"])

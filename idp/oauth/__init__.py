@@ -21,7 +21,8 @@ from flask import Flask, current_app, has_app_context
 
 from accounts.signals import account_disabled
 from idp.core.runtime import Runtime
-from idp.login.auth import session_ended
+from idp.core.sessions import session_ended
+from idp.core.signin import SignInMethods
 from idp.oauth import account, authorize, cli, endpoints, logout, provider
 from idp.oauth.server import OAuthRuntime
 
@@ -36,6 +37,7 @@ def init_app(app: Flask, core: Runtime, *, background: bool = False) -> None:
     endpoints.init_app(app)
     lean.init_app(app)
     authorize.init_app(app)
+    SignInMethods.of(app).service_name = authorize.client_display_name
     logout.init_app(app)
     account.init_app(app)
     for command in cli.COMMANDS:

@@ -19,8 +19,8 @@ from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from flask_wtf import FlaskForm
 
+from accounts.people.session import current_user, login_required
 from idp.core.runtime import audit_log, db
-from idp.login.auth import current_user, login_required
 from idp.oauth.server import OAuthRuntime
 
 bp = Blueprint("oauth_account", __name__, template_folder="templates")

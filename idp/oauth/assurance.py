@@ -2,13 +2,30 @@
 
 Two separate things reach a relying party:
 
-* ``acr``: what this sign-in satisfied. The values are configurable URIs: one for a
-  password (``acr_password``), one for a password and a one-time code (``acr_mfa``),
-  and one per real-name level, ``acr_level_prefix`` + 2..5, satisfied when the account
-  has at least that level. A client asks with ``acr_values`` (in order of preference)
-  or an essential ``acr`` claim; the ID token carries the first requested value that
-  was satisfied, otherwise the authentication strength, never a level the account
-  does not have.
+* ``acr``: what this sign-in satisfied. The values are configurable URIs: two for the
+  authentication strength, ``acr_password`` and ``acr_mfa``, and one per real-name
+  level, ``acr_level_prefix`` + 2..5, satisfied when the account has at least that
+  level. ``AcrPolicy`` maps the sign-in's ``amr`` set (RFC 8176) to the strength by
+  ``STRENGTH_TABLE``, the first row that matches wins:
+
+  ====================================  ================  ==========================
+  ``amr`` contains                      strength          the sign-ins that give it
+  ====================================  ================  ==========================
+  ``mfa``                               ``acr_mfa``       two distinct factors; a
+                                                          certificate on a key with
+                                                          its PIN; an upstream
+                                                          provider that said ``mfa``
+  ``fed``                               ``acr_password``  an upstream provider that
+                                                          did not say ``mfa``
+  ``otp``                               ``acr_mfa``       password + one-time code
+  ``hwk`` or ``sc``                     ``acr_mfa``       a certificate on a
+                                                          hardware key / smart card
+  anything else (``pwd``, nothing)      ``acr_password``  a password
+  ====================================  ================  ==========================
+
+  A client asks with ``acr_values`` (in order of preference) or an essential ``acr``
+  claim; the ID token carries the first requested value that was satisfied, otherwise
+  the strength, never a level the account does not have.
 * ``verified_claims`` (OpenID Connect for Identity Assurance 1.0), released with the
   scope ``realname``: the trust framework, the level as ``assurance_level``, when and
   how it was verified (evidence), and the verified name, birth date and document number
@@ -21,6 +38,7 @@ authorization endpoint turns an unmet demand into a step-up page, or an error fo
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC
@@ -55,8 +73,35 @@ _DOCUMENT_TYPES = {
 VERIFIED_CLAIM_NAMES = ("name", "birthdate", "document_type", "document_number")
 
 
+class Strength(enum.Enum):
+    PASSWORD = "password"
+    MFA = "mfa"
+
+
+# (any of these amr values, the strength): the first row with a value in the sign-in's
+# amr wins; no row: PASSWORD (the module's docstring has the table with its reasons)
+STRENGTH_TABLE: tuple[tuple[frozenset[str], Strength], ...] = (
+    (frozenset({"mfa"}), Strength.MFA),
+    (frozenset({"fed"}), Strength.PASSWORD),
+    (frozenset({"otp"}), Strength.MFA),
+    (frozenset({"hwk", "sc"}), Strength.MFA),
+)
+
+
+def strength_of(amr: Sequence[str]) -> Strength:
+    """The authentication strength of a sign-in's ``amr`` (``STRENGTH_TABLE``)."""
+    values = set(amr)
+    for any_of, strength in STRENGTH_TABLE:
+        if values & any_of:
+            return strength
+    return Strength.PASSWORD
+
+
 @dataclass(frozen=True)
 class AcrPolicy:
+    """The acr URIs, and which of them a sign-in (its amr) and an account's real-name
+    level satisfy."""
+
     password: str
     mfa: str
     level_prefix: str
@@ -79,13 +124,14 @@ class AcrPolicy:
         return [self.password, self.mfa, *(self.for_level(level) for level in LEVELS)]
 
     def strength(self, amr: Sequence[str]) -> str:
-        return self.mfa if "otp" in amr else self.password
+        """The acr of the sign-in's strength: ``acr_mfa`` or ``acr_password``."""
+        return self.mfa if strength_of(amr) is Strength.MFA else self.password
 
     def satisfied(self, value: str, amr: Sequence[str], level: int) -> bool:
         if value == self.password:
             return True
         if value == self.mfa:
-            return "otp" in amr
+            return strength_of(amr) is Strength.MFA
         wanted = self.level_of(value)
         return wanted is not None and level >= wanted
 

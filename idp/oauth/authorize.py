@@ -54,9 +54,10 @@ from flask_babel import gettext as _
 from flask_wtf import FlaskForm
 
 from accounts.people.models import User
+from accounts.people.session import current_user
 from idp.core.runtime import db
+from idp.core.sessions import sign_out
 from idp.core.web import error_response
-from idp.login.auth import current_user, sign_out
 from idp.oauth.assurance import AcrPolicy
 from idp.oauth.authorize_request import Checked, InvalidAuthorizationRequest, check
 from idp.oauth.decision import (

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from idp.audit.services import AuditContext, AuditLog
+from idp.core.audit.services import AuditContext, AuditLog
 from idp.core.runtime import Runtime
 from idp.core.web import dependency_lost, describe_dependency_error
 from idp.oauth.clients import ClientInfo, ClientRegistry

@@ -35,9 +35,10 @@ from flask_babel import gettext as _
 from flask_wtf import FlaskForm
 from joserfc.errors import JoseError
 
+from accounts.people.session import current_user
 from idp.core.runtime import Runtime, audit_log, db
+from idp.core.sessions import session_ended, sign_out
 from idp.core.web import error_response
-from idp.login.auth import current_user, session_ended, sign_out
 from idp.oauth.clients import ClientInfo
 from idp.oauth.models import LogoutDelivery
 from idp.oauth.server import OAuthRuntime

@@ -31,7 +31,7 @@ from accounts.realname.errors import (
     RegistryMismatch,
 )
 from accounts.realname.models import Identity, Verification
-from idp.audit.models import AuditEvent
+from idp.core.audit.models import AuditEvent
 from idp.core.clock import FrozenClock
 from idp.core.runtime import Runtime, db
 from tests.support import AppFactory, create_user, sign_in, submit

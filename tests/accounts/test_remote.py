@@ -26,8 +26,8 @@ from accounts.realname.errors import RegistryDown, RegistryMismatch
 from accounts.realname.models import Identity, Verification
 from config import Settings
 from idp.app import create_app
-from idp.audit.models import AuditEvent
 from idp.cli import remote_service_notices
+from idp.core.audit.models import AuditEvent
 from idp.core.clock import FrozenClock
 from idp.core.remote import BreakerState, CircuitBreaker, RemoteService, SignedClient, sign
 from idp.core.runtime import db

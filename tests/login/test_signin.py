@@ -46,7 +46,7 @@ def test_an_old_hash_is_upgraded_at_sign_in(app: Flask, client: FlaskClient) -> 
 
     from accounts.container import Accounts
     from accounts.credentials.passwords import PasswordHasher
-    from idp.audit.models import AuditEvent
+    from idp.core.audit.models import AuditEvent
     from idp.core.runtime import db
 
     user = create_user(app)

@@ -9,7 +9,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from idp.audit.models import AuditEvent
+from idp.core.audit.models import AuditEvent
 from idp.core.clock import FrozenClock
 from idp.core.runtime import db
 from tests.support import STRONG_PASSWORD, create_user, sign_in

@@ -18,7 +18,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from werkzeug.test import TestResponse
 
-from idp.audit.models import AuditEvent
+from idp.core.audit.models import AuditEvent
 from idp.core.clock import FrozenClock
 from idp.core.runtime import db
 from idp.oauth.models import Consent

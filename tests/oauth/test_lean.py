@@ -259,7 +259,7 @@ def test_a_lower_case_post_is_answered_by_the_lean_layer(client: FlaskClient, rp
 NOT_NEEDED = "not needed: "
 COUNTERPARTS: dict[str, str] = {
     # before_request
-    "hook idp.sessions.refuse_without_store": NOT_NEEDED + "the lean layer opens no session",
+    "hook idp.core.sessions.refuse_without_store": NOT_NEEDED + "the lean layer opens no session",
     "hook idp.core.web.init_app.<locals>.begin": "test_request_ids_in_headers_and_logs",
     "hook idp.core.web._guard_input": "test_bad_input_gets_json_errors",
     "hook flask_wtf.csrf.CSRFProtect.init_app.<locals>.csrf_protect": NOT_NEEDED

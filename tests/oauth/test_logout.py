@@ -33,7 +33,7 @@ from sqlalchemy import select
 from werkzeug.test import TestResponse
 
 from config import Settings
-from idp.audit.models import AuditEvent
+from idp.core.audit.models import AuditEvent
 from idp.core.clock import FrozenClock
 from idp.core.runtime import db
 from idp.oauth.models import LogoutDelivery

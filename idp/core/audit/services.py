@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
-from idp.audit.models import GENESIS_MAC, AuditEvent, AuditHead
+from idp.core.audit.models import GENESIS_MAC, AuditEvent, AuditHead
 from idp.core.clock import Clock
 from idp.core.keys import Secrets
 

@@ -5,8 +5,8 @@ import threading
 from flask import Flask
 from sqlalchemy import delete, select, text, update
 
-from idp.audit.models import AuditEvent
-from idp.audit.services import AuditContext, AuditLog, chain_mac
+from idp.core.audit.models import AuditEvent
+from idp.core.audit.services import AuditContext, AuditLog, chain_mac
 from idp.core.runtime import Runtime, audit_log, db
 
 

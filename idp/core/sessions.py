@@ -5,6 +5,13 @@ dump of Redis does not yield usable cookies. Every worker and node sees the same
 sessions. A session ends after ``session_idle_timeout`` without use or
 ``session_max_age`` after it began, whichever is first. ``rotate()`` (called at sign-in)
 moves the data to a fresh identifier so a planted cookie is worthless (session fixation).
+
+The helpers below are what the rest of the code asks of the session: who is signed in
+(``current_principal``, an ``idp.core.principal.Principal``), ``complete_sign_in``,
+``sign_out``, ending a user's other or all sessions, and ``session_ended``, the signal
+sent with a signed-in session's data when it ends (back-channel logout listens).
+Loading the account behind the principal (and refusing a disabled one) is the
+accounts package's ``current_user()``.
 """
 
 from __future__ import annotations
@@ -14,14 +21,18 @@ import json
 import logging
 import re
 import secrets
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
-from flask import Flask, Request, Response, session
+from blinker import Namespace
+from flask import Flask, Request, Response, current_app, session
 from flask.sessions import SessionInterface, SessionMixin
 from werkzeug.datastructures import CallbackDict
 
 from config import Settings
 from idp.core.clock import Clock
+from idp.core.principal import PRINCIPAL_KEYS, ActingFor, Principal
+from idp.core.runtime import Runtime
 from idp.core.store import Store, StoreUnavailable
 from idp.core.web import make_unavailable
 
@@ -34,6 +45,10 @@ _SID = re.compile(r"^[A-Za-z0-9_-]{43}$")
 TOUCH_INTERVAL = 60
 _CREATED = "_created"
 _TOUCHED = "_touched"
+
+# Sent (sender: the app) with the session's data (uid, sub, sid, rps...) when a
+# signed-in session ends: sign-out, another user signing in, ended from elsewhere.
+session_ended = Namespace().signal("session-ended")
 
 
 def _store_key(sid: str) -> str:
@@ -207,3 +222,86 @@ def end_user_sessions(store: Store, uid: int, *, keep_sid: str | None) -> list[d
         except ValueError:
             continue
     return ended
+
+
+# -- what the rest of the code asks of the session
+
+
+def _app() -> Flask:
+    return cast(Flask, current_app._get_current_object())  # type: ignore[attr-defined]
+
+
+def _now() -> float:
+    return Runtime.of().clock.now().timestamp()
+
+
+def current_principal() -> Principal | None:
+    """Who this request's session is signed in as (None: nobody)."""
+    return Principal.from_session(session)
+
+
+def complete_sign_in(
+    uid: int, sub: str, amr: Sequence[str], *, acting_for: ActingFor | None = None
+) -> Principal:
+    """Start the signed-in session under a fresh identifier (no session fixation).
+
+    The same user signing in again (a re-authentication a service asked for) keeps the
+    OpenID Connect session id and the list of services signed in through it; another
+    user ends the previous user's session first.
+    """
+    kept: dict[str, Any] = {}
+    previous = session.get("uid")
+    if previous == uid:
+        kept = {key: session[key] for key in ("sid", "rps") if key in session}
+    elif previous is not None:
+        session_ended.send(_app(), data=dict(session))
+    principal = Principal.signed_in(
+        uid=uid,
+        sub=sub,
+        auth_time=_now(),
+        amr=amr,
+        sid=kept.get("sid") or secrets.token_urlsafe(16),
+        acting_for=acting_for,
+    )
+    session.clear()  # includes the CSRF token: a new one is made for the new session
+    session.update(principal.to_session(), rps=kept.get("rps", []))
+    cast(StoreSession, session).rotate()
+    return principal
+
+
+def set_acting_for(acting_for: ActingFor | None) -> Principal:
+    """The signed-in person now acts for an organisation (or for themselves again)."""
+    principal = current_principal()
+    if principal is None:
+        raise RuntimeError("nobody is signed in")
+    changed = principal.acting(acting_for)
+    for key in PRINCIPAL_KEYS:
+        session.pop(key, None)
+    session.update(changed.to_session())
+    return changed
+
+
+def sign_out() -> None:
+    """End the session here; listeners (back-channel logout) tell the services."""
+    if session.get("uid") is not None:
+        session_ended.send(_app(), data=dict(session))
+    cast(StoreSession, session).destroy()
+
+
+def end_other_sessions(uid: int) -> int:
+    """Sign the user out on every other browser (after a password change); the services
+    of those sessions are told over the back channel. Returns how many ended."""
+    current = cast(StoreSession, session)
+    return _announce(end_user_sessions(Runtime.of().store, uid, keep_sid=current.sid))
+
+
+def end_all_sessions(uid: int) -> int:
+    """Sign the user out everywhere (a disabled account); needs an app context only."""
+    return _announce(end_user_sessions(Runtime.of().store, uid, keep_sid=None))
+
+
+def _announce(ended: list[dict[str, Any]]) -> int:
+    app = _app()
+    for data in ended:
+        session_ended.send(app, data=data)
+    return len(ended)

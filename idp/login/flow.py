@@ -1,0 +1,117 @@
+"""The sign-in flow: from a proved first factor to a signed-in session.
+
+``LoginFlow`` is the app's ``idp.core.signin.SignInFlow``: the ``/login`` pages call it
+for the form-driven methods, and the views of other methods (certificate, upstream
+provider) call it through ``SignInMethods.of().flow`` with what they proved.
+
+* ``proved``: a first factor is proved. If a registered second factor applies (and the
+  first factor is not multi-factor already), the session records a pending sign-in
+  (``pending``: what the first factor proved, which second factor is due, where to go
+  next) for ``PENDING_TTL`` seconds and the browser goes to the second factor's page;
+  otherwise the sign-in finishes.
+* ``finish``: the session starts with the achieved ``amr`` (``idp.core.signin.
+  achieved_amr``), the ``signin`` audit event is committed and counted
+  (``idp_signins{step="complete",outcome="success"}``), and each method's cookies are
+  set on the redirect to ``next``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from flask import redirect, session, url_for
+from werkzeug.wrappers import Response
+
+from idp.core.metrics import SIGNINS
+from idp.core.navigation import safe_next
+from idp.core.runtime import Runtime, audit_log, db
+from idp.core.sessions import complete_sign_in
+from idp.core.signin import Proof, SignInMethods, achieved_amr
+
+PENDING_TTL = 5 * 60
+_PENDING = "pending"
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A sign-in waiting for its second factor."""
+
+    first: Proof
+    second: str  # the name of the second factor's method
+    next_url: str
+    at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "first": self.first.to_json(),
+            "second": self.second,
+            "next": self.next_url,
+            "at": self.at,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Pending:
+        return cls(
+            first=Proof.from_json(data["first"]),
+            second=str(data["second"]),
+            next_url=str(data["next"]),
+            at=float(data["at"]),
+        )
+
+
+def _now() -> float:
+    return Runtime.of().clock.now().timestamp()
+
+
+class LoginFlow:
+    def count(self, step: str, outcome: str) -> None:
+        SIGNINS.labels(step, outcome).inc()
+
+    def proved(self, proof: Proof, next_url: str) -> Response:
+        second = SignInMethods.of().second_factor_for(proof)
+        if second is None:
+            return self.finish([proof], next_url)
+        session[_PENDING] = Pending(proof, second.name, next_url, _now()).to_json()
+        return redirect(second.entry(next_url) or url_for("login.otp"))
+
+    def pending(self) -> Pending | None:
+        """The sign-in waiting for a second factor, unless it expired."""
+        raw = session.get(_PENDING)
+        if not isinstance(raw, dict):
+            return None
+        try:
+            pending = Pending.from_json(raw)
+        except (KeyError, TypeError, ValueError):
+            pending = None
+        if pending is None or _now() - pending.at > PENDING_TTL:
+            session.pop(_PENDING, None)
+            return None
+        return pending
+
+    def second_factor_proved(self, pending: Pending, proof: Proof) -> Response:
+        return self.finish([pending.first, proof], pending.next_url)
+
+    def finish(self, proofs: Sequence[Proof], next_url: str) -> Response:
+        amr = achieved_amr(proofs)
+        first = proofs[0]
+        complete_sign_in(first.uid, first.sub, amr)
+        audit_log().record("signin", subject=first.subject, details={"amr": amr})
+        db().commit()
+        self.count("complete", "success")
+        response = redirect(safe_next(next_url))
+        methods = SignInMethods.of()
+        for proof in proofs:
+            method = methods.get(proof.method)
+            for cookie in method.finished(proof) if method is not None else ():
+                response.set_cookie(
+                    cookie.name,
+                    cookie.value,
+                    max_age=cookie.max_age,
+                    path=cookie.path,
+                    secure=cookie.secure,
+                    httponly=cookie.httponly,
+                    samesite=cookie.samesite,
+                )
+        return response
