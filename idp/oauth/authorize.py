@@ -57,6 +57,7 @@ from accounts.people.models import User
 from accounts.people.session import current_user
 from idp.core.runtime import db
 from idp.core.sessions import sign_out
+from idp.core.signin import Proof, SignInMethods
 from idp.core.web import error_response
 from idp.oauth.assurance import AcrPolicy
 from idp.oauth.authorize_request import Checked, InvalidAuthorizationRequest, check
@@ -147,11 +148,18 @@ def _signed_in(
     return SignedIn(
         auth_time=float(session.get("auth_time", 0)),
         amr=tuple(session.get("amr", [])),
-        has_second_factor=user.has_totp,
+        # read only when the client asks for the MFA level
+        has_second_factor=policy.mfa in ask.requested_acr and _can_give_second_factor(user),
         subject=subject,
         level=level,
         consent_covers=covers,
     )
+
+
+def _can_give_second_factor(user: User) -> bool:
+    """Whether a registered second factor (today TOTP) applies to the account."""
+    account = Proof(method="", uid=user.id, sub=user.public_id, subject=user.subject, amr=())
+    return SignInMethods.of().second_factor_for(account) is not None
 
 
 def _carry_out(

@@ -207,11 +207,11 @@ def _must_sign_in(
         return True
     if ask.hint_subject is not None and signed_in.subject != ask.hint_subject:
         return True
-    # a step-up: the client asks for the MFA level, the sign-in used one factor and the
-    # account can give a second
+    # a step-up: the client asks for the MFA level, the sign-in did not reach it (the
+    # acr policy's table) and the account can give a second factor
     return (
         policy.mfa in ask.requested_acr
-        and "otp" not in signed_in.amr
+        and policy.strength(signed_in.amr) != policy.mfa
         and signed_in.has_second_factor
     )
 

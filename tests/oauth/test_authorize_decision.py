@@ -163,6 +163,20 @@ CASES: list[tuple[str, Ask, Progress, SignedIn | None, Decision]] = [
         Issue(MFA),
     ),
     (
+        "MFA asked, a certificate on a hardware key used (the acr table: hwk is MFA)",
+        ask(acr_values=(MFA,)),
+        NOTHING_DONE,
+        session(amr=("hwk",), has_second_factor=True),
+        Issue(MFA),
+    ),
+    (
+        "MFA asked, an upstream provider without mfa used, account has TOTP",
+        ask(acr_values=(MFA,)),
+        NOTHING_DONE,
+        session(amr=("fed",), has_second_factor=True),
+        REAUTH,
+    ),
+    (
         "MFA preferred, no second factor: the password acr",
         ask(acr_values=(MFA,)),
         NOTHING_DONE,
