@@ -34,6 +34,7 @@ from idp.core.runtime import init_app as init_runtime
 from idp.core.schema import pending_migrations
 from idp.core.sessions import StoreSessionInterface, refuse_without_store
 from idp.core.store import Store, StoreUnavailable, build_store
+from idp.oauth import lean
 
 log = logging.getLogger(__name__)
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -124,6 +125,11 @@ def create_app(
         AccountAdapters(registry=adapters.registry, face=adapters.face, sms=adapters.sms),
     )
     oauth.init_app(app, core, background=background)
+    # the WSGI stack, innermost first: the lean token endpoints in front of Flask (not
+    # in idp.oauth.init_app: `idp` imports idp.oauth for its commands and must not load
+    # prometheus_client, which lean's metrics import, before `serve` sets it up), then
+    # the trusted proxies' headers
+    lean.init_app(app)
     web.trust_proxies(app, settings.trusted_proxy_count)
 
     return app

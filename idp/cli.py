@@ -282,7 +282,7 @@ def _demo_data(
                     other_url=urls[other_id] + "/login",
                 )
             )
-    app.extensions["idp.runtime"].database.dispose()
+    Runtime.of(app).database.dispose()
     return made, services
 
 

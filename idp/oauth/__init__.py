@@ -28,14 +28,8 @@ from idp.oauth.server import OAuthRuntime
 
 
 def init_app(app: Flask, core: Runtime, *, background: bool = False) -> None:
-    # Not a cycle: start-up order. The `idp` command imports idp.oauth (for
-    # idp.oauth.cli) before `idp serve` sets PROMETHEUS_MULTIPROC_DIR, and lean's
-    # metrics import prometheus_client (tests/test_cli.py checks it stays unimported).
-    from idp.oauth import lean
-
     built = provider.init_app(app, core)
     endpoints.init_app(app)
-    lean.init_app(app)
     authorize.init_app(app)
     SignInMethods.of(app).service_name = authorize.client_display_name
     logout.init_app(app)
@@ -50,7 +44,7 @@ def init_app(app: Flask, core: Runtime, *, background: bool = False) -> None:
 
 def revoke_disabled_accounts_grants(user: Any, **_: Any) -> None:
     """A disabled account keeps no grant: refresh tokens die, access tokens are listed."""
-    if not has_app_context() or "idp.oauth" not in current_app.extensions:
+    if not has_app_context() or not OAuthRuntime.installed(current_app):
         return
     tokens = OAuthRuntime.of().tokens()
     tokens.revoke_grants(tokens.active_grants(user_id=user.id), "account_disabled")
@@ -60,11 +54,10 @@ def revoke_session_grants(sender: Flask, data: dict[str, Any], **_: Any) -> None
     """The grants made in an SSO session end with it, except those with
     ``offline_access`` (OpenID Connect Back-Channel Logout 1.0, 2.7): their access
     tokens introspect inactive and their refresh tokens stop working."""
-    provider = sender.extensions.get("idp.oauth")
     sid, uid = data.get("sid"), data.get("uid")
-    if provider is None or not sid or uid is None:
+    if not OAuthRuntime.installed(sender) or not sid or uid is None:
         return
-    tokens = provider.tokens()
+    tokens = OAuthRuntime.of(sender).tokens()
     ended = [
         grant
         for grant in tokens.active_grants(user_id=int(uid))

@@ -30,7 +30,7 @@ from idp.cli import remote_service_notices
 from idp.core.audit.models import AuditEvent
 from idp.core.clock import FrozenClock
 from idp.core.remote import BreakerState, CircuitBreaker, RemoteService, SignedClient, sign
-from idp.core.runtime import db
+from idp.core.runtime import Runtime, db
 from idp.core.store import Store
 from tests.remote_services import FACE_PATH, REGISTRY_PATH, Pki, RemoteServices, make_pki
 from tests.support import create_user, replace_settings
@@ -553,7 +553,7 @@ def test_development_adapters_warn_when_built(
         assert any("NOT SENT" in w and "sms.log" in w for w in warnings)
         assert any("DEVELOPMENT" in w and "compares no faces" in w for w in warnings)
     finally:
-        other.extensions["idp.runtime"].database.dispose()
+        Runtime.of(other).database.dispose()
 
 
 def test_start_up_notices(settings: Settings) -> None:

@@ -23,6 +23,7 @@ import pytest
 from flask import Flask
 
 from idp.app import create_app
+from idp.core.runtime import Runtime
 from idp.core.store import RedisStore, StoreUnavailable
 from tests.conftest import Backend, EnglishClient, make_settings
 
@@ -135,7 +136,7 @@ def test_sign_in_code_flow_token_and_introspection(
         assert browser.get("/userinfo", headers=bearer).status_code == 401
         assert store.disruptions == 0
     finally:
-        app.extensions["idp.runtime"].database.dispose()
+        Runtime.of(app).database.dispose()
         store.close()
 
 

@@ -12,6 +12,7 @@ from flask.testing import FlaskClient
 from config import Settings
 from idp.app import create_app
 from idp.core.clock import FrozenClock
+from idp.core.runtime import Runtime
 from idp.core.store import Store
 from tests.support import create_user, csrf_token, replace_settings, sign_in
 from tests.support import text as body
@@ -36,7 +37,7 @@ def test_a_store_outage_during_requests_is_a_503_not_a_500(app: Flask) -> None:
 
             return fail
 
-    app.extensions["idp.runtime"].store = Broken()
+    Runtime.of(app).store = Broken()  # type: ignore[assignment]
     app.session_interface.store = Broken()  # type: ignore[attr-defined]
     client = app.test_client()
     client.set_cookie("idp_session", "A" * 43)
@@ -126,7 +127,7 @@ def test_metrics_need_the_token(settings: Settings, store: Store, clock: FrozenC
     text = body(scraped)
     assert 'idp_signins_total{outcome="success",step="complete"}' in text
     assert "idp_request_duration_seconds_bucket" in text
-    app.extensions["idp.runtime"].database.dispose()
+    Runtime.of(app).database.dispose()
 
 
 def test_logs_are_json_with_the_request_id(app: Flask, capsys: pytest.CaptureFixture[str]) -> None:

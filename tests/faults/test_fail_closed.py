@@ -11,6 +11,7 @@ import pytest
 from flask import Flask
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError
 
+from idp.core.runtime import Runtime
 from idp.core.store import Store, StoreUnavailable
 from tests.support import create_user, csrf_token, sign_in
 from tests.support import text as body
@@ -40,7 +41,7 @@ class PartlyBroken:
 
 
 def _use(app: Flask, store: PartlyBroken) -> None:
-    app.extensions["idp.runtime"].store = store
+    Runtime.of(app).store = store
     app.session_interface.store = store  # type: ignore[attr-defined]
 
 

@@ -19,7 +19,7 @@ from accounts.credentials.signin import PASSWORD, TOTP
 from idp.core.audit.models import AuditEvent
 from idp.core.clock import FrozenClock
 from idp.core.navigation import safe_next
-from idp.core.runtime import db
+from idp.core.runtime import Runtime, db
 from idp.core.signin import (
     Cookie,
     Proof,
@@ -173,7 +173,7 @@ def test_the_method_amr_reaches_the_id_token_and_sets_the_acr(
     with key_app.app_context():
         _, claims = OAuthRuntime.of().keys.verify(tokens["id_token"])
     assert claims["amr"] == ["hwk"]
-    assert claims["acr"] == key_app.extensions["idp.runtime"].settings.acr_mfa
+    assert claims["acr"] == Runtime.of(key_app).settings.acr_mfa
 
 
 def test_password_and_totp_are_registered_by_accounts(app: Flask) -> None:

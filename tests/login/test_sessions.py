@@ -9,6 +9,7 @@ from flask.testing import FlaskClient
 from config import Settings
 from idp.app import create_app
 from idp.core.clock import FrozenClock
+from idp.core.runtime import Runtime
 from idp.core.store import Store
 from tests.support import (
     STRONG_PASSWORD,
@@ -61,7 +62,7 @@ def test_cookie_flags_on_https(settings: Settings, store: Store, clock: FrozenCl
     assert "HttpOnly" in header
     assert "SameSite=Lax" in header
     assert response.headers["Strict-Transport-Security"].startswith("max-age=")
-    secure.extensions["idp.runtime"].database.dispose()
+    Runtime.of(secure).database.dispose()
 
 
 def test_the_session_id_changes_at_sign_in(app: Flask, client: FlaskClient) -> None:

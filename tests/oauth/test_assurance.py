@@ -17,6 +17,7 @@ from werkzeug.test import TestResponse
 
 from accounts.container import Accounts
 from idp.core.clock import FrozenClock
+from idp.core.runtime import Runtime
 from tests.accounts.test_realname import ALICE_ID, ALICE_NAME, REGISTRY_CSV, load_registry, verify
 from tests.oauth.test_basic_op import claims_of
 from tests.oauth_support import RP, Flow, query_of, register
@@ -239,7 +240,7 @@ def test_a_level_that_expired_no_longer_meets_the_minimum(
     rp = make_rp(app, min_level=3)
     flow = Flow()
     assert start(client, rp, flow).status_code == 302  # met: straight to the client
-    clock.advance(app.extensions["idp.runtime"].settings.registry_level_valid_days * 86400 + 1)
+    clock.advance(Runtime.of(app).settings.registry_level_valid_days * 86400 + 1)
     page = start(client, rp, Flow())
     assert page.status_code == 200
     assert "needs real-name level 3" in body(page)

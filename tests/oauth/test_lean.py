@@ -85,7 +85,7 @@ def test_an_unexpected_failure_is_a_json_500(
     def explode(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("internal detail")
 
-    monkeypatch.setattr(app.extensions["idp.oauth"].server, "create_token_response", explode)
+    monkeypatch.setattr(OAuthRuntime.of(app).server, "create_token_response", explode)
     response = client.post("/token", data={"grant_type": "client_credentials"}, headers=rp.basic())
     assert response.status_code == 500
     assert response.get_json() == {
@@ -137,7 +137,7 @@ def test_the_introspection_fast_path_answers_like_authlib(
         {"token": token["access_token"][:-3] + "AAA"},
         {"token": "not-a-token"},
     ]
-    server = app.extensions["idp.oauth"].server
+    server = OAuthRuntime.of(app).server
     authlib_endpoint = server.create_endpoint_response
 
     def not_here(*_args: object) -> None:

@@ -26,7 +26,7 @@ from accounts.people.models import UserStatus
 from idp.app import create_app
 from idp.core.clock import FrozenClock
 from idp.core.db import Database
-from idp.core.runtime import db
+from idp.core.runtime import Runtime, db
 from idp.core.store import MemoryStore, RedisStore, Store
 from idp.oauth.models import RevokedAccessToken
 from idp.oauth.revocation import EPOCH_KEY, Revocations, jti_key
@@ -215,7 +215,7 @@ def test_the_common_check_asks_the_database_nothing(
 ) -> None:
     token = rp.token_request(client, {"grant_type": "client_credentials"}).get_json()
     assert active(rp, client, token["access_token"])  # the first check copies, once
-    engine = app.extensions["idp.runtime"].database.engine
+    engine = Runtime.of(app).database.engine
     statements: list[str] = []
 
     def count(*args: Any) -> None:
@@ -338,7 +338,7 @@ def test_redis_killed_and_restarted_empty(
         assert userinfo_status(client, kept["access_token"]) == 200
         assert store.disruptions == 1
     finally:
-        app.extensions["idp.runtime"].database.dispose()
+        Runtime.of(app).database.dispose()
         store.close()
 
 
