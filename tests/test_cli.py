@@ -28,6 +28,21 @@ def run(args: list[str], env: dict[str, str], **kwargs: object) -> subprocess.Co
     )
 
 
+def run_flask(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``flask --app wsgi ARGS`` from the repository's root, as an operator runs it."""
+    flask = str(Path(sys.executable).with_name("flask"))
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
+    return subprocess.run(
+        [flask, "--app", "wsgi", *args],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+
+
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     return {"IDP_DATA_DIR": str(tmp_path / "data"), "IDP_LOG_FORMAT": "text"}
@@ -134,17 +149,7 @@ def test_the_cli_module_leaves_prometheus_unconfigured() -> None:
 
 def test_flask_cli_reaches_the_same_commands(env: dict[str, str]) -> None:
     run(["init"], env)
-    flask = str(Path(sys.executable).with_name("flask"))
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
-    result = subprocess.run(
-        [flask, "--app", "wsgi", "users", "list", "--json"],
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
+    result = run_flask(["users", "list", "--json"], env)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == []
 

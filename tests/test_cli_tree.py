@@ -3,15 +3,13 @@ GROUP ...`` (design.md section 8), with the same commands and options."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import click
 from flask import Flask
 
 from idp.cli import main
+from tests.test_cli import run, run_flask
 
 # idp's own commands that start or set up the service: no app exists yet when they run
 SERVICE_COMMANDS = {"init", "serve", "demo"}
@@ -43,21 +41,9 @@ def test_idp_and_the_flask_app_offer_the_same_command_tree(app: Flask) -> None:
 
 def test_every_idp_group_answers_through_flask(tmp_path: Path) -> None:
     """One process: ``flask --app wsgi`` lists every group ``idp`` has."""
-    flask = str(Path(sys.executable).with_name("flask"))
-    data = tmp_path / "data"
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
-    env = {**clean, "IDP_DATA_DIR": str(data), "IDP_LOG_FORMAT": "text"}
-    idp = str(Path(sys.executable).with_name("idp"))
-    subprocess.run([idp, "init"], env=env, check=True, capture_output=True, timeout=60)
-    result = subprocess.run(
-        [flask, "--app", "wsgi", "--help"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
+    env = {"IDP_DATA_DIR": str(tmp_path / "data"), "IDP_LOG_FORMAT": "text"}
+    assert run(["init"], env).returncode == 0
+    result = run_flask(["--help"], env)
     assert result.returncode == 0, result.stderr
     listed = {line.split()[0] for line in result.stdout.splitlines() if line.startswith("  ")}
     assert set(groups(main)) <= listed
