@@ -17,12 +17,13 @@ from flask import Flask
 from flask_wtf.csrf import CSRFProtect
 
 import accounts
+import idp.models  # noqa: F401 - every model is mapped before the first query
 from accounts.adapters.face import FaceVerifier
 from accounts.adapters.registry import Registry
 from accounts.adapters.sms import SmsGateway
 from accounts.container import AccountAdapters
 from config import Settings, load_settings
-from idp import login, models, oauth
+from idp import login, oauth
 from idp.core import i18n, metrics, ops, web
 from idp.core.audit.cli import COMMANDS as AUDIT_COMMANDS
 from idp.core.clock import Clock, SystemClock
@@ -64,7 +65,6 @@ def create_app(
 ) -> Flask:
     """Build the app. ``background`` starts this worker's background threads (the
     back-channel logout deliverer): servers want them, tests and commands do not."""
-    assert models.MODEL_MODULES  # every model is mapped before the first query
     settings = settings or load_settings(os.environ)
     configure_logging(settings.log_level, settings.log_format)
 
