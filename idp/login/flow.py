@@ -91,6 +91,11 @@ class LoginFlow:
         return pending
 
     def second_factor_proved(self, pending: Pending, proof: Proof) -> Response:
+        if proof.uid != pending.first.uid:
+            # a method's bug, never the user's input: the second factor must confirm the
+            # account the first one found
+            session.pop(_PENDING, None)
+            raise RuntimeError(f"the {proof.method} method proved another account")
         return self.finish([pending.first, proof], pending.next_url)
 
     def finish(self, proofs: Sequence[Proof], next_url: str) -> Response:
