@@ -55,8 +55,9 @@ from flask_wtf import FlaskForm
 
 from accounts.people.models import User
 from accounts.people.session import current_user
+from idp.core.principal import Principal
 from idp.core.runtime import db
-from idp.core.sessions import sign_out
+from idp.core.sessions import current_principal, sign_out
 from idp.core.signin import Proof, SignInMethods
 from idp.core.web import error_response
 from idp.oauth.assurance import AcrPolicy
@@ -145,15 +146,24 @@ def _signed_in(
     subject = None
     if ask.hint_subject is not None:
         subject = provider.tokens().subject(checked.client, user.public_id)
+    principal = _principal()
     return SignedIn(
-        auth_time=float(session.get("auth_time", 0)),
-        amr=tuple(session.get("amr", [])),
+        auth_time=principal.auth_time,
+        amr=principal.amr,
         # read only when the client asks for the MFA level
         has_second_factor=policy.mfa in ask.requested_acr and _can_give_second_factor(user),
         subject=subject,
         level=level,
         consent_covers=covers,
     )
+
+
+def _principal() -> Principal:
+    """The session's sign-in; only called once ``current_user()`` found the account,
+    which it found through this principal."""
+    principal = current_principal()
+    assert principal is not None
+    return principal
 
 
 def _can_give_second_factor(user: User) -> bool:
@@ -262,6 +272,7 @@ def _issue_code(
     provider: OAuthRuntime, checked: Checked, pending: Pending, user: User, acr: str
 ) -> Response:
     data = checked.data
+    principal = _principal()
     record = CodeRecord(
         client_id=checked.client.client_id,
         redirect_uri=checked.redirect_uri,
@@ -270,10 +281,10 @@ def _issue_code(
         user_public_id=user.public_id,
         code_challenge=data["code_challenge"],
         code_challenge_method=data["code_challenge_method"],
-        auth_time=float(session["auth_time"]),
-        amr=list(session.get("amr", [])),
+        auth_time=principal.auth_time,
+        amr=list(principal.amr),
         acr=acr,
-        sid=session.get("sid"),
+        sid=principal.sid,
         nonce=data.get("nonce") if "openid" in checked.scopes else None,
         claims=checked.claims,
         grant_id=uuid.uuid4().hex,
