@@ -43,6 +43,7 @@ from idp.oauth.keys import SigningKeys
 from idp.oauth.server import OAuthRuntime
 from idp.server import prepare_metrics_dir
 from idp.server import serve as run
+from pki.cli import COMMANDS as PKI
 
 DEMO_USERS = ("demo", "demo-mfa")
 # the example number of design.md and GB 11643, under a made-up name
@@ -335,5 +336,5 @@ def demo(host: str | None, port: int | None) -> None:
     run(settings, host, port)
 
 
-for _command in (*ACCOUNTS, *AUDIT, *OAUTH):
+for _command in (*ACCOUNTS, *AUDIT, *OAUTH, *PKI):
     main.add_command(_command)

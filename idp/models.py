@@ -9,6 +9,7 @@ import accounts.people.models
 import accounts.realname.models
 import idp.core.audit.models
 import idp.oauth.models
+import pki.models
 from idp.core.schema import metadata
 
 MODEL_MODULES = (
@@ -18,6 +19,7 @@ MODEL_MODULES = (
     accounts.organisations.models,
     idp.core.audit.models,
     idp.oauth.models,
+    pki.models,
 )
 
 __all__ = ["MODEL_MODULES", "metadata"]

@@ -1,2 +1,23 @@
-"""Certificate sign-in through the bridge CA (a later issue): trust store of local CAs,
-cross-certificates, RFC 5280 path validation, CRL/OCSP, identity extraction."""
+"""Certificate sign-in through the bridge CA: the bridge and the registered local CAs
+(``services``, ``models``), the certificates the bridge signs (``builder``, through a
+``keys.BridgeKey``), RFC 5280 path validation, CRL/OCSP, identity extraction and the
+certificate sign-in method. ``Pki`` (``pki.container``) holds the app-lifetime parts.
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from idp.core.runtime import Runtime
+from pki import views
+from pki.cli import COMMANDS
+from pki.container import Pki
+
+
+def init_app(app: Flask, core: Runtime) -> Pki:
+    pki = Pki(core)
+    pki.install(app)
+    views.init_app(app)
+    for command in COMMANDS:
+        app.cli.add_command(command)
+    return pki
