@@ -672,8 +672,9 @@ def _reason(exc: ValidationError, path: ValidationPath) -> str:  # noqa: PLR0911
         return f"no acceptable certificate policy (the valid policy set is empty at {who})"
     if "issuer name could not be matched" in message:
         return f"the issuer name of {who} does not match the subject of its issuer"
-    if "permitted namespace" in message or "excluded from the namespace" in message:
-        where = "outside the permitted" if "permitted" in message else "inside the excluded"
+    permitted = message.startswith(f"{_PREFIX}not all names of")
+    if permitted or message.startswith(f"{_PREFIX}some names of"):
+        where = "outside the permitted" if permitted else "inside the excluded"
         detail = "" if who == "the certificate" else f" ({named.rsplit('. ', 1)[-1]})"
         return f"a name of {who} is {where} subtrees of the name constraints{detail}"
     if "maximum path length" in message:

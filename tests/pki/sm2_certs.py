@@ -31,7 +31,8 @@ class Sm2Issued:
 
     @property
     def der(self) -> bytes:
-        return pem.unarmor(self.pem)[2]
+        der: bytes = pem.unarmor(self.pem)[2]
+        return der
 
     @property
     def key_pem(self) -> bytes:
@@ -184,7 +185,8 @@ def cross_certify(
     cert = _issue(
         directory, stem, csr, issuer_cert, issuer_key, sm2_issuer=False, ext=ext, days=365
     )
-    return pem.unarmor(cert.read_bytes())[2]
+    der: bytes = pem.unarmor(cert.read_bytes())[2]
+    return der
 
 
 def sm2_crl(directory: Path, issuer: Sm2Issued, revoked: Sequence[Sm2Issued] = ()) -> bytes:
@@ -222,7 +224,6 @@ def sm2_crl(directory: Path, issuer: Sm2Issued, revoked: Sequence[Sm2Issued] = (
             "-crl_reason", "keyCompromise", "-batch",
         )  # fmt: skip
     out = work / "crl.pem"
-    _openssl(
-        "ca", "-config", str(config), "-gencrl", "-sigopt", DISTID, "-batch", "-out", str(out)
-    )
-    return pem.unarmor(out.read_bytes())[2]
+    _openssl("ca", "-config", str(config), "-gencrl", "-sigopt", DISTID, "-batch", "-out", str(out))
+    der: bytes = pem.unarmor(out.read_bytes())[2]
+    return der
