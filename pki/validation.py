@@ -488,7 +488,7 @@ class _PathBuilder:
                 yield ValidationPath(issuer, chain[:0:-1], chain[0])
                 continue
             if issuer.issuer_serial in seen:
-                self.looped.append(issuer)
+                self.looped.extend(chain[1:] or [issuer])
                 continue
             if len(chain) >= MAX_PATH_LENGTH:
                 self.too_long = True
