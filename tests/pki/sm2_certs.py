@@ -117,9 +117,10 @@ def _issue(
     sm2_issuer: bool,
     ext: Path,
     days: int,
+    distid: str = DISTID,
 ) -> Path:
     cert = directory / f"{stem}.pem"
-    digest = ["-sm3", "-sigopt", DISTID] if sm2_issuer else ["-sha256"]
+    digest = ["-sm3", "-sigopt", distid] if sm2_issuer else ["-sha256"]
     _openssl(
         "x509", "-req", "-in", str(csr), "-vfyopt", DISTID,
         "-CA", str(issuer_cert), "-CAkey", str(issuer_key), *digest,
@@ -151,15 +152,17 @@ def sm2_leaf(
     *,
     crl_url: str | None = None,
     days: int = 90,
+    distid: str = DISTID,
 ) -> Sm2Issued:
-    """An SM2 end-entity certificate signed by an SM2 CA."""
+    """An SM2 end-entity certificate signed by an SM2 CA (with the distinguishing ID
+    ``distid``, OpenSSL's ``-sigopt`` form)."""
     stem = cn.replace(" ", "_")
     key = _key(directory, stem)
     csr = _csr(directory, stem, key, _subject(cn, "SM2 Test Holder"))
     ext = _extensions(directory, stem, ca=False, crl_url=crl_url)
     cert = _issue(
         directory, stem, csr, issuer.cert_path, issuer.key_path, sm2_issuer=True, ext=ext,
-        days=days,
+        days=days, distid=distid,
     )  # fmt: skip
     return Sm2Issued(cert, key)
 

@@ -3,6 +3,7 @@ modes, bounds on path building, decoding of untrusted input, and the reasons giv
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -11,10 +12,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from asn1crypto import x509 as asn1_x509
+from click.testing import CliRunner
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtensionOID
+from flask import Flask
+from flask.cli import ScriptInfo
 
 from pki.validation import (
     MAX_BUILD_STEPS,
@@ -28,6 +32,7 @@ from pki.validation import (
     subject_of,
     validate,
 )
+from pki.verify_cli import verify
 from tests.pki.certs import (
     DAY,
     NOW,
@@ -790,3 +795,132 @@ def test_subject_of_a_certificate_cryptography_would_warn_about() -> None:
         }
     ).dump()
     assert subject_of(odd) == "CN=Odd Serial,C=CN"
+
+
+# --- idp pki verify ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory, pki: dict[str, Issued]) -> dict[str, str]:
+    directory = tmp_path_factory.mktemp("verify")
+    revoking = make_crl(pki["ca"], [(pki["leaf"].cert.serial_number, NOW - DAY)])
+    contents = {
+        "leaf.pem": pki["leaf"].pem,
+        "leaf.der": pki["leaf"].der,
+        "root.pem": pki["root"].pem,
+        "ca.der": pki["ca"].der,
+        "crl.der": revoking,
+        "garbage.pem": b"-----BEGIN CERTIFICATE-----\nnot base64 at all\n",
+        "noise.bin": bytes(range(256)) * 4,
+        "truncated.der": pki["leaf"].der[:100],
+        "bundle.pem": pki["ca"].pem * (MAX_CERTIFICATES + 1),
+    }
+    for file_name, data in contents.items():
+        (directory / file_name).write_bytes(data)
+    paths = {file_name: str(directory / file_name) for file_name in contents}
+    return {**paths, "dir": str(directory), "missing": str(directory / "nope.pem")}
+
+
+def _verify(*arguments: str, obj: object = None) -> tuple[int, str, str]:
+    result = CliRunner().invoke(verify, list(arguments), obj=obj)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    assert "Traceback" not in result.output
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_cli_valid_and_invalid(files: dict[str, str], pki: dict[str, Issued]) -> None:
+    code, out, _ = _verify(
+        files["leaf.pem"], "--anchor", files["root.pem"], "--intermediate", files["ca.der"]
+    )
+    assert code == 0
+    assert out == f"valid: {pki['leaf'].subject} <- {pki['ca'].subject} <- {pki['root'].subject}\n"
+    code, out, _ = _verify(files["leaf.der"], "--anchor", files["root.pem"])
+    assert code == 1
+    assert out.startswith("invalid: no path to a trust anchor")
+    assert out.count("\n") == 1
+
+
+def test_cli_json(files: dict[str, str], pki: dict[str, Issued]) -> None:
+    code, out, err = _verify(
+        files["leaf.der"], "--anchor", files["root.pem"], "--intermediate", files["ca.der"],
+        "--policy", "2.5.29.32.0", "--at", NOW.isoformat(), "--json",
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+    assert json.loads(out) == {
+        "valid": True,
+        "reason": "valid",
+        "path": [pki["leaf"].subject, pki["ca"].subject, pki["root"].subject],
+    }
+
+
+def test_cli_default_revocation_is_soft_with_a_crl(files: dict[str, str]) -> None:
+    base = [files["leaf.der"], "--anchor", files["root.pem"], "--intermediate", files["ca.der"]]
+    code, out, _ = _verify(*base, "--crl", files["crl.der"], "--json")
+    assert code == 1
+    assert "was revoked on" in json.loads(out)["reason"]
+    assert _verify(*base, "--crl", files["crl.der"], "--revocation", "off")[0] == 0
+    assert _verify(*base)[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("bad", "code", "fragment"),
+    [
+        ("garbage.pem", 1, "the PEM data cannot be read"),
+        ("noise.bin", 1, "not a valid X.509 certificate"),
+        ("truncated.der", 1, "not a valid X.509 certificate"),
+        ("bundle.pem", 1, f"at most {MAX_CERTIFICATES} certificates"),
+        ("dir", 2, "is a directory"),
+        ("missing", 2, "no such file"),
+    ],
+)
+def test_cli_bad_files(files: dict[str, str], bad: str, code: int, fragment: str) -> None:
+    for arguments in (
+        [files[bad], "--anchor", files["root.pem"]],
+        [files["leaf.der"], "--anchor", files[bad]],
+        [files["leaf.der"], "--anchor", files["root.pem"], "--intermediate", files[bad]],
+    ):
+        got, out, _ = _verify(*arguments, "--json")
+        assert got == code
+        output = json.loads(out)
+        assert output["valid"] is False
+        assert output["path"] == []
+        assert fragment in output["reason"]
+        assert files[bad] in output["reason"]
+        got, out, err = _verify(*arguments)
+        assert (got, out) == (code, "")
+        assert err.startswith("idp: ")
+        assert err.count("\n") == 1
+    got, out, _ = _verify(
+        files["leaf.der"], "--anchor", files["root.pem"], "--crl", files["noise.bin"], "--json"
+    )
+    assert got == 1
+    assert "not a valid X.509 CRL" in json.loads(out)["reason"]
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--at", "yesterday"), ("--revocation", "sometimes"), ("--policy", "not.an.oid")],
+)
+def test_cli_bad_options(files: dict[str, str], option: str, value: str) -> None:
+    code, out, _ = _verify(
+        files["leaf.der"], "--anchor", files["root.pem"], option, value, "--json"
+    )
+    assert code == 2
+    assert json.loads(out)["reason"].startswith(f"{option} ")
+
+
+def test_cli_without_anchor_needs_the_application(files: dict[str, str]) -> None:
+    code, out, _ = _verify(files["leaf.der"], "--json")
+    assert code == 2
+    assert "needs the application" in json.loads(out)["reason"]
+
+
+def test_cli_without_anchor_asks_the_trust_store(files: dict[str, str]) -> None:
+    info = ScriptInfo(create_app=lambda: Flask("verify-test"))
+    code, out, _ = _verify(files["leaf.der"], "--json", obj=info)
+    assert code == 1
+    assert json.loads(out) == {
+        "valid": False,
+        "reason": "the platform trust store is not set up",
+        "path": [],
+    }
