@@ -145,7 +145,8 @@ def _blocks(data: bytes, kinds: Sequence[str], limit: int, what: str) -> list[by
         return [data]  # DER (a SEQUENCE), or garbage for the decoder to name
     count = stripped.count(b"-----BEGIN ")
     if count > limit:
-        raise BadInput(f"too many PEM blocks ({count}): at most {limit} {what}s are accepted")
+        noun = what if limit == 1 else f"{what}s"
+        raise BadInput(f"too many PEM blocks ({count}): at most {limit} {noun} accepted")
     try:
         armored = list(pem.unarmor(stripped, multiple=True))
     except (ValueError, TypeError) as exc:
@@ -350,7 +351,9 @@ class _Inputs:
         for what, items in (("CRLs", options.crls), ("OCSP responses", options.ocsps)):
             if len(items) > MAX_CRLS:
                 raise BadInput(f"too many {what} ({len(items)}): at most {MAX_CRLS}")
-        blocks = _blocks(leaf, ("CERTIFICATE",), 1, "certificate")
+        blocks = _blocks(leaf, ("CERTIFICATE",), MAX_CERTIFICATES, "certificate")
+        if len(blocks) != 1:
+            raise BadInput(f"expected one certificate to validate, found {len(blocks)}")
         mode = options.revocation
         if mode is None:
             mode = "soft" if options.crls or options.ocsps else "off"

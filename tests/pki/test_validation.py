@@ -668,7 +668,9 @@ def test_fetching_only_when_allowed(crl_server: tuple[str, type[_CrlHandler]]) -
 
 def test_thousand_certificates_are_refused_up_front(pki: dict[str, Issued]) -> None:
     bundle = pki["ca"].pem * 1000
-    with pytest.raises(BadInput, match=r"too many PEM blocks \(1000\): at most 64"):
+    with pytest.raises(
+        BadInput, match=r"too many PEM blocks \(1000\): at most 64 certificates accepted"
+    ):
         load_certificates(bundle)
     many = ValidationOptions(anchors=(pki["root"].der,), intermediates=(pki["ca"].der,) * 1000)
     with pytest.raises(BadInput, match=r"too many certificates \(1002\)"):
@@ -760,8 +762,11 @@ def test_pem_bundle_and_der(pki: dict[str, Issued]) -> None:
     bundle = b"some text first\n" + pki["leaf"].pem + pki["leaf"].key_pem + pki["ca"].pem
     assert load_certificates(bundle) == [pki["leaf"].der, pki["ca"].der]
     assert load_certificates(pki["leaf"].der) == [pki["leaf"].der]
-    with pytest.raises(BadInput, match="at most 1 certificate"):
+    with pytest.raises(BadInput, match="at most 1 certificate accepted"):
         load_certificates(pki["leaf"].pem + pki["ca"].pem, limit=1)
+    with pytest.raises(BadInput, match="expected one certificate to validate, found 2"):
+        validate(pki["leaf"].pem + pki["ca"].pem, options([pki["root"]], pki["ca"]))
+    assert validate(pki["leaf"].pem + pki["leaf"].key_pem, options([pki["root"]], pki["ca"])).valid
 
 
 def test_load_crls(pki: dict[str, Issued]) -> None:
