@@ -20,6 +20,7 @@ from pki.builder import CrossConstraints
 from pki.container import Pki
 from pki.models import BridgeCa, CrossCertificate, LocalCa
 from pki.services import REVOCATION_MODES, CaRequest, PkiError, PkiService, parse_dn
+from pki.verify_cli import verify as verify_command
 
 MAX_FILE_BYTES = 1 << 20
 
@@ -303,5 +304,7 @@ def _url(value: str, option: str) -> str:
         raise PkiError(f"{option} {value!r}: an http(s) URL is expected")
     return value
 
+
+pki_group.add_command(verify_command)
 
 COMMANDS = (pki_group,)
