@@ -127,6 +127,7 @@ TARGETS: dict[str, list[Target]] = {
         Target("/.well-known/openid-configuration", ("GET",), Kind.PUBLIC),
         Target("/.well-known/oauth-authorization-server", ("GET",), Kind.PUBLIC),
         Target("/jwks.json", ("GET",), Kind.PUBLIC),
+        Target("/pki/bridge.crl", ("GET",), Kind.PUBLIC),
         Target("/healthz", ("GET",), Kind.PUBLIC),
         Target("/readyz", ("GET",), Kind.PUBLIC),
         Target("/metrics", ("GET",), Kind.PUBLIC),
