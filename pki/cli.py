@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from idp.core.cli_support import echo_json, fail, with_app
 from idp.core.runtime import db
@@ -20,6 +18,7 @@ from pki.builder import CrossConstraints
 from pki.container import Pki
 from pki.models import BridgeCa, CrossCertificate, LocalCa
 from pki.services import REVOCATION_MODES, CaRequest, PkiError, PkiService, parse_dn
+from pki.validation import BadInput, load_certificates
 from pki.verify_cli import verify as verify_command
 
 MAX_FILE_BYTES = 1 << 20
@@ -38,13 +37,9 @@ def read_certificate(path: Path, option: str) -> bytes:
     if len(data) > MAX_FILE_BYTES:
         raise PkiError(f"{option} {path}: larger than a certificate can be")
     try:
-        if b"-----BEGIN" in data:
-            certificate = x509.load_pem_x509_certificate(data)
-        else:
-            certificate = x509.load_der_x509_certificate(data)
-        return certificate.public_bytes(Encoding.DER)
-    except ValueError:
-        raise PkiError(f"{option} {path}: not a PEM or DER certificate") from None
+        return load_certificates(data, limit=1)[0]
+    except BadInput as exc:
+        raise PkiError(f"{option} {path}: not a PEM or DER certificate ({exc.reason})") from None
 
 
 def _pem(der: bytes) -> str:

@@ -122,7 +122,7 @@ def make_ca(
         builder.add_extension(
             x509.BasicConstraints(ca=True, path_length=path_length), critical=True
         )
-        .add_extension(_ca_usage(), critical=True)
+        .add_extension(ca_key_usage(), critical=True)
         .add_extension(
             x509.SubjectKeyIdentifier.from_public_key(private_key.public_key()), critical=False
         )
@@ -250,7 +250,8 @@ def printable_string(value: str) -> bytes:
     return bytes([0x13, len(raw)]) + raw
 
 
-def _ca_usage() -> x509.KeyUsage:
+def ca_key_usage() -> x509.KeyUsage:
+    """keyCertSign and cRLSign only: a CA's key usage."""
     return x509.KeyUsage(
         digital_signature=False,
         content_commitment=False,

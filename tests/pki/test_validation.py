@@ -38,6 +38,7 @@ from tests.pki.certs import (
     NOW,
     Issued,
     PrivateKey,
+    ca_key_usage,
     make_ca,
     make_crl,
     make_leaf,
@@ -78,17 +79,7 @@ def cross_certificate(
         .not_valid_after(not_after or NOW + 300 * DAY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            ca_key_usage(),
             critical=True,
         )
         .add_extension(
