@@ -1,19 +1,27 @@
-"""The pki package's app-lifetime parts, and its services for one request."""
+"""The pki package's app-lifetime parts (the trust store and its revocation checker,
+the sign-in challenges), and its services for one request."""
 
 from __future__ import annotations
 
 from typing import ClassVar
 
+from accounts.container import Accounts
 from idp.core.runtime import Component, Runtime, audit_log, db
+from pki.certificates import CertificateService
+from pki.challenge import Challenges
 from pki.services import CRL_PATH, PkiService
+from pki.truststore import RevocationCheck, TrustStore
 
 
 class Pki(Component):
     extension: ClassVar[str] = "pki"
 
-    def __init__(self, core: Runtime) -> None:
+    def __init__(self, core: Runtime, checker: RevocationCheck | None = None) -> None:
         self.core = core
         self.crl_url = core.settings.issuer.rstrip("/") + CRL_PATH
+        self.checker = checker
+        self.trust = TrustStore(checker)
+        self.challenges = Challenges(core.store, clock=core.clock)
 
     def service(self, actor: str | None = None) -> PkiService:
         return PkiService(
@@ -22,4 +30,16 @@ class Pki(Component):
             crl_url=self.crl_url,
             clock=self.core.clock,
             audit=audit_log(actor),
+        )
+
+    def certificates(self, actor: str | None = None) -> CertificateService:
+        accounts = Accounts.of()
+        return CertificateService(
+            db(),
+            self.trust,
+            accounts.account_service(actor),
+            accounts.realname_service(actor),
+            accounts.organisation_service(actor),
+            audit_log(actor),
+            self.core.clock,
         )

@@ -137,6 +137,11 @@ def subject_of(certificate_der: bytes) -> str:
     return _rfc4514(_certificate(certificate_der, "the certificate")["tbs_certificate"]["subject"])
 
 
+def issuer_of(certificate_der: bytes) -> str:
+    """The certificate's issuer as RFC 4514 text, as ``subject_of``."""
+    return _rfc4514(_certificate(certificate_der, "the certificate")["tbs_certificate"]["issuer"])
+
+
 def _blocks(data: bytes, kinds: Sequence[str], limit: int, what: str) -> list[bytes]:
     stripped = data.strip()
     if not stripped:
@@ -700,6 +705,7 @@ __all__ = [
     "SignatureChecker",
     "ValidationOptions",
     "ValidationResult",
+    "issuer_of",
     "load_certificates",
     "load_crls",
     "subject_of",

@@ -19,7 +19,8 @@ from flask import has_app_context
 from flask.cli import ScriptInfo
 
 from idp.core.cli_support import EXIT_REFUSED, EXIT_USAGE, echo_json, with_app
-from pki import truststore
+from idp.core.runtime import db
+from pki.container import Pki
 from pki.validation import (
     MAX_CERTIFICATES,
     REVOCATION_MODES,
@@ -113,7 +114,7 @@ def verify(
             result = validate(leaf_der, options)
         else:
             _need_app()
-            result = with_app(truststore.validate_with_trust_store)(leaf_der, options)
+            result = with_app(_through_trust_store)(leaf_der, options)
     except _Refused as exc:
         _refuse(exc.reason, exc.code, as_json=as_json)
     except BadInput as exc:
@@ -121,6 +122,10 @@ def verify(
     finally:
         quiet.setLevel(level)
     _report(result, as_json=as_json)
+
+
+def _through_trust_store(leaf_der: bytes, options: ValidationOptions) -> ValidationResult:
+    return Pki.of().trust.validate(db(), leaf_der, options)
 
 
 def _need_app() -> None:

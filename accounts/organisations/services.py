@@ -111,6 +111,11 @@ class OrganisationService:
             return None
         return self._by_index(self._index(code))
 
+    def uscc_index(self, uscc: str) -> str | None:
+        """The keyed blind index of the code (None when it is not a valid USCC)."""
+        code = self._normalised(uscc)
+        return None if code is None else self._index(code)
+
     def get(self, public_id: str) -> Organisation | None:
         return self._session.scalar(select(Organisation).where(Organisation.public_id == public_id))
 

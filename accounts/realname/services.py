@@ -47,7 +47,8 @@ from accounts.realname.errors import (
     RegistryMismatch,
     VerificationConflict,
 )
-from accounts.realname.models import Identity, Verification, VerificationMethod
+from accounts.realname.models import Identity, Verification
+from accounts.realname.models import VerificationMethod as VerificationMethod  # noqa: PLC0414 - re-exported for pki
 from idp.core.audit.services import FAILURE, AuditLog
 from idp.core.clock import Clock
 from idp.core.keys import DataCipher
@@ -222,6 +223,19 @@ class RealNameService:
         """The account's identity if a source confirmed it (not only declared)."""
         identity = self.identity_of(user)
         return identity if identity and identity.verified_number_index else None
+
+    def number_index(self, number: str) -> str:
+        """The keyed blind index of a normalised document number (what bindings and the
+        "one person, one identity" index compare)."""
+        return self._cipher.blind_index(number, purpose=NUMBER_INDEX)
+
+    def confirmed_holder(self, number: str) -> User | None:
+        """The account whose identity a source confirmed with this (normalised) number."""
+        return self._session.scalar(
+            select(User)
+            .join(Identity, Identity.user_id == User.id)
+            .where(Identity.verified_number_index == self.number_index(number))
+        )
 
     def number_of(self, identity: Identity) -> str:
         return self._cipher.decrypt(identity.number_encrypted, context=NUMBER_CONTEXT)
