@@ -9,14 +9,17 @@ from __future__ import annotations
 from flask import Flask
 
 from idp.core.runtime import Runtime
+from idp.core.signin import SignInMethods
 from pki import views
 from pki.cli import COMMANDS
 from pki.container import Pki
+from pki.signin import CertificateMethod
 
 
 def init_app(app: Flask, core: Runtime) -> Pki:
     pki = Pki(core)
     pki.install(app)
+    SignInMethods.of(app).register(CertificateMethod())
     views.init_app(app)
     for command in COMMANDS:
         app.cli.add_command(command)

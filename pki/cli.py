@@ -19,6 +19,8 @@ from pki.container import Pki
 from pki.models import BridgeCa, CrossCertificate, LocalCa
 from pki.services import REVOCATION_MODES, CaRequest, PkiError, PkiService, parse_dn
 from pki.validation import BadInput, load_certificates
+from pki.verify_cli import identity as identity_command
+from pki.verify_cli import sign_challenge_command
 from pki.verify_cli import verify as verify_command
 
 MAX_FILE_BYTES = 1 << 20
@@ -301,5 +303,7 @@ def _url(value: str, option: str) -> str:
 
 
 pki_group.add_command(verify_command)
+pki_group.add_command(identity_command)
+pki_group.add_command(sign_challenge_command)
 
 COMMANDS = (pki_group,)

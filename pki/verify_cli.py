@@ -12,15 +12,17 @@ import logging
 import re
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 from flask import has_app_context
 from flask.cli import ScriptInfo
 
 from idp.core.cli_support import EXIT_REFUSED, EXIT_USAGE, echo_json, with_app
-from idp.core.runtime import db
+from idp.core.runtime import Runtime, db
+from pki.challenge import sign_challenge
 from pki.container import Pki
+from pki.identity import IdentityRefused, IdentityRule, extract_identity
 from pki.validation import (
     MAX_CERTIFICATES,
     REVOCATION_MODES,
@@ -222,3 +224,135 @@ def _mode(text: str | None, *, anchored: bool, have_crls: bool) -> RevocationMod
         if text == mode:
             return mode
     raise _Refused(f"--revocation {text!r}: one of {'|'.join(REVOCATION_MODES)}", EXIT_USAGE)
+
+
+@click.command("identity")
+@click.argument("certificate", metavar="CERT")
+@click.option("--crl", "crls", multiple=True, metavar="FILE", help="CRL(s), PEM or DER.")
+@click.option(
+    "--at", "at", metavar="ISO8601", help="Validation time (default now; no offset: UTC)."
+)
+@click.option(
+    "--revocation", metavar="off|soft|hard|require",
+    help="Default: as the certificate's CA is configured.",
+)  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print only JSON.")
+def identity(
+    certificate: str, crls: tuple[str, ...], at: str | None, revocation: str | None, as_json: bool
+) -> None:
+    """Validate CERT through the platform's trust store and print the identity its CA's
+    rules read from it: kind (person or organisation), identifier type, and the
+    identifier masked as the pages mask it (never the full number, nor the subject).
+
+    Exit 0 valid, 1 invalid, 2 usage."""
+    quiet = logging.getLogger("pyhanko_certvalidator")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        leaf_der = _read_leaf(certificate)
+        options = ValidationOptions(
+            anchors=(),
+            crls=tuple(der for path in crls for der in _read_crls(path)),
+            at=_time(at),
+            revocation=_mode(revocation, anchored=False, have_crls=bool(crls)),
+        )
+        _need_app()
+        found = with_app(_identity_through_trust_store)(leaf_der, options)
+    except _Refused as exc:
+        _refuse_identity(exc.reason, exc.code, as_json=as_json)
+    except BadInput as exc:
+        _refuse_identity(exc.reason, EXIT_REFUSED, as_json=as_json)
+    finally:
+        quiet.setLevel(level)
+    if as_json:
+        echo_json(found)
+    elif found["valid"]:
+        click.echo(
+            f"valid: {found['kind']} {found['identifier_type']} {found['identifier']} "
+            f"(CA {found['ca']})"
+        )
+    else:
+        click.echo(f"invalid: {found['reason']}")
+    if not found["valid"]:
+        raise SystemExit(EXIT_REFUSED)
+
+
+def _identity_through_trust_store(leaf_der: bytes, options: ValidationOptions) -> dict[str, Any]:
+    found: dict[str, Any] = {
+        "valid": False,
+        "reason": "",
+        "ca": None,
+        "kind": None,
+        "identifier_type": None,
+        "identifier": None,
+    }
+    result = Pki.of().trust.validate(db(), leaf_der, options)
+    found["ca"] = result.ca
+    if not result.valid:
+        return {**found, "reason": result.reason}
+    rules = [IdentityRule.parse(text) for text in result.identity_rules]
+    try:
+        named = extract_identity(leaf_der, rules, today=Runtime.of().clock.now().date())
+    except IdentityRefused as exc:
+        return {**found, "reason": exc.reason}
+    return {
+        **found,
+        "valid": True,
+        "reason": "valid",
+        "kind": named.kind,
+        "identifier_type": named.identifier_type,
+        "identifier": named.masked,
+    }
+
+
+def _refuse_identity(reason: str, code: int, *, as_json: bool) -> NoReturn:
+    if as_json:
+        echo_json(
+            {
+                "valid": False,
+                "reason": reason,
+                "ca": None,
+                "kind": None,
+                "identifier_type": None,
+                "identifier": None,
+            }
+        )
+    else:
+        click.echo(f"idp: {reason}", err=True)
+    raise SystemExit(code)
+
+
+@click.command("sign-challenge")
+@click.option("--key", "key_file", required=True, metavar="FILE", help="Private key (PEM).")
+@click.option("--cert", "cert_file", required=True, metavar="FILE", help="Certificate (PEM).")
+@click.option("--challenge", required=True, help="The challenge the sign-in page shows.")
+@click.option("--json", "as_json", is_flag=True, help="Print only JSON.")
+def sign_challenge_command(key_file: str, cert_file: str, challenge: str, as_json: bool) -> None:
+    """Sign a sign-in challenge as a USB key's driver would, and print the form fields
+    `certificate` (PEM) and `signature` (base64) to paste into /login/certificate.
+    For testing and the demo: a real key never leaves its USB device.
+
+    Exit 0 signed, 1 refused (key and certificate do not match, unreadable files), 2 usage."""
+    try:
+        key = _read(key_file, "--key")
+        certificate = _read(cert_file, "--cert")
+        fields = sign_challenge(key, certificate, challenge)
+    except _Refused as exc:
+        _fail_plain(exc.reason, exc.code, as_json=as_json)
+    except ValueError as exc:
+        _fail_plain(str(exc), EXIT_REFUSED, as_json=as_json)
+    if as_json:
+        echo_json(fields)
+        return
+    click.echo("certificate:")
+    click.echo(fields["certificate"].rstrip("\n"))
+    click.echo("signature:")
+    click.echo(fields["signature"])
+
+
+def _fail_plain(reason: str, code: int, *, as_json: bool) -> NoReturn:
+    if as_json:
+        echo_json({"error": reason})
+    else:
+        click.echo(f"idp: {reason}", err=True)
+    raise SystemExit(code)
