@@ -9,6 +9,7 @@ The lists (local CAs, upstream providers, peers) are sections, ``config.sections
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import re
 import tomllib
@@ -42,6 +43,7 @@ CONFIG_FILE_VARIABLE = "IDP_CONFIG"
 _IGNORED_PREFIXES = ("IDP_TEST_", "IDP_BENCH_")
 
 OWASP_MIN_ARGON2_MEMORY_KIB = 19 * 1024
+_HEADER_NAME = re.compile(r"[A-Za-z0-9]{1,32}(?:-[A-Za-z0-9]{1,32}){0,7}")
 OWASP_MIN_ARGON2_TIME_COST = 2
 
 
@@ -97,6 +99,17 @@ class Settings(BaseModel):
         description="Reverse proxies in front of the service whose X-Forwarded-* to trust.",
     )
     max_request_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    client_cert_header: str = Field(
+        default="X-SSL-Client-Cert",
+        description="Request header in which the TLS-terminating proxy forwards the "
+        "client certificate (docs/deployment/nginx-mtls.md).",
+    )
+    client_cert_proxies: tuple[str, ...] = Field(
+        default=(),
+        max_length=64,
+        description="Addresses or CIDR networks of the proxies whose client-certificate "
+        "header is believed (comma-separated in the environment); empty: never.",
+    )
 
     # -- logging and operations
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -335,6 +348,41 @@ class Settings(BaseModel):
             return None
         return http_url(value)
 
+    @field_validator("client_cert_header")
+    @classmethod
+    def _header_name(cls, value: str) -> str:
+        # no underscores: WSGI servers map "-" and "_" to the same environ key, so a
+        # client's X_SSL_Client_Cert could pass for the proxy's X-SSL-Client-Cert
+        if not _HEADER_NAME.fullmatch(value):
+            raise ValueError("must be a header name of letters, digits and single hyphens")
+        return value
+
+    @field_validator("client_cert_proxies", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
+
+    @field_validator("client_cert_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        networks = []
+        for item in value:
+            try:
+                network = ipaddress.ip_network(item)
+            except ValueError:
+                try:
+                    loose = ipaddress.ip_network(item, strict=False)
+                except ValueError:
+                    raise ValueError(
+                        f"{item!r} is not an IP address or a CIDR network "
+                        "(e.g. 10.0.0.5 or 10.0.0.0/24)"
+                    ) from None
+                raise ValueError(f"{item!r} has host bits set (did you mean {loose}?)") from None
+            networks.append(str(network))
+        return tuple(networks)
+
     @field_validator("secret_key")
     @classmethod
     def _secret_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
@@ -375,6 +423,11 @@ class Settings(BaseModel):
         if self.login_backoff_base_seconds > self.login_backoff_max_seconds:
             raise ValueError(
                 "login_backoff_base_seconds: must not exceed login_backoff_max_seconds"
+            )
+        if self.client_cert_proxies and self.trusted_proxy_count == 0:
+            raise ValueError(
+                "client_cert_proxies: a proxy that forwards client certificates must also "
+                "be counted in trusted_proxy_count"
             )
         check_unique("local_cas", self.local_cas, "name")
         check_unique("upstream_providers", self.upstream_providers, "name")
