@@ -50,8 +50,9 @@ from pki.certificates import CertificateRefused, CheckedCertificate
 from pki.challenge import ChallengeRefused, verify_challenge_signature
 from pki.container import Pki
 from pki.forms import ActionForm, CertificateLoginForm, NewAccountForm
+from pki.mtls import ForwardedCertificateRefused, forwarded_certificate, proxy_networks
 from pki.services import CRL_PATH, PkiError
-from pki.signin import CERTIFICATE, CHALLENGE_AMR
+from pki.signin import CERTIFICATE, CHALLENGE_AMR, TLS_AMR
 
 bp = Blueprint("pki", __name__, template_folder="templates")
 log = logging.getLogger(__name__)
@@ -128,6 +129,36 @@ def certificate_login() -> ResponseReturnValue:
         flow.count(CERTIFICATE, "failure")
         return _login_page(form, next_url, 401, _(exc.message, **exc.params))
     return _signed_in_or_pending(checked, CHALLENGE_AMR, next_url)
+
+
+@bp.get("/login/certificate/tls")
+def certificate_tls() -> ResponseReturnValue:
+    """The certificate the proxy verified in the TLS handshake (possession proved
+    there), validated through the bridge like any other."""
+    next_url = safe_next(request.values.get("next"))
+    flow = SignInMethods.of().flow
+    settings = Runtime.of().settings
+    try:
+        certificate = forwarded_certificate(
+            request.environ,
+            header=settings.client_cert_header,
+            proxies=proxy_networks(settings.client_cert_proxies),
+            trusted_proxy_count=settings.trusted_proxy_count,
+        )
+    except ForwardedCertificateRefused as exc:
+        log.warning("forwarded client certificate refused from %s: %s", exc.peer, exc.reason)
+        flow.count(CERTIFICATE, "failure")
+        return _error_page(_("The client certificate cannot be used here."), 403)
+    if certificate is None:
+        return _error_page(
+            _("No client certificate was presented. Insert your USB key and try again."), 401
+        )
+    try:
+        checked = Pki.of().certificates(actor="web").check(certificate)
+    except CertificateRefused as exc:
+        flow.count(CERTIFICATE, "failure")
+        return _error_page(_(exc.message, **exc.params), 401)
+    return _signed_in_or_pending(checked, TLS_AMR, next_url)
 
 
 def _error_page(message: str, status: int) -> Response:
