@@ -65,6 +65,7 @@ TOKEN = (
 TOKEN_QUERY = ("token", "token_type_hint", "client_id", "client_secret")
 FORM = ("csrf_token", "next", "rid")
 ACCOUNT = (*FORM, "display_name", "email", "current_password", "password", "password_confirm")
+CERTIFICATE = (*FORM, "challenge", "certificate", "signature")
 REALNAME = (*FORM, "level", "id_number", "name", "phone", "otp", "photo", "action")
 
 TARGETS: dict[str, list[Target]] = {
@@ -121,6 +122,20 @@ TARGETS: dict[str, list[Target]] = {
         Target("/account/realname/phone", ("GET", "POST"), Kind.PAGE, REALNAME),
         Target("/account/realname/phone/code", ("GET", "POST"), Kind.PAGE, REALNAME),
         Target("/account/realname/face", ("GET", "POST"), Kind.PAGE, REALNAME),
+        Target("/login/certificate", ("GET", "POST"), Kind.PAGE, CERTIFICATE),
+        Target("/login/certificate/tls", ("GET",), Kind.PAGE, ("next",)),
+        Target(
+            "/login/certificate/new", ("GET", "POST"), Kind.PAGE, (*FORM, "username", "password")
+        ),
+        Target("/login/certificate/bind", ("GET", "POST"), Kind.PAGE, FORM),
+        Target("/account/certificates", ("GET",), Kind.PAGE),
+        Target(
+            "/account/certificates/<int:binding_id>/unbind",
+            ("POST",),
+            Kind.PAGE,
+            FORM,
+            path="/account/certificates/1/unbind",
+        ),
         Target("/staff/counter", ("GET", "POST"), Kind.PAGE, (*REALNAME, "username")),
     ],
     "public": [
