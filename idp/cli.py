@@ -13,8 +13,11 @@ import logging
 import multiprocessing
 import os
 import secrets
+import socket
 import sys
 import time
+from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -36,6 +39,7 @@ from idp.core.keys import KeysMissing, ensure_keys, load_keys
 from idp.core.runtime import Runtime, db
 from idp.core.schema import pending_migrations, upgrade
 from idp.core.store import RedisStore, StoreUnavailable
+from idp.demo.people import DEMO_PERSON
 from idp.demo.rp import RelyingParty, serve_rp
 from idp.oauth.cli import COMMANDS as OAUTH
 from idp.oauth.clients import Registration
@@ -44,10 +48,18 @@ from idp.oauth.server import OAuthRuntime
 from idp.server import prepare_metrics_dir
 from idp.server import serve as run
 from pki.cli import COMMANDS as PKI
+from pki.container import Pki
+from pki.demo import (
+    SERVICES_PORT_OFFSET,
+    DemoPkiError,
+    default_directory,
+    default_services_url,
+    serve_demo_ca_services,
+)
+from pki.demo import run as run_pki_demo
+from pki.demo_cli import describe as describe_pki_demo
 
 DEMO_USERS = ("demo", "demo-mfa")
-# the example number of design.md and GB 11643, under a made-up name
-DEMO_PERSON = ("王小丽", "11010519491231002X")
 DEMO_REGISTRY = f"number,name\n{DEMO_PERSON[1]},{DEMO_PERSON[0]}\n"
 # (client id, name, colour, port offset from the provider's port, minimum real-name
 # level): the third one needs level 3, so the demo shows the step-up
@@ -218,9 +230,10 @@ def serve(host: str, port: int, workers: int | None, threads: int | None) -> Non
 
 
 def _demo_data(
-    settings: Settings, host: str, port: int
-) -> tuple[list[tuple[str, str, str | None]], list[Any]]:
-    """Create (or reset) the demo accounts and the sample services' registrations."""
+    settings: Settings, host: str, port: int, pki_url: str
+) -> tuple[list[tuple[str, str, str | None]], list[Any], dict[str, Any] | None]:
+    """Create (or reset) the demo accounts and the sample services' registrations, and
+    make (or re-use) and register the demo PKI (None when it cannot be, said loudly)."""
 
     from idp.app import StartupError, create_app
 
@@ -283,8 +296,53 @@ def _demo_data(
                     other_url=urls[other_id] + "/login",
                 )
             )
+        db().commit()
+        pki = _demo_pki(settings, pki_url)
     Runtime.of(app).database.dispose()
-    return made, services
+    return made, services, pki
+
+
+def _demo_pki(settings: Settings, url: str) -> dict[str, Any] | None:
+    """``idp pki demo``'s work, in the demo's app context."""
+    try:
+        report = run_pki_demo(
+            Pki.of().service(actor="demo"),
+            default_directory(settings.data_dir),
+            url,
+            clock=Runtime.of().clock,
+            commit=db().commit,
+        )
+        db().commit()
+    except DemoPkiError as exc:
+        db().rollback()
+        click.echo(f"NOTICE: no demo PKI, so no certificate sign-in to try: {exc}", err=True)
+        return None
+    return report
+
+
+def _start_demo_ca_services(report: dict[str, Any], host: str) -> BaseProcess | None:
+    """The demo CAs' CRLs and OCSP responders, in a daemon process; None (said) when
+    their port is taken."""
+    port = urlsplit(report["services_url"]).port
+    assert port is not None  # the demo PKI's URL always names its port
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        click.echo(
+            f"NOTICE: the demo CA services cannot listen on {host}:{port} ({exc.strerror}); "
+            "CRL and OCSP checks of the demo certificates will fail",
+            err=True,
+        )
+        return None
+    context = multiprocessing.get_context("spawn")
+    process = context.Process(
+        target=serve_demo_ca_services,
+        args=(Path(report["directory"]), host, port),
+        daemon=True,
+    )
+    process.start()
+    return process
 
 
 def _start_sample_services(services: list[Any], host: str) -> None:
@@ -300,8 +358,14 @@ def _start_sample_services(services: list[Any], host: str) -> None:
 @click.option(
     "--port", default=None, type=click.IntRange(1, 65535), help="Default: the issuer's port."
 )
-def demo(host: str | None, port: int | None) -> None:
-    """Initialise the embedded mode, create demo accounts and serve."""
+@click.option(
+    "--pki-port",
+    default=None,
+    type=click.IntRange(1, 65535),
+    help="Where the demo PKI's CRLs and OCSP are served. Default: the port + 10.",
+)
+def demo(host: str | None, port: int | None, pki_port: int | None) -> None:
+    """Initialise the embedded mode, create demo accounts and a demo PKI, and serve."""
 
     settings = _settings()
     issuer = urlsplit(settings.issuer)
@@ -310,8 +374,10 @@ def demo(host: str | None, port: int | None) -> None:
 
     prepare_metrics_dir(settings)
     initialise(settings)
-    accounts, services = _demo_data(settings, host, port)
+    pki_url = default_services_url(settings.issuer, pki_port or port + SERVICES_PORT_OFFSET)
+    accounts, services, pki = _demo_data(settings, host, port, pki_url)
     _start_sample_services(services, host)
+    served = pki is not None and _start_demo_ca_services(pki, host) is not None
     click.echo("")
     click.echo("=" * 72)
     click.echo(f"  Dongguan unified identity service (demo) at {settings.issuer}/")
@@ -330,6 +396,9 @@ def demo(host: str | None, port: int | None) -> None:
     )
     click.echo("  Passwords are new each time the demo starts. Stop with Ctrl-C.")
     click.echo("=" * 72)
+    if pki is not None:
+        for line in describe_pki_demo(pki, issuer=settings.issuer, served=served):
+            click.echo(line)
     click.echo("")
     sys.stdout.flush()
     preflight(settings)

@@ -16,6 +16,7 @@ from idp.core.cli_support import echo_json, fail, with_app
 from idp.core.runtime import db
 from pki.builder import CrossConstraints
 from pki.container import Pki
+from pki.demo_cli import demo as demo_command
 from pki.models import BridgeCa, CrossCertificate, LocalCa
 from pki.services import REVOCATION_MODES, CaRequest, PkiError, PkiService, parse_dn
 from pki.validation import BadInput, load_certificates
@@ -305,5 +306,6 @@ def _url(value: str, option: str) -> str:
 pki_group.add_command(verify_command)
 pki_group.add_command(identity_command)
 pki_group.add_command(sign_challenge_command)
+pki_group.add_command(demo_command)
 
 COMMANDS = (pki_group,)
