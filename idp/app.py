@@ -125,7 +125,7 @@ def create_app(
         core,
         AccountAdapters(registry=adapters.registry, face=adapters.face, sms=adapters.sms),
     )
-    pki.init_app(app, core)
+    pki.init_app(app, core, background=background)
     oauth.init_app(app, core, background=background)
     # the WSGI stack, innermost first: the lean token endpoints in front of Flask (not
     # in idp.oauth.init_app: `idp` imports idp.oauth for its commands and must not load

@@ -13,11 +13,16 @@ from idp.core.signin import SignInMethods
 from pki import views
 from pki.cli import COMMANDS
 from pki.container import Pki
+from pki.revocation import RevocationChecker
 from pki.signin import CertificateMethod
 
 
-def init_app(app: Flask, core: Runtime) -> Pki:
-    pki = Pki(core)
+def init_app(app: Flask, core: Runtime, *, background: bool = False) -> Pki:
+    """``background``: start the revocation checker's CRL refresh thread (a serving
+    worker; commands and tests fetch on demand)."""
+    pki = Pki(core, RevocationChecker(clock=core.clock))
+    if background:
+        pki.checker.start()
     pki.install(app)
     SignInMethods.of(app).register(CertificateMethod())
     views.init_app(app)

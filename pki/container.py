@@ -9,14 +9,15 @@ from accounts.container import Accounts
 from idp.core.runtime import Component, Runtime, audit_log, db
 from pki.certificates import CertificateService
 from pki.challenge import Challenges
+from pki.revocation import RevocationChecker
 from pki.services import CRL_PATH, PkiService
-from pki.truststore import RevocationCheck, TrustStore
+from pki.truststore import TrustStore
 
 
 class Pki(Component):
     extension: ClassVar[str] = "pki"
 
-    def __init__(self, core: Runtime, checker: RevocationCheck | None = None) -> None:
+    def __init__(self, core: Runtime, checker: RevocationChecker) -> None:
         self.core = core
         self.crl_url = core.settings.issuer.rstrip("/") + CRL_PATH
         self.checker = checker

@@ -11,7 +11,7 @@ Validation through the store is two steps:
    off in this step.
 2. Revocation of each certificate the local CA issued in that path (its intermediates
    and the leaf), by the CA's mode (or the one asked for), through a
-   ``pki.revocation.RevocationChecker`` (CRLs cached until nextUpdate, OCSP with a
+   ``pki.revocation.RevocationCheckerer`` (CRLs cached until nextUpdate, OCSP with a
    nonce). The cross-certificates themselves are checked against the bridge's own
    revocation state, held in the database: a revoked one is simply not in the store, so
    a revoked cross-certificate cuts its CA off in every mode, ``off`` included, and
@@ -34,13 +34,13 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Protocol
 
 from asn1crypto import x509
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from pki.models import BridgeCa, CaStatus, CrossCertificate, LocalCa
+from pki.revocation import RevocationChecker
 from pki.validation import (
     BadInput,
     RevocationMode,
@@ -54,23 +54,6 @@ from pki.validation import (
 # certificates of the store handed to one validation, at most (the closure of names
 # that can chain from one leaf is a few; this bounds a store whose CAs share names)
 MAX_CANDIDATES = 256
-
-
-class RevocationCheck(Protocol):
-    """What the store needs of ``pki.revocation.RevocationChecker``."""
-
-    def check(
-        self,
-        certificate_der: bytes,
-        issuer_der: bytes,
-        *,
-        crl_urls: Sequence[str] = (),
-        ocsp_url: str | None = None,
-        crls: Sequence[bytes] = (),
-        at: datetime | None = None,
-    ) -> object: ...
-
-    def decide(self, status: object, mode: str, who: str) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -126,7 +109,7 @@ def _digest(der: bytes) -> bytes:
 class TrustStore:
     """The store for one application: snapshots shared by its requests (threads)."""
 
-    def __init__(self, checker: RevocationCheck | None = None) -> None:
+    def __init__(self, checker: RevocationChecker | None = None) -> None:
         self.checker = checker
         self._snapshot: _Snapshot | None = None
         self._lock = threading.Lock()

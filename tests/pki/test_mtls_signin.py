@@ -91,7 +91,7 @@ def test_the_header_from_an_untrusted_address_is_refused(
     error = refused.value
     try:
         assert error.code == 403
-        assert b"cannot be used here" in error.read()
+        assert "此处不能使用该客户端证书" in error.read().decode()  # cannot be used here
     finally:
         error.close()
     assert last_signin_amr(app) == ["hwk", "sc"]  # only the challenge sign-in happened
@@ -111,4 +111,4 @@ def test_without_a_client_certificate_the_page_says_so(
     ) as proxy:
         answer = proxy.request("/login/certificate/tls")
     assert answer.status == 401
-    assert b"No client certificate" in answer.body
+    assert "未提供客户端证书" in answer.body.decode()  # no client certificate

@@ -4,6 +4,8 @@ cross-certificate with its policies mapped, and refusals in the store's terms.""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,8 @@ from flask import Flask
 from pki.container import Pki
 from pki.identity import GMT0015_IDENTITY_NUMBER
 from pki.validation import ValidationOptions
-from tests.pki.certs import NOW, Issued, make_ca, make_leaf, utf8_string
+from tests.pki.certs import NOW, Issued, make_ca, make_crl, make_leaf, utf8_string
+from tests.pki.revocation_certs import OcspResponder, RevocationServer, closed_port_url
 from tests.pki.test_bridge import invoke, invoke_json, write
 
 PLATFORM = "2.25.1"
@@ -26,8 +29,6 @@ PERSON = "11010519491231002X"
 def _verify(app: Flask, tmp_path: Path, leaf: Issued, *extra: str) -> tuple[int, Any]:
     leaf_file = write(tmp_path / "leaf.pem", leaf)
     result = invoke(app, "verify", str(leaf_file), *extra, "--json")
-    import json
-
     return result.exit_code, json.loads(result.output)
 
 
@@ -201,3 +202,94 @@ def test_the_store_sees_changes_made_by_another_process(
         )
         db().commit()
         assert not trust.validate(db(), leaf.der, options).valid
+
+
+# -- revocation through the store: each CA's configured mode -----------------------------
+
+
+@pytest.fixture
+def revocation_server() -> Iterator[RevocationServer]:
+    with RevocationServer() as server:
+        yield server
+
+
+def _register_with_revocation(
+    app: Flask, tmp_path: Path, root: Issued, mode: str, *urls: str
+) -> None:
+    invoke_json(app, "init-bridge", "--policy", PLATFORM)
+    root_file = write(tmp_path / "revoking-root.pem", root)
+    invoke_json(
+        app, "import-ca", "--name", "ca-r", "--root", str(root_file),
+        "--policy-map", f"{LOCAL_B}={PLATFORM}", "--revocation", mode, *urls,
+    )  # fmt: skip
+    invoke_json(app, "cross-certify", "ca-r")
+
+
+def test_a_certificate_revoked_by_crl_is_refused_through_the_store(
+    app: Flask, tmp_path: Path, revocation_server: RevocationServer
+) -> None:
+    root = make_ca("Revoking CA", policies=[LOCAL_B])
+    good, revoked = _person(root, LOCAL_B), _person(root, LOCAL_B)
+    revocation_server.files["/ca.crl"] = make_crl(
+        root, [(revoked.cert.serial_number, NOW - timedelta(hours=2))]
+    )
+    _register_with_revocation(
+        app, tmp_path, root, "hard", "--crl-url", revocation_server.url("/ca.crl")
+    )
+    assert _verify(app, tmp_path, good)[0] == 0
+    code, out = _verify(app, tmp_path, revoked)
+    assert code == 1
+    assert out["reason"].startswith("the certificate was revoked on")
+    assert out["reason"].endswith("by CRL")
+    # the CRL is cached until its nextUpdate: one fetch for both validations
+    assert revocation_server.hits["/ca.crl"] == 1
+
+
+def test_a_certificate_revoked_by_ocsp_is_refused_through_the_store(
+    app: Flask, tmp_path: Path, revocation_server: RevocationServer
+) -> None:
+    root = make_ca("OCSP CA", policies=[LOCAL_B])
+    good, revoked = _person(root, LOCAL_B), _person(root, LOCAL_B)
+    revocation_server.responder = OcspResponder(
+        root,
+        known={good.cert.serial_number},
+        revoked={revoked.cert.serial_number: (NOW - timedelta(hours=1), None)},
+    )
+    _register_with_revocation(
+        app, tmp_path, root, "require", "--ocsp-url", revocation_server.url("/ocsp")
+    )
+    assert _verify(app, tmp_path, good)[0] == 0
+    code, out = _verify(app, tmp_path, revoked)
+    assert code == 1
+    assert "revoked" in out["reason"]
+    assert out["reason"].endswith("by OCSP")
+
+
+@pytest.mark.parametrize(("mode", "valid"), [("soft", True), ("hard", False), ("require", False)])
+def test_the_mode_decides_when_the_ocsp_responder_is_down(
+    app: Flask, tmp_path: Path, mode: str, valid: bool
+) -> None:
+    root = make_ca("Down CA", policies=[LOCAL_B])
+    _register_with_revocation(app, tmp_path, root, mode, "--ocsp-url", closed_port_url())
+    code, out = _verify(app, tmp_path, _person(root, LOCAL_B))
+    assert out["valid"] is valid, out
+    assert code == (0 if valid else 1)
+    if not valid:
+        assert "OCSP" in out["reason"]
+
+
+def test_a_given_crl_answers_offline_in_require_mode(app: Flask, tmp_path: Path) -> None:
+    """`idp pki verify --crl` without --anchor: the CRL given is used before any fetch,
+    so `require` works with the network down."""
+    root = make_ca("Offline CA", policies=[LOCAL_B])
+    _register_with_revocation(app, tmp_path, root, "off", "--crl-url", closed_port_url("/x.crl"))
+    leaf, revoked = _person(root, LOCAL_B), _person(root, LOCAL_B)
+    crl_file = tmp_path / "given.crl"
+    crl_file.write_bytes(make_crl(root, [(revoked.cert.serial_number, NOW - timedelta(hours=1))]))
+    code, out = _verify(app, tmp_path, leaf, "--crl", str(crl_file), "--revocation", "require")
+    assert (code, out["valid"]) == (0, True), out
+    code, out = _verify(app, tmp_path, revoked, "--crl", str(crl_file), "--revocation", "require")
+    assert code == 1
+    assert "revoked" in out["reason"]
+    # the CA's own mode (off) applies without --revocation
+    assert _verify(app, tmp_path, revoked)[0] == 0

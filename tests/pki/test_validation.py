@@ -17,8 +17,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtensionOID
-from flask import Flask
-from flask.cli import ScriptInfo
 
 from pki.validation import (
     MAX_BUILD_STEPS,
@@ -909,14 +907,3 @@ def test_cli_without_anchor_needs_the_application(files: dict[str, str]) -> None
     code, out, _ = _verify(files["leaf.der"], "--json")
     assert code == 2
     assert "needs the application" in json.loads(out)["reason"]
-
-
-def test_cli_without_anchor_asks_the_trust_store(files: dict[str, str]) -> None:
-    info = ScriptInfo(create_app=lambda: Flask("verify-test"))
-    code, out, _ = _verify(files["leaf.der"], "--json", obj=info)
-    assert code == 1
-    assert json.loads(out) == {
-        "valid": False,
-        "reason": "the platform trust store is not set up",
-        "path": [],
-    }
