@@ -7,9 +7,13 @@ RFC 5280 path validation by pyhanko from the leaf through the CA's cross-certifi
 the bridge with the platform policy required, and the leaf's revocation status from its
 CA's CRL (fetched over HTTP from a local server, indexed, cached until nextUpdate).
 
-* warm: the store, the CRL indexes and the certificate decoding caches are filled;
-  each validation takes another leaf (more leaves than the decoding cache holds, so
-  leaves are decoded every time, as distinct users' certificates are).
+* warm, new certificate ("new"): the store and the CRL indexes are filled; each
+  validation takes a certificate not seen before (more leaves than the decoding cache
+  holds, and the path cache emptied), so the leaf is decoded and its path built and
+  validated every time, as for a user's first sign-in.
+* warm, certificate seen before ("seen"): 200 certificates again and again (the same
+  USB keys signing in daily): the validated path comes from the trust store's path
+  cache; the revocation status is still looked up in the CRL index every time.
 * cold: before each validation a new trust store and revocation checker and empty
   decoding caches, so the snapshot is rebuilt, the CRL fetched and indexed and every
   certificate decoded; the CRL server runs in this process, so its CPU is counted too.
@@ -33,7 +37,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -45,9 +49,9 @@ DAY = timedelta(days=1)
 
 
 class _Crls(http.server.BaseHTTPRequestHandler):
-    crls: dict[str, bytes] = {}
+    crls: ClassVar[dict[str, bytes]] = {}
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         body = self.crls.get(self.path)
         self.send_response(200 if body else 404)
         self.send_header("Content-Type", "application/pkix-crl")
@@ -138,12 +142,17 @@ def make_crl(
     )
     for serial in range(1, entries + 1):
         builder = builder.add_revoked_certificate(
-            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now - DAY).build()
+            x509.RevokedCertificateBuilder()
+            .serial_number(serial)
+            .revocation_date(now - DAY)
+            .build()
         )
     return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
 
 
-def build_platform(directory: Path, cas: int, leaves: int, base_url: str) -> tuple[Any, list[bytes]]:
+def build_platform(
+    directory: Path, cas: int, leaves: int, base_url: str
+) -> tuple[Any, list[bytes]]:
     """An app on SQLite with a bridge and ``cas`` cross-certified CAs whose CRLs the
     local server serves; ``leaves`` certificates spread over the CAs."""
     from config.settings import build_settings
@@ -206,7 +215,10 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 
 def measure(
-    validate: Callable[[bytes], bool], leaves: list[bytes], seconds: float, prepare: Callable[[], None]
+    validate: Callable[[bytes], bool],
+    leaves: list[bytes],
+    seconds: float,
+    prepare: Callable[[], None],
 ) -> dict[str, Any]:
     cpu_times: list[float] = []
     wall_times: list[float] = []
@@ -236,7 +248,7 @@ def run(cas: int, leaves: int, seconds: float) -> dict[str, Any]:
     from pki import validation
     from pki.container import Pki
     from pki.revocation import RevocationChecker
-    from pki.truststore import TrustStore
+    from pki.truststore import TrustStore, _PathCache
     from pki.validation import ValidationOptions
 
     options = ValidationOptions(anchors=(), revocation=None)
@@ -251,19 +263,27 @@ def run(cas: int, leaves: int, seconds: float) -> dict[str, Any]:
 
             for leaf in made[: min(len(made), cas * 2)]:
                 warm(leaf)  # fill the CRL indexes and the snapshot
-            warm_result = measure(warm, made, seconds, lambda: None)
+
+            def forget_paths() -> None:
+                warm_store._paths = _PathCache()
+
+            new_result = measure(warm, made, seconds, forget_paths)
+            repeated = made[:200]
+            for leaf in repeated:
+                warm(leaf)
+            seen_result = measure(warm, repeated, seconds, lambda: None)
             cold_state: dict[str, TrustStore] = {}
 
             def reset() -> None:
-                validation._decoded_certificate.cache_clear()  # noqa: SLF001
-                validation._rfc4514_of.cache_clear()  # noqa: SLF001
+                validation._decoded_certificate.cache_clear()
+                validation._rfc4514_of.cache_clear()
                 cold_state["store"] = TrustStore(RevocationChecker())
 
             def cold(leaf: bytes) -> bool:
                 return cold_state["store"].validate(db(), leaf, options).valid
 
             cold_result = measure(cold, made, seconds, reset)
-    return {"cas": cas, "warm": warm_result, "cold": cold_result}
+    return {"cas": cas, "new": new_result, "seen": seen_result, "cold": cold_result}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -275,7 +295,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'CAs':>5} {'phase':>5} {'per CPU-s':>10} {'cpu p50':>9} {'cpu p99':>9} {'n':>6}")
     for cas in (int(value) for value in args.cas.split(",")):
         result = run(cas, args.leaves, args.seconds)
-        for phase in ("warm", "cold"):
+        for phase in ("new", "seen", "cold"):
             figures = result[phase]
             print(
                 f"{cas:>5} {phase:>5} {figures['per_cpu_second']:>10} "

@@ -17,10 +17,14 @@ from pki.revocation import RevocationChecker
 from pki.signin import CertificateMethod
 
 
+# CRLs kept by a worker: a few per registered CA (one per distribution point)
+MAX_CACHED_CRLS = 4096
+
+
 def init_app(app: Flask, core: Runtime, *, background: bool = False) -> Pki:
     """``background``: start the revocation checker's CRL refresh thread (a serving
     worker; commands and tests fetch on demand)."""
-    pki = Pki(core, RevocationChecker(clock=core.clock))
+    pki = Pki(core, RevocationChecker(clock=core.clock, max_cached_crls=MAX_CACHED_CRLS))
     if background:
         pki.checker.start()
     pki.install(app)

@@ -31,6 +31,7 @@ class Pki(Component):
             crl_url=self.crl_url,
             clock=self.core.clock,
             audit=audit_log(actor),
+            on_change=self.trust.invalidate,
         )
 
     def certificates(self, actor: str | None = None) -> CertificateService:

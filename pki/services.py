@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -92,8 +92,12 @@ class PkiService:
         clock: Clock,
         audit: AuditLog,
         key: BridgeKey | None = None,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
+        """``on_change``: called when the bridge, a CA or a cross-certificate changed
+        (the app's trust store then asks the database again)."""
         self._session = session
+        self._on_change = on_change or (lambda: None)
         self._data_dir = data_dir
         self.crl_url = crl_url
         self._clock = clock
@@ -170,6 +174,7 @@ class PkiService:
         self._session.add(bridge)
         self._key = key
         self._sign_crl(bridge)
+        self._on_change()
         self._audit.record(
             "pki.bridge_created", subject=f"ca:{bridge.subject}", details={"policies": oids}
         )
@@ -236,6 +241,7 @@ class PkiService:
             self._session.flush()
         except IntegrityError:
             raise PkiError(f"a local CA named {request.name!r} is registered already") from None
+        self._on_change()
         self._audit.record(
             "pki.ca_imported",
             subject=f"ca:{ca.name}",
@@ -291,6 +297,7 @@ class PkiService:
         ca.status = CaStatus.CROSS_CERTIFIED
         ca.updated_at = now
         self._session.flush()
+        self._on_change()
         self._audit.record(
             "pki.cross_certified",
             subject=f"ca:{ca.name}",
@@ -320,6 +327,7 @@ class PkiService:
         ca.updated_at = now
         self._session.flush()
         self._sign_crl(bridge)
+        self._on_change()
         self._audit.record(
             "pki.cross_cert_revoked",
             subject=f"ca:{ca.name}",

@@ -31,9 +31,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 from asn1crypto import x509
 from sqlalchemy import case, func, select
@@ -51,6 +54,13 @@ from pki.validation import (
     validate,
 )
 
+# how long a snapshot is used before the database is asked whether the pki rows changed:
+# a change made by another process (another worker, `idp pki`) is seen within this time;
+# this process's own changes at once (``invalidate``)
+VERSION_MAX_AGE = 1.0
+# validated paths kept for certificates seen again (``_PathCache``)
+PATH_CACHE_SECONDS = 300
+PATH_CACHE_SIZE = 10_000
 # certificates of the store handed to one validation, at most (the closure of names
 # that can chain from one leaf is a few; this bounds a store whose CAs share names)
 MAX_CANDIDATES = 256
@@ -94,25 +104,76 @@ class _Snapshot:
 
 
 def _name(certificate_der: bytes) -> tuple[bytes, bytes]:
-    """(subject, issuer) of a certificate as asn1crypto's normalised hashable names."""
-    certificate = x509.Certificate.load(certificate_der)
-    return (
-        certificate.subject.hashable.encode(),
-        certificate.issuer.hashable.encode(),
-    )
+    """(subject, issuer) of a certificate as asn1crypto's normalised hashable names
+    (RFC 5280 7.1 comparison)."""
+    tbs = x509.Certificate.load(certificate_der)["tbs_certificate"]
+    return _hashable(tbs["subject"].dump()), _hashable(tbs["issuer"].dump())
+
+
+@lru_cache(maxsize=8192)
+def _hashable(name_der: bytes) -> bytes:
+    """Normalising a name (LDAP string preparation) costs more than the rest of a
+    look-up; the same CA names come again and again."""
+    return str(x509.Name.load(name_der).hashable).encode()
 
 
 def _digest(der: bytes) -> bytes:
     return hashlib.sha256(der).digest()
 
 
+class _PathCache:
+    """Paths validated recently, so that a certificate seen before (the same USB key
+    signing in again) skips path building and RFC 5280 processing; its revocation is
+    still checked every time. An entry lives ``PATH_CACHE_SECONDS`` at most and never
+    past the end of any certificate of its path; it is keyed by the store's version,
+    so any change to the CAs makes every entry unreachable."""
+
+    def __init__(self, size: int = PATH_CACHE_SIZE) -> None:
+        self._size = size
+        self._entries: OrderedDict[tuple[object, ...], tuple[datetime, TrustResult]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[object, ...]) -> TrustResult | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            if entry[0] <= datetime.now(UTC):
+                del self._entries[key]
+                return None
+            self._entries.move_to_end(key)
+            return entry[1]
+
+    def put(self, key: tuple[object, ...], result: TrustResult) -> None:
+        now = datetime.now(UTC)
+        ends = [
+            x509.Certificate.load(der).not_valid_after.astimezone(UTC)
+            for der in result.certificates
+        ]
+        expires = min([now + timedelta(seconds=PATH_CACHE_SECONDS), *ends])
+        with self._lock:
+            self._entries[key] = (expires, result)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+
 class TrustStore:
     """The store for one application: snapshots shared by its requests (threads)."""
 
-    def __init__(self, checker: RevocationChecker | None = None) -> None:
+    def __init__(
+        self, checker: RevocationChecker | None = None, *, max_age: float = VERSION_MAX_AGE
+    ) -> None:
         self.checker = checker
+        self.max_age = max_age
         self._snapshot: _Snapshot | None = None
+        self._checked_at = 0.0  # time.monotonic() of the last version query
         self._lock = threading.Lock()
+        self._paths = _PathCache()
+
+    def invalidate(self) -> None:
+        """Ask the database again at the next validation (this process changed a row)."""
+        self._checked_at = 0.0
 
     # -- the snapshot --------------------------------------------------------------------
 
@@ -138,8 +199,12 @@ class TrustStore:
         return tuple(row)
 
     def snapshot(self, session: Session) -> _Snapshot:
-        version = self._version(session)
         current = self._snapshot
+        now = time.monotonic()
+        if current is not None and now - self._checked_at < self.max_age:
+            return current
+        version = self._version(session)
+        self._checked_at = now
         if current is not None and current.version == version:
             return current
         with self._lock:
@@ -208,6 +273,43 @@ class TrustStore:
         snapshot = self.snapshot(session)
         if snapshot.bridge_der is None:
             raise BadInput("the platform has no bridge CA yet (`idp pki init-bridge`)")
+        key = self._cache_key(snapshot, leaf_der, options)
+        trusted = self._paths.get(key) if key is not None else None
+        if trusted is None:
+            found = self._validate_path(snapshot, leaf_der, options)
+            if not found.valid or found.ca is None:
+                return found
+            trusted = found
+            if key is not None:
+                self._paths.put(key, trusted)
+        ca = snapshot.ca_of_cross[_digest(trusted.certificates[-2])]
+        mode = options.revocation or ca.revocation
+        reason = self._revocation(trusted, ca, mode, options)
+        if reason is not None:
+            return replace(trusted, valid=False, reason=reason)
+        return trusted
+
+    @staticmethod
+    def _cache_key(
+        snapshot: _Snapshot, leaf_der: bytes, options: ValidationOptions
+    ) -> tuple[object, ...] | None:
+        """A validated path is kept for the same certificate bytes, the same store and
+        the same options; not for another validation time or extra certificates."""
+        if options.at is not None or options.intermediates:
+            return None
+        return (
+            hashlib.sha256(leaf_der).digest(),
+            snapshot.version,
+            options.policies,
+            options.require_explicit_policy,
+            options.inhibit_policy_mapping,
+            options.inhibit_any_policy,
+        )
+
+    def _validate_path(
+        self, snapshot: _Snapshot, leaf_der: bytes, options: ValidationOptions
+    ) -> TrustResult:
+        assert snapshot.bridge_der is not None  # validate() checked
         leaf = load_certificates(leaf_der, limit=1)[0]
         candidates = self._candidates(snapshot, leaf, options.intermediates)
         result = validate(
@@ -233,7 +335,7 @@ class TrustStore:
                 reason="the certificate is a CA certificate of the platform, not a user's",
                 path=result.path,
             )
-        trusted = TrustResult(
+        return TrustResult(
             valid=True,
             reason="valid",
             path=result.path,
@@ -244,11 +346,6 @@ class TrustStore:
             identity_rules=ca.identity_rules,
             not_after=x509.Certificate.load(leaf).not_valid_after.astimezone(UTC),
         )
-        mode = options.revocation or ca.revocation
-        reason = self._revocation(trusted, ca, mode, options)
-        if reason is not None:
-            return replace(trusted, valid=False, reason=reason)
-        return trusted
 
     @staticmethod
     def _candidates(snapshot: _Snapshot, leaf: bytes, extra: Sequence[bytes]) -> tuple[bytes, ...]:

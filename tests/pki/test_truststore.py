@@ -5,6 +5,7 @@ cross-certificate with its policies mapped, and refusals in the store's terms.""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -183,12 +184,14 @@ def test_the_store_sees_changes_made_by_another_process(
     app: Flask, tmp_path: Path, cas: dict[str, Issued]
 ) -> None:
     """The snapshot is rebuilt when the rows change, whoever changed them: here a row
-    written without the service (as another worker's commit would look)."""
+    written without the service (as another worker's commit would look) is seen once
+    the snapshot's age is up (a second in production)."""
     leaf = _person(cas["b"], LOCAL_B)
     with app.app_context():
         from idp.core.runtime import db
 
         trust = Pki.of().trust
+        trust.max_age = 0.05
         options = ValidationOptions(anchors=(), revocation="off")
         assert trust.validate(db(), leaf.der, options).valid
         from sqlalchemy import update
@@ -201,7 +204,10 @@ def test_the_store_sees_changes_made_by_another_process(
             .values(status=CaStatus.REVOKED, updated_at=NOW + timedelta(seconds=1))
         )
         db().commit()
-        assert not trust.validate(db(), leaf.der, options).valid
+        time.sleep(0.1)
+        refused = trust.validate(db(), leaf.der, options)
+        assert not refused.valid
+        assert "cut off" in refused.reason
 
 
 # -- revocation through the store: each CA's configured mode -----------------------------
@@ -293,3 +299,20 @@ def test_a_given_crl_answers_offline_in_require_mode(app: Flask, tmp_path: Path)
     assert "revoked" in out["reason"]
     # the CA's own mode (off) applies without --revocation
     assert _verify(app, tmp_path, revoked)[0] == 0
+
+
+def test_a_path_validated_before_still_has_its_revocation_checked(
+    app: Flask, tmp_path: Path
+) -> None:
+    """The second validation of a certificate reuses its validated path (the path
+    cache), but never the revocation answer of the first."""
+    root = make_ca("Cached CA", policies=[LOCAL_B])
+    _register_with_revocation(app, tmp_path, root, "require")
+    leaf = _person(root, LOCAL_B)
+    clean, listing = tmp_path / "clean.crl", tmp_path / "listing.crl"
+    clean.write_bytes(make_crl(root, []))
+    listing.write_bytes(make_crl(root, [(leaf.cert.serial_number, NOW - timedelta(hours=1))]))
+    assert _verify(app, tmp_path, leaf, "--crl", str(clean))[0] == 0
+    code, out = _verify(app, tmp_path, leaf, "--crl", str(listing))
+    assert code == 1
+    assert "revoked" in out["reason"]
