@@ -7,18 +7,19 @@ work, and pyhanko walks the entries for every look-up. Here the entries are read
 by a small DER walker over the raw bytes (bounded: every length is checked against its
 container, nothing recurses) into a few flat buffers:
 
-* ``_serials``: the serial numbers' DER contents, one length byte then the bytes, back
-  to back (a ``bytearray``);
-* ``_offsets``, ``_times``, ``_reasons``: ``array`` columns, one item per entry (where
-  its serial starts, the revocation time in seconds since 1970, the RFC 5280 reason
-  code);
-* ``_table``: an open-addressing hash table (linear probing, at most half full) of
-  entry numbers, keyed by Python's keyed ``hash`` of the serial's bytes.
+* ``_records``: one record an entry, back to back in a ``bytearray``: the length of
+  the serial's DER contents (one byte), those contents, the revocation time (seconds
+  since 1970, 8 bytes big-endian) and the RFC 5280 reason code (one byte);
+* ``_table``: an open-addressing hash table (linear probing, at most half full, an
+  ``array`` of 32-bit record offsets + 1), keyed by Python's ``hash`` of a secret
+  per-process prefix and the serial's bytes.
 
-A look-up encodes the serial, hashes it and probes one or two slots: its cost does not
-depend on the size of the CRL. The fixed part of the CRL (signature algorithm, issuer
-name, the CRL extensions) is small and read with asn1crypto; the signature is checked
-with ``pki.signatures.verify_signed``, so SM2 CRLs work too.
+A look-up encodes the serial, hashes it and probes one or two slots, each slot and
+its record a cache line or two: the work does not depend on the size of the CRL
+(binary search over a million entries would touch twenty). The fixed part of the CRL
+(signature algorithm, issuer name, the CRL extensions) is small and read with
+asn1crypto; the signature is checked with ``pki.signatures.verify_signed``, so SM2
+CRLs work too.
 
 What a CRL must be to be used (anything else is a ``CrlError`` whose ``reason`` says
 why): PEM or DER within ``max_bytes``; issued by the CA whose certificate is given
@@ -35,6 +36,7 @@ must not have passed. ``certificateHold`` entries are revocations with that reas
 from __future__ import annotations
 
 import calendar
+import secrets
 from array import array
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -62,6 +64,10 @@ REASONS: Final = {
     10: "aACompromise",
 }
 REMOVE_FROM_CRL: Final = 8
+# A secret prefix for the hash table's keys: Python's bytes hash is keyed per process,
+# but not when PYTHONHASHSEED is set, and a CRL of colliding serials would make
+# building the table quadratic.
+_SALT: Final = secrets.token_bytes(16)
 
 _REASON_CODE = "2.5.29.21"
 _INVALIDITY_DATE = "2.5.29.24"
@@ -184,13 +190,12 @@ class CrlIndex:
     time. Build with ``from_der``."""
 
     __slots__ = (
+        "_count",
         "_hashes",
         "_mask",
         "_offsets",
-        "_reasons",
-        "_serials",
+        "_records",
         "_table",
-        "_times",
         "distribution_points",
         "issuer",
         "next_update",
@@ -200,10 +205,9 @@ class CrlIndex:
     )
 
     def __init__(self) -> None:
-        self._serials = bytearray()
-        self._offsets = array("I")
-        self._times = array("q")
-        self._reasons = array("B")
+        self._records = bytearray()
+        self._count = 0
+        self._offsets = array("I")  # while building only
         self._hashes = array("q")  # while building only
         self._table = array("I", [0])
         self._mask = 0
@@ -217,35 +221,30 @@ class CrlIndex:
     @property
     def size(self) -> int:
         """The number of revoked certificates listed."""
-        return len(self._offsets)
+        return self._count
 
     @property
     def memory(self) -> int:
         """Bytes held by the index's buffers (for the benchmark)."""
-        return (
-            len(self._serials)
-            + self._offsets.itemsize * len(self._offsets)
-            + self._times.itemsize * len(self._times)
-            + len(self._reasons)
-            + self._table.itemsize * len(self._table)
-        )
+        return len(self._records) + self._table.itemsize * len(self._table)
 
     def lookup(self, serial: int) -> Revocation | None:
         """The revocation of the certificate with ``serial``, or None if not listed."""
         key = serial_key(serial)
         size = len(key)
-        table, offsets, serials, mask = self._table, self._offsets, self._serials, self._mask
-        slot = hash(key) & mask
+        table, records, mask = self._table, self._records, self._mask
+        slot = hash(_SALT + key) & mask
         while True:
-            entry = table[slot]
-            if entry == 0:
+            reference = table[slot]
+            if reference == 0:
                 return None
-            offset = offsets[entry - 1]
-            if serials[offset] == size and serials[offset + 1 : offset + 1 + size] == key:
+            offset = reference - 1
+            if records[offset] == size and records[offset + 1 : offset + 1 + size] == key:
+                at = offset + 1 + size
                 return Revocation(
                     serial=serial,
-                    revoked_at=_datetime(self._times[entry - 1]),
-                    reason=REASONS.get(self._reasons[entry - 1], "unspecified"),
+                    revoked_at=_datetime(int.from_bytes(records[at : at + 8], "big", signed=True)),
+                    reason=REASONS.get(records[at + 8], "unspecified"),
                 )
             slot = (slot + 1) & mask
 
@@ -292,7 +291,7 @@ class CrlIndex:
             raise CrlError(
                 f"the signature of the CRL of {self.issuer} is invalid: {exc}", "signature"
             ) from None
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise CrlError(f"the CRL's signature cannot be checked: {exc}", "signature") from None
         if layout.extensions is not None:
             self._crl_extensions(data[layout.extensions[0] : layout.extensions[1]])
@@ -313,7 +312,7 @@ class CrlIndex:
             name = x509.Name.load(name_der)
             same = name_der == subject.dump() or name == subject
             self.issuer = _rfc4514(name)
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise CrlError(f"the CRL's issuer name cannot be read: {exc}") from None
         if not same:
             raise CrlError(
@@ -330,7 +329,7 @@ class CrlIndex:
         try:
             extensions = crl.TBSCertListExtensions.load(raw, strict=True)
             extensions.native  # noqa: B018 -- decode everything now
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise CrlError(f"the CRL's extensions cannot be read: {exc}") from None
         for extension in extensions:
             try:
@@ -405,11 +404,11 @@ class CrlIndex:
         usual shapes (short lengths, UTCTime, no extension or only a reasonCode) are
         read inline; anything else goes through the general reader."""
         data = reader.data
-        serials = self._serials
-        add_offset, add_time = self._offsets.append, self._times.append
-        add_reason, add_hash, add_byte = self._reasons.append, self._hashes.append, serials.append
+        records = self._records
+        add_offset, add_hash, add_byte = self._offsets.append, self._hashes.append, records.append
         header = reader.header
         prefix = _REASON_PREFIX
+        salt = _SALT
         while pos < end:
             if data[pos] == 0x30 and data[pos + 1] < 0x80 and data[pos + 2] == 0x02:
                 entry_end = pos + 2 + data[pos + 1]
@@ -454,12 +453,12 @@ class CrlIndex:
             pos = entry_end
             if code == REMOVE_FROM_CRL:
                 continue
-            add_offset(len(serials))
+            add_offset(len(records))
             add_byte(len(serial))
-            serials += serial
-            add_hash(hash(serial))
-            add_time(seconds)
-            add_reason(code if code < 256 else 0)
+            records += serial
+            records += seconds.to_bytes(8, "big", signed=True)
+            add_byte(code if code < 256 else 0)
+            add_hash(hash(salt + serial))
 
     def _entry_extensions(self, raw: bytes) -> int:
         try:
@@ -481,31 +480,37 @@ class CrlIndex:
                         f"extension {oid}",
                         "unsupported",
                     )
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise CrlError(f"the CRL holds an entry extension that cannot be read: {exc}") from None
         return code
 
     def _build_table(self) -> None:
+        if len(self._records) >= 1 << 32:
+            raise CrlError("the CRL has too many entries", "size")
         count = len(self._offsets)
         slots = 2
         while slots < 2 * count:
             slots *= 2
         table = array("I", bytes(4 * slots))
         mask = slots - 1
-        serials, offsets, hashes = self._serials, self._offsets, self._hashes
+        records, offsets, hashes = self._records, self._offsets, self._hashes
+        stored = 0
         for entry in range(count):
             offset = offsets[entry]
-            end = offset + 1 + serials[offset]
+            end = offset + 1 + records[offset]
             slot = hashes[entry] & mask
             while table[slot]:
-                other = offsets[table[slot] - 1]
-                if serials[other : other + end - offset] == serials[offset:end]:
+                other = table[slot] - 1
+                if records[other : other + end - offset] == records[offset:end]:
                     break  # listed twice: the first entry stands
                 slot = (slot + 1) & mask
             else:
-                table[slot] = entry + 1
+                table[slot] = offset + 1
+                stored += 1
         self._table = table
         self._mask = mask
+        self._count = stored
+        self._offsets = array("I")
         self._hashes = array("q")
 
 
@@ -600,10 +605,8 @@ def _unarmor(data: bytes) -> bytes:
 def _issuer_certificate(issuer_der: bytes) -> x509.Certificate:
     try:
         certificate = x509.Certificate.load(bytes(issuer_der), strict=True)
-        certificate["tbs_certificate"]["subject"].native  # noqa: B018
-        certificate["tbs_certificate"]["subject_public_key_info"].native  # noqa: B018
-        certificate.key_usage_value  # noqa: B018
-    except (ValueError, TypeError, KeyError) as exc:
+        certificate.native  # noqa: B018 -- decode every field now (asn1crypto is lazy)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise CrlError(f"the CA certificate cannot be read: {exc}") from None
     return certificate
 

@@ -24,8 +24,9 @@ nothing more, with a reason a person can act on for each refusal:
 * thisUpdate no more than ``CLOCK_SKEW`` in the future, nextUpdate not passed.
 
 ``http_fetch`` is the HTTP client of both OCSP and CRL fetching: ``requests`` with a
-timeout per socket operation, an overall deadline, no more than three redirects, http
-and https only, and a byte limit on the body, read as a stream.
+timeout per socket operation, an overall deadline (checked after every socket read),
+no more than three redirects, http and https only, no content decoding, and a byte
+limit on the body, read as a stream.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from typing import Final, Literal
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 from asn1crypto import core, keys, ocsp, x509
 
 from pki.signatures import SignatureInvalid, verify_signed
@@ -110,7 +112,9 @@ def http_fetch(
     if urlsplit(url).scheme not in {"http", "https"}:
         raise FetchError(f"unsupported URL {url!r} (only http and https are fetched)")
     deadline = time.monotonic() + timeout
-    headers = {"Content-Type": content_type} if content_type else {}
+    headers = {"Accept-Encoding": "identity"}  # no decompression (and no bomb)
+    if content_type:
+        headers["Content-Type"] = content_type
     try:
         with requests.Session() as session:
             session.max_redirects = MAX_REDIRECTS
@@ -125,22 +129,32 @@ def http_fetch(
                     raise FetchError(
                         f"{url} sent {declared} bytes, more than the {max_bytes} bytes accepted"
                     )
-                chunks: list[bytes] = []
-                size = 0
-                for chunk in response.iter_content(64 * 1024):
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise FetchError(f"{url} sent more than the {max_bytes} bytes accepted")
-                    if time.monotonic() > deadline:
-                        raise FetchError(f"{url} did not answer within {timeout:g} s")
-                    chunks.append(chunk)
-                return b"".join(chunks)
-    except requests.Timeout:
+                return _read_body(response, url, max_bytes, deadline, timeout)
+    except (requests.Timeout, urllib3.exceptions.TimeoutError):
         raise FetchError(f"{url} did not answer within {timeout:g} s") from None
+    except urllib3.exceptions.HTTPError as exc:
+        raise FetchError(f"cannot fetch {url}: {type(exc).__name__}") from None
     except requests.ConnectionError:
         raise FetchError(f"cannot connect to {url}") from None
     except requests.RequestException as exc:
         raise FetchError(f"cannot fetch {url}: {type(exc).__name__}") from None
+
+
+def _read_body(
+    response: requests.Response, url: str, max_bytes: int, deadline: float, timeout: float
+) -> bytes:
+    """The body as it arrives (``read1``: one socket read at a time, so a server that
+    trickles bytes cannot stretch one read past the deadline), undecoded, bounded."""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := response.raw.read1(64 * 1024, decode_content=False):
+        size += len(chunk)
+        if size > max_bytes:
+            raise FetchError(f"{url} sent more than the {max_bytes} bytes accepted")
+        if time.monotonic() > deadline:
+            raise FetchError(f"{url} did not answer within {timeout:g} s")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 # --- Query ------------------------------------------------------------------------------
@@ -403,7 +417,7 @@ def _load_certificate(der: bytes, what: str) -> x509.Certificate:
     try:
         certificate = x509.Certificate.load(bytes(der), strict=True)
         certificate["tbs_certificate"].native  # noqa: B018
-    except (ValueError, TypeError, KeyError) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise OcspError(f"{what} cannot be read: {exc}") from None
     return certificate
 

@@ -9,19 +9,21 @@ status into a verdict by the CA's mode. Decision 31 (docs/decisions/0031-revocat
 explains the choices:
 
 * Order: OCSP first when a URL is known (configured, else the certificate's AIA),
-  then CRLs: those given (``idp pki verify --crl``), then the configured URLs, else
-  the certificate's CRL distribution points. The first conclusive answer (good or
-  revoked) ends the check; ``unknown`` from a responder is a failure, not an answer.
+  then CRLs: those given (``idp pki verify --crl``), then the configured URLs, then
+  the certificate's CRL distribution points if the configured ones gave no answer.
+  The first conclusive answer (good or revoked) ends the check; ``unknown`` from a
+  responder is a failure, not an answer.
 * ``check`` never raises for network or parse problems: each becomes one line in
   ``failures`` ("OCSP http://...: ...", "CRL http://...: ..."), which the modes read.
 * CRL cache: per (URL, issuer certificate), the ``CrlIndex`` (``pki.crl_index``:
-  compact, constant-time look-up) is kept until its nextUpdate. One lock per URL, so
+  compact, constant-time look-up) is kept until its nextUpdate; at most
+  ``max_cached_crls`` of them (the one expiring first goes). One lock per URL, so
   concurrent first requests fetch once. A failed fetch is remembered for
-  ``failure_backoff`` seconds, so a CA whose server is down does not make every
-  sign-in wait for a timeout. A background thread (``start``/``stop``) fetches each
-  cached CRL again ``refresh_margin`` before its nextUpdate, so requests do not wait;
-  a failed refresh keeps the old index until it is stale.
-  At most ``max_cached_crls`` CRLs are kept (the one expiring first goes).
+  ``failure_backoff`` (an hour when the URL serves another CA's CRL), so a CA whose
+  server is down does not make every sign-in wait for a timeout. A background
+  thread (``start``/``stop``) fetches each cached CRL again ``refresh_margin``
+  before its nextUpdate, so requests do not wait; a failed refresh keeps the old
+  index until it is stale.
 * OCSP cache: per (issuer key hash, serial), until the response's nextUpdate but at
   most ``OCSP_MAX_CACHE`` (an hour); a response without nextUpdate is not cached. A
   bounded LRU (``ocsp_cache_size`` entries).
@@ -41,6 +43,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Final, Literal
 
 from asn1crypto import x509
@@ -54,6 +57,7 @@ logger = logging.getLogger(__name__)
 OCSP_MAX_CACHE: Final = timedelta(hours=1)
 CRL_MAX_CACHE_WITHOUT_NEXT_UPDATE: Final = timedelta(hours=1)
 SKEW: Final = timedelta(minutes=5)  # as pki.crl_index and pki.ocsp_client allow
+ISSUER_BACKOFF: Final = timedelta(hours=1)  # a URL that serves another CA's CRL
 MAX_URLS: Final = 4  # distribution points or AIA URLs tried per certificate
 MODES: Final = ("off", "soft", "hard", "require")
 
@@ -135,19 +139,15 @@ class RevocationChecker:
         if moment.utcoffset() is None:
             moment = moment.replace(tzinfo=UTC)
         try:
-            certificate = x509.Certificate.load(bytes(certificate_der), strict=True)
-            serial = int(certificate.serial_number)
-            declared_crls = _distribution_points(certificate)
-            declared_ocsp = _ocsp_urls(certificate)
-            is_ca = bool(certificate.ca)
-            issuer_key = _issuer_key_hash(issuer_der)
-        except (ValueError, TypeError, KeyError) as exc:
-            return RevocationStatus(
-                "unknown", "", failures=(f"the certificate cannot be read: {exc}",)
-            )
+            facts = _facts(bytes(certificate_der))
+            issuer_key, fingerprint = _issuer_facts(bytes(issuer_der))
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            unreadable = f"the certificate or its issuer cannot be read: {exc}"
+            return RevocationStatus("unknown", "", failures=(unreadable,))
+        serial, declared_crls, is_ca = facts.serial, facts.crl_urls, facts.is_ca
         failures: list[str] = []
 
-        urls = [ocsp_url] if ocsp_url else declared_ocsp[:1]
+        urls = [ocsp_url] if ocsp_url else list(facts.ocsp_urls[:1])
         for url in urls:
             status = self._by_ocsp(
                 certificate_der, issuer_der, url, (issuer_key, serial), moment, failures
@@ -166,8 +166,13 @@ class RevocationChecker:
             if status is not None:
                 return status
 
-        for url in list(crl_urls or declared_crls)[:MAX_URLS]:
-            cached = self._crl(url, issuer_der, moment, failures)
+        # The configured URLs first; the certificate's own distribution points after
+        # them when they gave no answer (a CA's configured CRL is often its root's,
+        # while a certificate below an intermediate names the intermediate's).
+        configured = list(dict.fromkeys(crl_urls))[:MAX_URLS]
+        declared = [url for url in declared_crls if url not in configured][:MAX_URLS]
+        for url in configured + declared:
+            cached = self._crl(url, issuer_der, fingerprint, moment, failures)
             if cached is None:
                 continue
             status = self._by_crl(cached, serial, is_ca, declared_crls, f"CRL {url}", failures)
@@ -260,9 +265,14 @@ class RevocationChecker:
     # --- CRL cache ---------------------------------------------------------------------
 
     def _crl(
-        self, url: str, issuer_der: bytes, moment: datetime, failures: list[str]
+        self,
+        url: str,
+        issuer_der: bytes,
+        fingerprint: bytes,
+        moment: datetime,
+        failures: list[str],
     ) -> CrlIndex | None:
-        key = (url, hashlib.sha256(issuer_der).digest())
+        key = (url, fingerprint)
         cached = self._usable(key, moment)
         if cached is not None:
             return cached
@@ -282,12 +292,14 @@ class RevocationChecker:
                 index = self._fetch_crl(url, issuer_der, moment)
             except CrlError as exc:
                 reason = exc.reason
+                # Another CA's CRL will not become this CA's: do not fetch it again soon.
+                backoff = ISSUER_BACKOFF if exc.kind == "issuer" else self.failure_backoff
                 with self._lock:
                     if len(self._crl_failures) >= self.max_cached_crls:
                         self._crl_failures = {
                             k: v for k, v in self._crl_failures.items() if v[0] > now
                         }
-                    self._crl_failures[key] = (now + self.failure_backoff, reason)
+                    self._crl_failures[key] = (now + backoff, reason)
                 failures.append(f"CRL {url}: {reason}")
                 return None
             self._store(key, url, issuer_der, index)
@@ -417,6 +429,40 @@ class RevocationChecker:
         return None
 
 
+@dataclass(frozen=True)
+class _Facts:
+    serial: int
+    crl_urls: tuple[str, ...]  # http(s) and other URIs of its CRL distribution points
+    ocsp_urls: tuple[str, ...]
+    is_ca: bool
+
+
+@lru_cache(maxsize=4096)
+def _facts(certificate_der: bytes) -> _Facts:
+    """What a check needs from a certificate, kept for the same bytes: the same
+    certificates come back at every sign-in, and asn1crypto parsing is most of a
+    warm check's cost."""
+    certificate = x509.Certificate.load(certificate_der, strict=True)
+    return _Facts(
+        serial=int(certificate.serial_number),
+        crl_urls=tuple(_distribution_points(certificate)),
+        ocsp_urls=tuple(str(url) for url in certificate.ocsp_urls),
+        is_ca=bool(certificate.ca),
+    )
+
+
+@lru_cache(maxsize=1024)
+def _issuer_facts(issuer_der: bytes) -> tuple[bytes, bytes]:
+    """(SHA-1 of the CA's public key bits, the OCSP cache key; SHA-256 of the CA
+    certificate, the CRL cache key)."""
+    issuer = x509.Certificate.load(issuer_der, strict=True)
+    bits = issuer["tbs_certificate"]["subject_public_key_info"]["public_key"].contents[1:]
+    return (
+        hashlib.sha1(bits, usedforsecurity=False).digest(),
+        hashlib.sha256(issuer_der).digest(),
+    )
+
+
 def _distribution_points(certificate: x509.Certificate) -> list[str]:
     urls: list[str] = []
     for point in certificate.crl_distribution_points:
@@ -424,21 +470,11 @@ def _distribution_points(certificate: x509.Certificate) -> list[str]:
         if name.name != "full_name" or point["crl_issuer"].native:
             continue  # relative names and indirect CRLs: not fetched
         urls.extend(
-            general.native
+            str(general.native)
             for general in name.chosen
             if general.name == "uniform_resource_identifier"
         )
     return urls
-
-
-def _ocsp_urls(certificate: x509.Certificate) -> list[str]:
-    return [str(url) for url in certificate.ocsp_urls]
-
-
-def _issuer_key_hash(issuer_der: bytes) -> bytes:
-    issuer = x509.Certificate.load(bytes(issuer_der), strict=True)
-    bits = issuer["tbs_certificate"]["subject_public_key_info"]["public_key"].contents[1:]
-    return hashlib.sha1(bits, usedforsecurity=False).digest()
 
 
 __all__ = ["MODES", "RevocationChecker", "RevocationStatus"]

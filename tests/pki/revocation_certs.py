@@ -231,6 +231,7 @@ class RevocationServer:
         self.responder: OcspResponder | None = None
         self.hits: Counter[str] = Counter()
         self.delay = 0.0
+        self.trickle = 0.0  # seconds between the bytes of a GET's body
         self.omit_length = False  # no Content-Length: the body ends when the connection does
         server = self
 
@@ -249,7 +250,13 @@ class RevocationServer:
                     self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 with contextlib.suppress(ConnectionError):  # a client that stops reading
-                    self.wfile.write(body)
+                    if server.trickle:
+                        for index in range(len(body)):
+                            self.wfile.write(body[index : index + 1])
+                            self.wfile.flush()
+                            threading.Event().wait(server.trickle)
+                    else:
+                        self.wfile.write(body)
 
             def do_POST(self) -> None:
                 server.hits[self.path] += 1

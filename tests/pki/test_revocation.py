@@ -5,6 +5,8 @@ responder that can be made to misbehave (``tests/pki/revocation_certs.py``)."""
 
 from __future__ import annotations
 
+import contextlib
+import random
 import threading
 import time
 import tracemalloc
@@ -179,6 +181,36 @@ def test_garbage_and_truncated_crls_give_a_reason(ca: Issued) -> None:
         assert time.perf_counter() - started < 0.5
     with pytest.raises(CrlError, match="the CA certificate cannot be read"):
         CrlIndex.from_der(der, b"not a certificate")
+
+
+def _mutate(data: bytes, rng: random.Random) -> bytes:
+    blob = bytearray(data)
+    for _ in range(rng.randint(1, 3)):
+        pos = rng.randrange(len(blob))
+        if rng.random() < 0.7:
+            blob[pos] = rng.randrange(256)
+        else:
+            del blob[pos : pos + rng.randint(1, 4)]
+    return bytes(blob)
+
+
+def test_mutated_crls_give_a_crl_error_and_nothing_else(ca: Issued) -> None:
+    """Mutations of the entries and extensions *re-signed* by the CA (so the walker
+    behind the signature check sees them), and of the whole signed CRL and of the
+    CA certificate: an index or a ``CrlError``, never another exception."""
+    rng = random.Random(11)  # noqa: S311 -- reproducible test mutations, not secrets
+    entries = entry(1, REVOKED_AT, 1) + entry(1 << 70, REVOKED_AT, 6) + many_entries(3)
+    point = extension("551d1c", tlv(0x30, tlv(0xA0, tlv(0xA0, tlv(0x86, b"http://a/b")))))
+    signed = make_crl(ca, [(5, REVOKED_AT)])
+    cases = [write_crl(ca, _mutate(entries, rng)) for _ in range(300)]
+    cases += [write_crl(ca, entries, extensions=[_mutate(point, rng)]) for _ in range(300)]
+    cases += [_mutate(signed, rng) for _ in range(300)]
+    for data in cases:
+        with contextlib.suppress(CrlError):
+            CrlIndex.from_der(data, ca.der)
+    for _ in range(300):
+        with contextlib.suppress(CrlError):
+            CrlIndex.from_der(signed, _mutate(ca.der, rng))
 
 
 def test_crl_beyond_max_bytes_is_refused_before_parsing(ca: Issued) -> None:
@@ -470,6 +502,20 @@ def test_huge_crl_over_http_is_cut_off(
     assert "more than the 1048576 bytes accepted" in status.failures[0]
 
 
+def test_a_trickling_server_cannot_hold_a_check_past_the_timeout(
+    server: RevocationServer, ca: Issued
+) -> None:
+    server.files["/slow.crl"] = make_crl(ca)
+    server.trickle = 0.05  # a byte every 50 ms: each read is quick, the whole is not
+    checker = RevocationChecker(clock=FrozenClock(NOW), timeout=1.0)
+    started = time.perf_counter()
+    status = checker.check(make_leaf(ca).der, ca.der, crl_urls=[server.url("/slow.crl")])
+    assert time.perf_counter() - started < 2.5
+    assert status.failures == (
+        f"CRL {server.url('/slow.crl')}: {server.url('/slow.crl')} did not answer within 1 s",
+    )
+
+
 def test_given_crls_come_first_and_other_cas_crls_are_skipped(
     server: RevocationServer, ca: Issued, other_ca: Issued
 ) -> None:
@@ -517,6 +563,28 @@ def test_crl_of_another_partition_does_not_clear_a_certificate(
     status = _checker().check(intermediate.der, ca.der)
     assert status.state == "unknown"
     assert "covers end-entity certificates only" in status.failures[0]
+
+
+def test_configured_root_crl_then_the_intermediates_distribution_point(
+    server: RevocationServer, ca: Issued
+) -> None:
+    # The CA is configured with its root's CRL; a certificate below its intermediate
+    # names the intermediate's CRL, which is used after the root's does not fit.
+    intermediate = make_ca("Issuing CA", ca, crl_url=server.url("/root.crl"))
+    holder = make_leaf(intermediate, crl_url=server.url("/issuing.crl"))
+    server.files["/root.crl"] = make_crl(ca)
+    server.files["/issuing.crl"] = make_crl(intermediate, [(holder.cert.serial_number, REVOKED_AT)])
+    checker = _checker()
+    configured = [server.url("/root.crl")]
+    assert checker.check(intermediate.der, ca.der, crl_urls=configured).state == "good"
+    for _ in range(2):
+        status = checker.check(holder.der, intermediate.der, crl_urls=configured)
+        assert (status.state, status.source) == ("revoked", f"CRL {server.url('/issuing.crl')}")
+        assert "was issued by" in status.failures[0]
+    # The root's CRL was fetched once for the root's certificate and once (to learn
+    # it is not the intermediate's) for the holder's; then no more for an hour.
+    assert server.hits["/root.crl"] == 2
+    assert server.hits["/issuing.crl"] == 1
 
 
 def test_crl_cached_until_next_update(server: RevocationServer, ca: Issued) -> None:
