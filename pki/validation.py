@@ -389,15 +389,26 @@ def validate(leaf: bytes, options: ValidationOptions) -> ValidationResult:
 _LOOPS = threading.local()
 
 
+class _ThreadLoop:
+    """One thread's event loop, closed when the thread ends (its thread-local storage
+    is dropped), so threads started per request leave no loop open."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+
+    def __del__(self) -> None:
+        self.loop.close()
+
+
 def _loop() -> asyncio.AbstractEventLoop:
     """This thread's event loop for pyhanko's coroutines, made once: ``asyncio.run``
     would build and tear one down per validation, a fifth of a warm validation's CPU.
     Validations run no tasks that outlive them, so a loop can be reused."""
-    loop: asyncio.AbstractEventLoop | None = getattr(_LOOPS, "loop", None)
-    if loop is None or loop.is_closed():
-        loop = asyncio.new_event_loop()
-        _LOOPS.loop = loop
-    return loop
+    holder: _ThreadLoop | None = getattr(_LOOPS, "holder", None)
+    if holder is None or holder.loop.is_closed():
+        holder = _ThreadLoop()
+        _LOOPS.holder = holder
+    return holder.loop
 
 
 @dataclass(frozen=True)
