@@ -16,7 +16,6 @@ from pki.container import Pki
 from pki.revocation import RevocationChecker
 from pki.signin import CertificateMethod
 
-
 # CRLs kept by a worker: a few per registered CA (one per distribution point)
 MAX_CACHED_CRLS = 4096
 
