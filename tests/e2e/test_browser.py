@@ -497,7 +497,7 @@ def _visit_pages(page: Page, server: Server) -> list[str]:
         page.wait_for_timeout(LATE_MESSAGES_MS)
         violations.extend(f"{path}: {v}" for v in page.evaluate("window.__cspViolations"))
 
-    for path in ("/login", "/register"):
+    for path in ("/login", "/register", "/login/certificate"):
         page.goto(server.at(path))
         settle(path)
     sign_in(page, server, ALICE)
@@ -506,7 +506,12 @@ def _visit_pages(page: Page, server: Server) -> list[str]:
     page.goto(server.at("/account/totp"))  # starts an enrolment; nothing is enabled
     expect(page.locator(".qr svg")).to_be_visible()
     settle("/account/totp")
-    for path in ("/account/realname", "/account/realname/phone", "/account/realname/face"):
+    for path in (
+        "/account/realname",
+        "/account/realname/phone",
+        "/account/realname/face",
+        "/account/certificates",
+    ):
         page.goto(server.at(path))
         settle(path)
     return violations

@@ -28,6 +28,7 @@ from idp.core.signin import (
     achieved_amr,
 )
 from idp.oauth.server import OAuthRuntime
+from pki.signin import CERTIFICATE
 from tests.oauth_support import RP, Flow, query_of, register
 from tests.support import create_user, sign_in, submit, text
 
@@ -102,12 +103,16 @@ def test_the_sign_in_page_links_to_registered_first_factors(
     page = text(client.get("/login?next=/account/profile"))
     assert 'href="/test-key?next=%2Faccount%2Fprofile"' in page
     assert "Sign in with a test key" in page
-    # the password and code methods are forms, not links
+    # the password and code methods are forms, not links; pki's certificate method is
+    # the other link
+    assert 'href="/login/certificate?next=/account/profile"' in page
+    assert page.count("<li><a") == 2
+
+
+def test_the_certificate_method_is_the_only_link_by_default(client: FlaskClient) -> None:
+    page = text(client.get("/login"))
     assert page.count("<li><a") == 1
-
-
-def test_without_a_registered_method_there_is_no_link(client: FlaskClient) -> None:
-    assert "signin-methods" not in text(client.get("/login"))
+    assert 'href="/login/certificate?next=/account"' in page
 
 
 def test_a_registered_first_factor_signs_in_with_its_amr(
@@ -179,7 +184,7 @@ def test_the_method_amr_reaches_the_id_token_and_sets_the_acr(
 def test_password_and_totp_are_registered_by_accounts(app: Flask) -> None:
     methods = SignInMethods.of(app)
     names = [method.name for method in methods]
-    assert names == [PASSWORD, TOTP]
+    assert names == [PASSWORD, TOTP, CERTIFICATE]  # the last one is pki's
     assert methods.form(PASSWORD).stage is Stage.FIRST
     assert methods.form(TOTP).stage is Stage.SECOND
 
