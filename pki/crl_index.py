@@ -45,7 +45,7 @@ from typing import Final, Literal, NamedTuple
 from asn1crypto import algos, crl, pem, x509
 
 from pki.signatures import SignatureInvalid, verify_signed
-from pki.validation import _rfc4514
+from pki.validation import rfc4514 as _rfc4514
 
 MAX_CRL_BYTES: Final = 96 * 1024 * 1024  # a 1,000,000-entry CRL is 35 to 55 MB
 CLOCK_SKEW: Final = timedelta(minutes=5)  # thisUpdate this far ahead of us is accepted

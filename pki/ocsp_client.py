@@ -45,7 +45,8 @@ import urllib3
 from asn1crypto import core, keys, ocsp, x509
 
 from pki.signatures import SignatureInvalid, verify_signed
-from pki.validation import _rfc4514
+from pki.validation import REVOCATION_REASONS
+from pki.validation import rfc4514 as _rfc4514
 
 MAX_OCSP_BYTES: Final = 64 * 1024
 CLOCK_SKEW: Final = timedelta(minutes=5)
@@ -56,18 +57,7 @@ MAX_REDIRECTS: Final = 3
 # (url, body or None for GET, content type of the body or None) -> the response body
 Fetch = Callable[[str, bytes | None, str | None], bytes]
 
-REASON_NAMES: Final = {
-    "unspecified": "unspecified",
-    "key_compromise": "keyCompromise",
-    "ca_compromise": "cACompromise",
-    "affiliation_changed": "affiliationChanged",
-    "superseded": "superseded",
-    "cessation_of_operation": "cessationOfOperation",
-    "certificate_hold": "certificateHold",
-    "remove_from_crl": "removeFromCRL",
-    "privilege_withdrawn": "privilegeWithdrawn",
-    "aa_compromise": "aACompromise",
-}
+REASON_NAMES: Final = REVOCATION_REASONS
 _HASHES: Final = {"sha1", "sha224", "sha256", "sha384", "sha512"}
 
 

@@ -84,7 +84,8 @@ _PYHANKO_MODES: dict[RevocationMode, str] = {
     "hard": "hard-fail",
     "require": "require",
 }
-_REVOCATION_REASONS = {
+# asn1crypto's reason names -> RFC 5280's
+REVOCATION_REASONS: dict[str, str] = {
     "unspecified": "unspecified",
     "key_compromise": "keyCompromise",
     "ca_compromise": "cACompromise",
@@ -255,8 +256,12 @@ def _name_template() -> x509.TbsCertificate:
     )
 
 
-def _rfc4514(name: x509.Name) -> str:
+def rfc4514(name: x509.Name) -> str:
+    """An asn1crypto name as RFC 4514 text, as ``cryptography`` writes it."""
     return _rfc4514_of(name.dump())
+
+
+_rfc4514 = rfc4514
 
 
 @lru_cache(maxsize=4096)
@@ -710,7 +715,7 @@ def _revoked(exc: RevokedError, who: str) -> str:
     when = exc.revocation_dt.astimezone(UTC)
     code = exc.reason.native if exc.reason is not None else "unspecified"
     source = "OCSP" if str(exc).startswith("OCSP") else "CRL"
-    reason = _REVOCATION_REASONS.get(str(code), str(code))
+    reason = REVOCATION_REASONS.get(str(code), str(code))
     return f"{who} was revoked on {when:%Y-%m-%d %H:%M:%S} UTC ({reason}) by {source}"
 
 
@@ -776,6 +781,7 @@ __all__ = [
     "ANY_POLICY",
     "MAX_CERTIFICATES",
     "REVOCATION_MODES",
+    "REVOCATION_REASONS",
     "BadInput",
     "RevocationMode",
     "SignatureChecker",
@@ -784,6 +790,7 @@ __all__ = [
     "issuer_of",
     "load_certificates",
     "load_crls",
+    "rfc4514",
     "subject_of",
     "validate",
 ]

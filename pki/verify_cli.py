@@ -92,12 +92,8 @@ def verify(
     store (the bridge as anchor, the registered CAs' cross-certificates).
 
     Exit 0 valid, 1 invalid, 2 usage."""
-    # pyhanko logs a warning with a traceback for each CRL issuer it cannot validate;
-    # on the command line the reason says it, on one line.
-    quiet = logging.getLogger("pyhanko_certvalidator")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
     try:
+        _quiet_pyhanko()
         leaf_der = _read_leaf(leaf)
         options = ValidationOptions(
             anchors=tuple(der for path in anchors for der in _read_certificates(path, "--anchor")),
@@ -121,9 +117,14 @@ def verify(
         _refuse(exc.reason, exc.code, as_json=as_json)
     except BadInput as exc:
         _refuse(exc.reason, EXIT_REFUSED, as_json=as_json)
-    finally:
-        quiet.setLevel(level)
     _report(result, as_json=as_json)
+
+
+def _quiet_pyhanko() -> None:
+    """pyhanko logs a warning with a traceback for each CRL issuer it cannot validate;
+    on the command line the reason says it, on one line. (A command's process ends
+    after it, so the level is not restored.)"""
+    logging.getLogger("pyhanko_certvalidator").setLevel(logging.ERROR)
 
 
 def _through_trust_store(leaf_der: bytes, options: ValidationOptions) -> ValidationResult:
@@ -245,10 +246,8 @@ def identity(
     identifier masked as the pages mask it (never the full number, nor the subject).
 
     Exit 0 valid, 1 invalid, 2 usage."""
-    quiet = logging.getLogger("pyhanko_certvalidator")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
     try:
+        _quiet_pyhanko()
         leaf_der = _read_leaf(certificate)
         options = ValidationOptions(
             anchors=(),
@@ -262,8 +261,6 @@ def identity(
         _refuse_identity(exc.reason, exc.code, as_json=as_json)
     except BadInput as exc:
         _refuse_identity(exc.reason, EXIT_REFUSED, as_json=as_json)
-    finally:
-        quiet.setLevel(level)
     if as_json:
         echo_json(found)
     elif found["valid"]:
