@@ -29,6 +29,7 @@ from flask.cli import ScriptInfo
 from accounts import COMMANDS as ACCOUNTS
 from accounts.adapters.registry import import_records
 from accounts.container import Accounts
+from accounts.demo_people import DEMO_PERSON
 from config import Settings, SettingsError, load_settings, redact_url
 from config.settings import env_name
 from idp.core.audit.cli import COMMANDS as AUDIT
@@ -39,7 +40,6 @@ from idp.core.keys import KeysMissing, ensure_keys, load_keys
 from idp.core.runtime import Runtime, db
 from idp.core.schema import pending_migrations, upgrade
 from idp.core.store import RedisStore, StoreUnavailable
-from idp.demo.people import DEMO_PERSON
 from idp.demo.rp import RelyingParty, serve_rp
 from idp.oauth.cli import COMMANDS as OAUTH
 from idp.oauth.clients import Registration

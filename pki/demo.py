@@ -42,9 +42,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
+from accounts.demo_people import DEMO_PERSON
 from idp.core.clock import Clock, SystemClock
 from idp.core.keys import write_private_file
-from idp.demo.people import DEMO_PERSON
 from pki.builder import CrossConstraints
 from pki.demo_certs import (
     CaSpec,

@@ -36,9 +36,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from flask import Flask
 
 from accounts import identifiers
+from accounts.demo_people import DEMO_PERSON
 from config import Settings
 from idp.cli import _demo_pki, _start_demo_ca_services
-from idp.demo.people import DEMO_PERSON
 from pki.challenge import sign_challenge, verify_challenge_signature
 from pki.cli import pki_group
 from pki.demo import make_demo_ca_server, prepare
