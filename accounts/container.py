@@ -21,6 +21,7 @@ from accounts.adapters.registry import HttpRegistry, LocalRegistry, Registry
 from accounts.adapters.sms import FileSmsGateway, HttpSmsGateway, SmsGateway
 from accounts.credentials.passwords import PasswordHasher
 from accounts.credentials.totp import TotpService
+from accounts.organisations.authorisations import AuthorisationService
 from accounts.organisations.services import OrganisationService
 from accounts.people.services import AccountService
 from accounts.realname.counter import CounterService
@@ -145,6 +146,15 @@ class Accounts(Component):
             self.registry(),
         )
 
+    def authorisation_service(self, actor: str | None = None) -> AuthorisationService:
+        return AuthorisationService(
+            db(),
+            self.organisation_service(actor),
+            self.realname_service(actor),
+            audit_log(actor),
+            self.core.clock,
+        )
+
     # -- the remote services' adapters, as the settings say ------------------------------
 
     def _http_registry(self) -> Registry | None:
@@ -167,7 +177,8 @@ class Accounts(Component):
                     client_key=settings.registry_client_key,
                     ca_file=settings.registry_ca_file,
                 )
-            )
+            ),
+            self.core.keys.cipher,
         )
 
     def _sms_gateway(self) -> SmsGateway:

@@ -45,6 +45,10 @@ class RegistryResult:
     answer: Answer
     # the registry's reference for this query (kept as evidence), if it gives one
     reference: str | None = None
+    # an organisation's legal representative as the registry names them: the keyed
+    # hash (``NUMBER_INDEX``) of their document number, compared with the one an
+    # account's confirmed identity holds; None when the registry names nobody
+    representative_index: str | None = None
 
 
 class RegistryUnavailable(Exception):
@@ -74,26 +78,31 @@ class LocalRegistry:
         self._cipher = cipher
 
     def match(self, kind: str, number: str, name: str) -> RegistryResult:
-        found = self._session.scalar(
-            select(RegistryRecord.name_index).where(
+        found = self._session.execute(
+            select(RegistryRecord.name_index, RegistryRecord.representative_index).where(
                 RegistryRecord.kind == kind,
                 RegistryRecord.number_index
                 == self._cipher.blind_index(number, purpose=NUMBER_INDEX),
             )
-        )
+        ).first()
         if found is None:
             return RegistryResult(Answer.NOT_FOUND)
         given = self._cipher.blind_index(normalise_name(name), purpose=NAME_INDEX)
-        return RegistryResult(Answer.MATCH if given == found else Answer.MISMATCH)
+        if given != found.name_index:
+            return RegistryResult(Answer.MISMATCH)
+        return RegistryResult(Answer.MATCH, representative_index=found.representative_index)
 
 
 class HttpRegistry:
     """The registry service: ``POST <registry_url>/v1/match`` with
     ``{"kind", "number", "name"}``, answered by ``{"answer": "match" | "mismatch" |
-    "not_found", "reference": str | null}``. Anything else is ``RegistryUnavailable``."""
+    "not_found", "reference": str | null}`` and, for an organisation that matched,
+    ``"representative": str | null`` (the legal representative's document number,
+    kept only as its keyed hash). Anything else is ``RegistryUnavailable``."""
 
-    def __init__(self, client: SignedClient) -> None:
+    def __init__(self, client: SignedClient, cipher: DataCipher | None = None) -> None:
         self._client = client
+        self._cipher = cipher
         self.source = ("registry:" + redact_url(client.service.url))[:200]  # Verification.source
 
     def match(self, kind: str, number: str, name: str) -> RegistryResult:
@@ -101,9 +110,20 @@ class HttpRegistry:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}")
         payload = {"kind": kind, "number": number, "name": name}
         try:
-            return self._client.post_json("/v1/match", payload, _registry_result)
+            return self._client.post_json("/v1/match", payload, self._result)
         except RemoteUnavailable as exc:
             raise RegistryUnavailable(str(exc)) from None
+
+    def _result(self, answer: Any) -> RegistryResult:
+        result = _registry_result(answer)
+        representative = optional_text(answer, "representative")
+        if representative is None or result.answer is not Answer.MATCH or self._cipher is None:
+            return result
+        checked = check(representative, expect="person_id")
+        if not checked["valid"]:
+            raise MalformedAnswer("representative")
+        index = self._cipher.blind_index(str(checked["normalized"]), purpose=NUMBER_INDEX)
+        return RegistryResult(result.answer, result.reference, index)
 
 
 def _registry_result(answer: Any) -> RegistryResult:
@@ -121,14 +141,16 @@ class RegistryImportError(ValueError):
 
 def import_records(session: Session, cipher: DataCipher, kind: str, rows: Iterable[str]) -> int:
     """Replace the local registry's records of ``kind`` with those of a CSV file with a
-    header ``number,name``. All or nothing: the first bad line stops the import."""
+    header ``number,name`` (organisations: optionally ``representative``, the legal
+    representative's document number). All or nothing: the first bad line stops the
+    import."""
     if kind not in KINDS:
         raise RegistryImportError(f"kind must be one of {', '.join(KINDS)}")
     reader = csv.DictReader(rows)
     if reader.fieldnames is None or {"number", "name"} - set(reader.fieldnames):
         raise RegistryImportError("the file needs a header line with the columns number,name")
     expect: Expect = "person_id" if kind == "person" else "uscc"
-    records: dict[str, str] = {}
+    records: dict[str, tuple[str, str | None]] = {}
     for line, row in enumerate(reader, start=2):
         result = check(row.get("number") or "", expect=expect)
         name = normalise_name(row.get("name") or "")
@@ -139,13 +161,36 @@ def import_records(session: Session, cipher: DataCipher, kind: str, rows: Iterab
         number = str(result.get("normalized") or "")
         if not number:
             raise RegistryImportError(f"line {line}: the number is not valid")
-        records[cipher.blind_index(number, purpose=NUMBER_INDEX)] = cipher.blind_index(
-            name, purpose=NAME_INDEX
+        representative = _representative(kind, row.get("representative") or "", line)
+        records[cipher.blind_index(number, purpose=NUMBER_INDEX)] = (
+            cipher.blind_index(name, purpose=NAME_INDEX),
+            None
+            if representative is None
+            else cipher.blind_index(representative, purpose=NUMBER_INDEX),
         )
     session.execute(delete(RegistryRecord).where(RegistryRecord.kind == kind))
     session.add_all(
-        RegistryRecord(kind=kind, number_index=number_index, name_index=name_index)
-        for number_index, name_index in records.items()
+        RegistryRecord(
+            kind=kind,
+            number_index=number_index,
+            name_index=name_index,
+            representative_index=representative_index,
+        )
+        for number_index, (name_index, representative_index) in records.items()
     )
     session.commit()
     return len(records)
+
+
+def _representative(kind: str, value: str, line: int) -> str | None:
+    """An organisation's legal representative's document number, normalised."""
+    if not value.strip():
+        return None
+    if kind != "organisation":
+        raise RegistryImportError(f"line {line}: only an organisation has a representative")
+    checked = check(value, expect="person_id")
+    if not checked["valid"]:
+        raise RegistryImportError(
+            f"line {line}: the representative's number is not valid ({checked['reason']})"
+        )
+    return str(checked["normalized"])

@@ -87,6 +87,13 @@ def normalise_organisation_name(name: str) -> str | None:
     return text if text and len(text) <= MAX_NAME else None
 
 
+@dataclass(frozen=True)
+class RegistryCheck:
+    verification: Verification
+    organisation: Organisation
+    previous_representative_index: str | None  # before this check
+
+
 class OrganisationService:
     def __init__(
         self,
@@ -144,6 +151,12 @@ class OrganisationService:
         update the organisation and record level 3. A code whose only fault is its check
         character (early pilot codes) is accepted only if the registry knows it.
         Refusals record nothing but an audit event (without the code or the name)."""
+        return self.check_with_registry(name, uscc, actor=actor).verification
+
+    def check_with_registry(self, name: str, uscc: str, *, actor: str) -> RegistryCheck:
+        """``verify_with_registry``, with the organisation and the legal representative
+        the registry named before (their keyed hash), for the caller that acts on a
+        change of representative (``AuthorisationService``)."""
         code = self._normalised(uscc)
         if code is None:
             raise InvalidUscc()
@@ -164,15 +177,22 @@ class OrganisationService:
             self._refuse(existing, actor, result.answer.value)
             raise OrganisationMismatch()
         organisation, created = self._record(index, code, clean_name, self._clock.now())
-        return self._realname.record_verification(
+        previous = organisation.representative_index
+        organisation.representative_index = result.representative_index
+        verification = self._realname.record_verification(
             organisation,
             method=VerificationMethod.REGISTRY,
             level=3,
             source=self._registry.source,
             evidence_ref=result.reference,
             actor=actor,
-            details={"created": created},
+            details={
+                "created": created,
+                "representative_changed": previous is not None
+                and previous != result.representative_index,
+            },
         )
+        return RegistryCheck(verification, organisation, previous)
 
     # -- helpers -----------------------------------------------------------------------
 

@@ -84,4 +84,6 @@ class RegistryRecord(Base):
     kind: Mapped[str] = mapped_column(String(16))  # "person" | "organisation"
     number_index: Mapped[str] = mapped_column(String(64))
     name_index: Mapped[str] = mapped_column(String(64))
+    # an organisation's legal representative: the keyed hash of their document number
+    representative_index: Mapped[str | None] = mapped_column(String(64))
     imported_at: Mapped[datetime] = mapped_column(default=utcnow)
