@@ -22,7 +22,7 @@ from accounts.organisations.authorisations import (
 )
 from accounts.organisations.models import Authorisation, AuthorisationStatus, Role
 from accounts.people.models import User
-from accounts.realname.services import DocumentClaim
+from accounts.realname.services import DocumentClaim, VerificationMethod
 from idp.core.clock import FrozenClock
 from tests.accounts.test_organisations import ACME_CODE, ACME_NAME, OTHER_CODE
 from tests.accounts.test_realname import audit_events, load_registry
@@ -88,18 +88,12 @@ def _declared(app: Flask, username: str, name: str, number: str) -> User:
         realname = Accounts.of().realname_service()
         realname.record_verification(
             Accounts.of().account_service().get(user.id),  # type: ignore[arg-type]
-            method=realname_sms(),
+            method=VerificationMethod.SMS,
             level=2,
             source="sms:test",
             document=DocumentClaim.checked(name, number, confirmed=False),
         )
     return user
-
-
-def realname_sms():  # type: ignore[no-untyped-def]
-    from accounts.realname.services import VerificationMethod
-
-    return VerificationMethod.SMS
 
 
 def _claim(
@@ -287,7 +281,7 @@ def test_an_intermediary_acts_for_each_client_separately(
     acme = run(invite(ACME_CODE, "tax-client"), "rep")
     other = run(invite(OTHER_CODE, "housing-client"), "rep")
     for offered in (acme, other):
-        run(lambda s, u, o=offered: s.confirm(u, o.public_id), "clerk")  # type: ignore[attr-defined]
+        run(lambda s, u, o=offered: s.confirm(u, o.public_id), "clerk")
     live = run(lambda s, u: s.live_for(u), "clerk")
     assert len(live) == 2  # type: ignore[arg-type]
     by_org = {a.organisation_id: Scope.of(a) for a in live}  # type: ignore[attr-defined]
@@ -322,7 +316,9 @@ def test_a_new_legal_representative_ends_the_old_ones_role(
         assert ended.status is AuthorisationStatus.ENDED
         assert ended.end_reason == "legal_representative_changed"
         # what the old representative granted stays live, listed for review
-        assert service.get(granted.public_id).status is AuthorisationStatus.ACTIVE  # type: ignore[union-attr]
+        still = service.get(granted.public_id)  # type: ignore[attr-defined]
+        assert still is not None
+        assert still.status is AuthorisationStatus.ACTIVE
     events = audit_events(app, "org.representative_changed")
     assert events
     assert events[0].details["to_review"] == 1
