@@ -50,6 +50,9 @@ class User(Base):
     # Government staff: the department this account works for (it may then verify
     # people at a service counter); None for everyone else. Set with `idp users staff`.
     staff_department: Mapped[str | None] = mapped_column(String(100))
+    # Staff roles within the department (issue 12): counter_verifier,
+    # level_administrator, client_administrator.
+    staff_roles: Mapped[list[str]] = mapped_column(default=list, server_default="[]")
 
     # Kept in step with a confirmed TotpCredential (accounts.credentials) by TotpService,
     # so that sign-in and authorization need not load the credential.

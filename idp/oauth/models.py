@@ -10,6 +10,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import Enum, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -65,6 +66,12 @@ class Client(Base):
     document_number_release: Mapped[str] = mapped_column(
         String(16), default="masked", server_default="masked"
     )
+    # The client serves organisations only: it never receives a personal-only token
+    # (`idp clients create|update --require-org`; issue 12).
+    require_org: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    # RFC 8693: the audiences (client ids) this client may exchange the tokens it
+    # receives for (issue 12).
+    exchange_audiences: Mapped[list[str]] = mapped_column(default=list, server_default="[]")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -97,6 +104,13 @@ class Grant(Base):
     # from here when the store lost them (``AccessTokenVerifier``).
     revoked_at: Mapped[datetime | None] = mapped_column(index=True)
     revoked_reason: Mapped[str | None] = mapped_column(String(64))
+    # The organisation authorisation (``org_authorisations.public_id``) the person acts
+    # under in this grant, asked again at every token, refresh, userinfo and
+    # introspection (issue 12); None: the person for themselves.
+    authorisation_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    # RFC 8693: the grant whose token was exchanged for this one, and the ``act`` chain.
+    parent_grant_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    act: Mapped[dict[str, Any] | None]
 
 
 class RefreshToken(Base):
