@@ -8,6 +8,7 @@ import re
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import DateField, RadioField, StringField
+from wtforms.fields.choices import SelectChoice  # type: ignore[attr-defined]
 from wtforms.validators import InputRequired, Length, Optional, ValidationError
 
 MAX_NAMED = 20  # clients or scopes one authorisation names
@@ -46,8 +47,8 @@ class AgentForm(FlaskForm):  # type: ignore[misc]
     by = RadioField(
         _l("Find the person by"),
         choices=[
-            ("username", _l("Their username")),
-            ("document", _l("Their identity document number")),
+            SelectChoice("username", _l("Their username")),
+            SelectChoice("document", _l("Their identity document number")),
         ],
         default="username",
         validators=[InputRequired()],
@@ -57,7 +58,10 @@ class AgentForm(FlaskForm):  # type: ignore[misc]
     )
     scope = RadioField(
         _l("Services"),
-        choices=[("all", _l("All services")), ("named", _l("Only the services named below"))],
+        choices=[
+            SelectChoice("all", _l("All services")),
+            SelectChoice("named", _l("Only the services named below")),
+        ],
         default="all",
         validators=[InputRequired()],
     )

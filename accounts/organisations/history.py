@@ -86,11 +86,12 @@ class OrganisationHistory:
         user_ids = {row.user_id for row in members if row.user_id is not None}
         if not user_ids:
             return {}
-        subjects = dict(
-            self._session.execute(select(User.id, User.public_id).where(User.id.in_(user_ids)))
-            .tuples()
-            .all()
-        )
+        subjects: dict[int, str] = {
+            user_id: public_id
+            for user_id, public_id in self._session.execute(
+                select(User.id, User.public_id).where(User.id.in_(user_ids))
+            )
+        }
         held: dict[str, tuple[Role, str]] = {}
         for row in members:
             if row.user_id is None:
