@@ -86,12 +86,8 @@ class OrganisationHistory:
         user_ids = {row.user_id for row in members if row.user_id is not None}
         if not user_ids:
             return {}
-        subjects: dict[int, str] = {
-            user_id: public_id
-            for user_id, public_id in self._session.execute(
-                select(User.id, User.public_id).where(User.id.in_(user_ids))
-            )
-        }
+        rows = self._session.execute(select(User.id, User.public_id).where(User.id.in_(user_ids)))
+        subjects: dict[int, str] = {row.id: row.public_id for row in rows}
         held: dict[str, tuple[Role, str]] = {}
         for row in members:
             if row.user_id is None:
