@@ -30,6 +30,7 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from accounts.errors import AccountError
 from accounts.realname.errors import IdentityAlreadyVerified, IdentityTaken, InvalidName
 from accounts.realname.services import (
     DocumentClaim,
@@ -45,6 +46,8 @@ from pki.truststore import TrustResult, TrustStore
 from pki.validation import BadInput, ValidationOptions
 
 if TYPE_CHECKING:
+    from accounts.organisations.authorisations import AuthorisationService
+    from accounts.organisations.models import Organisation
     from accounts.organisations.services import OrganisationService
     from accounts.people.models import User
     from accounts.people.services import AccountService
@@ -104,11 +107,16 @@ class CheckedCertificate:
         return f"{x509.load_der_x509_certificate(self.der).serial_number:x}"
 
     @property
+    def organisation_name(self) -> str | None:
+        return self._attribute(NameOID.ORGANIZATION_NAME)
+
+    @property
     def common_name(self) -> str | None:
+        return self._attribute(NameOID.COMMON_NAME)
+
+    def _attribute(self, oid: x509.ObjectIdentifier) -> str | None:
         try:
-            names = x509.load_der_x509_certificate(self.der).subject.get_attributes_for_oid(
-                NameOID.COMMON_NAME
-            )
+            names = x509.load_der_x509_certificate(self.der).subject.get_attributes_for_oid(oid)
         except ValueError:
             return None
         value = names[0].value if names else None
@@ -123,6 +131,7 @@ class CertificateService:
         accounts: AccountService,
         realname: RealNameService,
         organisations: OrganisationService,
+        authorisations: AuthorisationService,
         audit: AuditLog,
         clock: Clock,
     ) -> None:
@@ -131,6 +140,7 @@ class CertificateService:
         self._accounts = accounts
         self._realname = realname
         self._organisations = organisations
+        self._authorisations = authorisations
         self._audit = audit
         self._clock = clock
 
@@ -182,6 +192,10 @@ class CertificateService:
         if checked.identity.kind == "person" and not self._has_live_verification(user, checked):
             self._record_level(user, checked)
         self._session.commit()
+        if checked.identity.kind == "organisation" and binding.organisation_id is not None:
+            organisation = self._organisations.find(checked.identity.identifier)
+            if organisation is not None:
+                self._claim(user, organisation, checked)
         return binding
 
     # -- binding -------------------------------------------------------------------------
@@ -206,8 +220,10 @@ class CertificateService:
             index = self._realname.number_index(identity.identifier)
         else:
             index = self._organisations.uscc_index(identity.identifier) or ""
-            organisation = self._organisations.find(identity.identifier)
+            organisation = self._organisation_of(user, checked)
             organisation_id = organisation.id if organisation is not None else None
+            if organisation is not None:
+                self._claim(user, organisation, checked)
         binding = CertificateBinding(
             user_id=user.id,
             organisation_id=organisation_id,
@@ -261,6 +277,38 @@ class CertificateService:
         )
         self._session.commit()
         return True
+
+    # -- an enterprise certificate ------------------------------------------------------
+
+    def _organisation_of(self, user: User, checked: CheckedCertificate) -> Organisation | None:
+        """The organisation the certificate's credit code names: known already, or
+        registered now when the legal-person registry matches the certificate's
+        organisation name (O, else CN); None when it cannot be (the binding is kept by
+        the code's blind index and found again once the organisation is known)."""
+        code = checked.identity.identifier
+        organisation = self._organisations.find(code)
+        if organisation is not None:
+            return organisation
+        name = checked.organisation_name or checked.common_name
+        if not name:
+            return None
+        try:
+            return self._organisations.check_with_registry(
+                name, code, actor=user.subject
+            ).organisation
+        except AccountError:
+            return None
+
+    def _claim(self, user: User, organisation: Organisation, checked: CheckedCertificate) -> None:
+        """The organisation reaches level 5 until the certificate's end and ``user``
+        administers it (``AuthorisationService.claim_by_certificate``)."""
+        self._authorisations.claim_by_certificate(
+            user,
+            organisation,
+            source=f"{SOURCE_PREFIX}{checked.ca}",
+            evidence_ref=checked.fingerprint,
+            expires_at=checked.not_after,
+        )
 
     # -- level 5 -------------------------------------------------------------------------
 

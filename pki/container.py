@@ -42,6 +42,7 @@ class Pki(Component):
             accounts.account_service(actor),
             accounts.realname_service(actor),
             accounts.organisation_service(actor),
+            accounts.authorisation_service(actor),
             audit_log(actor),
             self.core.clock,
         )

@@ -21,6 +21,7 @@ from idp.core.runtime import db
 from pki.challenge import sign_challenge
 from pki.identity import GMT0015_IDENTITY_NUMBER
 from pki.models import CertificateBinding
+from tests.accounts.test_realname import load_registry
 from tests.pki.certs import Issued, make_ca, make_leaf, printable_string, utf8_string
 from tests.pki.conftest import GMT0015_CREDIT_CODE, LOCAL
 from tests.pki.test_bridge import invoke, invoke_json, write
@@ -402,3 +403,35 @@ def test_sign_challenge_cli_prints_the_form_fields(
     )  # fmt: skip
     assert refused.exit_code == 1
     assert "does not belong" in refused.output
+
+
+def test_an_enterprise_certificate_claims_its_organisation_at_level_5(
+    app: Flask, city_ca: Issued
+) -> None:
+    """The legal-person registry knows the code and the certificate's name: the
+    organisation is registered, reaches level 5 until the certificate's end, and the
+    account that signs in with the enterprise's key administers it."""
+    load_registry(app, f"number,name\n{USCC},示例科技有限公司\n", kind="organisation")
+    cert = enterprise(city_ca)
+    client = app.test_client()
+    post_signed(client, cert)
+    assert create_account_for_pending(client, "clerk").status_code == 302
+    with app.app_context():
+        accounts = Accounts.of()
+        organisation = accounts.organisation_service().find(USCC)
+        assert organisation is not None
+        assert accounts.organisation_service().level(organisation) == 5
+        clerk = accounts.account_service().find_by_username("clerk")
+        assert clerk is not None
+        (authorisation,) = accounts.authorisation_service().live_for(clerk)
+        assert authorisation.organisation_id == organisation.id
+        assert authorisation.role.value == "administrator"
+        binding = db().scalar(select(CertificateBinding))
+        assert binding is not None
+        assert binding.organisation_id == organisation.id
+    # signing in again keeps one authorisation
+    assert post_signed(app.test_client(), cert).status_code == 302
+    with app.app_context():
+        clerk = Accounts.of().account_service().find_by_username("clerk")
+        assert clerk is not None
+        assert len(Accounts.of().authorisation_service().live_for(clerk)) == 1
