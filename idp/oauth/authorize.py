@@ -16,8 +16,13 @@ what the user already did for it and the session:
   ``prompt=none`` the client gets ``interaction_required``; going on gives
   ``unmet_authentication_requirements`` when the level is required, and otherwise the
   ``acr`` actually reached;
+* choose the organisation to act for (scope ``enterprise``, or a client that requires
+  one) unless the session already acts under an authorisation that permits the client
+  and scopes: the browser goes to the picker (``/account/act-for?rid=...``,
+  ``idp.oauth.act_for``), which returns here; with ``prompt=none`` the client gets
+  ``interaction_required``;
 * consent (third-party clients);
-* or the code.
+* or the code, which records the organisation authorisation, if any.
 
 A request that needs the user is kept in the store (``idp.oauth.pending``, 10
 minutes) while the user signs in, chooses an account or consents, and is validated
@@ -60,19 +65,21 @@ from idp.core.runtime import db
 from idp.core.sessions import current_principal, sign_out
 from idp.core.signin import Proof, SignInMethods
 from idp.core.web import error_response
+from idp.oauth.acting import ENTERPRISE_SCOPE, OrgAuthority
 from idp.oauth.assurance import AcrPolicy
 from idp.oauth.authorize_request import Checked, InvalidAuthorizationRequest, check
 from idp.oauth.decision import (
+    ACCESS_DENIED,
     ACCOUNT_SELECTION_REQUIRED,
     CONSENT_REQUIRED,
     INTERACTION_REQUIRED,
     LOGIN_REQUIRED,
     UNMET_AUTHENTICATION_REQUIREMENTS,
     Ask,
+    ChooseOrganisation,
     Consent,
     Decision,
     Issue,
-    Progress,
     Refuse,
     SelectAccount,
     SignedIn,
@@ -101,6 +108,7 @@ REFUSALS: dict[str, type[OAuth2Error]] = {
     INTERACTION_REQUIRED: InteractionRequiredError,
     CONSENT_REQUIRED: ConsentRequiredError,
     UNMET_AUTHENTICATION_REQUIREMENTS: UnmetAuthenticationRequirementsError,
+    ACCESS_DENIED: AccessDeniedError,
 }
 
 
@@ -124,7 +132,7 @@ def run(params: dict[str, list[str]], pending: Pending | None = None) -> Respons
     policy = AcrPolicy.from_settings(provider.core.settings)
     signed_in = None
     if user is not None:
-        signed_in = _signed_in(provider, checked, ask, progress, user, policy)
+        signed_in = _signed_in(provider, checked, ask, pending, user, policy)
     decision = decide(ask, progress, signed_in, policy=policy, now=now)
     return _carry_out(provider, checked, pending, user, decision)
 
@@ -133,12 +141,13 @@ def _signed_in(
     provider: OAuthRuntime,
     checked: Checked,
     ask: Ask,
-    progress: Progress,
+    pending: Pending,
     user: User,
     policy: AcrPolicy,
 ) -> SignedIn:
     """The session's sign-in, and the facts the decision reads (each looked up only
     when the decision will read it)."""
+    progress = pending.progress
     level = provider.accounts.realname_service().level(user) if needs_level(ask, policy) else 1
     covers = needs_consent_lookup(ask, progress) and provider.consents().covers(
         user.id, checked.client.client_id, checked.consent_scopes
@@ -147,6 +156,9 @@ def _signed_in(
     if ask.hint_subject is not None:
         subject = provider.tokens().subject(checked.client, user.public_id)
     principal = _principal()
+    authorisation = None
+    if ask.wants_org:
+        authorisation = _acting_under(provider, checked, pending, user, principal)
     return SignedIn(
         auth_time=principal.auth_time,
         amr=principal.amr,
@@ -155,7 +167,31 @@ def _signed_in(
         subject=subject,
         level=level,
         consent_covers=covers,
+        authorisation=authorisation,
     )
+
+
+def _acting_under(
+    provider: OAuthRuntime, checked: Checked, pending: Pending, user: User, principal: Principal
+) -> str | None:
+    """The session's organisation authorisation, if it is the user's, live, permits
+    this client and scopes, and (until the user chose for this request) is for the
+    organisation ``org_hint`` names."""
+    acting = principal.acting_for
+    if acting is None:
+        return None
+    authority = OrgAuthority.of(provider.accounts)
+    authorisation = authority.permitted(
+        user.id, acting.authorisation, checked.client.client_id, checked.scopes
+    )
+    if authorisation is None:
+        return None
+    if authority.organisation(authorisation).public_id != acting.organisation:
+        return None
+    hint = checked.org_hint
+    if hint and not pending.org_chosen and not authority.matches_hint(authorisation, hint):
+        return None
+    return authorisation.public_id
 
 
 def _principal() -> Principal:
@@ -181,7 +217,7 @@ def _carry_out(
 ) -> ResponseReturnValue:
     if isinstance(decision, Issue):
         assert user is not None
-        return _issue_code(provider, checked, pending, user, decision.acr)
+        return _issue_code(provider, checked, pending, user, decision)
     if isinstance(decision, Refuse):
         provider.pending().drop(pending)
         error = REFUSALS[decision.error](decision.description)
@@ -190,6 +226,8 @@ def _carry_out(
     if isinstance(decision, SignIn):
         return _send_to_sign_in(checked, pending, reauth=decision.reauth)
     assert user is not None
+    if isinstance(decision, ChooseOrganisation):
+        return redirect(url_for("act_for.act_for", rid=pending.rid))
     if isinstance(decision, SelectAccount):
         page = render_template(
             "oauth/select_account.html",
@@ -269,25 +307,30 @@ def _error_to_client(provider: OAuthRuntime, checked: Checked, error: OAuth2Erro
 
 
 def _issue_code(
-    provider: OAuthRuntime, checked: Checked, pending: Pending, user: User, acr: str
+    provider: OAuthRuntime, checked: Checked, pending: Pending, user: User, decision: Issue
 ) -> Response:
     data = checked.data
     principal = _principal()
+    scopes = checked.scopes
+    if decision.authorisation is None:
+        # for themselves: no organisation context, whatever the client asked
+        scopes = [scope for scope in scopes if scope != ENTERPRISE_SCOPE]
     record = CodeRecord(
         client_id=checked.client.client_id,
         redirect_uri=checked.redirect_uri,
-        scope=" ".join(checked.scopes),
+        scope=" ".join(scopes),
         user_id=user.id,
         user_public_id=user.public_id,
         code_challenge=data["code_challenge"],
         code_challenge_method=data["code_challenge_method"],
         auth_time=principal.auth_time,
         amr=list(principal.amr),
-        acr=acr,
+        acr=decision.acr,
         sid=principal.sid,
         nonce=data.get("nonce") if "openid" in checked.scopes else None,
         claims=checked.claims,
         grant_id=uuid.uuid4().hex,
+        authorisation_id=decision.authorisation,
     )
     checked.oauth_request.code_record = record
     response: Response = provider.server.create_authorization_response(

@@ -4,7 +4,9 @@ Authlib validates the OAuth 2.0 part (client, exact ``redirect_uri``,
 ``response_type=code``, scopes, PKCE S256: ``grants.StrictPKCE``); then the OpenID
 Connect parameters are read: ``prompt``, ``max_age``, ``claims``, ``id_token_hint``,
 ``acr_values`` (an essential ``acr`` claim too); ``request`` / ``request_uri`` are
-refused as unsupported and only ``response_mode=query`` is served. The result,
+refused as unsupported and only ``response_mode=query`` is served. ``org_hint`` (a
+unified social credit code) preselects the organisation to act for
+(``idp.oauth.acting``). The result,
 ``Checked``, says what the request asks of the user (``Checked.ask``, the input of
 ``idp.oauth.decision``). A request that fails raises ``InvalidAuthorizationRequest``;
 the views show it as a page until the redirect URI is known to be registered
@@ -21,6 +23,7 @@ from authlib.oauth2.rfc6749 import OAuth2Error, OAuth2Payload, OAuth2Request
 from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from joserfc.errors import JoseError
 
+from idp.oauth.acting import normalised_hint, wants_org
 from idp.oauth.claims import (
     ClaimsRequestError,
     essential_acr_values,
@@ -98,6 +101,8 @@ class Checked:
     hint_subject: str | None
     acr_wanted: list[str]
     acr_essential: list[str] | None
+    # ``org_hint``: the credit code of the organisation to preselect, normalised
+    org_hint: str | None = None
 
     @property
     def data(self) -> dict[str, str]:
@@ -124,6 +129,8 @@ class Checked:
             essential_acr=None if self.acr_essential is None else tuple(self.acr_essential),
             client_min_level=self.client.min_level,
             first_party=self.client.first_party,
+            wants_org=wants_org(self.client, self.scopes),
+            requires_org=self.client.require_org,
         )
 
     def error(self, error: OAuth2Error) -> OAuth2Error:
@@ -178,6 +185,11 @@ def check(provider: OAuthRuntime, params: dict[str, list[str]]) -> Checked:
         hint_subject = _hint_subject(provider, data["id_token_hint"], client)
         if hint_subject is None:
             raise fail(InvalidRequestError("'id_token_hint' is not an ID token from us."))
+    org_hint = None
+    if "org_hint" in data:
+        org_hint = normalised_hint(data["org_hint"])
+        if org_hint is None:
+            raise fail(InvalidRequestError("'org_hint' must be a unified social credit code."))
     return Checked(
         oauth_request=oauth_request,
         grant=grant,
@@ -189,6 +201,7 @@ def check(provider: OAuthRuntime, params: dict[str, list[str]]) -> Checked:
         hint_subject=hint_subject,
         acr_wanted=data.get("acr_values", "").split(),
         acr_essential=essential_acr_values(claims),
+        org_hint=org_hint,
     )
 
 

@@ -30,6 +30,10 @@ SUPPORTED_CLAIMS = (
     "azp",
     "sid",
     *sorted({claim for claims in SCOPE_CLAIMS.values() for claim in claims}),
+    # acting for an organisation (scope enterprise, or a client that requires it):
+    # the organisation and RFC 8693's actor (idp.oauth.acting)
+    "org",
+    "act",
 )
 
 

@@ -83,6 +83,12 @@ def clients() -> None:
     type=click.Choice(DOCUMENT_NUMBER_RELEASES),
     help="How the realname scope releases the identity document number.",
 )
+@click.option(
+    "--require-org",
+    is_flag=True,
+    help="The client serves organisations only: users must act for one (never a "
+    "personal-only token).",
+)
 @click.option("--json", "as_json", is_flag=True)
 @with_app
 def create(
@@ -103,6 +109,7 @@ def create(
     sector: str | None,
     min_level: int,
     document_number_release: str,
+    require_org: bool,
     as_json: bool,
 ) -> None:
     """Register a client; prints it, and its secret once."""
@@ -130,6 +137,7 @@ def create(
         sector_identifier=sector,
         min_level=min_level,
         document_number_release=document_number_release,
+        require_org=require_org,
     )
     try:
         client, secret = OAuthRuntime.of().clients.create(db(), registration)
@@ -174,6 +182,11 @@ def list_clients(as_json: bool) -> None:
     type=click.Choice(DOCUMENT_NUMBER_RELEASES),
 )
 @click.option("--scope", default=None, help="Replaces the scopes the client may ask for.")
+@click.option(
+    "--require-org/--no-require-org",
+    default=None,
+    help="Whether users must act for an organisation (never a personal-only token).",
+)
 @click.option("--json", "as_json", is_flag=True)
 @with_app
 def update(
@@ -181,20 +194,26 @@ def update(
     min_level: int | None,
     document_number_release: str | None,
     scope: str | None,
+    require_org: bool | None,
     as_json: bool,
 ) -> None:
-    """Change a client's minimum real-name level, document-number release or scopes."""
+    """Change a client's minimum real-name level, document-number release, scopes or
+    whether it requires an organisation context."""
     changes = {
         name: value
         for name, value in (
             ("min_level", min_level),
             ("document_number_release", document_number_release),
             ("scope", scope),
+            ("require_org", require_org),
         )
         if value is not None
     }
     if not changes:
-        fail("nothing to change (give --min-level, --document-number or --scope)")
+        fail(
+            "nothing to change (give --min-level, --document-number, --scope or "
+            "--require-org/--no-require-org)"
+        )
     try:
         client = OAuthRuntime.of().clients.update(
             db(),
@@ -202,6 +221,7 @@ def update(
             min_level=min_level,
             document_number_release=document_number_release,
             scope=scope,
+            require_org=require_org,
         )
     except ClientError as exc:
         fail(str(exc))

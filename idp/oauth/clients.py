@@ -30,7 +30,16 @@ from idp.oauth.models import AuthMethod, Client, SubjectType
 SECRET_PREFIX = "dgcs_"
 SECRET_PURPOSE = "client-secret"
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
-STANDARD_SCOPES = ("openid", "profile", "email", "phone", "realname", "offline_access")
+# ``enterprise``: the person acts for an organisation (idp.oauth.acting; issue 12)
+STANDARD_SCOPES = (
+    "openid",
+    "profile",
+    "email",
+    "phone",
+    "realname",
+    "enterprise",
+    "offline_access",
+)
 DOCUMENT_NUMBER_RELEASES = ("masked", "full")
 DEFAULT_SCOPE = "openid profile email phone offline_access"
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{1,99}$")
@@ -64,6 +73,8 @@ class ClientInfo:
     first_party: bool
     min_level: int
     document_number_release: str
+    # the client serves organisations only: never a personal-only token (issue 12)
+    require_org: bool
     _secret_key: bytes = field(repr=False, compare=False)
 
     @classmethod
@@ -86,6 +97,7 @@ class ClientInfo:
             first_party=row.first_party,
             min_level=row.min_level,
             document_number_release=row.document_number_release,
+            require_org=row.require_org,
             _secret_key=secret_key,
         )
 
@@ -161,6 +173,7 @@ class ClientInfo:
             "first_party": self.first_party,
             "min_level": self.min_level,
             "document_number_release": self.document_number_release,
+            "require_org": self.require_org,
         }
 
 
@@ -185,6 +198,7 @@ class Registration:
     sector_identifier: str | None = None
     min_level: int = 1
     document_number_release: str = "masked"
+    require_org: bool = False
 
 
 class ClientRegistry:
@@ -273,6 +287,7 @@ class ClientRegistry:
         min_level: int | None = None,
         document_number_release: str | None = None,
         scope: str | None = None,
+        require_org: bool | None = None,
     ) -> ClientInfo:
         """Change what an operator may change after registration (checked as at
         registration); every worker sees it within ``client_cache_seconds``."""
@@ -292,6 +307,8 @@ class ClientRegistry:
             if not scopes or not all(_SCOPE_TOKEN.match(s) for s in scopes):
                 raise ClientError("scope: space-separated scope names")
             row.scope = " ".join(dict.fromkeys(scopes))
+        if require_org is not None:
+            row.require_org = require_org
         session.commit()
         self.forget(client_id)
         return ClientInfo.from_row(row, self._secret_key)
@@ -367,6 +384,7 @@ class ClientRegistry:
             first_party=request.first_party,
             min_level=request.min_level,
             document_number_release=request.document_number_release,
+            require_org=request.require_org,
         )
 
     def _check_uri(self, uri: str, what: str, *, allow_custom_scheme: bool) -> None:

@@ -3,8 +3,10 @@
 ``decide`` reads what the request asks (``Ask``), what the user already did for it
 (``Progress``) and the browser's sign-in (``SignedIn``, None without one), and answers
 one of: sign in (``SignIn``), choose an account (``SelectAccount``), raise the
-real-name level (``StepUp``), consent (``Consent``), issue a code with the ``acr``
-reached (``Issue``), or an error for the client (``Refuse``). With ``prompt=none`` each
+real-name level (``StepUp``), choose the organisation to act for
+(``ChooseOrganisation``), consent (``Consent``), issue a code with the ``acr`` reached
+and the organisation authorisation, if any (``Issue``), or an error for the client
+(``Refuse``). With ``prompt=none`` each
 interaction is an error instead. It reads no request, session, store or database:
 ``idp.oauth.authorize`` gathers the facts and carries the decision out, and
 tests/oauth/test_authorize_decision.py states every case as a table row.
@@ -21,13 +23,19 @@ In order:
    goes on with the ``acr`` reached.
 4. An essential ``acr`` claim that nothing satisfied:
    ``unmet_authentication_requirements``.
-5. Consent, for a third-party client: asked by ``prompt=consent``, or needed for
+5. The organisation (scope ``enterprise``, or a client that requires one): unless the
+   session acts under an authorisation that permits this client and scopes, choose
+   one (``prompt=none``: ``interaction_required``). Going on as oneself drops the
+   ``enterprise`` scope; for a client that requires an organisation it is
+   ``access_denied``.
+6. Consent, for a third-party client: asked by ``prompt=consent``, or needed for
    scopes not consented before.
-6. Issue.
+7. Issue.
 
-Two facts cost a query, and are read only when they matter: the account's level
-(``needs_level``) and whether a remembered consent covers the request
-(``needs_consent_lookup``); the caller may leave them at their defaults otherwise.
+Three facts cost a query, and are read only when they matter: the account's level
+(``needs_level``), whether a remembered consent covers the request
+(``needs_consent_lookup``) and the session's organisation authorisation
+(``Ask.wants_org``); the caller may leave them at their defaults otherwise.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ ACCOUNT_SELECTION_REQUIRED = "account_selection_required"
 INTERACTION_REQUIRED = "interaction_required"
 CONSENT_REQUIRED = "consent_required"
 UNMET_AUTHENTICATION_REQUIREMENTS = "unmet_authentication_requirements"
+ACCESS_DENIED = "access_denied"
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,10 @@ class Ask:
     essential_acr: tuple[str, ...] | None = None
     client_min_level: int = 1
     first_party: bool = False
+    # the scope ``enterprise``, or a client that requires an organisation
+    wants_org: bool = False
+    # the client never takes a personal-only token
+    requires_org: bool = False
 
     @property
     def requested_acr(self) -> tuple[str, ...]:
@@ -71,6 +84,8 @@ class Progress:
     consented: bool = False
     account_chosen: bool = False
     level_declined: bool = False
+    # the user chose to go on as themselves, not for an organisation
+    org_declined: bool = False
 
 
 @dataclass(frozen=True)
@@ -87,6 +102,9 @@ class SignedIn:
     level: int = 1
     # a remembered consent covers the request: read only when ``needs_consent_lookup``
     consent_covers: bool = False
+    # the public id of the session's organisation authorisation, when it is live and
+    # permits this client and scopes: read only when ``Ask.wants_org``
+    authorisation: str | None = None
 
 
 @dataclass(frozen=True)
@@ -111,15 +129,22 @@ class StepUp:
 
 
 @dataclass(frozen=True)
+class ChooseOrganisation:
+    """Let the user choose the organisation to act for (or themselves)."""
+
+
+@dataclass(frozen=True)
 class Consent:
     """Ask the user to consent to the client's request."""
 
 
 @dataclass(frozen=True)
 class Issue:
-    """Issue the authorization code, with the ``acr`` the sign-in reached."""
+    """Issue the authorization code, with the ``acr`` the sign-in reached and the
+    organisation authorisation the person acts under (None: for themselves)."""
 
     acr: str
+    authorisation: str | None = None
 
 
 @dataclass(frozen=True)
@@ -130,7 +155,7 @@ class Refuse:
     description: str | None = None
 
 
-Decision = SignIn | SelectAccount | StepUp | Consent | Issue | Refuse
+Decision = SignIn | SelectAccount | StepUp | ChooseOrganisation | Consent | Issue | Refuse
 
 
 def needs_level(ask: Ask, policy: AcrPolicy) -> bool:
@@ -169,9 +194,33 @@ def decide(
     achieved = policy.achieved(ask.requested_acr, amr, level)
     if ask.essential_acr and achieved not in ask.essential_acr:
         return _unmet()
+    authorisation = signed_in.authorisation if ask.wants_org else None
+    if ask.wants_org and authorisation is None:
+        choice = _organisation(ask, progress)
+        if choice is not None:
+            return choice
     if _needs_consent(ask, progress, signed_in):
         return _interact(ask, Consent(), Refuse(CONSENT_REQUIRED))
-    return Issue(acr=achieved)
+    return Issue(acr=achieved, authorisation=authorisation)
+
+
+def _organisation(ask: Ask, progress: Progress) -> Decision | None:
+    """The session acts for no organisation that fits the request: choose one, or
+    (having declined) go on as oneself, which a client requiring one refuses."""
+    if progress.org_declined:
+        if ask.requires_org:
+            return Refuse(
+                ACCESS_DENIED, "The service serves organisations only; the user chose none."
+            )
+        return None
+    return _interact(
+        ask,
+        ChooseOrganisation(),
+        Refuse(
+            INTERACTION_REQUIRED,
+            "The user must choose the organisation they act for interactively.",
+        ),
+    )
 
 
 def _interact(ask: Ask, interaction: Decision, refusal: Refuse) -> Decision:

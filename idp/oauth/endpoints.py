@@ -17,6 +17,7 @@ from flask import Blueprint, Flask, Response, request
 
 from accounts.people.models import UserStatus
 from idp.core.web import register_json_blueprint
+from idp.oauth.acting import OrgAuthority
 from idp.oauth.assurance import VERIFIED_CLAIM_NAMES, AcrPolicy, user_claims
 from idp.oauth.claims import SUPPORTED_CLAIMS, release, requested_names
 from idp.oauth.clients import STANDARD_SCOPES
@@ -89,6 +90,21 @@ def userinfo() -> Response:
     if client is None:
         return _bearer_error(401, "invalid_token", "the client no longer exists")
     body: dict[str, Any] = {"sub": claims["sub"]}
+    if grant.authorisation_id is not None:
+        # acting for an organisation: asked again now (an ended authorisation ends the
+        # grant), and described as it is now
+        authority = OrgAuthority.of(provider.accounts)
+        authorisation = authority.permitted(
+            grant.user_id, grant.authorisation_id, client.client_id, grant.scope.split()
+        )
+        if authorisation is None:
+            authority.end_grant(
+                provider.tokens(), grant.id, grant.authorisation_id, client.client_id, "userinfo"
+            )
+            return _bearer_error(
+                401, "invalid_token", "the organisation authorisation of the token has ended"
+            )
+        body.update(authority.claims(authorisation, claims["sub"]))
     body.update(
         release(
             user_claims(user, client, grant.claims, "userinfo"),

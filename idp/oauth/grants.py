@@ -1,10 +1,14 @@
 """Authlib grant types, extended: PKCE S256 for every client, codes that are consumed
-atomically, JWT access tokens, ID tokens and refresh-token rotation."""
+atomically, JWT access tokens, ID tokens and refresh-token rotation. A grant made while
+the person acts for an organisation is refused (code and refresh) once its
+authorisation no longer holds, and a client that requires an organisation never gets
+a personal-only token (``idp.oauth.acting``)."""
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from authlib.common.urls import add_params_to_uri
@@ -19,6 +23,7 @@ from authlib.oauth2.rfc6749.hooks import hooked
 from authlib.oauth2.rfc7636 import CodeChallenge
 
 from idp.core.runtime import db
+from idp.oauth.acting import OrgAuthority
 from idp.oauth.assurance import AcrPolicy, user_claims
 from idp.oauth.claims import release, requested_names, scopes_for
 from idp.oauth.clients import ClientInfo
@@ -54,11 +59,16 @@ def _user_tokens(
     *,
     nonce: str | None,
     refresh_token: str | None,
+    org: OrgClaims | None = None,
 ) -> dict[str, Any]:
-    """The token response for a user: access token, and ID token for ``openid``."""
+    """The token response for a user: access token, and ID token for ``openid``; with
+    ``org`` (acting for an organisation), both carry ``org`` and ``act``."""
     tokens = provider.tokens()
     subject = tokens.subject(client, grant.user_public_id)
-    access_token, expires_in = tokens.access_token(client, scope, subject=subject, grant=grant)
+    org_claims = org(subject) if org is not None else {}
+    access_token, expires_in = tokens.access_token(
+        client, scope, subject=subject, grant=grant, extra=org_claims
+    )
     response: dict[str, Any] = {
         "access_token": access_token,
         "token_type": "Bearer",
@@ -80,9 +90,54 @@ def _user_tokens(
                     allowed_scopes=client.scopes,
                 )
         response["id_token"] = tokens.id_token(
-            client, subject, grant, nonce=nonce, access_token=access_token, extra=extra
+            client,
+            subject,
+            grant,
+            nonce=nonce,
+            access_token=access_token,
+            extra={**extra, **org_claims},
         )
     return response
+
+
+OrgClaims = Callable[[str], dict[str, Any]]  # the person's sub -> ``org`` and ``act``
+
+
+class PersonalTokenRefused(InvalidGrantError):  # type: ignore[misc]
+    """A client that requires an organisation context asked for a personal grant."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This service serves organisations only: sign in again and choose the "
+            "organisation you act for."
+        )
+
+
+def _org_claims(
+    provider: OAuthRuntime,
+    client: ClientInfo,
+    grant_id: str | None,
+    user_id: int,
+    authorisation_id: str | None,
+    scope: str,
+    where: str,
+) -> OrgClaims | None:
+    """For a grant acting for an organisation, the claims to add, once the
+    authorisation was asked again (else ``InvalidGrantError``, audited, and the grant
+    revoked); None for a personal grant, which a ``require_org`` client never gets."""
+    if authorisation_id is None:
+        if client.require_org:
+            raise PersonalTokenRefused()
+        return None
+    authority = OrgAuthority.of(provider.accounts)
+    authorisation = authority.permitted(user_id, authorisation_id, client.client_id, scope.split())
+    if authorisation is None:
+        authority.end_grant(provider.tokens(), grant_id, authorisation_id, client.client_id, where)
+        raise InvalidGrantError(
+            "The organisation authorisation this sign-in acts under has ended, or does not "
+            "cover this service."
+        )
+    return lambda subject: authority.claims(authorisation, subject)
 
 
 def _consent_still_given(provider: OAuthRuntime, client: ClientInfo, record: CodeRecord) -> bool:
@@ -169,6 +224,9 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
         provider = self.server.provider
         if not client.first_party and not _consent_still_given(provider, client, record):
             raise InvalidGrantError("The user withdrew the client's access.")
+        org = _org_claims(
+            provider, client, None, user_id, record.authorisation_id, record.scope, "token"
+        )
         tokens = provider.tokens()
         grant = tokens.create_grant(record)
         if grant.revoked_at is not None:
@@ -178,7 +236,13 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
         if "offline_access" in record.scope.split() and client.check_grant_type("refresh_token"):
             refresh = tokens.new_refresh_token(grant)
         response = _user_tokens(
-            provider, client, grant, record.scope, nonce=record.nonce, refresh_token=refresh
+            provider,
+            client,
+            grant,
+            record.scope,
+            nonce=record.nonce,
+            refresh_token=refresh,
+            org=org,
         )
         db().commit()
         log.info(
@@ -237,12 +301,16 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
                 "The account no longer has the real-name level this grant was issued for; "
                 "sign the user in again."
             )
+        grant = issued.grant
+        org = _org_claims(
+            provider, client, grant.id, grant.user_id, grant.authorisation_id, scope, "refresh"
+        )
         try:
             refresh = tokens.rotate(issued)
         except RefreshTokenReused:
             raise InvalidGrantError("The refresh token was already used.") from None
         response = _user_tokens(
-            provider, client, issued.grant, scope, nonce=None, refresh_token=refresh
+            provider, client, issued.grant, scope, nonce=None, refresh_token=refresh, org=org
         )
         db().commit()
         return 200, response, self.TOKEN_RESPONSE_HEADER

@@ -1,8 +1,11 @@
 """Token introspection (RFC 7662) and revocation (RFC 7009) on Authlib's endpoints.
 
 Access tokens are JWTs: introspection checks the signature (cached per worker), the
-expiry and the revocation list in the store, and needs no database. Refresh tokens
-are looked up by their MAC and are only described to the client they were issued to.
+expiry and the revocation list in the store, and needs no database, except for a token
+acting for an organisation (``org`` claim): its authorisation is asked again (one
+SELECT), and once it has ended the token is inactive and its grant revoked. Refresh
+tokens are looked up by their MAC and are only described to the client they were
+issued to.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 from authlib.oauth2 import rfc7009, rfc7662
 
 from idp.core.runtime import db
+from idp.oauth.acting import OrgAuthority
 from idp.oauth.clients import ClientInfo
 from idp.oauth.grants import ALL_AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS
 from idp.oauth.server import IdpAuthorizationServer, OAuthRuntime
@@ -46,9 +50,40 @@ def _find(provider: OAuthRuntime, token: str) -> FoundToken | None:
         grant = described.pop("grant")
         return FoundToken("refresh_token", grant.client_id, described, grant.id)
     claims = provider.verifier.claims(token)
-    if claims is None:
+    if claims is None or not _authorisation_holds(provider, claims):
         return None
     return FoundToken("access_token", str(claims.get("client_id")), claims, claims.get("gid"))
+
+
+def acting_authorisation(claims: dict[str, Any]) -> str | None:
+    """The organisation authorisation an access token acts under, if any."""
+    org = claims.get("org")
+    if not isinstance(org, dict):
+        return None
+    authorisation = org.get("authorisation")
+    return authorisation if isinstance(authorisation, str) else None
+
+
+def _authorisation_holds(provider: OAuthRuntime, claims: dict[str, Any]) -> bool:
+    """A personal token, or one whose organisation authorisation still holds. The
+    token was signed after its authorisation was checked to be the person's, so the
+    authorisation alone is asked (one SELECT); an ended one ends the grant."""
+    authorisation_id = acting_authorisation(claims)
+    if authorisation_id is None:
+        return True
+    client_id = str(claims.get("client_id"))
+    authority = OrgAuthority.of(provider.accounts)
+    if authority.permitted(None, authorisation_id, client_id, str(claims.get("scope")).split()):
+        return True
+    grant_id = claims.get("gid")
+    authority.end_grant(
+        provider.tokens(),
+        grant_id if isinstance(grant_id, str) else None,
+        authorisation_id,
+        client_id,
+        "introspection",
+    )
+    return False
 
 
 def access_token_introspection(claims: dict[str, Any]) -> dict[str, Any]:
@@ -65,7 +100,7 @@ def access_token_introspection(claims: dict[str, Any]) -> dict[str, Any]:
         "iat": claims.get("iat"),
         "jti": claims.get("jti"),
     }
-    for extra in ("auth_time", "acr", "amr", "sid"):
+    for extra in ("auth_time", "acr", "amr", "sid", "org", "act"):
         if extra in claims:
             payload[extra] = claims[extra]
     return payload

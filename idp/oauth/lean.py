@@ -45,7 +45,7 @@ from idp.core.web import (
     request_id_from,
     security_headers,
 )
-from idp.oauth.introspection import access_token_introspection
+from idp.oauth.introspection import access_token_introspection, acting_authorisation
 from idp.oauth.server import JSON_HEADERS, OAuthRuntime
 from idp.oauth.tokens import REFRESH_PREFIX
 
@@ -188,6 +188,8 @@ class LeanEndpoints:
             claims = provider.verifier.claims(token)
         except Exception:  # noqa: BLE001 - the full path answers it (503, or a logged 500)
             return None
+        if claims is not None and acting_authorisation(claims) is not None:
+            return None  # acting for an organisation: the full path asks the authorisation
         body = json.dumps(
             access_token_introspection(claims) if claims else {"active": False},
             separators=(",", ":"),

@@ -1,6 +1,7 @@
 """Authorization requests waiting for the user (signing in, choosing an account,
-raising the real-name level, consenting): kept in the store as ``authz:<rid>`` for
-10 minutes and validated again when they resume at ``/authorize/continue``."""
+raising the real-name level, choosing an organisation, consenting): kept in the store
+as ``authz:<rid>`` for 10 minutes and validated again when they resume at
+``/authorize/continue``."""
 
 from __future__ import annotations
 
@@ -25,6 +26,10 @@ class Pending:
     account_chosen: bool = False
     # the user chose to go on without the real-name level the client prefers
     level_declined: bool = False
+    # the user chose an organisation for this request (an org_hint no longer insists)
+    org_chosen: bool = False
+    # the user chose to go on as themselves
+    org_declined: bool = False
     rid: str = field(default_factory=lambda: secrets.token_urlsafe(24))
 
     @property
@@ -34,6 +39,7 @@ class Pending:
             consented=self.consented,
             account_chosen=self.account_chosen,
             level_declined=self.level_declined,
+            org_declined=self.org_declined,
         )
 
 

@@ -107,6 +107,8 @@ class CodeRecord:
     nonce: str | None
     claims: dict[str, Any] | None
     grant_id: str
+    # the organisation authorisation the person acts under (None: for themselves)
+    authorisation_id: str | None = None
 
     # -- Authlib's AuthorizationCodeMixin
     def get_redirect_uri(self) -> str:
@@ -138,6 +140,11 @@ class GrantData:
     expires_at: datetime
     revoked_at: datetime | None
     revoked_reason: str | None
+    # the organisation authorisation the person acts under (None: for themselves)
+    authorisation_id: str | None = None
+    # RFC 8693: the exchanged grant and the ``act`` chain
+    parent_grant_id: str | None = None
+    act: dict[str, Any] | None = None
 
 
 _GRANT_FIELDS = [column.key for column in Grant.__table__.columns]
@@ -300,6 +307,9 @@ class TokenService:
             "expires_at": now + timedelta(seconds=self._settings.refresh_token_max_lifetime),
             "revoked_at": None,
             "revoked_reason": None,
+            "authorisation_id": record.authorisation_id,
+            "parent_grant_id": None,
+            "act": None,
         }
         if self._revocations.grant_marked(record.grant_id):
             # the code was replayed while this redemption was under way
@@ -345,7 +355,10 @@ class TokenService:
         *,
         subject: str,
         grant: Grant | GrantData | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> tuple[str, int]:
+        """A JWT access token; ``extra`` claims (``org``, ``act``) are added last and
+        never replace a registered one."""
         now = int(self._clock.now().timestamp())
         lifetime = self._settings.access_token_lifetime
         claims: dict[str, Any] = {
@@ -368,6 +381,8 @@ class TokenService:
                 claims["acr"] = grant.acr
             if grant.sid:
                 claims["sid"] = grant.sid
+        for name, value in (extra or {}).items():
+            claims.setdefault(name, value)
         return self._keys.sign(claims, typ=ACCESS_TOKEN_TYP), lifetime
 
     def revoke_access_token(self, claims: dict[str, Any]) -> None:

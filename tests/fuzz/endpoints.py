@@ -48,6 +48,7 @@ AUTHZ = (
     "response_mode",
     "request",
     "request_uri",
+    "org_hint",
 )
 TOKEN = (
     "grant_type",
@@ -120,6 +121,7 @@ TARGETS: dict[str, list[Target]] = {
         Target("/account/totp/disable", ("GET", "POST"), Kind.PAGE, (*FORM, "password")),
         Target("/account/services", ("GET",), Kind.PAGE),
         Target("/account/services/revoke", ("POST",), Kind.PAGE, (*FORM, "client_id")),
+        Target("/account/act-for", ("GET", "POST"), Kind.PAGE, (*FORM, "authorisation")),
         Target("/account/realname", ("GET", "POST"), Kind.PAGE, REALNAME),
         Target("/account/realname/phone", ("GET", "POST"), Kind.PAGE, REALNAME),
         Target("/account/realname/phone/code", ("GET", "POST"), Kind.PAGE, REALNAME),

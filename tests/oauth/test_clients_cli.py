@@ -34,3 +34,20 @@ def test_a_client_minimum_level_and_document_number_release(env: dict[str, str])
     missing = run(["clients", "update", "nobody", "--min-level", "2"], env)
     assert missing.returncode == 1
     assert "no client" in missing.stderr
+
+
+def test_a_client_that_requires_an_organisation(env: dict[str, str]) -> None:
+    assert run(["init"], env).returncode == 0
+    base = ["clients", "create", "--client-id", "corp", "--redirect-uri", "https://corp.example/cb"]
+    created = run([*base, "--require-org", "--json"], env)
+    assert created.returncode == 0, created.stderr
+    assert json.loads(created.stdout)["require_org"] is True
+    plain = run([*base[:3], "plain", *base[4:], "--json"], env)
+    assert json.loads(plain.stdout)["require_org"] is False
+
+    updated = run(["clients", "update", "corp", "--no-require-org", "--json"], env)
+    assert updated.returncode == 0, updated.stderr
+    assert json.loads(updated.stdout)["require_org"] is False
+    run(["clients", "update", "plain", "--require-org"], env)
+    listed = {c["client_id"]: c for c in json.loads(run(["clients", "list", "--json"], env).stdout)}
+    assert (listed["corp"]["require_org"], listed["plain"]["require_org"]) == (False, True)
