@@ -65,7 +65,7 @@ def access_token_introspection(claims: dict[str, Any]) -> dict[str, Any]:
         "iat": claims.get("iat"),
         "jti": claims.get("jti"),
     }
-    for extra in ("auth_time", "acr", "amr", "sid"):
+    for extra in ("auth_time", "acr", "amr", "sid", "act"):  # act: RFC 8693 2.1
         if extra in claims:
             payload[extra] = claims[extra]
     return payload
