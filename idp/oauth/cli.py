@@ -83,6 +83,12 @@ def clients() -> None:
     type=click.Choice(DOCUMENT_NUMBER_RELEASES),
     help="How the realname scope releases the identity document number.",
 )
+@click.option(
+    "--exchange-audience",
+    "exchange_audiences",
+    multiple=True,
+    help="A client this one may exchange received tokens for (RFC 8693; repeat for several).",
+)
 @click.option("--json", "as_json", is_flag=True)
 @with_app
 def create(
@@ -103,6 +109,7 @@ def create(
     sector: str | None,
     min_level: int,
     document_number_release: str,
+    exchange_audiences: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Register a client; prints it, and its secret once."""
@@ -130,6 +137,7 @@ def create(
         sector_identifier=sector,
         min_level=min_level,
         document_number_release=document_number_release,
+        exchange_audiences=exchange_audiences,
     )
     try:
         client, secret = OAuthRuntime.of().clients.create(db(), registration)
@@ -174,6 +182,13 @@ def list_clients(as_json: bool) -> None:
     type=click.Choice(DOCUMENT_NUMBER_RELEASES),
 )
 @click.option("--scope", default=None, help="Replaces the scopes the client may ask for.")
+@click.option(
+    "--exchange-audience",
+    "exchange_audiences",
+    multiple=True,
+    help="Replaces the clients this one may exchange tokens for (repeat for several).",
+)
+@click.option("--no-exchange-audiences", is_flag=True, help="The client may exchange no token.")
 @click.option("--json", "as_json", is_flag=True)
 @with_app
 def update(
@@ -181,10 +196,13 @@ def update(
     min_level: int | None,
     document_number_release: str | None,
     scope: str | None,
+    exchange_audiences: tuple[str, ...],
+    no_exchange_audiences: bool,
     as_json: bool,
 ) -> None:
-    """Change a client's minimum real-name level, document-number release or scopes."""
-    changes = {
+    """Change a client's minimum real-name level, document-number release, scopes or
+    exchange audiences."""
+    changes: dict[str, object] = {
         name: value
         for name, value in (
             ("min_level", min_level),
@@ -193,8 +211,16 @@ def update(
         )
         if value is not None
     }
+    if exchange_audiences and no_exchange_audiences:
+        fail("give --exchange-audience or --no-exchange-audiences, not both")
+    audiences = () if no_exchange_audiences else exchange_audiences or None
+    if audiences is not None:
+        changes["exchange_audiences"] = list(audiences)
     if not changes:
-        fail("nothing to change (give --min-level, --document-number or --scope)")
+        fail(
+            "nothing to change (give --min-level, --document-number, --scope or "
+            "--exchange-audience)"
+        )
     try:
         client = OAuthRuntime.of().clients.update(
             db(),
@@ -202,6 +228,7 @@ def update(
             min_level=min_level,
             document_number_release=document_number_release,
             scope=scope,
+            exchange_audiences=audiences,
         )
     except ClientError as exc:
         fail(str(exc))
