@@ -208,10 +208,10 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):  # type: 
         claims = provider.verifier.claims(str(subject_token))
         if claims is None:
             raise InvalidGrantError("The subject token is invalid, expired or revoked.")
+        parent, user = self._parent(provider, claims)
         aud = claims.get("aud")
         if client.client_id not in (aud if isinstance(aud, list) else [aud]):
             raise InvalidGrantError("The subject token was not issued to this client.")
-        parent, user = self._parent(provider, claims)
         act = {"sub": client.client_id}
         if isinstance(claims.get("act"), dict):
             act["act"] = claims["act"]
