@@ -21,7 +21,7 @@ from accounts.container import Accounts
 from accounts.organisations.authorisations import Scope
 from idp.core.clock import FrozenClock
 from idp.core.runtime import db
-from idp.oauth.exchange import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE
+from idp.oauth.exchange import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE, TokenExchangeGrant
 from idp.oauth.models import Grant
 from idp.oauth.server import OAuthRuntime
 from tests.accounts.test_authorisations import REP_ID, REP_NAME, _verified, registry
@@ -402,3 +402,30 @@ def test_exchange_audiences_from_the_command_line(env: dict[str, str]) -> None:
     assert itself.returncode == 1
     cleared = run([*update, "--no-exchange-audiences"], env)
     assert json.loads(cleared.stdout)["exchange_audiences"] == []
+
+
+def test_an_exchange_racing_with_the_revocation_of_its_parent(
+    app: Flask, client: FlaskClient, services: dict[str, RP], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The parent is revoked after the exchange checked it, and the revocation looked
+    for exchanged grants before this one was committed: the exchange must see it."""
+    a = services["a"]
+    token = signed_in(a, client)["access_token"]
+    checked = TokenExchangeGrant._checked
+
+    def revoked_meanwhile(grant: TokenExchangeGrant, requester: Any) -> Any:
+        found = checked(grant, requester)
+        with app.app_context():  # another request's transaction, committed
+            db().execute(
+                update(Grant)
+                .where(Grant.id == claims_of(token)["gid"])
+                .values(revoked_at=OAuthRuntime.of().core.clock.now(), revoked_reason="test")
+            )
+            db().commit()
+        return found
+
+    monkeypatch.setattr(TokenExchangeGrant, "_checked", revoked_meanwhile)
+    refused(exchange(a, client, token, audience="svc-b"), "invalid_grant")
+    with app.app_context():
+        child = db().query(Grant).filter(Grant.parent_grant_id == claims_of(token)["gid"]).one()
+        assert child.revoked_at is not None
