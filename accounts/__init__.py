@@ -17,6 +17,7 @@ from flask import Flask
 from accounts.container import AccountAdapters, Accounts
 from accounts.credentials import signin as credentials_signin
 from accounts.credentials import views as credentials_views
+from accounts.organisations import views as organisations_views
 from accounts.organisations.cli import COMMANDS as ORGANISATIONS
 from accounts.people import views as people_views
 from accounts.people.cli import COMMANDS as PEOPLE
@@ -38,7 +39,13 @@ def init_app(app: Flask, core: Runtime, adapters: AccountAdapters | None = None)
     for method in credentials_signin.methods(accounts, methods.flow.count):
         methods.register(method)
     account_disabled.connect(end_disabled_accounts_sessions, weak=False)
-    for views in (people_views, credentials_views, realname_views, staff_views):
+    for views in (
+        people_views,
+        credentials_views,
+        realname_views,
+        staff_views,
+        organisations_views,
+    ):
         views.init_app(app)
     for command in COMMANDS:
         app.cli.add_command(command)

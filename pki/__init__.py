@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from flask import Flask
 
+from accounts.organisations.certificates import register_certificate_source
 from idp.core.runtime import Runtime
 from idp.core.signin import SignInMethods
 from pki import views
 from pki.cli import COMMANDS
 from pki.container import Pki
+from pki.organisations import organisation_certificates
 from pki.revocation import RevocationChecker
 from pki.signin import CertificateMethod
 
@@ -29,6 +31,7 @@ def init_app(app: Flask, core: Runtime, *, background: bool = False) -> Pki:
     pki.install(app)
     SignInMethods.of(app).register(CertificateMethod())
     views.init_app(app)
+    register_certificate_source(app, organisation_certificates)
     for command in COMMANDS:
         app.cli.add_command(command)
     return pki

@@ -39,7 +39,7 @@ from accounts.organisations.models import (
 )
 from accounts.organisations.services import InvalidUscc, OrganisationService
 from accounts.people.models import User
-from accounts.realname.services import RealNameService, checked_document
+from accounts.realname.services import RealNameService, VerificationMethod, checked_document
 from idp.core.audit.services import FAILURE, AuditLog
 from idp.core.clock import Clock
 
@@ -250,6 +250,66 @@ class AuthorisationService:
             details={
                 "role": Role.LEGAL_REPRESENTATIVE.value,
                 "authorisation": authorisation.public_id,
+            },
+        )
+        self._session.commit()
+        return authorisation
+
+    def claim_by_certificate(
+        self,
+        user: User,
+        organisation: Organisation,
+        *,
+        source: str,
+        evidence_ref: str,
+        expires_at: datetime,
+    ) -> Authorisation:
+        """An enterprise certificate (validated through the bridge, its credit code the
+        organisation's) signed ``user`` in: the organisation reaches level 5 until the
+        certificate's end, and ``user`` administers it (the registry, not a
+        certificate, names the legal representative)."""
+        history = self._realname.history(organisation)
+        if not any(v.evidence_ref == evidence_ref and v.ended_at is None for v in history):
+            self._realname.record_verification(
+                organisation,
+                method=VerificationMethod.CERTIFICATE,
+                level=5,
+                source=source,
+                evidence_ref=evidence_ref,
+                actor=user.subject,
+                expires_at=expires_at,
+            )
+        for row in self.live_for(user):
+            if row.organisation_id == organisation.id and row.role in (
+                Role.LEGAL_REPRESENTATIVE,
+                Role.ADMINISTRATOR,
+            ):
+                return row
+        now = self._clock.now()
+        authorisation = Authorisation(
+            organisation_id=organisation.id,
+            user_id=user.id,
+            role=Role.ADMINISTRATOR,
+            status=AuthorisationStatus.ACTIVE,
+            all_services=True,
+            clients=[],
+            scopes=[],
+            starts_at=now,
+            ends_at=None,
+            granted_by=None,
+            created_at=now,
+            confirmed_at=now,
+        )
+        self._session.add(authorisation)
+        self._session.flush()
+        self._audit.record(
+            "org.claim",
+            subject=organisation.subject,
+            actor=user.subject,
+            details={
+                "role": Role.ADMINISTRATOR.value,
+                "authorisation": authorisation.public_id,
+                "by": "certificate",
             },
         )
         self._session.commit()

@@ -126,6 +126,14 @@ class OrganisationService:
     def get(self, public_id: str) -> Organisation | None:
         return self._session.scalar(select(Organisation).where(Organisation.public_id == public_id))
 
+    def all(self, limit: int = 1000) -> list[Organisation]:
+        """Organisations in the order they were first recorded (the operators' list)."""
+        return list(
+            self._session.scalars(
+                select(Organisation).order_by(Organisation.created_at, Organisation.id).limit(limit)
+            )
+        )
+
     def level(self, organisation: Organisation) -> int:
         return self._realname.level(organisation)
 

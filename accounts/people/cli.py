@@ -9,6 +9,7 @@ import click
 from accounts.container import Accounts
 from accounts.errors import AccountError
 from accounts.people.models import User, UserStatus
+from accounts.staff.services import DEFAULT_ROLES
 from idp.core.cli_support import echo_json, fail, with_app
 
 
@@ -100,11 +101,18 @@ def _find(username: str) -> User:
 @users.command("staff")
 @click.argument("username")
 @click.option("--department", default=None, help="The department the account works for.")
+@click.option(
+    "--role", "roles", multiple=True, metavar="ROLE",
+    help="counter_verifier (the default), level_administrator, client_administrator.",
+)  # fmt: skip
 @click.option("--revoke", is_flag=True, help="End the account's staff role.")
 @with_app
-def users_staff(username: str, department: str | None, revoke: bool) -> None:
-    """Make an account government staff of a department (it may then verify people at
-    a service counter), or end that with --revoke. Audited."""
+def users_staff(
+    username: str, department: str | None, roles: tuple[str, ...], revoke: bool
+) -> None:
+    """Make an account government staff of a department with roles (counter_verifier
+    unless --role says otherwise), or end that with --revoke. Staff functions also need
+    the staff member's own level 4 and a second factor. Audited."""
     if revoke == (department is not None):
         raise click.UsageError("give either --department NAME or --revoke")
     user = _find(username)
@@ -116,9 +124,9 @@ def users_staff(username: str, department: str | None, revoke: bool) -> None:
             stored = (
                 Accounts.of()
                 .staff_service(actor="cli")
-                .appoint(user, department or "", actor="cli")
+                .appoint(user, department or "", actor="cli", roles=roles or DEFAULT_ROLES)
             )
-            click.echo(f"{user.username} is staff of {stored}")
+            click.echo(f"{user.username} is staff of {stored} ({', '.join(user.staff_roles)})")
     except AccountError as exc:
         fail(str(exc))
 

@@ -21,8 +21,8 @@ from accounts.people.models import User, UserStatus
 from accounts.realname.errors import InvalidReference, OwnAccount
 from accounts.realname.models import Verification, VerificationMethod
 from accounts.realname.services import DocumentClaim, RealNameService
-from accounts.staff.errors import NotStaff
-from accounts.staff.services import _clean_text, staff_actor
+from accounts.staff.errors import NotStaff, StaffNeedsRole
+from accounts.staff.services import StaffRole, _clean_text, has_role, staff_actor
 
 COUNTER_LEVEL = 5
 
@@ -62,6 +62,9 @@ class CounterService:
         if staff.staff_department is None or staff.status is not UserStatus.ACTIVE:
             self._refuse(user, actor, "not_staff")
             raise NotStaff()
+        if not has_role(staff, StaffRole.COUNTER_VERIFIER):
+            self._refuse(user, actor, "no_role")
+            raise StaffNeedsRole(role=StaffRole.COUNTER_VERIFIER.value)
         if staff.id == user.id:
             self._refuse(user, actor, "own_account")
             raise OwnAccount()

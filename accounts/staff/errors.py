@@ -13,3 +13,25 @@ class NotStaff(AccountError):
 
 class InvalidDepartment(AccountError):
     default_message = N_("Enter the department's name (at most 100 characters).")
+
+
+class InvalidStaffRole(AccountError):
+    default_message = N_(
+        "A staff role is one of counter_verifier, level_administrator and client_administrator."
+    )
+
+
+class StaffNeedsRole(AccountError):
+    default_message = N_("Your staff account does not have the %(role)s role.")
+
+
+class StaffLevelTooLow(AccountError):
+    default_message = N_(
+        "Staff functions need your own identity verified to real-name level %(level)d or higher."
+    )
+
+
+class StaffNeedsSecondFactor(AccountError):
+    default_message = N_(
+        "Staff pages need a second factor: sign out, then sign in with your authenticator app."
+    )

@@ -21,8 +21,8 @@ from accounts.identifiers import mask
 from accounts.people.models import User
 from accounts.people.session import current_user, login_required
 from accounts.realname.errors import InvalidDocument, InvalidName, InvalidReference, OwnAccount
-from accounts.staff.errors import NotStaff
-from accounts.staff.services import staff_actor
+from accounts.staff.errors import NotStaff, StaffNeedsSecondFactor
+from accounts.staff.services import StaffRole, check_staff, staff_actor
 from accounts.web import error_message
 from idp.core.runtime import Runtime
 from idp.core.throttle import RateLimit, Throttled
@@ -55,9 +55,17 @@ class CounterForm(FlaskForm):  # type: ignore[misc]
 
 
 def _refusal(user: User) -> ResponseReturnValue | None:
-    """Why this signed-in account may not use the staff pages, as a 403 page; None if it may."""
+    """Why this signed-in account may not use the counter page, as a 403 page; None if
+    it may (``check_staff``: staff, the counter_verifier role, level 4, a second factor)."""
     title = _("Staff only")
-    if user.staff_department is None:
+    try:
+        check_staff(
+            user,
+            StaffRole.COUNTER_VERIFIER,
+            amr=list(session.get("amr", [])),
+            level_of=Accounts.of().realname_service().level,
+        )
+    except NotStaff:
         return error_response(
             403,
             _(
@@ -67,7 +75,7 @@ def _refusal(user: User) -> ResponseReturnValue | None:
             error="access_denied",
             title=title,
         )
-    if "otp" not in session.get("amr", []):
+    except StaffNeedsSecondFactor:
         if user.has_totp:
             message = _(
                 "Staff pages need a second factor: sign out, then sign in with your "
@@ -79,6 +87,8 @@ def _refusal(user: User) -> ResponseReturnValue | None:
                 "account, then sign in with your authenticator app."
             )
         return error_response(403, message, error="access_denied", title=title)
+    except AccountError as exc:  # the role, or the staff member's own level
+        return error_response(403, _(exc.message, **exc.params), error="access_denied", title=title)
     return None
 
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import threading
 from datetime import timedelta
+from typing import Any
 
 import pyotp
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 
 from accounts.container import Accounts
+from accounts.identifiers import id_check_char
 from accounts.realname.counter import REPLACED_REASON
 from accounts.realname.errors import (
     IdentityTaken,
@@ -22,7 +24,9 @@ from accounts.realname.errors import (
     OwnAccount,
 )
 from accounts.realname.models import Identity, Verification, VerificationMethod
-from accounts.staff.errors import InvalidDepartment, NotStaff
+from accounts.realname.services import DocumentClaim
+from accounts.staff.errors import InvalidDepartment, InvalidStaffRole, NotStaff, StaffNeedsRole
+from accounts.staff.services import STAFF_LEVEL, StaffRole
 from idp.core.clock import FrozenClock
 from idp.core.runtime import Runtime, db
 from tests.accounts.test_realname import (
@@ -30,7 +34,6 @@ from tests.accounts.test_realname import (
     ALICE_NAME,
     BOB_ID,
     audit_events,
-    count,
     level,
     load_registry,
     user_named,
@@ -42,11 +45,47 @@ from tests.support import text as body
 DEPARTMENT = "东莞市政务服务数据管理局"
 
 
-def appoint(app: Flask, username: str, department: str = DEPARTMENT) -> None:
+STAFF_SOURCE = "face:test"  # the staff's own level-4 record (``appoint``)
+# verifications of the citizens, not the staff's own
+STAFF_USERS = select(Verification.user_id).where(Verification.source == STAFF_SOURCE)
+CITIZENS = Verification.user_id.not_in(STAFF_USERS)
+
+
+def count(app: Flask, model: Any) -> int:
+    """Rows of ``model`` (verifications, identities) that are not the staff's own."""
+    with app.app_context():
+        staff = select(Verification.user_id).where(Verification.source == STAFF_SOURCE)
+        query = select(func.count()).select_from(model).where(model.user_id.not_in(staff))
+        return int(db().scalar(query) or 0)
+
+
+def citizen_events(app: Flask) -> list[Any]:
+    """``realname.verify`` events but the staff's own (their face record)."""
+    return [
+        event
+        for event in audit_events(app, "realname.verify")
+        if event.details.get("method") != VerificationMethod.FACE.value
+    ]
+
+
+def appoint(
+    app: Flask, username: str, department: str = DEPARTMENT, *, level: int = STAFF_LEVEL
+) -> None:
+    """Make ``username`` counter staff, at their own real-name ``level`` (staff functions
+    need level 4: here a face check recorded directly, with a number of their own)."""
     with app.app_context():
         user = Accounts.of().account_service().find_by_username(username)
         assert user is not None
         Accounts.of().staff_service(actor="test").appoint(user, department, actor="test")
+        if level >= 2:
+            digits = f"44190019800101{user.id % 1000:03d}"
+            Accounts.of().realname_service().record_verification(
+                user,
+                method=VerificationMethod.FACE,
+                level=level,
+                source=STAFF_SOURCE,
+                document=DocumentClaim.checked("职员", digits + id_check_char(digits)),
+            )
 
 
 def at_counter(
@@ -88,7 +127,7 @@ def test_a_counter_check_gives_level_5_with_its_record(
     assert level(app, "alice") == 5
     clerk = user_named(app, "clerk")
     with app.app_context():
-        stored = db().scalar(select(Verification))
+        stored = db().scalar(select(Verification).where(CITIZENS))
         assert stored is not None
         assert (stored.method, stored.level) == (VerificationMethod.COUNTER, 5)
         assert stored.source == f"counter:{DEPARTMENT}"
@@ -96,12 +135,12 @@ def test_a_counter_check_gives_level_5_with_its_record(
         assert stored.evidence_ref == "T-2026-0001"
         days = Runtime.of().settings.counter_level_valid_days
         assert stored.expires_at == clock.now() + timedelta(days=days)
-        identity = db().scalar(select(Identity))
+        identity = db().scalar(select(Identity).where(Identity.user_id.not_in(STAFF_USERS)))
         assert identity is not None
         assert identity.verified_number_index == identity.number_index
         assert Accounts.of().realname_service().number_of(identity) == ALICE_ID
         assert Accounts.of().realname_service().name_of(identity) == ALICE_NAME
-    (event,) = audit_events(app, "realname.verify")
+    (event,) = citizen_events(app)
     assert (event.outcome, event.actor) == ("success", f"staff:{clerk.public_id}")
     assert event.details["method"] == "counter"
     for secret in (ALICE_ID, ALICE_ID[:17], ALICE_NAME):
@@ -124,7 +163,7 @@ def test_only_staff_may_verify(app: Flask, people: None) -> None:
         at_counter(app, "alice", staff="mallory")
     assert level(app, "alice") == 1
     assert count(app, Identity) == 0
-    (event,) = audit_events(app, "realname.verify")
+    (event,) = citizen_events(app)
     mallory = user_named(app, "mallory")
     assert (event.outcome, event.details["reason"]) == ("failure", "not_staff")
     assert event.actor == f"staff:{mallory.public_id}"
@@ -161,7 +200,7 @@ def test_departments_are_checked(app: Flask, people: None) -> None:
 def test_staff_cannot_verify_their_own_account(app: Flask, people: None) -> None:
     with pytest.raises(OwnAccount):
         at_counter(app, "clerk")
-    assert level(app, "clerk") == 1
+    assert level(app, "clerk") == STAFF_LEVEL  # their own record, nothing more
     assert count(app, Identity) == 0
 
 
@@ -208,7 +247,9 @@ def test_the_same_document_again_keeps_the_earlier_verifications(app: Flask, peo
     verify(app, "alice", ALICE_NAME, ALICE_ID)
     at_counter(app, "alice")
     with app.app_context():
-        verifications = list(db().scalars(select(Verification).order_by(Verification.id)))
+        verifications = list(
+            db().scalars(select(Verification).where(CITIZENS).order_by(Verification.id))
+        )
         assert [(v.level, v.ended_at) for v in verifications] == [(3, None), (5, None)]
     assert count(app, Identity) == 1
 
@@ -223,14 +264,16 @@ def test_the_counter_replaces_a_wrong_identity(
     at_counter(app, "alice")
     assert level(app, "alice") == 5
     with app.app_context():
-        verifications = list(db().scalars(select(Verification).order_by(Verification.id)))
+        verifications = list(
+            db().scalars(select(Verification).where(CITIZENS).order_by(Verification.id))
+        )
         assert [(v.level, v.end_reason) for v in verifications] == [
             (3, REPLACED_REASON),
             (5, None),
         ]
-        (identity,) = db().scalars(select(Identity))
+        (identity,) = db().scalars(select(Identity).where(Identity.user_id.not_in(STAFF_USERS)))
         assert Accounts.of().realname_service().number_of(identity) == ALICE_ID
-    success = max(audit_events(app, "realname.verify"), key=lambda event: event.seq)
+    success = max(citizen_events(app), key=lambda event: event.seq)
     assert success.details["replaced"] is True
     create_user(app, "bob")
     verify(app, "bob", "李大明", BOB_ID)  # the number is no longer taken
@@ -326,10 +369,10 @@ def test_the_page_verifies_and_shows_the_result(app: Flask, staff_client: FlaskC
     assert ALICE_ID not in html
     assert level(app, "alice") == 5
     with app.app_context():
-        stored = db().scalar(select(Verification))
+        stored = db().scalar(select(Verification).where(CITIZENS))
         assert stored is not None
         assert stored.evidence_ref == "T-2026-0042"
-    (event,) = audit_events(app, "realname.verify")
+    (event,) = citizen_events(app)
     assert event.actor == f"staff:{user_named(app, 'clerk').public_id}"
     assert event.client_ip is not None
 
@@ -437,3 +480,56 @@ def test_the_database_holds_no_number_or_name_in_clear(
         )
     for secret in (ALICE_ID, ALICE_ID[:17], ALICE_NAME):
         assert secret not in dumped
+
+
+# -- staff roles and the staff member's own level (issue 12) ----------------------------
+
+
+def test_staff_without_the_counter_role_are_refused(
+    app: Flask, client: FlaskClient, clock: FrozenClock
+) -> None:
+    create_user(app)
+    create_user(app, "clerk")
+    appoint(app, "clerk")
+    with app.app_context():
+        clerk = Accounts.of().account_service().find_by_username("clerk")
+        assert clerk is not None
+        Accounts.of().staff_service().appoint(
+            clerk, DEPARTMENT, actor="test", roles=[StaffRole.CLIENT_ADMINISTRATOR]
+        )
+    with pytest.raises(StaffNeedsRole):
+        at_counter(app, "alice", ALICE_NAME, ALICE_ID)
+    sign_in_with_otp(app, client, clock, "clerk")
+    page = client.get("/staff/counter")
+    assert page.status_code == 403
+    assert "counter_verifier" in body(page)
+    assert count(app, Verification) == 0
+    refused = [e for e in citizen_events(app) if e.outcome == "failure"]
+    assert refused[-1].details["reason"] == "no_role"
+    assert refused[-1].actor is not None
+    assert refused[-1].actor.startswith("staff:")
+
+
+def test_staff_below_level_4_are_refused_on_the_page(
+    app: Flask, client: FlaskClient, clock: FrozenClock
+) -> None:
+    create_user(app)
+    create_user(app, "clerk")
+    appoint(app, "clerk", level=3)
+    sign_in_with_otp(app, client, clock, "clerk")
+    page = client.get("/staff/counter")
+    assert page.status_code == 403
+    assert "level 4" in body(page)
+    token = csrf_token(body(client.get("/account")))
+    forged = client.post("/staff/counter", data={"csrf_token": token, **FORM})
+    assert forged.status_code == 403
+    assert level(app, "alice") == 1
+
+
+def test_an_unknown_staff_role_is_refused(app: Flask, people: None) -> None:
+    with app.app_context():
+        clerk = Accounts.of().account_service().find_by_username("clerk")
+        assert clerk is not None
+        with pytest.raises(InvalidStaffRole):
+            Accounts.of().staff_service().appoint(clerk, DEPARTMENT, actor="t", roles=["boss"])
+        assert clerk.staff_roles == [StaffRole.COUNTER_VERIFIER.value]

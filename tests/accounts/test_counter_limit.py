@@ -9,8 +9,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from accounts.realname.models import Verification
-from tests.accounts.test_counter import FORM, people, staff_client
-from tests.accounts.test_realname import count
+from tests.accounts.test_counter import FORM, count, people, staff_client
 from tests.support import create_user, submit
 from tests.support import text as body
 

@@ -54,9 +54,14 @@ ALICE = "alice"  # signs in (keyboard, no JavaScript, console checks)
 BOB = "bob"  # gets wrong passwords (kept apart so the back-off cannot touch alice)
 CAROL = "carol"  # sets up an authenticator app in the browser
 DORA = "dora"  # raises her real-name level from 1 to 4
-USERS = (ALICE, BOB, CAROL, DORA)
+RITA = "rita"  # the legal representative of ACME: claims it and adds AXEL as its agent
+AXEL = "axel"  # confirms the authorisation
+USERS = (ALICE, BOB, CAROL, DORA, RITA, AXEL)
 # DORA's identity document, in the local registry copy loaded before the server starts
 DORA_NAME, DORA_NUMBER = "王小丽", "11010519491231002X"
+RITA_NAME, RITA_NUMBER = "赵六", "110105194912310011"
+# the legal-person registry names RITA as ACME's legal representative
+ACME_CODE, ACME_NAME = "91110000600037341L", "东莞示例科技有限公司"
 DORA_PHONE = "13800138000"
 # the smallest PNG: the development face adapter matches any image (it compares no faces)
 PNG = bytes.fromhex(
@@ -108,8 +113,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     for username in USERS:
         _run_idp(["users", "create", "--username", username, "--password", STRONG_PASSWORD], env)
     registry = base / "registry.csv"
-    registry.write_text(f"number,name\n{DORA_NUMBER},{DORA_NAME}\n", encoding="utf-8")
+    people = f"number,name\n{DORA_NUMBER},{DORA_NAME}\n{RITA_NUMBER},{RITA_NAME}\n"
+    registry.write_text(people, encoding="utf-8")
     _run_idp(["registry", "import", "--kind", "person", str(registry)], env)
+    organisations = base / "organisations.csv"
+    organisations.write_text(
+        f"number,name,representative\n{ACME_CODE},{ACME_NAME},{RITA_NUMBER}\n", encoding="utf-8"
+    )
+    _run_idp(["registry", "import", "--kind", "organisation", str(organisations)], env)
     with running(["serve", "--port", str(port)], env, port, base / "server.log") as (url, _):
         yield Server(url, base / "data")
 
@@ -511,6 +522,7 @@ def _visit_pages(page: Page, server: Server) -> list[str]:
         "/account/realname/phone",
         "/account/realname/face",
         "/account/certificates",
+        "/account/organisations",
     ):
         page.goto(server.at(path))
         settle(path)
@@ -583,3 +595,51 @@ def test_real_name_levels_2_3_and_4_in_the_browser(page: Page, server: Server) -
     )
     page.get_by_role("button", name="开始人脸核验").click()
     expect(page.get_by_role("status")).to_contain_text("可信等级 4 级")
+
+
+def test_claiming_an_organisation_adding_an_agent_and_the_agent_confirming(
+    new_context: Callable[..., BrowserContext], server: Server
+) -> None:
+    """RITA (level 3 through the registry copy) claims ACME on her organisations page and
+    adds AXEL as an agent on the enterprise page; AXEL confirms and then sees the page,
+    without its forms. In Chinese, with labelled inputs."""
+    rita = new_context().new_page()
+    sign_in(rita, server, RITA)
+    expect_signed_in_as(rita, RITA)
+    rita.goto(server.at("/account/realname"))
+    rita.get_by_label("证件姓名", exact=True).fill(RITA_NAME)
+    rita.get_by_label("证件号码", exact=True).fill(RITA_NUMBER)
+    rita.get_by_role("button", name="认证").click()
+    expect(rita.get_by_role("status")).to_contain_text("可信等级 3 级")
+
+    rita.goto(server.at("/account/organisations"))
+    expect_every_input_labelled(rita, {"统一社会信用代码": "uscc", "单位登记名称": "name"})
+    rita.get_by_label("统一社会信用代码", exact=True).fill(ACME_CODE)
+    rita.get_by_label("单位登记名称", exact=True).fill(ACME_NAME)
+    rita.get_by_role("button", name="认领", exact=True).click()
+    expect(rita.get_by_role("heading", level=1)).to_have_text(ACME_NAME)
+    expect(rita.get_by_role("status")).to_contain_text("法定代表人")
+    enterprise = rita.url
+
+    rita.get_by_label("用户名或证件号码", exact=True).fill(AXEL)
+    rita.get_by_label("截止日期（选填）", exact=True).fill("2099-12-31")  # noqa: RUF001
+    rita.get_by_role("button", name="添加经办人").click()
+    expect(rita.get_by_role("status")).to_contain_text("已邀请经办人")
+    expect(rita.get_by_role("cell", name="等待确认")).to_be_visible()
+
+    axel = new_context().new_page()
+    sign_in(axel, server, AXEL)
+    expect_signed_in_as(axel, AXEL)
+    before = axel.goto(enterprise)
+    assert before is not None
+    assert before.status == 404  # until AXEL confirms
+    axel.goto(server.at("/account/organisations"))
+    axel.get_by_role("button", name="确认", exact=True).click()
+    expect(axel.get_by_role("status")).to_contain_text(ACME_NAME)
+    axel.get_by_role("link", name=ACME_NAME).click()
+    expect(axel.get_by_role("heading", level=1)).to_have_text(ACME_NAME)
+    expect(axel.get_by_role("button", name="添加经办人")).to_have_count(0)
+
+    rita.reload()
+    expect(rita.get_by_role("cell", name="有效", exact=True)).to_have_count(2)  # RITA and AXEL
+    expect(rita.get_by_role("cell", name="已发出授权")).to_be_visible()  # the history

@@ -67,6 +67,8 @@ FORM = ("csrf_token", "next", "rid")
 ACCOUNT = (*FORM, "display_name", "email", "current_password", "password", "password_confirm")
 CERTIFICATE = (*FORM, "challenge", "certificate", "signature")
 REALNAME = (*FORM, "level", "id_number", "name", "phone", "otp", "photo", "action")
+AGENT = (*FORM, "by", "invitee", "scope", "clients", "scopes", "starts_on", "ends_on")
+ORG_ID = "00000000-0000-0000-0000-000000000000"
 
 TARGETS: dict[str, list[Target]] = {
     "machine": [
@@ -137,6 +139,32 @@ TARGETS: dict[str, list[Target]] = {
             path="/account/certificates/1/unbind",
         ),
         Target("/staff/counter", ("GET", "POST"), Kind.PAGE, (*REALNAME, "username")),
+        Target("/account/organisations", ("GET", "POST"), Kind.PAGE, (*FORM, "uscc", "name")),
+        Target(
+            "/account/organisations/<string:authorisation_id>/confirm",
+            ("POST",),
+            Kind.PAGE,
+            FORM,
+            path=f"/account/organisations/{ORG_ID}/confirm",
+        ),
+        Target(
+            "/account/organisations/<string:authorisation_id>/renounce",
+            ("POST",),
+            Kind.PAGE,
+            FORM,
+            path=f"/account/organisations/{ORG_ID}/renounce",
+        ),
+        Target("/org/<string:org_id>", ("GET",), Kind.PAGE, ("page",), path=f"/org/{ORG_ID}"),
+        Target(
+            "/org/<string:org_id>/agents", ("POST",), Kind.PAGE, AGENT, path=f"/org/{ORG_ID}/agents"
+        ),
+        Target(
+            "/org/<string:org_id>/authorisations/<string:authorisation_id>/revoke",
+            ("POST",),
+            Kind.PAGE,
+            FORM,
+            path=f"/org/{ORG_ID}/authorisations/{ORG_ID}/revoke",
+        ),
     ],
     "public": [
         Target("/.well-known/openid-configuration", ("GET",), Kind.PUBLIC),
