@@ -89,6 +89,12 @@ def clients() -> None:
     help="The client serves organisations only: users must act for one (never a "
     "personal-only token).",
 )
+@click.option(
+    "--exchange-audience",
+    "exchange_audiences",
+    multiple=True,
+    help="A client this one may exchange received tokens for (RFC 8693; repeat for several).",
+)
 @click.option("--json", "as_json", is_flag=True)
 @with_app
 def create(
@@ -110,6 +116,7 @@ def create(
     min_level: int,
     document_number_release: str,
     require_org: bool,
+    exchange_audiences: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Register a client; prints it, and its secret once."""
@@ -138,6 +145,7 @@ def create(
         min_level=min_level,
         document_number_release=document_number_release,
         require_org=require_org,
+        exchange_audiences=exchange_audiences,
     )
     try:
         client, secret = OAuthRuntime.of().clients.create(db(), registration)
@@ -187,6 +195,13 @@ def list_clients(as_json: bool) -> None:
     default=None,
     help="Whether users must act for an organisation (never a personal-only token).",
 )
+@click.option(
+    "--exchange-audience",
+    "exchange_audiences",
+    multiple=True,
+    help="Replaces the clients this one may exchange tokens for (repeat for several).",
+)
+@click.option("--no-exchange-audiences", is_flag=True, help="The client may exchange no token.")
 @click.option("--json", "as_json", is_flag=True)
 @with_app
 def update(
@@ -195,11 +210,13 @@ def update(
     document_number_release: str | None,
     scope: str | None,
     require_org: bool | None,
+    exchange_audiences: tuple[str, ...],
+    no_exchange_audiences: bool,
     as_json: bool,
 ) -> None:
-    """Change a client's minimum real-name level, document-number release, scopes or
-    whether it requires an organisation context."""
-    changes = {
+    """Change a client's minimum real-name level, document-number release, scopes,
+    whether it requires an organisation context, or its exchange audiences."""
+    changes: dict[str, object] = {
         name: value
         for name, value in (
             ("min_level", min_level),
@@ -209,10 +226,15 @@ def update(
         )
         if value is not None
     }
+    if exchange_audiences and no_exchange_audiences:
+        fail("give --exchange-audience or --no-exchange-audiences, not both")
+    audiences = () if no_exchange_audiences else exchange_audiences or None
+    if audiences is not None:
+        changes["exchange_audiences"] = list(audiences)
     if not changes:
         fail(
             "nothing to change (give --min-level, --document-number, --scope or "
-            "--require-org/--no-require-org)"
+            "--require-org/--no-require-org or --exchange-audience)"
         )
     try:
         client = OAuthRuntime.of().clients.update(
@@ -222,6 +244,7 @@ def update(
             document_number_release=document_number_release,
             scope=scope,
             require_org=require_org,
+            exchange_audiences=audiences,
         )
     except ClientError as exc:
         fail(str(exc))

@@ -75,6 +75,8 @@ class ClientInfo:
     document_number_release: str
     # the client serves organisations only: never a personal-only token (issue 12)
     require_org: bool
+    # RFC 8693: the clients this one may exchange the tokens it receives for
+    exchange_audiences: tuple[str, ...]
     _secret_key: bytes = field(repr=False, compare=False)
 
     @classmethod
@@ -98,6 +100,7 @@ class ClientInfo:
             min_level=row.min_level,
             document_number_release=row.document_number_release,
             require_org=row.require_org,
+            exchange_audiences=tuple(row.exchange_audiences or ()),
             _secret_key=secret_key,
         )
 
@@ -174,6 +177,7 @@ class ClientInfo:
             "min_level": self.min_level,
             "document_number_release": self.document_number_release,
             "require_org": self.require_org,
+            "exchange_audiences": list(self.exchange_audiences),
         }
 
 
@@ -199,6 +203,7 @@ class Registration:
     min_level: int = 1
     document_number_release: str = "masked"
     require_org: bool = False
+    exchange_audiences: Sequence[str] = ()
 
 
 class ClientRegistry:
@@ -254,6 +259,9 @@ class ClientRegistry:
         row = self._validated(request)
         if session.get(Client, row.client_id) is not None:
             raise ClientError(f"a client with id {row.client_id!r} already exists")
+        row.exchange_audiences = _exchange_audiences(
+            session, row.client_id, request.exchange_audiences
+        )
         secret = None
         if row.token_endpoint_auth_method in {
             AuthMethod.CLIENT_SECRET_BASIC,
@@ -288,6 +296,7 @@ class ClientRegistry:
         document_number_release: str | None = None,
         scope: str | None = None,
         require_org: bool | None = None,
+        exchange_audiences: Sequence[str] | None = None,
     ) -> ClientInfo:
         """Change what an operator may change after registration (checked as at
         registration); every worker sees it within ``client_cache_seconds``."""
@@ -309,6 +318,8 @@ class ClientRegistry:
             row.scope = " ".join(dict.fromkeys(scopes))
         if require_org is not None:
             row.require_org = require_org
+        if exchange_audiences is not None:
+            row.exchange_audiences = _exchange_audiences(session, client_id, exchange_audiences)
         session.commit()
         self.forget(client_id)
         return ClientInfo.from_row(row, self._secret_key)
@@ -401,3 +412,15 @@ class ClientRegistry:
         if allow_custom_scheme and parts.scheme and "." in parts.scheme:
             return  # native apps: reverse-domain private-use schemes (RFC 8252 7.1)
         raise ClientError(f"{what} {uri!r} is not an absolute https URI")
+
+
+def _exchange_audiences(session: Session, client_id: str, audiences: Sequence[str]) -> list[str]:
+    """The audiences a client may exchange tokens for: other registered clients (an
+    exchange checks them again, so a client deleted later is simply refused)."""
+    found = list(dict.fromkeys(audiences))
+    for audience in found:
+        if audience == client_id:
+            raise ClientError("a client cannot be its own exchange audience")
+        if session.get(Client, audience) is None:
+            raise ClientError(f"exchange audience {audience!r} is not a registered client")
+    return found

@@ -21,6 +21,7 @@ from idp.oauth.acting import OrgAuthority
 from idp.oauth.assurance import VERIFIED_CLAIM_NAMES, AcrPolicy, user_claims
 from idp.oauth.claims import SUPPORTED_CLAIMS, release, requested_names
 from idp.oauth.clients import STANDARD_SCOPES
+from idp.oauth.exchange import TOKEN_EXCHANGE
 from idp.oauth.server import JSON_HEADERS, OAuthRuntime
 
 bp = Blueprint("oauth", __name__)
@@ -134,7 +135,12 @@ def discovery_document() -> dict[str, Any]:
         "scopes_supported": list(STANDARD_SCOPES),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "grant_types_supported": [
+            "authorization_code",
+            "refresh_token",
+            "client_credentials",
+            TOKEN_EXCHANGE,
+        ],
         "subject_types_supported": ["public", "pairwise"],
         "id_token_signing_alg_values_supported": signing,
         "token_endpoint_auth_methods_supported": client_auth,

@@ -10,6 +10,7 @@ from idp.core.runtime import Runtime
 from idp.oauth.backchannel import BackchannelDeliverer
 from idp.oauth.client_auth import JwksFetcher, PrivateKeyJwt
 from idp.oauth.clients import ClientRegistry
+from idp.oauth.exchange import TokenExchangeGrant
 from idp.oauth.grants import (
     AuthorizationCodeGrant,
     ClientCredentialsGrant,
@@ -63,6 +64,7 @@ def build(core: Runtime, accounts: Accounts) -> OAuthRuntime:
     server.register_grant(AuthorizationCodeGrant, [StrictPKCE(required=True)])
     server.register_grant(RefreshTokenGrant)
     server.register_grant(ClientCredentialsGrant)
+    server.register_grant(TokenExchangeGrant)
     audiences = [settings.issuer, urls.token, urls.introspection, urls.revocation]
     server.register_client_auth_method(
         "private_key_jwt", PrivateKeyJwt(audiences, core.store, JwksFetcher())

@@ -329,16 +329,30 @@ class TokenService:
         self.revoke_grant_ids([grant.id for grant in grants], reason)
 
     def revoke_grant_ids(self, grant_ids: list[str], reason: str) -> None:
-        if not grant_ids:
-            return
-        self._session.execute(
-            update(Grant)
-            .where(Grant.id.in_(grant_ids), Grant.revoked_at.is_(None))
-            .values(revoked_at=self._clock.now(), revoked_reason=reason),
-            execution_options={"synchronize_session": False},
-        )
-        self._session.commit()
-        self._revocations.grants_revoked(grant_ids)
+        """Revoke the grants and, level by level, the grants exchanged from them
+        (RFC 8693, ``parent_grant_id``): a token exchanged from a revoked one dies with
+        it. Each level is committed and marked before its children are looked up, so an
+        exchange committed meanwhile is either found here or sees its parent revoked
+        (``idp.oauth.exchange`` checks again after its commit)."""
+        reason_here = reason
+        seen: set[str] = set()
+        while grant_ids:
+            seen.update(grant_ids)
+            self._session.execute(
+                update(Grant)
+                .where(Grant.id.in_(grant_ids), Grant.revoked_at.is_(None))
+                .values(revoked_at=self._clock.now(), revoked_reason=reason_here),
+                execution_options={"synchronize_session": False},
+            )
+            self._session.commit()
+            self._revocations.grants_revoked(grant_ids)
+            children = self._session.scalars(
+                select(Grant.id).where(
+                    Grant.parent_grant_id.in_(grant_ids), Grant.revoked_at.is_(None)
+                )
+            )
+            grant_ids = [child for child in children if child not in seen]
+            reason_here = "parent_revoked"
 
     def active_grants(self, *, user_id: int, client_id: str | None = None) -> list[Grant]:
         query = select(Grant).where(Grant.user_id == user_id, Grant.revoked_at.is_(None))
@@ -356,15 +370,22 @@ class TokenService:
         subject: str,
         grant: Grant | GrantData | None = None,
         extra: dict[str, Any] | None = None,
+        audience: str | None = None,
+        not_after: int | None = None,
     ) -> tuple[str, int]:
-        """A JWT access token; ``extra`` claims (``org``, ``act``) are added last and
-        never replace a registered one."""
+        """A JWT access token for ``client``; ``extra`` claims (``org``, ``act``) are
+        added last and never replace a registered one. A token exchange
+        (``idp.oauth.exchange``) names another ``audience``, ends it no later than
+        ``not_after`` (the subject token's expiry) and carries the grant's ``act``
+        chain, which wins over an ``act`` in ``extra``."""
         now = int(self._clock.now().timestamp())
         lifetime = self._settings.access_token_lifetime
+        if not_after is not None:
+            lifetime = max(min(lifetime, not_after - now), 1)
         claims: dict[str, Any] = {
             "iss": self._settings.issuer,
             "sub": subject,
-            "aud": client.client_id,
+            "aud": audience or client.client_id,
             "client_id": client.client_id,
             "iat": now,
             "exp": now + lifetime,
@@ -381,6 +402,8 @@ class TokenService:
                 claims["acr"] = grant.acr
             if grant.sid:
                 claims["sid"] = grant.sid
+            if grant.act:
+                claims["act"] = grant.act
         for name, value in (extra or {}).items():
             claims.setdefault(name, value)
         return self._keys.sign(claims, typ=ACCESS_TOKEN_TYP), lifetime
