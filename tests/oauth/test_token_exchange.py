@@ -429,3 +429,14 @@ def test_an_exchange_racing_with_the_revocation_of_its_parent(
     with app.app_context():
         child = db().query(Grant).filter(Grant.parent_grant_id == claims_of(token)["gid"]).one()
         assert child.revoked_at is not None
+
+
+def test_a_personal_token_is_not_exchanged_for_an_organisations_only_service(
+    app: Flask, client: FlaskClient, services: dict[str, RP]
+) -> None:
+    a = services["a"]
+    token = signed_in(a, client)["access_token"]
+    with app.app_context():
+        OAuthRuntime.of().clients.update(db(), "svc-b", require_org=True)
+    refused(exchange(a, client, token, audience="svc-b"), "invalid_target")
+    assert last_exchange_event(app).details["error"] == "invalid_target"
