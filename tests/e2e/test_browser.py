@@ -649,6 +649,7 @@ def test_claiming_an_organisation_adding_an_agent_and_the_agent_confirming(
     expect(axel.get_by_role("heading", level=1)).to_have_text("选择办理身份")
     axel.get_by_role("button", name=ACME_NAME, exact=True).click()
     expect(axel.get_by_role("status")).to_contain_text("您现在代表所选组织办理")
-    expect(axel.get_by_text("（当前）")).to_be_visible()
+    now = "\uff08当前\uff09"  # "(now)", with full-width parentheses
+    expect(axel.get_by_text(now)).to_be_visible()
     axel.get_by_role("button", name="以个人身份办理").click()
-    expect(axel.get_by_text("（当前）")).to_have_count(0)
+    expect(axel.get_by_text(now)).to_have_count(0)
