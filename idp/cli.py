@@ -50,6 +50,7 @@ from idp.server import serve as run
 from pki.cli import COMMANDS as PKI
 from pki.container import Pki
 from pki.demo import (
+    DEMO_CAS,
     SERVICES_PORT_OFFSET,
     DemoPkiError,
     default_directory,
@@ -61,6 +62,21 @@ from pki.demo_cli import describe as describe_pki_demo
 
 DEMO_USERS = ("demo", "demo-mfa")
 DEMO_REGISTRY = f"number,name\n{DEMO_PERSON[1]},{DEMO_PERSON[0]}\n"
+
+
+def demo_organisations() -> str:
+    """The demo PKI's enterprises for the legal-person registry copy: the demo person is
+    their legal representative (so, at level 3, they can claim one)."""
+    rows = {
+        holder.identifier: holder.name
+        for ca in DEMO_CAS
+        for holder in ca.holders
+        if holder.kind == "organisation"
+    }
+    lines = [f"{code},{name},{DEMO_PERSON[1]}" for code, name in rows.items()]
+    return "number,name,representative\n" + "\n".join(lines) + "\n"
+
+
 # (client id, name, colour, port offset from the provider's port, minimum real-name
 # level): the third one needs level 3, so the demo shows the step-up
 DEMO_SERVICES = (
@@ -263,8 +279,12 @@ def _demo_data(
                 totp.confirm_enrollment(user, previous)
                 seed = enrollment.secret
             made.append((username, password, seed))
-        # a fictitious person in the local registry copy, for real-name level 3
+        # a fictitious person in the local registry copy, for real-name level 3, and the
+        # demo PKI's enterprises, whose legal representative that person is
         import_records(db(), Runtime.of().keys.cipher, "person", io.StringIO(DEMO_REGISTRY))
+        import_records(
+            db(), Runtime.of().keys.cipher, "organisation", io.StringIO(demo_organisations())
+        )
         registry = OAuthRuntime.of().clients
         urls = {cid: f"http://{host}:{port + offset}" for cid, _, _, offset, _ in DEMO_SERVICES}
         for index, (client_id, name, colour, _, min_level) in enumerate(DEMO_SERVICES):
@@ -393,6 +413,11 @@ def demo(host: str | None, port: int | None, pki_port: int | None) -> None:
     click.echo(
         f"  Real-name level 3 at {settings.issuer}/account/realname: name {DEMO_PERSON[0]}, "
         f"number {DEMO_PERSON[1]} (a demo registry entry)."
+    )
+    first = demo_organisations().splitlines()[1].split(",")
+    click.echo(
+        f"  At level 3 that person can claim {first[1]} (code {first[0]}) at "
+        f"{settings.issuer}/account/organisations and add agents on its page."
     )
     click.echo("  Passwords are new each time the demo starts. Stop with Ctrl-C.")
     click.echo("=" * 72)
