@@ -216,44 +216,7 @@ class AuthorisationService:
         if named is None or not hmac.compare_digest(named, identity.verified_number_index or ""):
             self._refuse("org.claim", organisation, user, "not_representative")
             raise NotRepresentative()
-        existing = next(
-            (
-                row
-                for row in self.live_for(user)
-                if row.organisation_id == organisation.id and row.role is Role.LEGAL_REPRESENTATIVE
-            ),
-            None,
-        )
-        if existing is not None:
-            return existing
-        now = self._clock.now()
-        authorisation = Authorisation(
-            organisation_id=organisation.id,
-            user_id=user.id,
-            role=Role.LEGAL_REPRESENTATIVE,
-            status=AuthorisationStatus.ACTIVE,
-            all_services=True,
-            clients=[],
-            scopes=[],
-            starts_at=now,
-            ends_at=None,
-            granted_by=None,
-            created_at=now,
-            confirmed_at=now,
-        )
-        self._session.add(authorisation)
-        self._session.flush()
-        self._audit.record(
-            "org.claim",
-            subject=organisation.subject,
-            actor=user.subject,
-            details={
-                "role": Role.LEGAL_REPRESENTATIVE.value,
-                "authorisation": authorisation.public_id,
-            },
-        )
-        self._session.commit()
-        return authorisation
+        return self._claimed(user, organisation, (Role.LEGAL_REPRESENTATIVE,), by="registry")
 
     def claim_by_certificate(
         self,
@@ -279,17 +242,24 @@ class AuthorisationService:
                 actor=user.subject,
                 expires_at=expires_at,
             )
+        return self._claimed(
+            user, organisation, (Role.ADMINISTRATOR, Role.LEGAL_REPRESENTATIVE), by="certificate"
+        )
+
+    def _claimed(
+        self, user: User, organisation: Organisation, roles: tuple[Role, ...], *, by: str
+    ) -> Authorisation:
+        """``user``'s live authorisation of one of ``roles`` for the organisation, made
+        now (of the first role: for the whole organisation, with no end) if they hold
+        none. Audited as ``org.claim``."""
         for row in self.live_for(user):
-            if row.organisation_id == organisation.id and row.role in (
-                Role.LEGAL_REPRESENTATIVE,
-                Role.ADMINISTRATOR,
-            ):
+            if row.organisation_id == organisation.id and row.role in roles:
                 return row
         now = self._clock.now()
         authorisation = Authorisation(
             organisation_id=organisation.id,
             user_id=user.id,
-            role=Role.ADMINISTRATOR,
+            role=roles[0],
             status=AuthorisationStatus.ACTIVE,
             all_services=True,
             clients=[],
@@ -306,11 +276,7 @@ class AuthorisationService:
             "org.claim",
             subject=organisation.subject,
             actor=user.subject,
-            details={
-                "role": Role.ADMINISTRATOR.value,
-                "authorisation": authorisation.public_id,
-                "by": "certificate",
-            },
+            details={"role": roles[0].value, "authorisation": authorisation.public_id, "by": by},
         )
         self._session.commit()
         return authorisation

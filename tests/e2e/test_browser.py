@@ -643,3 +643,13 @@ def test_claiming_an_organisation_adding_an_agent_and_the_agent_confirming(
     rita.reload()
     expect(rita.get_by_role("cell", name="有效", exact=True)).to_have_count(2)  # RITA and AXEL
     expect(rita.get_by_role("cell", name="已发出授权")).to_be_visible()  # the history
+
+    # AXEL chooses to act for ACME, then for himself again
+    axel.goto(server.at("/account/act-for"))
+    expect(axel.get_by_role("heading", level=1)).to_have_text("选择办理身份")
+    axel.get_by_role("button", name=ACME_NAME, exact=True).click()
+    expect(axel.get_by_role("status")).to_contain_text("您现在代表所选组织办理")
+    now = "\uff08当前\uff09"  # "(now)", with full-width parentheses
+    expect(axel.get_by_text(now)).to_be_visible()
+    axel.get_by_role("button", name="以个人身份办理").click()
+    expect(axel.get_by_text(now)).to_have_count(0)
