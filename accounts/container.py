@@ -29,6 +29,7 @@ from accounts.realname.face import FaceCheckService
 from accounts.realname.models import VerificationMethod
 from accounts.realname.phone import PhoneCheckLimits, PhoneCheckService
 from accounts.realname.services import RealNameService
+from accounts.staff.levels import LevelService
 from accounts.staff.services import StaffService
 from idp.core.remote import CircuitBreaker, RemoteService, SignedClient
 from idp.core.runtime import Component, Runtime, audit_log, db
@@ -132,6 +133,9 @@ class Accounts(Component):
 
     def staff_service(self, actor: str | None = None) -> StaffService:
         return StaffService(db(), audit_log(actor))
+
+    def level_service(self, actor: str | None = None) -> LevelService:
+        return LevelService(db(), self.realname_service(actor), audit_log(actor))
 
     def counter_service(self, actor: str | None = None) -> CounterService:
         return CounterService(self.realname_service(actor))

@@ -35,3 +35,15 @@ class StaffNeedsSecondFactor(AccountError):
     default_message = N_(
         "Staff pages need a second factor: sign out, then sign in with your authenticator app."
     )
+
+
+class InvalidKeptLevel(AccountError):
+    default_message = N_("The level the account keeps is 1 to 4.")
+
+
+class InvalidLowerReason(AccountError):
+    default_message = N_("Give the reason on one line, in at most 200 characters.")
+
+
+class OwnLevel(AccountError):
+    default_message = N_("Staff cannot lower their own account's level. Ask a colleague to do it.")

@@ -1,18 +1,33 @@
-"""Pages for government staff: ``/staff/counter``, real-name level 5 at a service counter.
+"""Pages for government staff: ``/staff/counter`` (real-name level 5 at a service
+counter) and ``/staff/levels`` (lowering a citizen's level).
 
-Only a signed-in staff account (``staff_department`` set) whose session includes a
-second factor (``otp`` in the session's ``amr``) may use them; anyone else gets a 403
-page that says why. The page is thin: the rules live in ``accounts.counter``.
+A staff page is for a signed-in account with the page's staff role, its own real-name
+level 4 and a second factor in this session (``check_staff``); anyone else gets a 403
+page that says why (``staff_refusal``, shared with ``/staff/clients`` in idp.oauth),
+and a refused POST is audited. The pages are thin: the rules live in
+``accounts.realname.counter`` and ``accounts.staff.levels``.
 """
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, make_response, render_template, session, url_for
+from dataclasses import dataclass
+
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    make_response,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, StringField
+from wtforms import BooleanField, SelectField, StringField
+from wtforms.fields.choices import SelectChoice  # type: ignore[attr-defined]
 from wtforms.validators import InputRequired, Length, Optional
 
 from accounts.container import Accounts
@@ -21,7 +36,16 @@ from accounts.identifiers import mask
 from accounts.people.models import User
 from accounts.people.session import current_user, login_required
 from accounts.realname.errors import InvalidDocument, InvalidName, InvalidReference, OwnAccount
-from accounts.staff.errors import NotStaff, StaffNeedsSecondFactor
+from accounts.staff.errors import (
+    InvalidKeptLevel,
+    InvalidLowerReason,
+    NotStaff,
+    OwnLevel,
+    StaffLevelTooLow,
+    StaffNeedsRole,
+    StaffNeedsSecondFactor,
+)
+from accounts.staff.levels import KEPT_LEVELS, MAX_REASON
 from accounts.staff.services import StaffRole, check_staff, staff_actor
 from accounts.web import error_message
 from idp.core.runtime import Runtime
@@ -54,28 +78,49 @@ class CounterForm(FlaskForm):  # type: ignore[misc]
     )
 
 
-def _refusal(user: User) -> ResponseReturnValue | None:
-    """Why this signed-in account may not use the counter page, as a 403 page; None if
-    it may (``check_staff``: staff, the counter_verifier role, level 4, a second factor)."""
+# what each staff page says to an account that is not staff at all
+_NOT_STAFF = {
+    StaffRole.COUNTER_VERIFIER: _l(
+        "This page is for government staff who verify people at a service counter. "
+        "Your account is not registered as staff."
+    ),
+    StaffRole.LEVEL_ADMINISTRATOR: _l(
+        "This page is for government staff who lower real-name levels. "
+        "Your account is not registered as staff."
+    ),
+    StaffRole.CLIENT_ADMINISTRATOR: _l(
+        "This page is for government staff who register services. "
+        "Your account is not registered as staff."
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a signed-in account may not use a staff page: the 403 page, and the reason
+    an audit event gives (``not_staff``, ``no_role``, ``staff_level_too_low``,
+    ``no_second_factor``)."""
+
+    response: Response
+    reason: str
+
+
+def staff_refusal(user: User, role: StaffRole) -> Refusal | None:
+    """May this signed-in account use the staff page of ``role`` now (``check_staff``:
+    staff, the role, their own level 4, a second factor in this session)? None if it
+    may. Shared by every staff page (``/staff/clients`` lives in idp.oauth)."""
     title = _("Staff only")
     try:
         check_staff(
             user,
-            StaffRole.COUNTER_VERIFIER,
+            role,
             amr=list(session.get("amr", [])),
             level_of=Accounts.of().realname_service().level,
         )
     except NotStaff:
-        return error_response(
-            403,
-            _(
-                "This page is for government staff who verify people at a service counter. "
-                "Your account is not registered as staff."
-            ),
-            error="access_denied",
-            title=title,
-        )
+        message, reason = str(_NOT_STAFF[role]), "not_staff"
     except StaffNeedsSecondFactor:
+        reason = "no_second_factor"
         if user.has_totp:
             message = _(
                 "Staff pages need a second factor: sign out, then sign in with your "
@@ -86,10 +131,13 @@ def _refusal(user: User) -> ResponseReturnValue | None:
                 "Staff pages need a second factor: set up an authenticator app on your "
                 "account, then sign in with your authenticator app."
             )
-        return error_response(403, message, error="access_denied", title=title)
-    except AccountError as exc:  # the role, or the staff member's own level
-        return error_response(403, _(exc.message, **exc.params), error="access_denied", title=title)
-    return None
+    except StaffNeedsRole as exc:
+        message, reason = error_message(exc), "no_role"
+    except StaffLevelTooLow as exc:
+        message, reason = error_message(exc), "staff_level_too_low"
+    else:
+        return None
+    return Refusal(error_response(403, message, error="access_denied", title=title), reason)
 
 
 @bp.route("/staff/counter", methods=["GET", "POST"])
@@ -98,9 +146,9 @@ def counter() -> ResponseReturnValue:
     """Record an in-person check of a citizen's original identity document (level 5)."""
     staff = current_user()
     assert staff is not None  # login_required ran first
-    refused = _refusal(staff)
+    refused = staff_refusal(staff, StaffRole.COUNTER_VERIFIER)
     if refused is not None:
-        return refused
+        return refused.response
     form = CounterForm()
     status = 200
     result: dict[str, str] | None = None
@@ -159,6 +207,79 @@ def counter() -> ResponseReturnValue:
             error=error,
             department=staff.staff_department,
             action=url_for("staff.counter"),
+        ),
+        status,
+    )
+
+
+class LevelForm(FlaskForm):  # type: ignore[misc]
+    username = StringField(
+        _l("The citizen's username"), validators=[InputRequired(), Length(max=64)]
+    )
+    level = SelectField(
+        _l("The highest level the account keeps"),
+        choices=[SelectChoice(str(kept)) for kept in KEPT_LEVELS],  # read as int once valid
+        validators=[InputRequired()],
+    )
+    reason = StringField(
+        _l("Reason (the citizen sees it in their history)"),
+        validators=[InputRequired(), Length(max=MAX_REASON)],
+    )
+
+
+@bp.route("/staff/levels", methods=["GET", "POST"])
+@login_required
+def levels() -> ResponseReturnValue:
+    """Lower a citizen's real-name level: the verifications above the level kept end."""
+    staff = current_user()
+    assert staff is not None  # login_required ran first
+    service = Accounts.of().level_service(actor=staff_actor(staff))
+    refused = staff_refusal(staff, StaffRole.LEVEL_ADMINISTRATOR)
+    if refused is not None:
+        if request.method == "POST":  # an attempt, not a look: audited
+            named = (
+                Accounts.of()
+                .account_service()
+                .find_by_username(request.form.get("username", "")[:64])
+            )
+            service.refuse(staff, named, refused.reason)
+        return refused.response
+    form = LevelForm()
+    status = 200
+    result: dict[str, str | int] | None = None
+    if form.validate_on_submit():
+        citizen = Accounts.of().account_service().find_by_username(form.username.data or "")
+        if citizen is None:
+            form.username.errors = [_("There is no account with this username.")]
+        else:
+            try:
+                ended = service.lower(
+                    staff, citizen, keep=int(form.level.data), reason=form.reason.data or ""
+                )
+            except (OwnLevel, InvalidKeptLevel) as exc:
+                form.username.errors = [error_message(exc)]
+            except InvalidLowerReason as exc:
+                form.reason.errors = [error_message(exc)]
+            except AccountError as exc:  # the role ended while the form was open
+                return error_response(403, error_message(exc), error="access_denied")
+            else:
+                result = {
+                    "username": citizen.username,
+                    "ended": ended,
+                    "level": Accounts.of().realname_service().level(citizen),
+                }
+                form = LevelForm(formdata=None)
+        if result is None:
+            status = 400
+    elif form.errors:
+        status = 400
+    return make_response(
+        render_template(
+            "accounts/staff_levels.html",
+            form=form,
+            result=result,
+            department=staff.staff_department,
+            action=url_for("staff.levels"),
         ),
         status,
     )

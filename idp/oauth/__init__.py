@@ -11,7 +11,8 @@ interactive flow (``authorize_request`` parses and validates, ``decision`` decid
 ``endpoints`` (userinfo, discovery, JWKS), ``lean`` (token, introspection and
 revocation in front of Flask), ``logout`` (RP-initiated logout), ``backchannel``
 (back-channel logout notices), ``account`` (connected services), ``acting`` and
-``act_for`` (acting for an organisation: the claims and checks, the picker), ``cli``.
+``act_for`` (acting for an organisation: the claims and checks, the picker),
+``staff_clients`` (staff register services on ``/staff/clients``), ``cli``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,16 @@ from accounts.signals import account_disabled
 from idp.core.runtime import Runtime
 from idp.core.sessions import session_ended
 from idp.core.signin import SignInMethods
-from idp.oauth import account, act_for, authorize, cli, endpoints, logout, provider
+from idp.oauth import (
+    account,
+    act_for,
+    authorize,
+    cli,
+    endpoints,
+    logout,
+    provider,
+    staff_clients,
+)
 from idp.oauth.server import OAuthRuntime
 
 
@@ -36,6 +46,7 @@ def init_app(app: Flask, core: Runtime, *, background: bool = False) -> None:
     logout.init_app(app)
     account.init_app(app)
     act_for.init_app(app)
+    staff_clients.init_app(app)
     for command in cli.COMMANDS:
         app.cli.add_command(command)
     account_disabled.connect(revoke_disabled_accounts_grants, weak=False)

@@ -141,6 +141,22 @@ TARGETS: dict[str, list[Target]] = {
             path="/account/certificates/1/unbind",
         ),
         Target("/staff/counter", ("GET", "POST"), Kind.PAGE, (*REALNAME, "username")),
+        Target("/staff/levels", ("GET", "POST"), Kind.PAGE, (*FORM, "username", "level", "reason")),
+        Target(
+            "/staff/clients",
+            ("GET", "POST"),
+            Kind.PAGE,
+            (
+                *FORM,
+                "client_id",
+                "name",
+                "redirect_uris",
+                "scope",
+                "min_level",
+                "first_party",
+                "require_org",
+            ),
+        ),
         Target("/account/organisations", ("GET", "POST"), Kind.PAGE, (*FORM, "uscc", "name")),
         Target(
             "/account/organisations/<string:authorisation_id>/confirm",

@@ -1,0 +1,157 @@
+"""``/staff/clients``: a member of staff registers a service (an OAuth client) (issue 12).
+
+What ``idp clients create`` does for the operator, a department's client administrator
+does on a page: the page needs the ``client_administrator`` role, the staff member's own
+level 4 and a second factor in the session (``accounts.staff``'s ``check_staff``, through
+its shared ``staff_refusal``), and registers a confidential client whose secret is shown
+once, in that response only (HTML is never cached). The page offers the fields a
+department decides (id, name, redirect URIs, scope, minimum level, first-party,
+organisations only); the rest keeps the CLI's defaults, and ``ClientRegistry`` checks
+everything as it does for the CLI, its refusals shown on the page. The registration is
+audited as ``client.create`` with the staff member as the actor (the CLI's actor is
+``cli``); a refused attempt as ``client.create`` with outcome failure. It lives here,
+not in accounts, because accounts may not import idp.oauth.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Any
+
+from flask import Blueprint, Flask, make_response, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, SelectField, StringField, TextAreaField
+from wtforms.fields.choices import SelectChoice  # type: ignore[attr-defined]
+from wtforms.validators import InputRequired, Length, Optional, ValidationError
+
+from accounts.people.models import User
+from accounts.people.session import current_user, login_required
+from accounts.staff.services import StaffRole, staff_actor
+from accounts.staff.views import staff_refusal
+from idp.core.audit.services import FAILURE
+from idp.core.runtime import audit_log, db
+from idp.oauth.clients import DEFAULT_SCOPE, ClientError, Registration
+from idp.oauth.server import OAuthRuntime
+
+bp = Blueprint("staff_clients", __name__, template_folder="templates")
+
+EVENT = "client.create"
+MAX_REDIRECT_URIS = 10
+MAX_URI = 500
+
+
+def _one_line(_form: FlaskForm, field: Any) -> None:
+    """No control characters (line breaks, tabs): the name is shown on consent pages."""
+    if any(unicodedata.category(ch).startswith("C") for ch in field.data or ""):
+        raise ValidationError(_("Use one line without control characters."))
+
+
+def redirect_uris(text: str) -> list[str]:
+    """One URI a line, blank lines ignored, each once."""
+    return list(dict.fromkeys(line.strip() for line in text.splitlines() if line.strip()))
+
+
+def _redirect_uri_lines(_form: FlaskForm, field: Any) -> None:
+    uris = redirect_uris(field.data or "")
+    if not uris:
+        raise ValidationError(_("Enter at least one redirect URI."))
+    if len(uris) > MAX_REDIRECT_URIS:
+        raise ValidationError(_("Enter at most %(count)d redirect URIs.", count=MAX_REDIRECT_URIS))
+    if any(len(uri) > MAX_URI for uri in uris):
+        raise ValidationError(_("A redirect URI has at most %(count)d characters.", count=MAX_URI))
+
+
+class ClientForm(FlaskForm):  # type: ignore[misc]
+    client_id = StringField(
+        _l("Client id"),
+        validators=[InputRequired(), Length(max=100)],
+    )
+    name = StringField(
+        _l("Name shown to people (optional: the client id)"),
+        validators=[Optional(), Length(max=200), _one_line],
+    )
+    redirect_uris = TextAreaField(
+        _l("Redirect URIs, one a line"),
+        validators=[InputRequired(), Length(max=6000), _redirect_uri_lines],
+    )
+    scope = StringField(
+        _l("Scopes the service may ask for"),
+        default=DEFAULT_SCOPE,
+        validators=[InputRequired(), Length(max=500)],
+    )
+    min_level = SelectField(
+        _l("Lowest real-name level of its users"),
+        choices=[SelectChoice(str(level)) for level in range(1, 6)],  # read as int once valid
+        validators=[InputRequired()],
+    )
+    first_party = BooleanField(_l("Run by the city: no consent page"))
+    require_org = BooleanField(_l("For organisations only: users must act for one"))
+
+
+@bp.route("/staff/clients", methods=["GET", "POST"])
+@login_required
+def clients() -> ResponseReturnValue:
+    """List the registered services and register a new one (its secret shown once)."""
+    staff = current_user()
+    assert staff is not None  # login_required ran first
+    refused = staff_refusal(staff, StaffRole.CLIENT_ADMINISTRATOR)
+    if refused is not None:
+        if request.method == "POST":  # an attempt, not a look: audited
+            _refuse(staff, refused.reason)
+        return refused.response
+    form = ClientForm()
+    status = 200
+    error: str | None = None
+    created: dict[str, str | None] | None = None
+    if form.validate_on_submit():
+        registration = Registration(
+            client_id=(form.client_id.data or "").strip(),
+            name=(form.name.data or "").strip() or None,
+            redirect_uris=redirect_uris(form.redirect_uris.data or ""),
+            scope=form.scope.data or "",
+            first_party=bool(form.first_party.data),
+            min_level=int(form.min_level.data),
+            require_org=bool(form.require_org.data),
+        )
+        try:
+            client, secret = OAuthRuntime.of().clients.create(db(), registration)
+        except ClientError as exc:  # the registry's checks, as for the CLI
+            db().rollback()
+            error = _("The service was not registered: %(reason)s.", reason=str(exc))
+            status = 400
+        else:
+            audit_log(staff_actor(staff)).record(
+                EVENT,
+                subject=f"client:{client.client_id}",
+                details={"department": staff.staff_department},
+            )
+            db().commit()
+            created = {"client_id": client.client_id, "secret": secret}
+            form = ClientForm(formdata=None)
+    elif form.errors:
+        status = 400
+    registered = OAuthRuntime.of().clients.all(db())
+    return make_response(
+        render_template(
+            "oauth/staff_clients.html",
+            form=form,
+            error=error,
+            created=created,
+            clients=registered,
+            department=staff.staff_department,
+            action=url_for("staff_clients.clients"),
+        ),
+        status,
+    )
+
+
+def _refuse(staff: User, reason: str) -> None:
+    audit_log(staff_actor(staff)).record(EVENT, FAILURE, details={"reason": reason})
+    db().commit()
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)

@@ -1,0 +1,282 @@
+"""A member of staff registers a service on /staff/clients (issue 12): the role, their own
+level 4 and a second factor; the secret shown once and working; the registry's checks
+on the page; refusals from the attacker's side, audited with the staff member as actor."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import text
+
+from accounts.container import Accounts
+from accounts.staff.services import StaffRole
+from idp.core.clock import FrozenClock
+from idp.core.runtime import db
+from idp.oauth.server import OAuthRuntime
+from tests.accounts.test_counter import DEPARTMENT, appoint, sign_in_with_otp
+from tests.accounts.test_realname import audit_events, user_named
+from tests.accounts.test_staff_levels import appoint_as
+from tests.support import create_user, csrf_token, sign_in, submit
+from tests.support import text as body
+
+FORM = {
+    "client_id": "tax-portal",
+    "name": "东莞税务 Tax portal",
+    "redirect_uris": "https://tax.example/cb\r\n\r\nhttps://tax.example/cb2\n",
+    "scope": "openid profile realname",
+    "min_level": "3",
+    "first_party": "y",
+    "require_org": "",
+}
+SECRET_SHOWN = '<code id="client-secret">'
+
+
+def registered(app: Flask) -> list[str]:
+    with app.app_context():
+        return [client.client_id for client in OAuthRuntime.of().clients.all(db())]
+
+
+def creations(app: Flask, outcome: str) -> list[Any]:
+    return [e for e in audit_events(app, "client.create") if e.outcome == outcome]
+
+
+def secret_in(html: str) -> str:
+    start = html.index(SECRET_SHOWN) + len(SECRET_SHOWN)
+    return html[start : html.index("</code>", start)]
+
+
+def authenticates(client: FlaskClient, client_id: str, secret: str) -> bool:
+    """Does the secret authenticate the client at the introspection endpoint?"""
+    raw = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+    answer = client.post(
+        "/introspect", data={"token": "not-a-token"}, headers={"Authorization": f"Basic {raw}"}
+    )
+    assert answer.status_code in {200, 401}
+    return answer.status_code == 200
+
+
+@pytest.fixture
+def people(app: Flask) -> None:
+    create_user(app, "clerk")
+    appoint(app, "clerk")  # counter_verifier only
+    create_user(app, "admin")
+    appoint_as(app, "admin", StaffRole.CLIENT_ADMINISTRATOR)
+
+
+@pytest.fixture
+def admin_client(app: Flask, client: FlaskClient, people: None, clock: FrozenClock) -> FlaskClient:
+    sign_in_with_otp(app, client, clock, "admin")
+    return client
+
+
+def test_staff_register_a_service_and_see_its_secret_once(
+    app: Flask, admin_client: FlaskClient
+) -> None:
+    page = admin_client.get("/staff/clients")
+    assert page.status_code == 200
+    html = body(page)
+    for name in ("client_id", "name", "redirect_uris", "scope", "min_level", "first_party"):
+        assert f'name="{name}"' in html
+    assert 'name="require_org"' in html
+    assert DEPARTMENT in html
+    assert "No service is registered yet." in html
+
+    done = submit(admin_client, "/staff/clients", FORM)
+    assert done.status_code == 200
+    assert done.headers["Cache-Control"] == "no-store"
+    html = body(done)
+    assert "Registered: tax-portal." in html
+    secret = secret_in(html)
+    assert secret.startswith("dgcs_")
+    assert authenticates(admin_client, "tax-portal", secret)
+    assert not authenticates(admin_client, "tax-portal", secret[:-2] + "xx")
+
+    with app.app_context():
+        client = OAuthRuntime.of().clients.get("tax-portal")
+        assert client is not None
+        assert client.name == "东莞税务 Tax portal"
+        assert client.redirect_uris == ("https://tax.example/cb", "https://tax.example/cb2")
+        assert client.scopes == {"openid", "profile", "realname"}
+        assert (client.min_level, client.first_party, client.require_org) == (3, True, False)
+        assert client.token_endpoint_auth_method == "client_secret_basic"
+        stored = " ".join(
+            str(value)
+            for table in ("oauth_clients", "audit_events")
+            for row in db().execute(text(f"SELECT * FROM {table}")).mappings()  # noqa: S608
+            for value in row.values()
+        )
+    assert secret not in stored
+
+    (event,) = creations(app, "success")
+    admin = user_named(app, "admin")
+    assert (event.actor, event.subject) == (f"staff:{admin.public_id}", "client:tax-portal")
+    assert event.client_ip is not None
+
+    listed = body(admin_client.get("/staff/clients"))
+    assert "tax-portal" in listed
+    assert "https://tax.example/cb2" in listed
+    assert SECRET_SHOWN not in listed  # shown once
+    assert secret not in listed
+
+
+def test_an_organisations_only_service(app: Flask, admin_client: FlaskClient) -> None:
+    fields = {**FORM, "client_id": "corp", "first_party": "", "require_org": "y"}
+    assert submit(admin_client, "/staff/clients", fields).status_code == 200
+    with app.app_context():
+        client = OAuthRuntime.of().clients.get("corp")
+        assert client is not None
+        assert (client.first_party, client.require_org, client.min_level) == (False, True, 3)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"client_id": ""}, "required"),
+        ({"client_id": "x"}, "client id: 2-100 letters"),
+        ({"client_id": "bad id!"}, "client id: 2-100 letters"),
+        ({"client_id": "x" * 101}, "100"),
+        ({"name": "tax\nportal"}, "control characters"),
+        ({"name": "x" * 201}, "200"),
+        ({"redirect_uris": ""}, "required"),
+        ({"redirect_uris": "\n \n"}, "at least one redirect URI"),
+        ({"redirect_uris": "tax.example/cb"}, "is not an absolute https URI"),
+        ({"redirect_uris": "https://tax.example/cb#frag"}, "must not have a fragment"),
+        ({"redirect_uris": "javascript:alert(1)"}, "is not an absolute https URI"),
+        ({"redirect_uris": "\n".join(f"https://t.example/{i}" for i in range(11))}, "at most 10"),
+        ({"redirect_uris": "https://t.example/" + "a" * 500}, "at most 500 characters"),
+        ({"scope": ""}, "required"),
+        ({"scope": 'openid "quoted"'}, "space-separated scope names"),
+        ({"min_level": "0"}, "Not a valid choice"),
+        ({"min_level": "6"}, "Not a valid choice"),
+        ({"min_level": "x"}, "Not a valid choice"),
+    ],
+)
+def test_bad_input_is_a_400_and_registers_nothing(
+    app: Flask, admin_client: FlaskClient, fields: dict[str, str], message: str
+) -> None:
+    response = submit(admin_client, "/staff/clients", {**FORM, **fields})
+    assert response.status_code == 400
+    html = body(response)
+    assert message in html
+    assert SECRET_SHOWN not in html
+    assert registered(app) == []
+    assert creations(app, "success") == []
+
+
+def test_an_existing_client_id_is_refused(app: Flask, admin_client: FlaskClient) -> None:
+    first = secret_in(body(submit(admin_client, "/staff/clients", FORM)))
+    again = submit(admin_client, "/staff/clients", {**FORM, "name": "Impostor"})
+    assert again.status_code == 400
+    html = body(again)
+    assert "already exists" in html
+    assert SECRET_SHOWN not in html
+    with app.app_context():
+        client = OAuthRuntime.of().clients.get("tax-portal")
+        assert client is not None
+        assert client.name == FORM["name"]
+    assert authenticates(admin_client, "tax-portal", first)  # the secret was not replaced
+    assert len(creations(app, "success")) == 1
+
+
+def test_the_page_refuses_a_missing_or_forged_csrf_token(
+    app: Flask, admin_client: FlaskClient
+) -> None:
+    assert admin_client.post("/staff/clients", data=FORM).status_code == 400
+    forged = admin_client.post("/staff/clients", data={**FORM, "csrf_token": "x" * 40})
+    assert forged.status_code == 400
+    assert registered(app) == []
+
+
+def test_the_page_needs_a_signed_in_user(app: Flask, client: FlaskClient, people: None) -> None:
+    response = client.get("/staff/clients")
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/login")
+    assert client.post("/staff/clients", data=FORM).status_code == 400  # no CSRF token
+    assert registered(app) == []
+
+
+# -- refusals: who may not ----------------------------------------------------------------
+
+
+def forge(client: FlaskClient) -> int:
+    """GET the page, then POST the form with a valid CSRF token from another page."""
+    page = client.get("/staff/clients")
+    assert page.status_code == 403
+    assert "tax-portal" not in body(page)
+    token = csrf_token(body(client.get("/account")))
+    return client.post("/staff/clients", data={"csrf_token": token, **FORM}).status_code
+
+
+def assert_refused(app: Flask, username: str, reason: str) -> None:
+    assert registered(app) == []
+    (refused,) = creations(app, "failure")  # the POST, not the GET
+    assert refused.actor == f"staff:{user_named(app, username).public_id}"
+    assert refused.details == {"reason": reason}
+
+
+def test_a_citizen_is_refused(
+    app: Flask, client: FlaskClient, people: None, clock: FrozenClock
+) -> None:
+    create_user(app, "mallory")
+    sign_in_with_otp(app, client, clock, "mallory")
+    assert "not registered as staff" in body(client.get("/staff/clients"))
+    assert forge(client) == 403
+    assert_refused(app, "mallory", "not_staff")
+
+
+def test_staff_without_the_role_are_refused(
+    app: Flask, client: FlaskClient, people: None, clock: FrozenClock
+) -> None:
+    sign_in_with_otp(app, client, clock, "clerk")
+    assert "client_administrator" in body(client.get("/staff/clients"))
+    assert forge(client) == 403
+    assert_refused(app, "clerk", "no_role")
+
+
+def test_a_level_administrator_is_not_a_client_administrator(
+    app: Flask, client: FlaskClient, people: None, clock: FrozenClock
+) -> None:
+    create_user(app, "leveller")
+    appoint_as(app, "leveller", StaffRole.LEVEL_ADMINISTRATOR)
+    sign_in_with_otp(app, client, clock, "leveller")
+    assert forge(client) == 403
+    assert_refused(app, "leveller", "no_role")
+
+
+def test_staff_below_level_4_are_refused(
+    app: Flask, client: FlaskClient, people: None, clock: FrozenClock
+) -> None:
+    create_user(app, "junior")
+    appoint_as(app, "junior", StaffRole.CLIENT_ADMINISTRATOR, level=3)
+    sign_in_with_otp(app, client, clock, "junior")
+    assert "level 4" in body(client.get("/staff/clients"))
+    assert forge(client) == 403
+    assert_refused(app, "junior", "staff_level_too_low")
+
+
+def test_staff_without_a_second_factor_are_refused(
+    app: Flask, client: FlaskClient, people: None
+) -> None:
+    sign_in(client, "admin")  # password only
+    assert "authenticator app" in body(client.get("/staff/clients"))
+    assert forge(client) == 403
+    assert_refused(app, "admin", "no_second_factor")
+
+
+def test_staff_whose_role_ended_are_refused_at_once(app: Flask, admin_client: FlaskClient) -> None:
+    page = admin_client.get("/staff/clients")
+    assert page.status_code == 200
+    with app.app_context():  # the role taken away, the counter's kept
+        admin = Accounts.of().account_service().find_by_username("admin")
+        assert admin is not None
+        Accounts.of().staff_service().appoint(
+            admin, DEPARTMENT, actor="test", roles=[StaffRole.COUNTER_VERIFIER]
+        )
+    token = csrf_token(body(page))
+    refused = admin_client.post("/staff/clients", data={"csrf_token": token, **FORM})
+    assert refused.status_code == 403
+    assert_refused(app, "admin", "no_role")
