@@ -198,6 +198,30 @@ class AuthorisationService:
             if row.organisation_id == organisation.id
         )
 
+    def to_review(self, members: Sequence[Authorisation]) -> set[str]:
+        """The public ids of pending or live authorisations granted by someone who no
+        longer administers the organisation (a former legal representative, a revoked
+        administrator): the organisation should review them."""
+        administrators = {
+            row.user_id
+            for row in members
+            if row.role in (Role.LEGAL_REPRESENTATIVE, Role.ADMINISTRATOR) and self.is_live(row)
+        }
+        return {
+            row.public_id
+            for row in members
+            if row.granted_by is not None
+            and row.granted_by not in administrators
+            and row.status in (AuthorisationStatus.PENDING, AuthorisationStatus.ACTIVE)
+        }
+
+    def _represents(self, user: User, organisation: Organisation) -> bool:
+        return any(
+            row.role is Role.LEGAL_REPRESENTATIVE
+            for row in self.live_for(user)
+            if row.organisation_id == organisation.id
+        )
+
     # -- claiming ----------------------------------------------------------------------
 
     def claim(self, user: User, uscc: str, name: str) -> Authorisation:
@@ -353,6 +377,11 @@ class AuthorisationService:
             raise NotAdministrator()
         if role is Role.LEGAL_REPRESENTATIVE:
             raise InvalidAuthorisation(reason="the registry names the legal representative")
+        if role is Role.ADMINISTRATOR and not self._represents(admin, organisation):
+            self._refuse("org.authorise", organisation, admin, "not_representative")
+            raise InvalidAuthorisation(
+                reason="only the legal representative appoints administrators"
+            )
         if (user is None) == (number is None):
             raise InviteeUnknown()
         invitee_index = None

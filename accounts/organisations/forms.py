@@ -56,6 +56,18 @@ class AgentForm(FlaskForm):  # type: ignore[misc]
     invitee = StringField(
         _l("Username or document number"), validators=[InputRequired(), Length(max=64)]
     )
+    role = RadioField(
+        _l("Role"),
+        choices=[
+            SelectChoice("agent", _l("Agent: acts within the services named")),
+            SelectChoice(
+                "administrator",
+                _l("Administrator: also adds and revokes agents (the legal representative only)"),
+            ),
+        ],
+        default="agent",
+        validators=[Optional()],  # not sent: an agent
+    )
     scope = RadioField(
         _l("Services"),
         choices=[

@@ -202,6 +202,7 @@ def add_agent(org_id: str) -> ResponseReturnValue:
         _service().invite(
             user,
             organisation,
+            role=Role(form.role.data or "agent"),
             scope=scope,
             starts_at=_start(form.starts_on.data),
             ends_at=_end(form.ends_on.data),
@@ -274,6 +275,7 @@ def _enterprise_page(
             members=members,
             holders=holders,
             live={row.public_id for row in members if service.is_live(row)},
+            to_review=service.to_review(members),
             mine=mine,
             administers=_administers(mine),
             form=form,

@@ -322,3 +322,54 @@ def test_a_new_legal_representative_ends_the_old_ones_role(
     events = audit_events(app, "org.representative_changed")
     assert events
     assert events[0].details["to_review"] == 1
+
+
+def test_only_the_legal_representative_appoints_administrators(
+    app: Flask, registry: None, run: Run
+) -> None:
+    _verified(app, "rep", REP_NAME, REP_ID)
+    admin = _verified(app, "admin", AGENT_NAME, AGENT_ID)
+    create_user(app, "third")
+    _claim(run)
+
+    def appoint(invitee: str):  # type: ignore[no-untyped-def]
+        def call(service, inviter):  # type: ignore[no-untyped-def]
+            organisation = Accounts.of().organisation_service().find(ACME_CODE)
+            person = Accounts.of().account_service().find_by_username(invitee)
+            return service.invite(inviter, organisation, user=person, role=Role.ADMINISTRATOR)
+
+        return call
+
+    offered = run(appoint("admin"), "rep")
+    run(lambda s, u: s.confirm(u, offered.public_id), "admin")  # type: ignore[attr-defined]
+    assert run(lambda s, u: [a.role for a in s.live_for(u)], "admin") == [Role.ADMINISTRATOR]
+    with pytest.raises(InvalidAuthorisation):  # an administrator appoints no administrator
+        run(appoint("third"), "admin")
+    del admin
+
+
+def test_what_a_former_representative_granted_is_flagged_for_review(
+    app: Flask, registry: None, run: Run
+) -> None:
+    _verified(app, "rep", REP_NAME, REP_ID)
+    agent = _verified(app, "agent", AGENT_NAME, AGENT_ID)
+    _verified(app, "newrep", "新代表", NEW_REP_ID)
+    _claim(run)
+
+    def invite(service, rep):  # type: ignore[no-untyped-def]
+        organisation = Accounts.of().organisation_service().find(ACME_CODE)
+        return service.invite(rep, organisation, user=Accounts.of().account_service().get(agent.id))
+
+    granted = run(invite, "rep")
+    with app.app_context():
+        service = Accounts.of().authorisation_service()
+        organisation = Accounts.of().organisation_service().find(ACME_CODE)
+        assert organisation is not None
+        assert service.to_review(service.members(organisation)) == set()
+    _registry(app, representative=NEW_REP_ID)
+    _claim(run, "newrep")
+    with app.app_context():
+        service = Accounts.of().authorisation_service()
+        organisation = Accounts.of().organisation_service().find(ACME_CODE)
+        assert organisation is not None
+        assert service.to_review(service.members(organisation)) == {granted.public_id}  # type: ignore[attr-defined]
