@@ -19,7 +19,7 @@ from flask import Flask
 from sqlalchemy import func, select
 
 from accounts.adapters.face import FaceUnavailable, HttpFaceVerifier
-from accounts.adapters.registry import Answer, HttpRegistry, RegistryUnavailable
+from accounts.adapters.registry import NUMBER_INDEX, Answer, HttpRegistry, RegistryUnavailable
 from accounts.adapters.sms import HttpSmsGateway, SmsUnavailable
 from accounts.container import Accounts
 from accounts.realname.errors import RegistryDown, RegistryMismatch
@@ -29,6 +29,7 @@ from idp.app import create_app
 from idp.cli import remote_service_notices
 from idp.core.audit.models import AuditEvent
 from idp.core.clock import FrozenClock
+from idp.core.keys import DataCipher, DataKey
 from idp.core.remote import BreakerState, CircuitBreaker, RemoteService, SignedClient, sign
 from idp.core.runtime import Runtime, db
 from idp.core.store import Store
@@ -575,3 +576,22 @@ def test_start_up_notices(settings: Settings) -> None:
     assert unsigned == [
         "requests to the registry service are NOT SIGNED: registry_hmac_key is not set"
     ]
+
+
+def test_the_registry_names_an_organisations_legal_representative_by_keyed_hash(
+    remote: RemoteServices,
+) -> None:
+    """The registry service's answer carries the representative's number; the platform
+    keeps only its keyed hash, the one a confirmed identity of that number has."""
+    cipher = DataCipher([DataKey("d1", b"k" * 32)], index_key=b"i" * 32)
+    registry = HttpRegistry(client(remote.url + "/registry"), cipher)
+    remote.raw_answer = json.dumps(
+        {"answer": "match", "reference": "r-1", "representative": ALICE_ID.lower()}
+    ).encode()
+    result = registry.match("organisation", "91110000600037341L", "示例")
+    assert result.answer is Answer.MATCH
+    assert result.representative_index == cipher.blind_index(ALICE_ID, purpose=NUMBER_INDEX)
+    assert ALICE_ID not in str(result)
+    remote.raw_answer = b'{"answer": "match", "representative": "not a number"}'
+    with pytest.raises(RegistryUnavailable):
+        registry.match("organisation", "91110000600037341L", "示例")
