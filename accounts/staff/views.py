@@ -36,6 +36,7 @@ from accounts.identifiers import mask
 from accounts.people.models import User
 from accounts.people.session import current_user, login_required
 from accounts.realname.errors import InvalidDocument, InvalidName, InvalidReference, OwnAccount
+from accounts.realname.services import VerificationMethod
 from accounts.staff.errors import (
     InvalidKeptLevel,
     InvalidLowerReason,
@@ -148,6 +149,18 @@ def counter() -> ResponseReturnValue:
     assert staff is not None  # login_required ran first
     refused = staff_refusal(staff, StaffRole.COUNTER_VERIFIER)
     if refused is not None:
+        if request.method == "POST":  # an attempt, not a look: audited
+            named = (
+                Accounts.of()
+                .account_service()
+                .find_by_username(request.form.get("username", "")[:64])
+            )
+            Accounts.of().realname_service().record_refusal(
+                named,
+                method=VerificationMethod.COUNTER,
+                reason=refused.reason,
+                actor=staff_actor(staff),
+            )
         return refused.response
     form = CounterForm()
     status = 200

@@ -533,3 +533,15 @@ def test_an_unknown_staff_role_is_refused(app: Flask, people: None) -> None:
         with pytest.raises(InvalidStaffRole):
             Accounts.of().staff_service().appoint(clerk, DEPARTMENT, actor="t", roles=["boss"])
         assert clerk.staff_roles == [StaffRole.COUNTER_VERIFIER.value]
+
+
+def test_a_refused_counter_attempt_is_audited_with_the_staff_member(
+    app: Flask, client: FlaskClient, people: None
+) -> None:
+    sign_in(client, "clerk")  # password only: no second factor
+    token = csrf_token(body(client.get("/account")))
+    assert client.post("/staff/counter", data={"csrf_token": token, **FORM}).status_code == 403
+    refused = [e for e in citizen_events(app) if e.outcome == "failure"]
+    assert refused[-1].details["reason"] == "no_second_factor"
+    clerk = user_named(app, "clerk")
+    assert refused[-1].actor == f"staff:{clerk.public_id}"
