@@ -75,6 +75,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from signin import CSRF, _cookie_header, _cookies
 
 PLATFORM_POLICY = "2.25.1"  # the bridge's policy in this run
 LOCAL_POLICY = "1.2.156.1.1"  # the local CA's, mapped to the platform's
@@ -84,23 +85,12 @@ CRL_PATH = "/bench-ca.crl"
 # accounts are made in-process and never sign in with a password: a cheap hash will do
 SETUP_PASSWORD = "bench certificate passphrase 3c9e"
 NAMES = ("王小丽", "李建国", "张伟", "刘洋", "陈静", "杨帆", "赵敏", "黄磊")
-CSRF = re.compile(rb'name="csrf_token" type="hidden" value="([^"]+)"')
 CHALLENGE = re.compile(rb'name="challenge" type="hidden" value="([^"]+)"')
 BROWSER_HEADERS = {
     "User-Agent": "idp-bench/1 (cert-signin)",
     "Accept": "text/html,application/xhtml+xml,*/*;q=0.8",
     "Accept-Language": "zh-CN,zh;q=0.9,en;q=0.8",
 }
-
-
-def _cookies(response: http.client.HTTPResponse, jar: dict[str, str]) -> None:
-    for header in response.headers.get_all("Set-Cookie") or []:
-        name, _, rest = header.partition("=")
-        jar[name.strip()] = rest.split(";", 1)[0]
-
-
-def _cookie_header(jar: dict[str, str]) -> str:
-    return "; ".join(f"{name}={value}" for name, value in jar.items())
 
 
 @dataclass(frozen=True)

@@ -141,6 +141,11 @@ def staff_refusal(user: User, role: StaffRole) -> Refusal | None:
     return Refusal(error_response(403, message, error="access_denied", title=title), reason)
 
 
+def _named_citizen() -> User | None:
+    """The account a refused staff form names, for its audit event (None: unknown)."""
+    return Accounts.of().account_service().find_by_username(request.form.get("username", "")[:64])
+
+
 @bp.route("/staff/counter", methods=["GET", "POST"])
 @login_required
 def counter() -> ResponseReturnValue:
@@ -150,13 +155,8 @@ def counter() -> ResponseReturnValue:
     refused = staff_refusal(staff, StaffRole.COUNTER_VERIFIER)
     if refused is not None:
         if request.method == "POST":  # an attempt, not a look: audited
-            named = (
-                Accounts.of()
-                .account_service()
-                .find_by_username(request.form.get("username", "")[:64])
-            )
             Accounts.of().realname_service().record_refusal(
-                named,
+                _named_citizen(),
                 method=VerificationMethod.COUNTER,
                 reason=refused.reason,
                 actor=staff_actor(staff),
@@ -250,12 +250,7 @@ def levels() -> ResponseReturnValue:
     refused = staff_refusal(staff, StaffRole.LEVEL_ADMINISTRATOR)
     if refused is not None:
         if request.method == "POST":  # an attempt, not a look: audited
-            named = (
-                Accounts.of()
-                .account_service()
-                .find_by_username(request.form.get("username", "")[:64])
-            )
-            service.refuse(staff, named, refused.reason)
+            service.refuse(staff, _named_citizen(), refused.reason)
         return refused.response
     form = LevelForm()
     status = 200

@@ -26,7 +26,6 @@ import pytest
 from asn1crypto import keys as asn1_keys
 from asn1crypto import pem as asn1_pem
 from asn1crypto import x509 as asn1_x509
-from click.testing import Result
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -40,11 +39,11 @@ from accounts.demo_people import DEMO_PERSON
 from config import Settings
 from idp.cli import _demo_pki, _start_demo_ca_services
 from pki.challenge import sign_challenge, verify_challenge_signature
-from pki.cli import pki_group
 from pki.demo import make_demo_ca_server, prepare
 from pki.identity import IdentityRule, extract_identity
 from pki.services import DEFAULT_POLICY
 from pki.validation import ValidationOptions, validate
+from tests.pki.test_bridge import invoke, invoke_json
 from tests.support import csrf_token
 
 # the test settings' issuer is http://localhost: the CA services default to port 80 + 10
@@ -52,15 +51,6 @@ SERVICES = "http://localhost:90"
 CAS = ("demo-rsa", "demo-ec", "demo-sm2")
 SM2_CURVE = "1.2.156.10197.1.301"
 
-
-def invoke(app: Flask, *args: str) -> Result:
-    return app.test_cli_runner().invoke(pki_group, list(args), catch_exceptions=False)
-
-
-def invoke_json(app: Flask, *args: str) -> Any:
-    result = invoke(app, *args, "--json")
-    assert result.exit_code == 0, result.output
-    return json.loads(result.output)
 
 
 @pytest.fixture(scope="module")
