@@ -52,7 +52,6 @@ CAS = ("demo-rsa", "demo-ec", "demo-sm2")
 SM2_CURVE = "1.2.156.10197.1.301"
 
 
-
 @pytest.fixture(scope="module")
 def made(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One demo PKI for the module (RSA keys are slow to make); tests copy it."""
