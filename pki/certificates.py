@@ -47,7 +47,7 @@ from pki.validation import BadInput, ValidationOptions
 
 if TYPE_CHECKING:
     from accounts.organisations.authorisations import AuthorisationService
-    from accounts.organisations.models import Organisation
+    from accounts.organisations.models import Authorisation, Organisation
     from accounts.organisations.services import OrganisationService
     from accounts.people.models import User
     from accounts.people.services import AccountService
@@ -309,6 +309,22 @@ class CertificateService:
             evidence_ref=checked.fingerprint,
             expires_at=checked.not_after,
         )
+
+    def organisation_authority(
+        self, user: User, checked: CheckedCertificate
+    ) -> tuple[Organisation, Authorisation] | None:
+        """For an enterprise certificate: the organisation it proves and ``user``'s live
+        authorisation to act for it (made when the certificate signed in). None for a
+        person's certificate, or an organisation the platform does not know yet."""
+        if checked.identity.kind != "organisation":
+            return None
+        organisation = self._organisations.find(checked.identity.identifier)
+        if organisation is None:
+            return None
+        authorisation = self._authorisations.administering(user, organisation)
+        if authorisation is None:
+            return None
+        return organisation, authorisation
 
     # -- level 5 -------------------------------------------------------------------------
 

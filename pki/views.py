@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import secrets
+from typing import TYPE_CHECKING
 
 from flask import (
     Blueprint,
@@ -44,15 +45,19 @@ from accounts.container import Accounts
 from accounts.errors import AccountError
 from accounts.people.session import current_user, login_required
 from idp.core.navigation import safe_next
+from idp.core.principal import ActingFor
 from idp.core.runtime import Runtime, db
 from idp.core.signin import Proof, SignInMethods
-from pki.certificates import CertificateRefused, CheckedCertificate
+from pki.certificates import CertificateRefused, CertificateService, CheckedCertificate
 from pki.challenge import ChallengeRefused, verify_challenge_signature
 from pki.container import Pki
 from pki.forms import ActionForm, CertificateLoginForm, NewAccountForm
 from pki.mtls import ForwardedCertificateRefused, forwarded_certificate, proxy_networks
 from pki.services import CRL_PATH, PkiError
 from pki.signin import CERTIFICATE, CHALLENGE_AMR, TLS_AMR
+
+if TYPE_CHECKING:
+    from accounts.people.models import User
 
 bp = Blueprint("pki", __name__, template_folder="templates")
 log = logging.getLogger(__name__)
@@ -183,10 +188,28 @@ def _signed_in_or_pending(
     except CertificateRefused as exc:
         flow.count(CERTIFICATE, "failure")
         return _error_page(_(exc.message, **exc.params), 403)
-    proof = Proof(
-        method=CERTIFICATE, uid=user.id, sub=user.public_id, subject=user.subject, amr=amr
+    return flow.proved(_proof(service, user, checked, amr), next_url)
+
+
+def _proof(
+    service: CertificateService, user: User, checked: CheckedCertificate, amr: tuple[str, ...]
+) -> Proof:
+    """What the certificate proved: the account, and for an enterprise certificate the
+    organisation, which the session then acts for as the subject (issue 12: with an
+    enterprise certificate alone the subject is the organisation)."""
+    acting_for = None
+    authority = service.organisation_authority(user, checked)
+    if authority is not None:
+        organisation, authorisation = authority
+        acting_for = ActingFor(organisation.public_id, authorisation.public_id, as_subject=True)
+    return Proof(
+        method=CERTIFICATE,
+        uid=user.id,
+        sub=user.public_id,
+        subject=user.subject,
+        amr=amr,
+        acting_for=acting_for,
     )
-    return flow.proved(proof, next_url)
 
 
 # -- a certificate no account holds yet -------------------------------------------------
@@ -271,16 +294,14 @@ def certificate_new() -> ResponseReturnValue:
         return make_response(
             render_template("pki/new.html", error=_(exc.message, **exc.params), **context), 400
         )
+    service = Pki.of().certificates(actor="web")
     try:
-        Pki.of().certificates(actor="web").bind(user, checked)
+        service.bind(user, checked)
     except CertificateRefused as exc:
         return make_response(
             render_template("pki/new.html", error=_(exc.message, **exc.params), **context), 403
         )
-    proof = Proof(
-        method=CERTIFICATE, uid=user.id, sub=user.public_id, subject=user.subject, amr=amr
-    )
-    response = SignInMethods.of().flow.proved(proof, next_url)
+    response = SignInMethods.of().flow.proved(_proof(service, user, checked, amr), next_url)
     assert isinstance(response, BaseResponse)
     _forget_pending(response)
     return response

@@ -270,15 +270,29 @@ class AuthorisationService:
             user, organisation, (Role.ADMINISTRATOR, Role.LEGAL_REPRESENTATIVE), by="certificate"
         )
 
+    def administering(self, user: User, organisation: Organisation) -> Authorisation | None:
+        """``user``'s live authorisation to administer the organisation (legal
+        representative or administrator), if any."""
+        return self.live_role(user, organisation, (Role.ADMINISTRATOR, Role.LEGAL_REPRESENTATIVE))
+
+    def live_role(
+        self, user: User, organisation: Organisation, roles: tuple[Role, ...]
+    ) -> Authorisation | None:
+        """``user``'s live authorisation of one of ``roles`` for the organisation."""
+        for row in self.live_for(user):
+            if row.organisation_id == organisation.id and row.role in roles:
+                return row
+        return None
+
     def _claimed(
         self, user: User, organisation: Organisation, roles: tuple[Role, ...], *, by: str
     ) -> Authorisation:
         """``user``'s live authorisation of one of ``roles`` for the organisation, made
         now (of the first role: for the whole organisation, with no end) if they hold
         none. Audited as ``org.claim``."""
-        for row in self.live_for(user):
-            if row.organisation_id == organisation.id and row.role in roles:
-                return row
+        held = self.live_role(user, organisation, roles)
+        if held is not None:
+            return held
         now = self._clock.now()
         authorisation = Authorisation(
             organisation_id=organisation.id,

@@ -23,13 +23,25 @@ PRINCIPAL_KEYS = ("uid", "sub", "auth_time", "amr", "sid", "act")
 
 @dataclass(frozen=True)
 class ActingFor:
-    """The person acts for an organisation under an authorisation (a mandate)."""
+    """The person acts for an organisation under an authorisation (a mandate).
+
+    ``as_subject``: the sign-in proved the organisation, not a person (an enterprise
+    certificate alone): the services see the organisation as the subject, and no
+    person as the actor."""
 
     organisation: str  # the organisation's public id
     authorisation: str  # the id of the authorisation that lets the person act for it
+    as_subject: bool = False
 
-    def to_session(self) -> dict[str, str]:
-        return {"org": self.organisation, "authz": self.authorisation}
+    def to_session(self) -> dict[str, str | bool]:
+        data: dict[str, str | bool] = {"org": self.organisation, "authz": self.authorisation}
+        if self.as_subject:
+            data["subj"] = True
+        return data
+
+    def subject_public_id(self, person_public_id: str) -> str:
+        """The public id the services' ``sub`` is derived from."""
+        return self.organisation if self.as_subject else person_public_id
 
     @classmethod
     def from_session(cls, value: object) -> ActingFor | None:
@@ -38,7 +50,7 @@ class ActingFor:
         organisation, authorisation = value.get("org"), value.get("authz")
         if not isinstance(organisation, str) or not isinstance(authorisation, str):
             return None
-        return cls(organisation, authorisation)
+        return cls(organisation, authorisation, value.get("subj") is True)
 
 
 @dataclass(frozen=True)

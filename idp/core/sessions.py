@@ -43,6 +43,10 @@ SECURE_COOKIE_NAME = "__Host-idp_session"
 _SID = re.compile(r"^[A-Za-z0-9_-]{43}$")
 # Refresh the idle deadline at most this often, so reads do not all become writes.
 TOUCH_INTERVAL = 60
+# The services of the session that were given a subject other than the account's
+# (client id -> the public id their ``sub`` derives from: an organisation's, issue 12),
+# for back-channel logout. The list of services is ``rps``.
+RP_SUBJECTS = "rps_subjects"
 _CREATED = "_created"
 _TOUCHED = "_touched"
 
@@ -252,7 +256,7 @@ def complete_sign_in(
     kept: dict[str, Any] = {}
     previous = session.get("uid")
     if previous == uid:
-        kept = {key: session[key] for key in ("sid", "rps") if key in session}
+        kept = {key: session[key] for key in ("sid", "rps", RP_SUBJECTS) if key in session}
     elif previous is not None:
         session_ended.send(_app(), data=dict(session))
     principal = Principal.signed_in(
@@ -265,6 +269,8 @@ def complete_sign_in(
     )
     session.clear()  # includes the CSRF token: a new one is made for the new session
     session.update(principal.to_session(), rps=kept.get("rps", []))
+    if RP_SUBJECTS in kept:
+        session[RP_SUBJECTS] = kept[RP_SUBJECTS]
     cast(StoreSession, session).rotate()
     return principal
 

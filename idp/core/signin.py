@@ -40,6 +40,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from flask.typing import ResponseReturnValue
 
+from idp.core.principal import ActingFor
 from idp.core.runtime import Component
 
 MFA = "mfa"
@@ -68,6 +69,9 @@ class Proof:
     amr: tuple[str, ...]
     device_id: str | None = None
     state: Mapping[str, str] = field(default_factory=dict)
+    # the sign-in proved an organisation (an enterprise certificate): the session acts
+    # for it from the start
+    acting_for: ActingFor | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -78,6 +82,7 @@ class Proof:
             "amr": list(self.amr),
             "dev": self.device_id,
             "state": dict(self.state),
+            "act": self.acting_for.to_session() if self.acting_for is not None else None,
         }
 
     @classmethod
@@ -90,6 +95,7 @@ class Proof:
             amr=tuple(str(value) for value in data["amr"]),
             device_id=None if data.get("dev") is None else str(data["dev"]),
             state={str(k): str(v) for k, v in dict(data.get("state") or {}).items()},
+            acting_for=ActingFor.from_session(data.get("act")),
         )
 
 

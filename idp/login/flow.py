@@ -101,8 +101,11 @@ class LoginFlow:
     def finish(self, proofs: Sequence[Proof], next_url: str) -> Response:
         amr = achieved_amr(proofs)
         first = proofs[0]
-        complete_sign_in(first.uid, first.sub, amr)
-        audit_log().record("signin", subject=first.subject, details={"amr": amr})
+        complete_sign_in(first.uid, first.sub, amr, acting_for=first.acting_for)
+        details: dict[str, object] = {"amr": amr}
+        if first.acting_for is not None:
+            details["org"] = first.acting_for.organisation
+        audit_log().record("signin", subject=first.subject, details=details)
         db().commit()
         self.count("complete", "success")
         response = redirect(safe_next(next_url))

@@ -18,6 +18,12 @@ The tokens keep ``sub`` the person's own subject for the client and add
   authority (``role``, ``authorisation``: its public id, ``authorisation_expires``: its
   end as epoch seconds, or null);
 * ``act`` (RFC 8693 4.1): ``{"sub": the person's sub for this client}``.
+
+With an enterprise certificate alone (``ActingFor.as_subject``: the sign-in proved the
+organisation, not who holds its key) the organisation is the subject: ``sub`` is derived
+from the organisation's public id (public or pairwise, like a person's; the grant keeps
+it as ``subject_id``), the tokens carry ``org`` but no ``act``, and no personal claim
+of the account the certificate is bound to is released (docs/decisions/0036).
 """
 
 from __future__ import annotations
@@ -178,9 +184,13 @@ class OrgAuthority:
             "authorisation_expires": int(ends.timestamp()) if ends is not None else None,
         }
 
-    def claims(self, authorisation: Authorisation, person_subject: str) -> dict[str, Any]:
-        """``org`` and ``act`` for a token or userinfo answer."""
-        return {"org": self.org_claim(authorisation), "act": {"sub": person_subject}}
+    def claims(self, authorisation: Authorisation, person_subject: str | None) -> dict[str, Any]:
+        """``org`` and ``act`` for a token or userinfo answer; ``person_subject`` None
+        when the organisation itself is the subject (no person proved who acts)."""
+        claims: dict[str, Any] = {"org": self.org_claim(authorisation)}
+        if person_subject is not None:
+            claims["act"] = {"sub": person_subject}
+        return claims
 
     # -- refusals
 

@@ -62,7 +62,7 @@ from accounts.people.models import User
 from accounts.people.session import current_user
 from idp.core.principal import Principal
 from idp.core.runtime import db
-from idp.core.sessions import current_principal, sign_out
+from idp.core.sessions import RP_SUBJECTS, current_principal, sign_out
 from idp.core.signin import Proof, SignInMethods
 from idp.core.web import error_response
 from idp.oauth.acting import ENTERPRISE_SCOPE, OrgAuthority
@@ -152,13 +152,14 @@ def _signed_in(
     covers = needs_consent_lookup(ask, progress) and provider.consents().covers(
         user.id, checked.client.client_id, checked.consent_scopes
     )
-    subject = None
-    if ask.hint_subject is not None:
-        subject = provider.tokens().subject(checked.client, user.public_id)
     principal = _principal()
     authorisation = None
     if ask.wants_org:
         authorisation = _acting_under(provider, checked, pending, user, principal)
+    subject = None
+    if ask.hint_subject is not None:
+        public_id = _subject_id(principal, authorisation) or user.public_id
+        subject = provider.tokens().subject(checked.client, public_id)
     return SignedIn(
         auth_time=principal.auth_time,
         amr=principal.amr,
@@ -192,6 +193,16 @@ def _acting_under(
     if hint and not pending.org_chosen and not authority.matches_hint(authorisation, hint):
         return None
     return authorisation.public_id
+
+
+def _subject_id(principal: Principal, authorisation: str | None) -> str | None:
+    """The organisation's public id when the request acts for the organisation the
+    sign-in proved (an enterprise certificate alone): the tokens' subject; else None
+    (the account's)."""
+    acting = principal.acting_for
+    if acting is None or not acting.as_subject or authorisation != acting.authorisation:
+        return None
+    return acting.organisation
 
 
 def _principal() -> Principal:
@@ -331,6 +342,7 @@ def _issue_code(
         claims=checked.claims,
         grant_id=uuid.uuid4().hex,
         authorisation_id=decision.authorisation,
+        subject_id=_subject_id(principal, decision.authorisation),
     )
     checked.oauth_request.code_record = record
     response: Response = provider.server.create_authorization_response(
@@ -339,6 +351,14 @@ def _issue_code(
     relying_parties = list(session.get("rps", []))
     if checked.client.client_id not in relying_parties:
         session["rps"] = [*relying_parties, checked.client.client_id]
+    # back-channel logout names the subject this service was last given (``enqueue_logouts``)
+    subjects = dict(session.get(RP_SUBJECTS, {}))
+    if record.subject_id is not None:
+        subjects[checked.client.client_id] = record.subject_id
+    else:
+        subjects.pop(checked.client.client_id, None)
+    if subjects or RP_SUBJECTS in session:
+        session[RP_SUBJECTS] = subjects
     provider.pending().drop(pending)
     return response
 

@@ -154,9 +154,12 @@ class ClientInfo:
 
     @property
     def sector(self) -> str:
-        """Pairwise subjects are the same for every client of one sector."""
+        """Pairwise subjects are the same for every client of one sector (a service
+        without redirect URIs, reached only by token exchange, is a sector of its own)."""
         if self.sector_identifier:
             return self.sector_identifier
+        if not self.redirect_uris:
+            return self.client_id
         return urlsplit(self.redirect_uris[0]).hostname or self.client_id
 
     def public_json(self) -> dict[str, Any]:

@@ -105,7 +105,11 @@ def userinfo() -> Response:
             return _bearer_error(
                 401, "invalid_token", "the organisation authorisation of the token has ended"
             )
-        body.update(authority.claims(authorisation, claims["sub"]))
+        as_organisation = grant.subject_id is not None
+        body.update(authority.claims(authorisation, None if as_organisation else claims["sub"]))
+        if as_organisation:
+            # the organisation is the subject: nothing of the key holder's account
+            return Response(json.dumps(body, ensure_ascii=False), headers=JSON_HEADERS)
     body.update(
         release(
             user_claims(user, client, grant.claims, "userinfo"),

@@ -45,9 +45,11 @@ from authlib.oauth2.rfc6749.hooks import hooked
 from sqlalchemy import select
 
 from accounts.organisations.authorisations import Scope
+from accounts.organisations.models import Authorisation
 from accounts.people.models import User, UserStatus
 from idp.core.audit.services import FAILURE, SUCCESS
 from idp.core.runtime import audit_log, db
+from idp.oauth.acting import OrgAuthority
 from idp.oauth.assurance import AcrPolicy
 from idp.oauth.clients import ClientInfo
 from idp.oauth.grants import CONFIDENTIAL_AUTH_METHODS
@@ -82,6 +84,7 @@ class Exchange:
     scope: str
     act: dict[str, Any]
     expires_at: int
+    authorisation: Authorisation | None  # the organisation authority, asked again
 
 
 def actors(act: Any) -> int:
@@ -134,6 +137,7 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):  # type: 
             authorisation_id=parent.authorisation_id,
             parent_grant_id=parent.id,
             act=exchange.act,
+            subject_id=parent.subject_id,
         )
         session = db()
         session.add(grant)
@@ -156,12 +160,18 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):  # type: 
             error = InvalidGrantError("The subject token was revoked.")
             self._refused(client, error)
             raise error
-        subject = tokens.subject(exchange.audience, parent.user_public_id)
+        subject = tokens.subject(exchange.audience, parent.subject_public_id)
+        extra = {}
+        if exchange.authorisation is not None:
+            # the organisation, so that introspection asks its authorisation again; the
+            # grant's ``act`` chain names the actors
+            extra = OrgAuthority.of(provider.accounts).claims(exchange.authorisation, None)
         access_token, expires_in = tokens.access_token(
             client,
             exchange.scope,
             subject=subject,
             grant=grant,
+            extra=extra,
             audience=exchange.audience.client_id,
             not_after=exchange.expires_at,
         )
@@ -219,8 +229,8 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):  # type: 
             raise InvalidGrantError("The subject token's delegation chain is too long.")
         scope = self._scope(audience, str(claims.get("scope", "")).split())
         self._check_level(provider, audience, parent, user)
-        self._check_organisation(provider, client, audience, parent, user, scope)
-        return Exchange(audience, parent, user, scope, act, int(claims["exp"]))
+        authorisation = self._check_organisation(provider, client, audience, parent, user, scope)
+        return Exchange(audience, parent, user, scope, act, int(claims["exp"]), authorisation)
 
     def _audience(self, client: ClientInfo, data: dict[str, Any]) -> ClientInfo:
         """The one downstream service, named by ``audience`` and/or ``resource`` (its
@@ -292,7 +302,7 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):  # type: 
         parent: Grant,
         user: User,
         scope: str,
-    ) -> None:
+    ) -> Authorisation | None:
         """Acting for an organisation: the same authorisation, live now and covering
         the audience. A personal subject token stays personal (nothing here adds one)."""
         if parent.authorisation_id is None:
@@ -301,7 +311,7 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):  # type: 
                     "The downstream service serves organisations only, and the subject "
                     "token acts for none."
                 )
-            return
+            return None
         service = provider.accounts.authorisation_service(f"client:{client.client_id}")
         authorisation = service.live_authorisation(user, parent.authorisation_id)
         if authorisation is None:
@@ -310,6 +320,7 @@ class TokenExchangeGrant(grants.BaseGrant, grants.TokenEndpointMixin):  # type: 
             raise InvalidTargetError(
                 "The organisation authorisation does not cover this audience or scope."
             )
+        return authorisation
 
     # -- audit
 

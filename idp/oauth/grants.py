@@ -64,8 +64,12 @@ def _user_tokens(
     """The token response for a user: access token, and ID token for ``openid``; with
     ``org`` (acting for an organisation), both carry ``org`` and ``act``."""
     tokens = provider.tokens()
-    subject = tokens.subject(client, grant.user_public_id)
-    org_claims = org(subject) if org is not None else {}
+    subject = tokens.subject(client, grant.subject_public_id)
+    # the organisation as the subject: no person acts, nothing personal is released
+    as_organisation = grant.subject_id is not None
+    org_claims = {}
+    if org is not None:
+        org_claims = org(None if as_organisation else subject)
     access_token, expires_in = tokens.access_token(
         client, scope, subject=subject, grant=grant, extra=org_claims
     )
@@ -80,7 +84,7 @@ def _user_tokens(
     if "openid" in scope.split():
         wanted = requested_names(grant.claims, "id_token")
         extra = {}
-        if wanted:  # the account is read only when the client asked for its claims
+        if wanted and not as_organisation:  # read only when the client asked for claims
             user = provider.accounts.account_service().get(grant.user_id)
             if user is not None:
                 extra = release(
@@ -100,7 +104,8 @@ def _user_tokens(
     return response
 
 
-OrgClaims = Callable[[str], dict[str, Any]]  # the person's sub -> ``org`` and ``act``
+# the person's sub (None: the organisation is the subject) -> ``org`` and ``act``
+OrgClaims = Callable[[str | None], dict[str, Any]]
 
 
 class PersonalTokenRefused(InvalidGrantError):  # type: ignore[misc]

@@ -37,7 +37,7 @@ from joserfc.errors import JoseError
 
 from accounts.people.session import current_user
 from idp.core.runtime import Runtime, audit_log, db
-from idp.core.sessions import session_ended, sign_out
+from idp.core.sessions import RP_SUBJECTS, session_ended, sign_out
 from idp.core.web import error_response
 from idp.oauth.clients import ClientInfo
 from idp.oauth.models import LogoutDelivery
@@ -168,7 +168,7 @@ def enqueue_logouts(sender: Flask, data: dict[str, Any], **_: Any) -> None:
             LogoutDelivery(
                 client_id=client.client_id,
                 uri=client.backchannel_logout_uri,
-                subject=provider.tokens().subject(client, data["sub"]),
+                subject=provider.tokens().subject(client, _subject_id(data, client_id)),
                 sid=data.get("sid"),
                 created_at=now,
                 next_attempt_at=now,
@@ -178,6 +178,15 @@ def enqueue_logouts(sender: Flask, data: dict[str, Any], **_: Any) -> None:
     if owed:
         db().commit()
         provider.backchannel.wake()
+
+
+def _subject_id(data: dict[str, Any], client_id: str) -> str:
+    """The public id the service's ``sub`` derives from: the account's, or the
+    organisation's when the session gave it the organisation as the subject."""
+    subjects = data.get(RP_SUBJECTS)
+    if isinstance(subjects, dict) and isinstance(subjects.get(client_id), str):
+        return str(subjects[client_id])
+    return str(data["sub"])
 
 
 def init_app(app: Flask) -> None:

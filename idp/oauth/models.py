@@ -111,6 +111,14 @@ class Grant(Base):
     # RFC 8693: the grant whose token was exchanged for this one, and the ``act`` chain.
     parent_grant_id: Mapped[str | None] = mapped_column(String(36), index=True)
     act: Mapped[dict[str, Any] | None]
+    # The public id the grant's ``sub`` is derived from when it is not the account's:
+    # the organisation's, when the sign-in proved only the organisation (an enterprise
+    # certificate alone; issue 12). None: the account's (``user_public_id``).
+    subject_id: Mapped[str | None] = mapped_column(String(36))
+
+    @property
+    def subject_public_id(self) -> str:
+        return self.subject_id or self.user_public_id
 
 
 class RefreshToken(Base):

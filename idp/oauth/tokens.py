@@ -109,6 +109,9 @@ class CodeRecord:
     grant_id: str
     # the organisation authorisation the person acts under (None: for themselves)
     authorisation_id: str | None = None
+    # the organisation's public id when the sign-in proved only the organisation: the
+    # subject of the tokens (``Grant.subject_id``)
+    subject_id: str | None = None
 
     # -- Authlib's AuthorizationCodeMixin
     def get_redirect_uri(self) -> str:
@@ -145,6 +148,12 @@ class GrantData:
     # RFC 8693: the exchanged grant and the ``act`` chain
     parent_grant_id: str | None = None
     act: dict[str, Any] | None = None
+    # the organisation's public id when it is the subject (``Grant.subject_id``)
+    subject_id: str | None = None
+
+    @property
+    def subject_public_id(self) -> str:
+        return self.subject_id or self.user_public_id
 
 
 _GRANT_FIELDS = [column.key for column in Grant.__table__.columns]
@@ -310,6 +319,7 @@ class TokenService:
             "authorisation_id": record.authorisation_id,
             "parent_grant_id": None,
             "act": None,
+            "subject_id": record.subject_id,
         }
         if self._revocations.grant_marked(record.grant_id):
             # the code was replayed while this redemption was under way
