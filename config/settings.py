@@ -174,6 +174,8 @@ class Settings(BaseModel):
     )
     backchannel_max_attempts: int = Field(default=12, ge=1, le=50)
     backchannel_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    set_push_max_attempts: int = Field(default=12, ge=1, le=50)
+    set_push_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     acr_password: str = Field(
         default="urn:dongguan:idp:acr:pwd",
         description="acr value for a sign-in with a password (or another single factor).",

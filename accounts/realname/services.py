@@ -49,6 +49,7 @@ from accounts.realname.errors import (
 )
 from accounts.realname.models import Identity, Verification
 from accounts.realname.models import VerificationMethod as VerificationMethod  # noqa: PLC0414 - re-exported for pki
+from accounts.signals import level_changed
 from idp.core.audit.services import FAILURE, AuditLog
 from idp.core.clock import Clock
 from idp.core.keys import DataCipher
@@ -302,6 +303,7 @@ class RealNameService:
         account's declared identity meanwhile)."""
         if level not in LEVELS:
             raise ValueError(f"a verification reaches level 2 to 5, not {level}")
+        previous = self._level_if_watched(holder)
         now = self._clock.now()
         verification = Verification(
             method=method,
@@ -343,6 +345,7 @@ class RealNameService:
             raise VerificationConflict() from None
         self._audit.record(_event(holder), subject=holder.subject, actor=actor, details=audited)
         self._session.commit()
+        self._announce_level(holder, previous)
         return verification
 
     def record_refusal(
@@ -401,6 +404,7 @@ class RealNameService:
     def end_verifications(self, user: User, *, above: int, reason: str, actor: str) -> int:
         """Lower the account's level to at most ``above`` by ending the verifications
         over it (an administrator's decision, with a reason); returns how many ended."""
+        previous = self._level_if_watched(user)
         now = self._clock.now()
         ended = 0
         for verification in self._live(user):
@@ -415,7 +419,21 @@ class RealNameService:
             details={"to_at_most": above, "ended": ended, "reason": reason[:200]},
         )
         self._session.commit()
+        self._announce_level(user, previous)
         return ended
+
+    def _level_if_watched(self, holder: Holder) -> int | None:
+        """A person's level before a change, when someone listens to ``level_changed``."""
+        if isinstance(holder, User) and level_changed.receivers:
+            return self.level(holder)
+        return None
+
+    def _announce_level(self, holder: Holder, previous: int | None) -> None:
+        if previous is None or not isinstance(holder, User):
+            return
+        current = self.level(holder)
+        if current != previous:
+            level_changed.send(holder, previous=previous, current=current)
 
     def record_expiries(self) -> int:
         """Mark every verification whose time ran out as ended ("expired"), with one

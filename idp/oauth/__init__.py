@@ -33,6 +33,7 @@ from idp.oauth import (
     endpoints,
     logout,
     provider,
+    security_events,
     staff_clients,
 )
 from idp.oauth.server import OAuthRuntime
@@ -47,6 +48,7 @@ def init_app(app: Flask, core: Runtime, *, background: bool = False) -> None:
     account.init_app(app)
     act_for.init_app(app)
     staff_clients.init_app(app)
+    security_events.init_app(app, core, built.keys, background=background)
     for command in cli.COMMANDS:
         app.cli.add_command(command)
     account_disabled.connect(revoke_disabled_accounts_grants, weak=False)

@@ -1,4 +1,4 @@
-"""``idp clients ...`` and ``idp keys ...``."""
+"""``idp clients ...``, ``idp keys ...`` and ``idp events ...``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import click
 from idp.core.cli_support import echo_json, fail, with_app
 from idp.core.keys_cli import prune_data, rotate_data
 from idp.core.runtime import audit_log, db
+from idp.oauth import security_events
 from idp.oauth.clients import (
     DEFAULT_SCOPE,
     DOCUMENT_NUMBER_RELEASES,
@@ -337,4 +338,38 @@ def prune(as_json: bool) -> None:
         click.echo(f"removed {len(removed)} retired key(s)")
 
 
-COMMANDS = (clients, keys)
+@click.group("events")
+def events() -> None:
+    """Security Event Tokens exchanged with the peers (RFC 8417 / 8935)."""
+
+
+@events.command("sent")
+@click.option("--failed", is_flag=True, help="Only those recorded as failed.")
+@click.option("--json", "as_json", is_flag=True)
+@with_app
+def events_sent(failed: bool, as_json: bool) -> None:
+    """The SETs owed to or pushed to the peers, and how their delivery went."""
+    rows = [security_events.as_json(row) for row in security_events.sent(db(), failed_only=failed)]
+    if as_json:
+        echo_json(rows)
+        return
+    for row in rows:
+        state = "delivered" if row["delivered_at"] else "failed" if row["failed_at"] else "owed"
+        error = row["last_error"] or ""
+        click.echo(f"{row['id']}\t{row['peer']}\t{row['event']}\t{state}\t{error}")
+
+
+@events.command("received")
+@click.option("--json", "as_json", is_flag=True)
+@with_app
+def events_received(as_json: bool) -> None:
+    """The SETs the peers pushed here, and what was done about each."""
+    rows = [security_events.as_json(row) for row in security_events.received(db())]
+    if as_json:
+        echo_json(rows)
+        return
+    for row in rows:
+        click.echo(f"{row['id']}\t{row['peer']}\t{row['event']}\t{row['outcome']}")
+
+
+COMMANDS = (clients, keys, events)

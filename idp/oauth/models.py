@@ -184,13 +184,25 @@ class SigningKey(Base):
     retired_at: Mapped[datetime | None]
 
 
-class LogoutDelivery(Base):
-    """A back-channel logout notice owed to a client, delivered off the request path
-    with retries; a delivery that keeps failing is marked failed, never dropped."""
+class DeliveryState:
+    """The columns of something owed to another system, delivered off the request path
+    with retries (``idp.oauth.outbox``); one that keeps failing is marked failed, never
+    dropped."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(index=True)
+    delivered_at: Mapped[datetime | None]
+    failed_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(String(500))
+
+
+class LogoutDelivery(DeliveryState, Base):
+    """A back-channel logout notice owed to a client."""
 
     __tablename__ = "backchannel_deliveries"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
     client_id: Mapped[str] = mapped_column(
         ForeignKey("oauth_clients.client_id", ondelete="CASCADE"), index=True
     )
@@ -199,9 +211,38 @@ class LogoutDelivery(Base):
     # attempt signs a fresh logout token).
     subject: Mapped[str] = mapped_column(String(128))
     sid: Mapped[str | None] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    attempts: Mapped[int] = mapped_column(default=0)
-    next_attempt_at: Mapped[datetime] = mapped_column(index=True)
-    delivered_at: Mapped[datetime | None]
-    failed_at: Mapped[datetime | None]
-    last_error: Mapped[str | None] = mapped_column(String(500))
+
+
+class SetDelivery(DeliveryState, Base):
+    """A Security Event Token (RFC 8417) owed to a peer, pushed (RFC 8935) off the
+    request path. The event is kept, not the signed token: each attempt signs it again
+    under the same ``jti``, so the peer can tell a retry from a new event."""
+
+    __tablename__ = "set_deliveries"
+
+    peer: Mapped[str] = mapped_column(String(64), index=True)
+    jti: Mapped[str] = mapped_column(String(64), unique=True)
+    event_type: Mapped[str] = mapped_column(String(200))
+    # the SET's ``sub_id`` (RFC 9493) and ``events`` (the one event and its fields)
+    sub_id: Mapped[dict[str, Any]]
+    event: Mapped[dict[str, Any]]
+    # the first signing time (the SET's ``iat``, the same on every attempt)
+    issued_at: Mapped[datetime]
+
+
+class ReceivedSet(Base):
+    """A Security Event Token a peer pushed, once it was verified: what it said and
+    what was done about it. Unique per (peer, ``jti``): a retried push is answered but
+    not applied twice."""
+
+    __tablename__ = "set_received"
+    __table_args__ = (UniqueConstraint("peer", "jti"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    peer: Mapped[str] = mapped_column(String(64))
+    jti: Mapped[str] = mapped_column(String(200))
+    event_type: Mapped[str] = mapped_column(String(200))
+    sub_id: Mapped[dict[str, Any]]
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # applied | unknown_subject | not_applied (an event this service does not act on)
+    outcome: Mapped[str] = mapped_column(String(32))

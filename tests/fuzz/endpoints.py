@@ -76,6 +76,7 @@ TARGETS: dict[str, list[Target]] = {
         Target("/token", ("POST",), Kind.TOKEN, TOKEN),
         Target("/introspect", ("POST",), Kind.TOKEN, TOKEN_QUERY),
         Target("/revoke", ("POST",), Kind.TOKEN, TOKEN_QUERY),
+        Target("/security-events", ("POST",), Kind.PUBLIC),
     ],
     "userinfo": [
         Target("/userinfo", ("GET", "POST"), Kind.USERINFO, ("access_token",)),
