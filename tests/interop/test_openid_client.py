@@ -27,18 +27,15 @@ import hashlib
 import html
 import io
 import json
-import os
 import queue
 import re
-import shutil
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from html.parser import HTMLParser
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit, urlunsplit
 
 import pytest
@@ -53,17 +50,13 @@ from idp.core.runtime import Runtime, db
 from idp.oauth.clients import Registration
 from idp.oauth.server import OAuthRuntime
 from tests.e2e.servers import IDP, clean_env, free_port, running
+from tests.interop.support import page_forms, require_node
 from tests.support import STRONG_PASSWORD
 
 pytestmark = pytest.mark.multiprocess
 
 HERE = Path(__file__).resolve().parent
 RP_SCRIPT = HERE / "rp.mjs"
-LOCK = HERE / "package-lock.json"
-LIBRARY = HERE / "node_modules" / "openid-client" / "package.json"
-NODE_MAJOR_MIN = 20
-NPM_CI = ["ci", "--ignore-scripts", "--no-audit", "--no-fund", "--fetch-retries=1"]
-NPM_CI_TIMEOUT = 90  # within pytest-timeout (120 s per test, fixtures included)
 CALL_TIMEOUT = 30.0
 HTTP_TIMEOUT = 10.0
 
@@ -82,12 +75,6 @@ PERSON_NAME, PERSON_NUMBER = "王小丽", "11010519491231002X"
 
 
 # --- the relying party process ------------------------------------------------------------
-
-
-def _unavailable(message: str) -> NoReturn:
-    if os.environ.get("IDP_TEST_INTEROP") == "required":
-        pytest.fail(f"{message}; IDP_TEST_INTEROP=required", pytrace=False)
-    pytest.skip(message)
 
 
 class RpError(Exception):
@@ -159,47 +146,10 @@ class RelyingParty:
             self._process.stdout.close()
 
 
-def _installed() -> bool:
-    """node_modules holds the openid-client version package-lock.json pins."""
-    if not LIBRARY.exists():
-        return False
-    locked = json.loads(LOCK.read_text())["packages"]["node_modules/openid-client"]["version"]
-    return bool(json.loads(LIBRARY.read_text())["version"] == locked)
-
-
 @pytest.fixture(scope="module")
 def node() -> str:
-    """The node binary, with the locked openid-client installed (``npm ci`` if needed)."""
-    executable = shutil.which("node")
-    if executable is None:
-        _unavailable("node is not installed (Node.js 20 or newer is needed)")
-    version = subprocess.run(
-        [executable, "--version"], capture_output=True, text=True, timeout=30, check=False
-    ).stdout.strip()
-    try:
-        major = int(version.lstrip("v").split(".")[0])
-    except ValueError:
-        _unavailable(f"cannot tell the version of {executable} ({version!r})")
-    if major < NODE_MAJOR_MIN:
-        _unavailable(f"node {version} is too old; openid-client needs {NODE_MAJOR_MIN}+")
-    if not _installed():
-        npm = shutil.which("npm")
-        if npm is None:
-            _unavailable("tests/interop/node_modules is missing and npm is not installed")
-        try:
-            result = subprocess.run(
-                [npm, *NPM_CI],
-                cwd=HERE,
-                capture_output=True,
-                text=True,
-                timeout=NPM_CI_TIMEOUT,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            _unavailable(f"npm ci in tests/interop took longer than {NPM_CI_TIMEOUT} s")
-        if result.returncode != 0 or not _installed():
-            _unavailable(f"npm ci in tests/interop failed:\n{result.stdout}{result.stderr}")
-    return executable
+    """The node binary, with the locked packages installed (``npm ci`` if needed)."""
+    return require_node()
 
 
 # --- the provider -------------------------------------------------------------------------
@@ -350,35 +300,6 @@ def rp(
 # --- the browser --------------------------------------------------------------------------
 
 
-@dataclass
-class _Form:
-    action: str
-    fields: dict[str, str] = field(default_factory=dict)
-
-
-class _Forms(HTMLParser):
-    """The page's forms with their hidden fields (values unescaped)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.forms: list[_Form] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        values = {name: value or "" for name, value in attrs}
-        if tag == "form":
-            self.forms.append(_Form(values.get("action", "")))
-        elif (
-            tag == "input" and self.forms and values.get("type") == "hidden" and values.get("name")
-        ):
-            self.forms[-1].fields[values["name"]] = values.get("value", "")
-
-
-def _forms(html: str) -> dict[str, _Form]:
-    parser = _Forms()
-    parser.feed(html)
-    return {form.action: form for form in parser.forms}
-
-
 def _without_query(url: str) -> str:
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
@@ -401,7 +322,7 @@ def browse_to_callback(
             response = http.get(location, allow_redirects=False, timeout=HTTP_TIMEOUT)
             continue
         assert response.status_code == 200, (visited, response.status_code, response.text[:800])
-        forms = _forms(response.text)
+        forms = page_forms(response.text)
         if "/login" in forms:
             data = {**forms["/login"].fields, "username": username, "password": STRONG_PASSWORD}
             target = "/login"

@@ -1,0 +1,103 @@
+"""An independent OpenID provider for the federation tests: panva's ``oidc-provider``
+(OpenID-certified; ``op.mjs``), run by Node.js on a free port, as the upstream the city
+signs in with. Accounts sign in through the library's development interactions (any
+password); ``sign_in_at`` drives its login and consent forms like a browser."""
+
+from __future__ import annotations
+
+import json
+import queue
+import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin
+
+import requests
+
+from tests.e2e.servers import free_port
+from tests.interop.support import HERE, page_forms
+
+OP_SCRIPT = HERE / "op.mjs"
+START_TIMEOUT = 30.0
+HTTP_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class RunningOp:
+    issuer: str
+    log: Path
+
+
+@contextmanager
+def independent_op(
+    node: str, log: Path, clients: list[dict[str, Any]], accounts: dict[str, dict[str, Any]]
+) -> Iterator[RunningOp]:
+    """Start ``op.mjs`` with these clients (oidc-provider's client metadata) and
+    accounts (id -> claims); stopped on exit."""
+    port = free_port()
+    issuer = f"http://127.0.0.1:{port}"
+    config = {"port": port, "issuer": issuer, "clients": clients, "accounts": accounts}
+    handle = log.open("w")
+    process = subprocess.Popen(
+        [node, str(OP_SCRIPT), json.dumps(config)],
+        cwd=HERE,
+        stdout=subprocess.PIPE,
+        stderr=handle,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    assert process.stdout is not None
+    stdout = process.stdout
+    def read() -> None:
+        for line in stdout:
+            lines.put(line)
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        try:
+            line = lines.get(timeout=START_TIMEOUT)
+        except queue.Empty:
+            line = ""
+        if line.strip() != "ready":
+            handle.flush()
+            raise RuntimeError(f"oidc-provider did not start: {line!r}\n{log.read_text()}")
+        yield RunningOp(issuer, log)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        stdout.close()
+        handle.close()
+
+
+def sign_in_at(http: requests.Session, url: str, account: str, stop_at: str) -> str:
+    """Follow ``url`` (an authorization request at the OP) like a browser: sign in as
+    ``account``, approve, and return the first redirect to a URL starting with
+    ``stop_at`` (not followed)."""
+    response = http.get(url, allow_redirects=False, timeout=HTTP_TIMEOUT)
+    for _ in range(12):
+        if response.is_redirect:
+            location = urljoin(response.url, response.headers["Location"])
+            if location.startswith(stop_at):
+                return location
+            response = http.get(location, allow_redirects=False, timeout=HTTP_TIMEOUT)
+            continue
+        assert response.status_code == 200, (response.status_code, response.text[:800])
+        (form,) = page_forms(response.text).values()
+        data = dict(form.fields)
+        if data.get("prompt") == "login":
+            data.update(login=account, password="any")
+        response = http.post(
+            urljoin(response.url, form.action),
+            data=data,
+            allow_redirects=False,
+            timeout=HTTP_TIMEOUT,
+        )
+    raise AssertionError(f"the OP's flow did not reach {stop_at}")

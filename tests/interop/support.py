@@ -1,0 +1,105 @@
+"""What the interoperability tests share: Node.js with the locked npm packages
+(panva's openid-client and oidc-provider, ``npm ci`` when missing), and reading a
+page's forms like a browser."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+LOCK = HERE / "package-lock.json"
+PACKAGES = ("openid-client", "oidc-provider")
+NODE_MAJOR_MIN = 20
+NPM_CI = ["ci", "--ignore-scripts", "--no-audit", "--no-fund", "--fetch-retries=1"]
+NPM_CI_TIMEOUT = 90  # within pytest-timeout (120 s per test, fixtures included)
+
+
+def unavailable(message: str) -> NoReturn:
+    if os.environ.get("IDP_TEST_INTEROP") == "required":
+        pytest.fail(f"{message}; IDP_TEST_INTEROP=required", pytrace=False)
+    pytest.skip(message)
+
+
+def _installed() -> bool:
+    """node_modules holds the versions package-lock.json pins."""
+    locked = json.loads(LOCK.read_text())["packages"]
+    for package in PACKAGES:
+        manifest = HERE / "node_modules" / package / "package.json"
+        if not manifest.exists():
+            return False
+        version = locked[f"node_modules/{package}"]["version"]
+        if json.loads(manifest.read_text())["version"] != version:
+            return False
+    return True
+
+
+def require_node() -> str:
+    """The node binary, with the locked packages installed (``npm ci`` if needed)."""
+    executable = shutil.which("node")
+    if executable is None:
+        unavailable("node is not installed (Node.js 20 or newer is needed)")
+    version = subprocess.run(
+        [executable, "--version"], capture_output=True, text=True, timeout=30, check=False
+    ).stdout.strip()
+    try:
+        major = int(version.lstrip("v").split(".")[0])
+    except ValueError:
+        unavailable(f"cannot tell the version of {executable} ({version!r})")
+    if major < NODE_MAJOR_MIN:
+        unavailable(f"node {version} is too old; the npm packages need {NODE_MAJOR_MIN}+")
+    if not _installed():
+        npm = shutil.which("npm")
+        if npm is None:
+            unavailable("tests/interop/node_modules is missing and npm is not installed")
+        try:
+            result = subprocess.run(
+                [npm, *NPM_CI],
+                cwd=HERE,
+                capture_output=True,
+                text=True,
+                timeout=NPM_CI_TIMEOUT,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            unavailable(f"npm ci in tests/interop took longer than {NPM_CI_TIMEOUT} s")
+        if result.returncode != 0 or not _installed():
+            unavailable(f"npm ci in tests/interop failed:\n{result.stdout}{result.stderr}")
+    return executable
+
+
+@dataclass
+class Form:
+    action: str
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+class _FormParser(HTMLParser):
+    """The page's forms with their hidden fields (values unescaped)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forms: list[Form] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {name: value or "" for name, value in attrs}
+        if tag == "form":
+            self.forms.append(Form(values.get("action", "")))
+        elif (
+            tag == "input" and self.forms and values.get("type") == "hidden" and values.get("name")
+        ):
+            self.forms[-1].fields[values["name"]] = values.get("value", "")
+
+
+def page_forms(html: str) -> dict[str, Form]:
+    parser = _FormParser()
+    parser.feed(html)
+    return {form.action: form for form in parser.forms}
