@@ -52,6 +52,7 @@ def independent_op(
     lines: queue.Queue[str] = queue.Queue()
     assert process.stdout is not None
     stdout = process.stdout
+
     def read() -> None:
         for line in stdout:
             lines.put(line)
