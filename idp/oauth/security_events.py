@@ -498,24 +498,19 @@ def as_json(row: SetDelivery | ReceivedSet) -> dict[str, Any]:
     def when(value: datetime | None) -> str | None:
         return value.isoformat() if value is not None else None
 
-    if isinstance(row, SetDelivery):
-        return {
-            "id": row.id,
-            "peer": row.peer,
-            "jti": row.jti,
-            "event": row.event_type,
-            "subject": row.sub_id,
-            "attempts": row.attempts,
-            "delivered_at": when(row.delivered_at),
-            "failed_at": when(row.failed_at),
-            "last_error": row.last_error,
-        }
-    return {
+    common = {
         "id": row.id,
         "peer": row.peer,
         "jti": row.jti,
         "event": row.event_type,
         "subject": row.sub_id,
-        "received_at": when(row.received_at),
-        "outcome": row.outcome,
     }
+    if isinstance(row, SetDelivery):
+        return {
+            **common,
+            "attempts": row.attempts,
+            "delivered_at": when(row.delivered_at),
+            "failed_at": when(row.failed_at),
+            "last_error": row.last_error,
+        }
+    return {**common, "received_at": when(row.received_at), "outcome": row.outcome}

@@ -59,13 +59,18 @@ def running(
         wait_until_up(url, process)
         yield url, process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, timeout=20)
         if handle:
             handle.close()
         if process.stdout and not handle:
             process.stdout.close()
+
+
+def stop(process: subprocess.Popen[str], timeout: float = 10) -> None:
+    """Terminate a process, killing it when it does not end within ``timeout``."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

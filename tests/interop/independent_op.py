@@ -18,7 +18,7 @@ from urllib.parse import urljoin
 
 import requests
 
-from tests.e2e.servers import free_port
+from tests.e2e.servers import free_port, stop
 from tests.interop.support import HERE, page_forms
 
 OP_SCRIPT = HERE / "op.mjs"
@@ -68,12 +68,7 @@ def independent_op(
             raise RuntimeError(f"oidc-provider did not start: {line!r}\n{log.read_text()}")
         yield RunningOp(issuer, log)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
         stdout.close()
         handle.close()
 
