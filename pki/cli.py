@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 import click
 
 from idp.core.cli_support import echo_json, fail, with_app
-from idp.core.runtime import db
+from idp.core.runtime import Runtime, db
 from pki.builder import CrossConstraints
 from pki.container import Pki
 from pki.demo_cli import demo as demo_command
@@ -183,6 +183,47 @@ def import_ca(
         echo_json(ca_json(ca))
     else:
         click.echo(f"{ca.name}: imported ({ca.subject}); cross-certify it to trust it")
+
+
+@pki_group.command("import-configured")
+@click.option("--json", "as_json", is_flag=True)
+@with_app
+def import_configured(as_json: bool) -> None:
+    """Register every CA of the settings' [[local_cas]] not registered yet (as
+    import-ca would); a name already registered is left as it is."""
+    service = _service()
+    report = []
+    for entry in Runtime.of().settings.local_cas:
+        if service.find_ca(entry.name) is not None:
+            report.append({"name": entry.name, "status": "already_registered"})
+            continue
+        where = f"local_cas {entry.name}:"
+        try:
+            request = CaRequest(
+                name=entry.name,
+                root=read_certificate(entry.root, f"{where} root"),
+                intermediates=tuple(
+                    read_certificate(path, f"{where} intermediates") for path in entry.intermediates
+                ),
+                policy_map=tuple((m.local, m.platform) for m in entry.policy_map),
+                identity_rules=tuple(f"{r.kind}:{r.source}" for r in entry.identity_rules),
+                crl_urls=tuple(str(url) for url in entry.crl_urls),
+                ocsp_url=None if entry.ocsp_url is None else str(entry.ocsp_url),
+                revocation=entry.revocation,
+            )
+            ca = service.import_ca(request)
+            db().commit()
+        except PkiError as exc:
+            db().rollback()
+            _refuse(f"{where} {exc}", as_json=as_json)
+        report.append({"name": ca.name, "status": "imported", "subject": ca.subject})
+    if as_json:
+        echo_json(report)
+        return
+    for row in report:
+        click.echo(f"{row['name']}: {row['status'].replace('_', ' ')}")
+    if any(row["status"] == "imported" for row in report):
+        click.echo("cross-certify the imported CAs to trust them (idp pki cross-certify NAME)")
 
 
 @pki_group.command("cross-certify")
