@@ -31,6 +31,7 @@ from playwright.sync_api import (
 )
 
 from tests.e2e.servers import IDP, clean_env, free_port, running
+from tests.interop.support import require_node
 from tests.support import STRONG_PASSWORD
 
 pytestmark = pytest.mark.browser
@@ -56,7 +57,8 @@ CAROL = "carol"  # sets up an authenticator app in the browser
 DORA = "dora"  # raises her real-name level from 1 to 4
 RITA = "rita"  # the legal representative of ACME: claims it and adds AXEL as its agent
 AXEL = "axel"  # confirms the authorisation
-USERS = (ALICE, BOB, CAROL, DORA, RITA, AXEL)
+ADA = "ada"  # visits every page for the accessibility check
+USERS = (ALICE, BOB, CAROL, DORA, RITA, AXEL, ADA)
 # DORA's identity document, in the local registry copy loaded before the server starts
 DORA_NAME, DORA_NUMBER = "王小丽", "11010519491231002X"
 RITA_NAME, RITA_NUMBER = "赵六", "110105194912310011"
@@ -653,3 +655,99 @@ def test_claiming_an_organisation_adding_an_agent_and_the_agent_confirming(
     expect(axel.get_by_text(now)).to_be_visible()
     axel.get_by_role("button", name="以个人身份办理").click()
     expect(axel.get_by_text(now)).to_have_count(0)
+
+
+# --- automated accessibility check (axe-core) --------------------------------------------
+
+AXE_DIR = Path(__file__).resolve().parent / "axe"
+AXE_SCRIPT = AXE_DIR / "node_modules" / "axe-core" / "axe.min.js"
+# every page a person reaches without and with a sign-in (an error page among them)
+ANONYMOUS_PAGES = (
+    "/login",
+    "/register",
+    "/login/certificate",
+    "/authorize?client_id=unknown&response_type=code",
+)
+SIGNED_IN_PAGES = (
+    "/account",
+    "/account/profile",
+    "/account/password",
+    "/account/totp",
+    "/account/services",
+    "/account/realname",
+    "/account/realname/phone",
+    "/account/realname/face",
+    "/account/certificates",
+    "/account/organisations",
+    "/logout",
+)
+SERIOUS = ("serious", "critical")
+
+
+@pytest.fixture(scope="module")
+def axe() -> Path:
+    """axe-core, as tests/e2e/axe/package-lock.json pins it (``npm ci`` if missing)."""
+    require_node(AXE_DIR, ("axe-core",), required_by="IDP_TEST_BROWSER")
+    return AXE_SCRIPT
+
+
+def violations(page: Page, axe: Path) -> list[str]:
+    """The serious and critical WCAG 2.1 A/AA violations on the page, one line each."""
+    page.add_script_tag(path=str(axe))
+    found = page.evaluate(
+        """async () => (await axe.run(document, {
+            runOnly: {type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]},
+            resultTypes: ["violations"],
+        })).violations.map(v => ({
+            id: v.id, impact: v.impact, nodes: v.nodes.map(n => n.target.join(" ")),
+        }))"""
+    )
+    return [
+        f"{page.url}: {item['id']} ({item['impact']}) at {', '.join(item['nodes'][:3])}"
+        for item in found
+        if item["impact"] in SERIOUS
+    ]
+
+
+@pytest.mark.parametrize("locale", ["zh-CN", "en"])
+def test_no_serious_accessibility_violations_on_any_page(
+    browser: Browser, server: Server, axe: Path, locale: str
+) -> None:
+    """axe-core finds no serious or critical WCAG 2.1 AA violation on the pages,
+    signed out and signed in, in both languages (the page's own CSP is bypassed for
+    the injected checker only)."""
+    context = browser.new_context(locale=locale, bypass_csp=True)
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        page = context.new_page()
+        found: list[str] = []
+        for path in ANONYMOUS_PAGES:
+            page.goto(server.at(path))
+            found += violations(page, axe)
+        page.goto(server.at("/login"))
+        page.locator("#username").fill(ADA)
+        page.locator("#password").fill(STRONG_PASSWORD)
+        page.locator("form[action='/login'] button[type=submit]").click()
+        expect(page).to_have_url(re.compile(r"/account$"))
+        for path in SIGNED_IN_PAGES:
+            page.goto(server.at(path))
+            found += violations(page, axe)
+    finally:
+        context.close()
+    assert not found, "\n".join(found)
+
+
+def test_the_accessibility_check_finds_what_it_should(browser: Browser, axe: Path) -> None:
+    """A negative control: a page with an unlabelled field and an empty button fails."""
+    context = browser.new_context(bypass_csp=True)
+    try:
+        page = context.new_page()
+        page.set_content(
+            '<html lang="en"><head><title>t</title></head><body><main>'
+            '<input type="text"><button></button></main></body></html>'
+        )
+        found = violations(page, axe)
+    finally:
+        context.close()
+    assert any("label" in line for line in found), found
+    assert any("button-name" in line for line in found), found

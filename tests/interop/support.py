@@ -16,24 +16,24 @@ from typing import NoReturn
 import pytest
 
 HERE = Path(__file__).resolve().parent
-LOCK = HERE / "package-lock.json"
 PACKAGES = ("openid-client", "oidc-provider")
 NODE_MAJOR_MIN = 20
 NPM_CI = ["ci", "--ignore-scripts", "--no-audit", "--no-fund", "--fetch-retries=1"]
 NPM_CI_TIMEOUT = 90  # within pytest-timeout (120 s per test, fixtures included)
 
 
-def unavailable(message: str) -> NoReturn:
-    if os.environ.get("IDP_TEST_INTEROP") == "required":
-        pytest.fail(f"{message}; IDP_TEST_INTEROP=required", pytrace=False)
+def unavailable(message: str, required_by: str = "IDP_TEST_INTEROP") -> NoReturn:
+    """Skip, or fail when the environment variable ``required_by`` says ``required``."""
+    if os.environ.get(required_by) == "required":
+        pytest.fail(f"{message}; {required_by}=required", pytrace=False)
     pytest.skip(message)
 
 
-def _installed() -> bool:
+def _installed(directory: Path, packages: tuple[str, ...]) -> bool:
     """node_modules holds the versions package-lock.json pins."""
-    locked = json.loads(LOCK.read_text())["packages"]
-    for package in PACKAGES:
-        manifest = HERE / "node_modules" / package / "package.json"
+    locked = json.loads((directory / "package-lock.json").read_text())["packages"]
+    for package in packages:
+        manifest = directory / "node_modules" / package / "package.json"
         if not manifest.exists():
             return False
         version = locked[f"node_modules/{package}"]["version"]
@@ -42,37 +42,48 @@ def _installed() -> bool:
     return True
 
 
-def require_node() -> str:
-    """The node binary, with the locked packages installed (``npm ci`` if needed)."""
+def require_node(
+    directory: Path = HERE,
+    packages: tuple[str, ...] = PACKAGES,
+    required_by: str = "IDP_TEST_INTEROP",
+) -> str:
+    """The node binary, with the locked ``packages`` of ``directory`` installed there
+    (``npm ci`` if needed); skipped without them, unless ``required_by`` requires."""
     executable = shutil.which("node")
     if executable is None:
-        unavailable("node is not installed (Node.js 20 or newer is needed)")
+        unavailable("node is not installed (Node.js 20 or newer is needed)", required_by)
     version = subprocess.run(
         [executable, "--version"], capture_output=True, text=True, timeout=30, check=False
     ).stdout.strip()
     try:
         major = int(version.lstrip("v").split(".")[0])
     except ValueError:
-        unavailable(f"cannot tell the version of {executable} ({version!r})")
+        unavailable(f"cannot tell the version of {executable} ({version!r})", required_by)
     if major < NODE_MAJOR_MIN:
-        unavailable(f"node {version} is too old; the npm packages need {NODE_MAJOR_MIN}+")
-    if not _installed():
+        unavailable(
+            f"node {version} is too old; the npm packages need {NODE_MAJOR_MIN}+", required_by
+        )
+    if not _installed(directory, packages):
         npm = shutil.which("npm")
         if npm is None:
-            unavailable("tests/interop/node_modules is missing and npm is not installed")
+            unavailable(
+                f"{directory}/node_modules is missing and npm is not installed", required_by
+            )
         try:
             result = subprocess.run(
                 [npm, *NPM_CI],
-                cwd=HERE,
+                cwd=directory,
                 capture_output=True,
                 text=True,
                 timeout=NPM_CI_TIMEOUT,
                 check=False,
             )
         except subprocess.TimeoutExpired:
-            unavailable(f"npm ci in tests/interop took longer than {NPM_CI_TIMEOUT} s")
-        if result.returncode != 0 or not _installed():
-            unavailable(f"npm ci in tests/interop failed:\n{result.stdout}{result.stderr}")
+            unavailable(f"npm ci in {directory} took longer than {NPM_CI_TIMEOUT} s", required_by)
+        if result.returncode != 0 or not _installed(directory, packages):
+            unavailable(
+                f"npm ci in {directory} failed:\n{result.stdout}{result.stderr}", required_by
+            )
     return executable
 
 
