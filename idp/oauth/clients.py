@@ -245,6 +245,11 @@ class ClientRegistry:
     def forget(self, client_id: str) -> None:
         self._cache.pop(client_id, None)
 
+    def find(self, session: Session, client_id: str) -> ClientInfo | None:
+        """The registration as the database has it now (no cache)."""
+        row = session.get(Client, client_id)
+        return ClientInfo.from_row(row, self._secret_key) if row is not None else None
+
     def all(self, session: Session) -> list[ClientInfo]:
         rows = session.scalars(select(Client).order_by(Client.client_id)).all()
         return [ClientInfo.from_row(row, self._secret_key) for row in rows]
@@ -292,6 +297,9 @@ class ClientRegistry:
         session: Session,
         client_id: str,
         *,
+        name: str | None = None,
+        redirect_uris: Sequence[str] | None = None,
+        first_party: bool | None = None,
         min_level: int | None = None,
         document_number_release: str | None = None,
         scope: str | None = None,
@@ -303,6 +311,18 @@ class ClientRegistry:
         row = session.get(Client, client_id)
         if row is None:
             raise ClientError(f"no client {client_id!r}")
+        if name is not None:
+            row.name = name or row.client_id
+        if redirect_uris is not None:
+            uris = list(dict.fromkeys(redirect_uris))
+            if "authorization_code" in row.grant_types and not uris:
+                raise ClientError("authorization_code needs at least one redirect URI")
+            public = row.token_endpoint_auth_method is AuthMethod.NONE
+            for uri in uris:
+                self._check_uri(uri, "redirect URI", allow_custom_scheme=public)
+            row.redirect_uris = uris
+        if first_party is not None:
+            row.first_party = first_party
         if min_level is not None:
             if min_level not in range(1, 6):
                 raise ClientError("minimum level must be 1 (any) to 5")
