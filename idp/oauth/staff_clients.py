@@ -40,7 +40,7 @@ from wtforms.validators import InputRequired, Length, Optional, ValidationError
 from accounts.people.models import User
 from accounts.people.session import current_user, login_required
 from accounts.staff.services import StaffRole, staff_actor
-from accounts.staff.views import staff_refusal
+from accounts.staff.views import staff_post_limited, staff_refusal
 from accounts.web import ActionForm
 from idp.core.audit.services import FAILURE
 from idp.core.runtime import audit_log, db
@@ -118,6 +118,9 @@ def clients() -> ResponseReturnValue:
     """List the registered services and register a new one (its secret shown once)."""
     staff = current_user()
     assert staff is not None  # login_required ran first
+    limited = staff_post_limited(staff)
+    if limited is not None:
+        return limited
     refused = staff_refusal(staff, StaffRole.CLIENT_ADMINISTRATOR)
     if refused is not None:
         if request.method == "POST":  # an attempt, not a look: audited
@@ -182,6 +185,9 @@ def _administrator(event: str, client_id: str) -> tuple[User, Response | None]:
     now (a POST refused is audited as ``event`` with outcome failure)."""
     staff = current_user()
     assert staff is not None  # login_required ran first
+    limited = staff_post_limited(staff)
+    if limited is not None:
+        return staff, limited
     refused = staff_refusal(staff, StaffRole.CLIENT_ADMINISTRATOR)
     if refused is None:
         return staff, None
