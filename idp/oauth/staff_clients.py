@@ -144,7 +144,7 @@ def clients() -> ResponseReturnValue:
             client, secret = OAuthRuntime.of().clients.create(db(), registration)
         except ClientError as exc:  # the registry's checks, as for the CLI
             db().rollback()
-            error = _("The service was not registered: %(reason)s.", reason=str(exc))
+            error = _("The service was not registered: %(reason)s.", reason=_reason(exc))
             status = 400
         else:
             audit_log(staff_actor(staff)).record(
@@ -170,6 +170,11 @@ def clients() -> ResponseReturnValue:
         ),
         status,
     )
+
+
+def _reason(error: ClientError) -> str:
+    """The registry's refusal in the page's language (the CLI shows it in English)."""
+    return str(_(error.message, **error.params))
 
 
 def _refuse(staff: User, reason: str, event: str = EVENT, client_id: str | None = None) -> None:
@@ -265,7 +270,7 @@ def edit(client_id: str) -> ResponseReturnValue:
         )
     except ClientError as exc:  # the registry's checks, as for the CLI
         db().rollback()
-        error = _("The service was not changed: %(reason)s.", reason=str(exc))
+        error = _("The service was not changed: %(reason)s.", reason=_reason(exc))
         return _edit_page(client, form, staff.staff_department, status=400, error=error)
     changed = sorted(
         key
@@ -328,7 +333,7 @@ def rotate_secret(client_id: str) -> ResponseReturnValue:
         secret = registry.rotate_secret(db(), client_id)
     except ClientError as exc:  # a public or private_key_jwt client has no secret
         db().rollback()
-        error = _("The secret was not changed: %(reason)s.", reason=str(exc))
+        error = _("The secret was not changed: %(reason)s.", reason=_reason(exc))
         return _edit_page(client, _filled(client), staff.staff_department, status=400, error=error)
     audit_log(staff_actor(staff)).record(
         ROTATE_EVENT,

@@ -16,7 +16,7 @@ from accounts.container import Accounts
 from accounts.staff.services import StaffRole
 from idp.core.clock import FrozenClock
 from idp.core.runtime import db
-from idp.oauth.clients import Registration
+from idp.oauth.clients import ClientError, Registration
 from idp.oauth.server import OAuthRuntime
 from tests.accounts.test_counter import DEPARTMENT, appoint, sign_in_with_otp
 from tests.accounts.test_realname import audit_events, user_named
@@ -515,3 +515,50 @@ def test_the_changes_are_refused_to_others_and_audited(
     assert refused.actor == f"staff:{user_named(app, username).public_id}"
     assert refused.subject == "client:tax-portal"
     assert refused.details == {"reason": reason}
+
+
+# -- the registry's refusals in the page's language ---------------------------------------
+
+
+def test_the_registrys_refusals_are_shown_in_chinese(
+    app: Flask, admin_client: FlaskClient, registered_secret: str
+) -> None:
+    admin_client.get("/locale?lang=zh_CN&next=/staff/clients")
+    bad_uri = submit(
+        admin_client,
+        "/staff/clients",
+        {**FORM, "client_id": "x2", "redirect_uris": "tax.example/cb"},
+    )
+    assert bad_uri.status_code == 400
+    html = body(bad_uri)
+    assert '<html lang="zh-CN">' in html
+    assert "服务未登记：重定向 URI“tax.example/cb”不是绝对的 https URI。" in html  # noqa: RUF001 - Chinese punctuation
+    assert "absolute https URI" not in html
+    again = body(submit(admin_client, "/staff/clients", FORM))
+    assert "客户端标识“tax-portal”已存在" in again
+    assert "already exists" not in again
+    changed = body(
+        submit(admin_client, EDIT_URL, {**EDIT, "redirect_uris": "https://t.example/#x"})
+    )
+    assert "服务未修改：重定向 URI“https://t.example/#x”不能带片段（#）。" in changed  # noqa: RUF001
+    with app.app_context():
+        OAuthRuntime.of().clients.create(
+            db(),
+            Registration(
+                client_id="app-mobile", redirect_uris=["https://m.example/cb"], public=True
+            ),
+        )
+    url = "/staff/clients/app-mobile"
+    rotated = body(submit(admin_client, url + "/secret", {}, form_url=url))
+    assert "客户端“app-mobile”不使用密钥认证" in rotated
+    assert registered_secret not in rotated
+
+
+def test_the_registrys_refusals_stay_english_for_the_cli(app: Flask) -> None:
+    with app.app_context(), pytest.raises(ClientError) as refused:
+        OAuthRuntime.of().clients.create(
+            db(), Registration(client_id="cli-app", redirect_uris=["tax.example/cb"])
+        )
+    assert str(refused.value) == "redirect URI 'tax.example/cb' is not an absolute https URI"
+    assert refused.value.message == "redirect URI '%(uri)s' is not an absolute https URI"
+    assert refused.value.params == {"uri": "tax.example/cb"}
