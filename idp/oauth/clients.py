@@ -14,7 +14,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -109,6 +109,9 @@ class ClientInfo:
     require_org: bool
     # RFC 8693: the clients this one may exchange the tokens it receives for
     exchange_audiences: tuple[str, ...]
+    # the client's vocabulary for our real-name levels: (level 1-5, its acr value)
+    # pairs, by level (issue 13; idp.oauth.assurance.ClientLevels uses it)
+    level_map: tuple[tuple[int, str], ...]
     _secret_key: bytes = field(repr=False, compare=False)
 
     @classmethod
@@ -133,6 +136,7 @@ class ClientInfo:
             document_number_release=row.document_number_release,
             require_org=row.require_org,
             exchange_audiences=tuple(row.exchange_audiences or ()),
+            level_map=tuple(sorted((int(k), str(v)) for k, v in (row.level_map or {}).items())),
             _secret_key=secret_key,
         )
 
@@ -210,6 +214,7 @@ class ClientInfo:
             "document_number_release": self.document_number_release,
             "require_org": self.require_org,
             "exchange_audiences": list(self.exchange_audiences),
+            "level_map": {str(level): theirs for level, theirs in self.level_map},
         }
 
 
@@ -236,6 +241,8 @@ class Registration:
     document_number_release: str = "masked"
     require_org: bool = False
     exchange_audiences: Sequence[str] = ()
+    # our level (1-5) -> the client's acr value for it
+    level_map: Mapping[int, str] = field(default_factory=dict)
 
 
 class ClientRegistry:
@@ -342,6 +349,7 @@ class ClientRegistry:
         scope: str | None = None,
         require_org: bool | None = None,
         exchange_audiences: Sequence[str] | None = None,
+        level_map: Mapping[int, str] | None = None,
     ) -> ClientInfo:
         """Change what an operator may change after registration (checked as at
         registration); every worker sees it within ``client_cache_seconds``."""
@@ -377,6 +385,8 @@ class ClientRegistry:
             row.require_org = require_org
         if exchange_audiences is not None:
             row.exchange_audiences = _exchange_audiences(session, client_id, exchange_audiences)
+        if level_map is not None:
+            row.level_map = checked_level_map(level_map)
         session.commit()
         self.forget(client_id)
         return ClientInfo.from_row(row, self._secret_key)
@@ -458,6 +468,7 @@ class ClientRegistry:
             min_level=request.min_level,
             document_number_release=request.document_number_release,
             require_org=request.require_org,
+            level_map=checked_level_map(request.level_map),
         )
 
     def _check_uri(self, uri: str, kind: str, *, allow_custom_scheme: bool) -> None:
@@ -491,3 +502,30 @@ def _exchange_audiences(session: Session, client_id: str, audiences: Sequence[st
                 audience=audience,
             )
     return found
+
+
+MAX_LEVEL_VALUE = 200
+_LEVEL_VALUE = re.compile(r"^[\x21-\x7E]+$")  # one acr value: printable, no space
+
+
+def checked_level_map(level_map: Mapping[int, str]) -> dict[str, str]:
+    """A client's vocabulary for our levels, as stored (``{"4": "THEIRS"}``): levels 1-5,
+    each value one acr token or URI (printable ASCII, no space: ``acr_values`` is
+    space-separated), no value for two levels (a request in its vocabulary must name
+    one level)."""
+    checked: dict[str, str] = {}
+    for level, theirs in sorted(level_map.items()):
+        if level not in range(1, 6):
+            raise ClientError(N_("a level map names levels 1 to 5"))
+        if not theirs or len(theirs) > MAX_LEVEL_VALUE or not _LEVEL_VALUE.match(theirs):
+            raise ClientError(
+                N_(
+                    "the level map's value for level %(level)d must be one acr value "
+                    "(printable, no spaces, at most 200 characters)"
+                ),
+                level=level,
+            )
+        if theirs in checked.values():
+            raise ClientError(N_("the level map gives '%(value)s' to two levels"), value=theirs)
+        checked[str(level)] = theirs
+    return checked
