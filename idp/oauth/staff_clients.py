@@ -87,9 +87,10 @@ class EditForm(FlaskForm):  # type: ignore[misc]
         _l("Name shown to people (optional: the client id)"),
         validators=[Optional(), Length(max=200), _one_line],
     )
+    # none only for a service without the authorization code grant (the registry says)
     redirect_uris = TextAreaField(
         _l("Redirect URIs, one a line"),
-        validators=[InputRequired(), Length(max=6000), _redirect_uri_lines],
+        validators=[Optional(), Length(max=6000), _redirect_uri_lines],
     )
     scope = StringField(
         _l("Scopes the service may ask for"),
@@ -109,6 +110,10 @@ class ClientForm(EditForm):
     client_id = StringField(
         _l("Client id"),
         validators=[InputRequired(), Length(max=100)],
+    )
+    redirect_uris = TextAreaField(
+        _l("Redirect URIs, one a line"),
+        validators=[InputRequired(), Length(max=6000), _redirect_uri_lines],
     )
 
 

@@ -346,7 +346,8 @@ def test_staff_change_a_service(
     [
         ({"redirect_uris": "javascript:alert(1)"}, "is not an absolute https URI"),
         ({"redirect_uris": "https://tax.example/cb#x"}, "must not have a fragment"),
-        ({"redirect_uris": ""}, "required"),
+        ({"redirect_uris": ""}, "authorization_code needs at least one redirect URI"),
+        ({"redirect_uris": "\n \n"}, "authorization_code needs at least one redirect URI"),
         ({"scope": 'openid "x"'}, "space-separated scope names"),
         ({"min_level": "9"}, "Not a valid choice"),
         ({"name": "a\tb"}, "control characters"),
@@ -368,6 +369,22 @@ def test_a_bad_change_is_a_400_and_changes_nothing(
         assert client.redirect_uris == ("https://tax.example/cb", "https://tax.example/cb2")
         assert client.scopes == {"openid", "profile", "realname"}
     assert events(app, "client.update", "success") == []
+
+
+def test_a_service_without_the_code_grant_is_changed_without_redirect_uris(
+    app: Flask, admin_client: FlaskClient
+) -> None:
+    with app.app_context():
+        OAuthRuntime.of().clients.create(
+            db(), Registration(client_id="batch-job", grant_types=["client_credentials"])
+        )
+    url = "/staff/clients/batch-job"
+    done = submit(admin_client, url, {**EDIT, "redirect_uris": "", "name": "Batch"})
+    assert done.status_code == 302
+    with app.app_context():
+        client = OAuthRuntime.of().clients.find(db(), "batch-job")
+        assert client is not None
+        assert (client.name, client.redirect_uris) == ("Batch", ())
 
 
 def test_an_unknown_service_is_a_404(admin_client: FlaskClient) -> None:
