@@ -54,6 +54,7 @@ EVENT = "client.create"
 UPDATE_EVENT = "client.update"
 DELETE_EVENT = "client.delete"
 ROTATE_EVENT = "client.rotate_secret"
+MAX_CLIENT_ID = 100
 MAX_REDIRECT_URIS = 10
 MAX_URI = 500
 
@@ -183,7 +184,9 @@ def _reason(error: ClientError) -> str:
 
 
 def _refuse(staff: User, reason: str, event: str = EVENT, client_id: str | None = None) -> None:
-    subject = f"client:{client_id}" if client_id is not None else None
+    # the URL's id, when it could be a client id (the audit subject holds 128 characters)
+    named = client_id is not None and len(client_id) <= MAX_CLIENT_ID
+    subject = f"client:{client_id}" if named else None
     audit_log(staff_actor(staff)).record(
         event, FAILURE, subject=subject, details={"reason": reason}
     )

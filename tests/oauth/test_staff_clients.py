@@ -579,3 +579,16 @@ def test_the_registrys_refusals_stay_english_for_the_cli(app: Flask) -> None:
     assert str(refused.value) == "redirect URI 'tax.example/cb' is not an absolute https URI"
     assert refused.value.message == "redirect URI '%(uri)s' is not an absolute https URI"
     assert refused.value.params == {"uri": "tax.example/cb"}
+
+
+def test_a_refused_post_for_an_absurd_client_id_is_a_403_not_an_error(
+    app: Flask, client: FlaskClient, people: None, clock: FrozenClock
+) -> None:
+    sign_in_with_otp(app, client, clock, "clerk")
+    token = csrf_token(body(client.get("/account")))
+    long_id = "x" * 300
+    for action, event in (("", "client.update"), ("/delete", "client.delete")):
+        url = f"/staff/clients/{long_id}{action}"
+        assert client.post(url, data={"csrf_token": token}).status_code == 403
+        (refused,) = events(app, event, "failure")
+        assert refused.subject is None
