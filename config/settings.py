@@ -242,6 +242,12 @@ class Settings(BaseModel):
         le=10_000,
         description="Counter checks (level 5) one member of staff may record per hour.",
     )
+    staff_posts_per_account_per_hour: int = Field(
+        default=300,
+        ge=1,
+        le=100_000,
+        description="Forms one account may send to the staff pages per hour (any outcome).",
+    )
     face_checks_per_account_per_day: int = Field(
         default=5, ge=1, le=1000, description="Face checks an account may ask for in 24 hours."
     )

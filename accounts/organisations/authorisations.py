@@ -386,26 +386,14 @@ class AuthorisationService:
     ) -> Authorisation:
         """Offer an authorisation to a person (an account, or whoever confirms this
         document number). ``admin`` must administer the organisation."""
-        if not self.is_administrator(admin, organisation):
-            self._refuse("org.authorise", organisation, admin, "not_administrator")
-            raise NotAdministrator()
-        if role is Role.LEGAL_REPRESENTATIVE:
-            raise InvalidAuthorisation(reason="the registry names the legal representative")
-        if role is Role.ADMINISTRATOR and not self._represents(admin, organisation):
-            self._refuse("org.authorise", organisation, admin, "not_representative")
-            raise InvalidAuthorisation(
-                reason="only the legal representative appoints administrators"
-            )
         if (user is None) == (number is None):
             raise InviteeUnknown()
+        now = self._clock.now()
+        starts = self._checked_offer(admin, organisation, role, starts_at, ends_at)
         invitee_index = None
         if number is not None:
             normalised, _kind = checked_document(number)
             invitee_index = self._realname.number_index(normalised)
-        now = self._clock.now()
-        starts = starts_at or now
-        if ends_at is not None and ends_at <= starts:
-            raise InvalidAuthorisation(reason="it must end after it starts")
         scope = scope or Scope()
         authorisation = Authorisation(
             organisation_id=organisation.id,
@@ -437,6 +425,46 @@ class AuthorisationService:
         )
         self._session.commit()
         return authorisation
+
+    def invite_nobody(
+        self,
+        admin: User,
+        organisation: Organisation,
+        *,
+        role: Role = Role.AGENT,
+        starts_at: datetime | None = None,
+        ends_at: datetime | None = None,
+    ) -> None:
+        """An invitation by username that names no account: the same checks and
+        refusals as ``invite`` (so the administrator's answer is the same whether or
+        not the account exists), nothing offered; audited as ``org.authorise`` with
+        outcome failure (the username typed is not recorded)."""
+        self._checked_offer(admin, organisation, role, starts_at, ends_at)
+        self._refuse("org.authorise", organisation, admin, "unknown_account")
+
+    def _checked_offer(
+        self,
+        admin: User,
+        organisation: Organisation,
+        role: Role,
+        starts_at: datetime | None,
+        ends_at: datetime | None,
+    ) -> datetime:
+        """May ``admin`` offer ``role`` for these dates? Returns when it starts."""
+        if not self.is_administrator(admin, organisation):
+            self._refuse("org.authorise", organisation, admin, "not_administrator")
+            raise NotAdministrator()
+        if role is Role.LEGAL_REPRESENTATIVE:
+            raise InvalidAuthorisation(reason="the registry names the legal representative")
+        if role is Role.ADMINISTRATOR and not self._represents(admin, organisation):
+            self._refuse("org.authorise", organisation, admin, "not_representative")
+            raise InvalidAuthorisation(
+                reason="only the legal representative appoints administrators"
+            )
+        starts = starts_at or self._clock.now()
+        if ends_at is not None and ends_at <= starts:
+            raise InvalidAuthorisation(reason="it must end after it starts")
+        return starts
 
     def confirm(self, user: User, public_id: str) -> Authorisation:
         """The invited person accepts; from then on (within its dates) it is live."""

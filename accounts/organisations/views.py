@@ -184,14 +184,16 @@ def add_agent(org_id: str) -> ResponseReturnValue:
     if not form.validate_on_submit():
         return _enterprise_page(organisation, mine, form, 400)
     invitee: dict[str, Any] = {}
-    if form.by.data == "username":
-        found = Accounts.of().account_service().find_by_username((form.invitee.data or "").strip())
-        if found is None:
-            form.invitee.errors = [_("No account has this username.")]
-            return _enterprise_page(organisation, mine, form, 400)
-        invitee["user"] = found
+    by_username = form.by.data == "username"
+    if by_username:
+        # None as well as an account: the answer must not tell which (issue 12)
+        invitee["user"] = (
+            Accounts.of().account_service().find_by_username((form.invitee.data or "").strip())
+        )
     else:
         invitee["number"] = form.invitee.data or ""
+    role = Role(form.role.data or "agent")
+    starts_at, ends_at = _start(form.starts_on.data), _end(form.ends_on.data)
     try:
         everything = form.scope.data == "all"
         scope = Scope(
@@ -199,15 +201,20 @@ def add_agent(org_id: str) -> ResponseReturnValue:
             clients=() if everything else tuple(split_names(form.clients.data)),
             scopes=tuple(split_names(form.scopes.data)),
         )
-        _service().invite(
-            user,
-            organisation,
-            role=Role(form.role.data or "agent"),
-            scope=scope,
-            starts_at=_start(form.starts_on.data),
-            ends_at=_end(form.ends_on.data),
-            **invitee,
-        )
+        if by_username and invitee["user"] is None:
+            _service().invite_nobody(
+                user, organisation, role=role, starts_at=starts_at, ends_at=ends_at
+            )
+        else:
+            _service().invite(
+                user,
+                organisation,
+                role=role,
+                scope=scope,
+                starts_at=starts_at,
+                ends_at=ends_at,
+                **invitee,
+            )
     except InvalidDocument as exc:
         form.invitee.errors = [error_message(exc)]
         return _enterprise_page(organisation, mine, form, 400)
@@ -215,9 +222,19 @@ def add_agent(org_id: str) -> ResponseReturnValue:
         return _enterprise_page(organisation, mine, form, 403, error_message(exc))
     except AccountError as exc:  # invalid scope or dates
         return _enterprise_page(organisation, mine, form, 400, error_message(exc))
-    flash(
-        _("The agent has been invited. The authorisation starts once they confirm it."), "success"
-    )
+    if by_username:
+        flash(
+            _(
+                "If an account with this username exists, it has been invited. The "
+                "authorisation starts once its holder confirms it."
+            ),
+            "success",
+        )
+    else:
+        flash(
+            _("The agent has been invited. The authorisation starts once they confirm it."),
+            "success",
+        )
     return redirect(url_for("organisations.enterprise", org_id=organisation.public_id))
 
 

@@ -141,6 +141,38 @@ def staff_refusal(user: User, role: StaffRole) -> Refusal | None:
     return Refusal(error_response(403, message, error="access_denied", title=title), reason)
 
 
+def staff_post_limited(user: User) -> Response | None:
+    """The 429 page once ``user`` has sent too many forms to the staff pages this hour
+    (every POST counts, refused or not: a stolen session, or an account probing the
+    pages, cannot hammer them or flood the audit log); None while within the limit.
+    Shared by every staff page (``/staff/clients`` lives in idp.oauth)."""
+    if request.method != "POST":
+        return None
+    rt = Runtime.of()
+    limit = RateLimit(
+        rt.store,
+        "staff-post",
+        limit=rt.settings.staff_posts_per_account_per_hour,
+        window_seconds=3600,
+    )
+    try:
+        limit.hit(user.public_id)
+    except Throttled as exc:
+        response = error_response(
+            429,
+            _(
+                "You have sent many forms to the staff pages in the last hour. Try again "
+                "in %(minutes)d minutes.",
+                minutes=max(1, (exc.retry_after + 59) // 60),
+            ),
+            error="too_many_requests",
+            title=_("Too many requests"),
+        )
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+    return None
+
+
 def _named_citizen() -> User | None:
     """The account a refused staff form names, for its audit event (None: unknown)."""
     return Accounts.of().account_service().find_by_username(request.form.get("username", "")[:64])
@@ -152,6 +184,9 @@ def counter() -> ResponseReturnValue:
     """Record an in-person check of a citizen's original identity document (level 5)."""
     staff = current_user()
     assert staff is not None  # login_required ran first
+    limited = staff_post_limited(staff)
+    if limited is not None:
+        return limited
     refused = staff_refusal(staff, StaffRole.COUNTER_VERIFIER)
     if refused is not None:
         if request.method == "POST":  # an attempt, not a look: audited
@@ -246,6 +281,9 @@ def levels() -> ResponseReturnValue:
     """Lower a citizen's real-name level: the verifications above the level kept end."""
     staff = current_user()
     assert staff is not None  # login_required ran first
+    limited = staff_post_limited(staff)
+    if limited is not None:
+        return limited
     service = Accounts.of().level_service(actor=staff_actor(staff))
     refused = staff_refusal(staff, StaffRole.LEVEL_ADMINISTRATOR)
     if refused is not None:

@@ -38,7 +38,6 @@ authorization endpoint turns an unmet demand into a step-up page, or an error fo
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC
@@ -49,11 +48,10 @@ from accounts.identifiers import check, mask
 from accounts.people.models import User
 from accounts.realname.models import Verification, VerificationMethod
 from accounts.realname.services import Assurance
-from config import Settings
 from idp.core.runtime import Runtime
+from idp.oauth.acr import LEVELS, STRENGTH_TABLE, AcrPolicy, ClientLevels, Strength, strength_of
 from idp.oauth.clients import ClientInfo
 
-LEVELS = (2, 3, 4, 5)
 # what the evidence of each method looks like (IDA predefined values: "data" is a check
 # against an authoritative record, "bvr" a remote biometric comparison, "vpip" and "pvp"
 # an examination of the physical document and of the person, in person)
@@ -71,77 +69,6 @@ _DOCUMENT_TYPES = {
     "foreign_permanent_residence_id_2004": "permanent_residence_permit",
 }
 VERIFIED_CLAIM_NAMES = ("name", "birthdate", "document_type", "document_number")
-
-
-class Strength(enum.Enum):
-    PASSWORD = "password"
-    MFA = "mfa"
-
-
-# (any of these amr values, the strength): the first row with a value in the sign-in's
-# amr wins; no row: PASSWORD (the module's docstring has the table with its reasons)
-STRENGTH_TABLE: tuple[tuple[frozenset[str], Strength], ...] = (
-    (frozenset({"mfa"}), Strength.MFA),
-    (frozenset({"fed"}), Strength.PASSWORD),
-    (frozenset({"otp"}), Strength.MFA),
-    (frozenset({"hwk", "sc"}), Strength.MFA),
-)
-
-
-def strength_of(amr: Sequence[str]) -> Strength:
-    """The authentication strength of a sign-in's ``amr`` (``STRENGTH_TABLE``)."""
-    values = set(amr)
-    for any_of, strength in STRENGTH_TABLE:
-        if values & any_of:
-            return strength
-    return Strength.PASSWORD
-
-
-@dataclass(frozen=True)
-class AcrPolicy:
-    """The acr URIs, and which of them a sign-in (its amr) and an account's real-name
-    level satisfy."""
-
-    password: str
-    mfa: str
-    level_prefix: str
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> AcrPolicy:
-        return cls(settings.acr_password, settings.acr_mfa, settings.acr_level_prefix)
-
-    def for_level(self, level: int) -> str:
-        return f"{self.level_prefix}{level}"
-
-    def level_of(self, value: str) -> int | None:
-        """The real-name level an acr value stands for, if it stands for one."""
-        if not value.startswith(self.level_prefix):
-            return None
-        rest = value[len(self.level_prefix) :]
-        return int(rest) if rest in {str(level) for level in LEVELS} else None
-
-    def supported(self) -> list[str]:
-        return [self.password, self.mfa, *(self.for_level(level) for level in LEVELS)]
-
-    def strength(self, amr: Sequence[str]) -> str:
-        """The acr of the sign-in's strength: ``acr_mfa`` or ``acr_password``."""
-        return self.mfa if strength_of(amr) is Strength.MFA else self.password
-
-    def satisfied(self, value: str, amr: Sequence[str], level: int) -> bool:
-        if value == self.password:
-            return True
-        if value == self.mfa:
-            return strength_of(amr) is Strength.MFA
-        wanted = self.level_of(value)
-        return wanted is not None and level >= wanted
-
-    def achieved(self, requested: Sequence[str], amr: Sequence[str], level: int) -> str:
-        """The acr to put in the tokens: the first requested value satisfied, else the
-        authentication strength (so a lower result is visible, never hidden)."""
-        for value in requested:
-            if self.satisfied(value, amr, level):
-                return value
-        return self.strength(amr)
 
 
 @dataclass(frozen=True)
@@ -185,17 +112,19 @@ def verified_claims(
     trust_framework: str,
     full_number: bool,
     requested: Any = None,
+    assurance_level: Callable[[int], str] = str,
 ) -> dict[str, Any] | None:
     """The ``verified_claims`` object for an account, or None when nothing is verified.
     ``requested`` is the client's ``claims`` request for it, if any: when it names the
-    claims it wants, only those are released."""
+    claims it wants, only those are released. ``assurance_level`` names a level (the
+    client's vocabulary: ``ClientLevels.assurance_level``; by default the number)."""
     if assurance is None:
         return None
     verification = assurance.verification
     when = _timestamp(verification)
     result: dict[str, Any] = {
         "trust_framework": trust_framework,
-        "assurance_level": str(assurance.level),
+        "assurance_level": assurance_level(assurance.level),
         "time": when,
     }
     evidence = _evidence(verification, assurance.document_kind, when)
@@ -275,9 +204,26 @@ def user_claims(
                 trust_framework=settings.ida_trust_framework,
                 full_number=client.document_number_release == "full",
                 requested=spec,
+                assurance_level=ClientLevels.of(
+                    AcrPolicy.from_settings(settings), client
+                ).assurance_level,
             )
             if released is not None:
                 known["verified_claims"] = released
         return known
 
     return available
+
+
+__all__ = [  # the acr policy lives in idp.oauth.acr (Flask-free, for the token service)
+    "LEVELS",
+    "STRENGTH_TABLE",
+    "VERIFIED_CLAIM_NAMES",
+    "AcrPolicy",
+    "ClientLevels",
+    "LevelDemand",
+    "Strength",
+    "strength_of",
+    "user_claims",
+    "verified_claims",
+]

@@ -23,6 +23,7 @@ from authlib.oauth2.rfc6749 import OAuth2Error, OAuth2Payload, OAuth2Request
 from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from joserfc.errors import JoseError
 
+from idp.oauth.acr import AcrPolicy, ClientLevels
 from idp.oauth.acting import normalised_hint, wants_org
 from idp.oauth.claims import (
     ClaimsRequestError,
@@ -190,6 +191,8 @@ def check(provider: OAuthRuntime, params: dict[str, list[str]]) -> Checked:
         org_hint = normalised_hint(data["org_hint"])
         if org_hint is None:
             raise fail(InvalidRequestError("'org_hint' must be a unified social credit code."))
+    levels = ClientLevels.of(AcrPolicy.from_settings(provider.core.settings), client)
+    essential = essential_acr_values(claims)
     return Checked(
         oauth_request=oauth_request,
         grant=grant,
@@ -199,8 +202,9 @@ def check(provider: OAuthRuntime, params: dict[str, list[str]]) -> Checked:
         max_age=max_age,
         claims=claims,
         hint_subject=hint_subject,
-        acr_wanted=data.get("acr_values", "").split(),
-        acr_essential=essential_acr_values(claims),
+        # read in our vocabulary (a client with a level map asks in its own)
+        acr_wanted=levels.from_client(data.get("acr_values", "").split()),
+        acr_essential=None if essential is None else levels.from_client(essential),
         org_hint=org_hint,
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
@@ -19,6 +20,23 @@ from idp.oauth.clients import (
     Registration,
 )
 from idp.oauth.server import OAuthRuntime
+
+
+def parse_level_map(pairs: Sequence[str]) -> dict[int, str]:
+    """``--level-map OURS=THEIRS`` values: split at the first ``=`` (OURS is a level,
+    THEIRS may be an acr URI holding ``=``); the registry checks the rest."""
+    result: dict[int, str] = {}
+    for pair in pairs:
+        ours, sep, theirs = pair.partition("=")
+        if not sep or not ours.strip().isdigit() or not theirs:
+            raise click.BadParameter(
+                f"{pair!r}: give OURS=THEIRS, OURS a level 1-5", param_hint="--level-map"
+            )
+        level = int(ours.strip())
+        if level in result:
+            raise click.BadParameter(f"level {level} is given twice", param_hint="--level-map")
+        result[level] = theirs
+    return result
 
 
 @click.group("clients")
@@ -96,6 +114,15 @@ def clients() -> None:
     multiple=True,
     help="A client this one may exchange received tokens for (RFC 8693; repeat for several).",
 )
+@click.option(
+    "--level-map",
+    "level_map",
+    multiple=True,
+    metavar="OURS=THEIRS",
+    help="The client's own acr value for one of our real-name levels (1-5), e.g. "
+    "4=urn:example:loa:substantial; repeat per level. Its acr and verified_claims use "
+    "it; its acr_values are read through it.",
+)
 @click.option("--json", "as_json", is_flag=True)
 @with_app
 def create(
@@ -118,6 +145,7 @@ def create(
     document_number_release: str,
     require_org: bool,
     exchange_audiences: tuple[str, ...],
+    level_map: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Register a client; prints it, and its secret once."""
@@ -147,6 +175,7 @@ def create(
         document_number_release=document_number_release,
         require_org=require_org,
         exchange_audiences=exchange_audiences,
+        level_map=parse_level_map(level_map),
     )
     try:
         client, secret = OAuthRuntime.of().clients.create(db(), registration)
@@ -203,6 +232,15 @@ def list_clients(as_json: bool) -> None:
     help="Replaces the clients this one may exchange tokens for (repeat for several).",
 )
 @click.option("--no-exchange-audiences", is_flag=True, help="The client may exchange no token.")
+@click.option(
+    "--level-map",
+    "level_map",
+    multiple=True,
+    metavar="OURS=THEIRS",
+    help="The client's own acr value for one of our real-name levels (1-5), e.g. "
+    "4=urn:example:loa:substantial; repeat per level; replaces the whole map.",
+)
+@click.option("--no-level-map", is_flag=True, help="The client uses our acr values again.")
 @click.option("--json", "as_json", is_flag=True)
 @with_app
 def update(
@@ -213,6 +251,8 @@ def update(
     require_org: bool | None,
     exchange_audiences: tuple[str, ...],
     no_exchange_audiences: bool,
+    level_map: tuple[str, ...],
+    no_level_map: bool,
     as_json: bool,
 ) -> None:
     """Change a client's minimum real-name level, document-number release, scopes,
@@ -232,10 +272,15 @@ def update(
     audiences = () if no_exchange_audiences else exchange_audiences or None
     if audiences is not None:
         changes["exchange_audiences"] = list(audiences)
+    if level_map and no_level_map:
+        fail("give --level-map or --no-level-map, not both")
+    levels = {} if no_level_map else parse_level_map(level_map) if level_map else None
+    if levels is not None:
+        changes["level_map"] = levels
     if not changes:
         fail(
             "nothing to change (give --min-level, --document-number, --scope or "
-            "--require-org/--no-require-org or --exchange-audience)"
+            "--require-org/--no-require-org or --exchange-audience or --level-map)"
         )
     try:
         client = OAuthRuntime.of().clients.update(
@@ -246,6 +291,7 @@ def update(
             scope=scope,
             require_org=require_org,
             exchange_audiences=audiences,
+            level_map=levels,
         )
     except ClientError as exc:
         fail(str(exc))
@@ -257,6 +303,24 @@ def update(
         echo_json(client.public_json())
     else:
         click.echo(f"updated client {client_id}: {', '.join(sorted(changes))}")
+
+
+@clients.command("show")
+@click.argument("client_id")
+@click.option("--json", "as_json", is_flag=True)
+@with_app
+def show(client_id: str, as_json: bool) -> None:
+    """Show one client's registration (never its secret)."""
+    client = OAuthRuntime.of().clients.find(db(), client_id)
+    if client is None:
+        fail(f"no client {client_id!r}")
+    entry = client.public_json()
+    if as_json:
+        echo_json(entry)
+        return
+    for name, value in entry.items():
+        shown = json.dumps(value, ensure_ascii=False) if isinstance(value, list | dict) else value
+        click.echo(f"{name}: {shown}")
 
 
 @clients.command("delete")

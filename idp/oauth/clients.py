@@ -14,7 +14,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -47,8 +47,40 @@ _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5B\x5D-\x7E]+$")  # RFC 6749 scope-toke
 _CACHE_LIMIT = 10_000
 
 
+def N_(message: str) -> str:  # noqa: N802 - the conventional gettext marker name
+    """Mark a string for translation without translating it here."""
+    return message
+
+
 class ClientError(Exception):
-    """A registration was refused; the message says why."""
+    """A registration was refused: ``message`` (an English msgid, marked with ``N_``)
+    and ``params`` say why. ``str()`` is the English text (the CLI's); a page shows
+    ``gettext(error.message, **error.params)`` (as accounts' ``AccountError``)."""
+
+    def __init__(self, message: str, **params: Any) -> None:
+        self.message = message
+        self.params = params
+        super().__init__(message % params if params else message)
+
+
+# what _check_uri refuses, per kind of URI (whole sentences, so each translates well)
+_URI_ERRORS = {
+    "redirect": (
+        N_("redirect URI '%(uri)s' must not have a fragment"),
+        N_("redirect URI '%(uri)s' must use https (http only for loopback)"),
+        N_("redirect URI '%(uri)s' is not an absolute https URI"),
+    ),
+    "post_logout": (
+        N_("post-logout redirect URI '%(uri)s' must not have a fragment"),
+        N_("post-logout redirect URI '%(uri)s' must use https (http only for loopback)"),
+        N_("post-logout redirect URI '%(uri)s' is not an absolute https URI"),
+    ),
+    "uri": (
+        N_("URI '%(uri)s' must not have a fragment"),
+        N_("URI '%(uri)s' must use https (http only for loopback)"),
+        N_("URI '%(uri)s' is not an absolute https URI"),
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -77,6 +109,9 @@ class ClientInfo:
     require_org: bool
     # RFC 8693: the clients this one may exchange the tokens it receives for
     exchange_audiences: tuple[str, ...]
+    # the client's vocabulary for our real-name levels: (level 1-5, its acr value)
+    # pairs, by level (issue 13; idp.oauth.assurance.ClientLevels uses it)
+    level_map: tuple[tuple[int, str], ...]
     _secret_key: bytes = field(repr=False, compare=False)
 
     @classmethod
@@ -101,6 +136,7 @@ class ClientInfo:
             document_number_release=row.document_number_release,
             require_org=row.require_org,
             exchange_audiences=tuple(row.exchange_audiences or ()),
+            level_map=tuple(sorted((int(k), str(v)) for k, v in (row.level_map or {}).items())),
             _secret_key=secret_key,
         )
 
@@ -181,6 +217,7 @@ class ClientInfo:
             "document_number_release": self.document_number_release,
             "require_org": self.require_org,
             "exchange_audiences": list(self.exchange_audiences),
+            "level_map": {str(level): theirs for level, theirs in self.level_map},
         }
 
 
@@ -207,6 +244,8 @@ class Registration:
     document_number_release: str = "masked"
     require_org: bool = False
     exchange_audiences: Sequence[str] = ()
+    # our level (1-5) -> the client's acr value for it
+    level_map: Mapping[int, str] = field(default_factory=dict)
 
 
 class ClientRegistry:
@@ -248,6 +287,11 @@ class ClientRegistry:
     def forget(self, client_id: str) -> None:
         self._cache.pop(client_id, None)
 
+    def find(self, session: Session, client_id: str) -> ClientInfo | None:
+        """The registration as the database has it now (no cache)."""
+        row = session.get(Client, client_id)
+        return ClientInfo.from_row(row, self._secret_key) if row is not None else None
+
     def all(self, session: Session) -> list[ClientInfo]:
         rows = session.scalars(select(Client).order_by(Client.client_id)).all()
         return [ClientInfo.from_row(row, self._secret_key) for row in rows]
@@ -261,7 +305,9 @@ class ClientRegistry:
         """Register a client; returns it and its secret (shown once), if it has one."""
         row = self._validated(request)
         if session.get(Client, row.client_id) is not None:
-            raise ClientError(f"a client with id {row.client_id!r} already exists")
+            raise ClientError(
+                N_("a client with id '%(client_id)s' already exists"), client_id=row.client_id
+            )
         row.exchange_audiences = _exchange_audiences(
             session, row.client_id, request.exchange_audiences
         )
@@ -281,9 +327,12 @@ class ClientRegistry:
     def rotate_secret(self, session: Session, client_id: str) -> str:
         row = session.get(Client, client_id)
         if row is None:
-            raise ClientError(f"no client {client_id!r}")
+            raise ClientError(N_("no client '%(client_id)s'"), client_id=client_id)
         if row.secret_hash is None:
-            raise ClientError(f"client {client_id!r} does not authenticate with a secret")
+            raise ClientError(
+                N_("client '%(client_id)s' does not authenticate with a secret"),
+                client_id=client_id,
+            )
         secret = SECRET_PREFIX + secrets.token_urlsafe(32)
         row.secret_hash = self.hash_secret(secret)
         session.commit()
@@ -295,34 +344,52 @@ class ClientRegistry:
         session: Session,
         client_id: str,
         *,
+        name: str | None = None,
+        redirect_uris: Sequence[str] | None = None,
+        first_party: bool | None = None,
         min_level: int | None = None,
         document_number_release: str | None = None,
         scope: str | None = None,
         require_org: bool | None = None,
         exchange_audiences: Sequence[str] | None = None,
+        level_map: Mapping[int, str] | None = None,
     ) -> ClientInfo:
         """Change what an operator may change after registration (checked as at
         registration); every worker sees it within ``client_cache_seconds``."""
         row = session.get(Client, client_id)
         if row is None:
-            raise ClientError(f"no client {client_id!r}")
+            raise ClientError(N_("no client '%(client_id)s'"), client_id=client_id)
+        if name is not None:
+            row.name = name or row.client_id
+        if redirect_uris is not None:
+            uris = list(dict.fromkeys(redirect_uris))
+            if "authorization_code" in row.grant_types and not uris:
+                raise ClientError(N_("authorization_code needs at least one redirect URI"))
+            public = row.token_endpoint_auth_method is AuthMethod.NONE
+            for uri in uris:
+                self._check_uri(uri, "redirect", allow_custom_scheme=public)
+            row.redirect_uris = uris
+        if first_party is not None:
+            row.first_party = first_party
         if min_level is not None:
             if min_level not in range(1, 6):
-                raise ClientError("minimum level must be 1 (any) to 5")
+                raise ClientError(N_("minimum level must be 1 (any) to 5"))
             row.min_level = min_level
         if document_number_release is not None:
             if document_number_release not in DOCUMENT_NUMBER_RELEASES:
-                raise ClientError("document number release must be masked or full")
+                raise ClientError(N_("document number release must be masked or full"))
             row.document_number_release = document_number_release
         if scope is not None:
             scopes = scope.split()
             if not scopes or not all(_SCOPE_TOKEN.match(s) for s in scopes):
-                raise ClientError("scope: space-separated scope names")
+                raise ClientError(N_("scope: space-separated scope names"))
             row.scope = " ".join(dict.fromkeys(scopes))
         if require_org is not None:
             row.require_org = require_org
         if exchange_audiences is not None:
             row.exchange_audiences = _exchange_audiences(session, client_id, exchange_audiences)
+        if level_map is not None:
+            row.level_map = checked_level_map(level_map)
         session.commit()
         self.forget(client_id)
         return ClientInfo.from_row(row, self._secret_key)
@@ -339,7 +406,7 @@ class ClientRegistry:
     def _validated(self, request: Registration) -> Client:
         if not _CLIENT_ID.match(request.client_id):
             raise ClientError(
-                "client id: 2-100 letters, digits, dots, colons, hyphens or underscores"
+                N_("client id: 2-100 letters, digits, dots, colons, hyphens or underscores")
             )
         method = request.token_endpoint_auth_method or (
             AuthMethod.NONE.value if request.public else AuthMethod.CLIENT_SECRET_BASIC.value
@@ -348,39 +415,44 @@ class ClientRegistry:
             auth_method = AuthMethod(method)
         except ValueError:
             raise ClientError(
-                f"token endpoint auth method must be one of {[m.value for m in AuthMethod]}"
+                N_("token endpoint auth method must be one of %(methods)s"),
+                methods=", ".join(m.value for m in AuthMethod),
             ) from None
         if request.public and auth_method is not AuthMethod.NONE:
-            raise ClientError("a public client authenticates with method 'none'")
+            raise ClientError(N_("a public client authenticates with method 'none'"))
         grant_types = list(dict.fromkeys(request.grant_types))
         unknown = [g for g in grant_types if g not in GRANT_TYPES]
         if unknown:
-            raise ClientError(f"unsupported grant type {unknown[0]!r}; use {list(GRANT_TYPES)}")
+            raise ClientError(
+                N_("unsupported grant type '%(grant_type)s'; use %(grant_types)s"),
+                grant_type=unknown[0],
+                grant_types=", ".join(GRANT_TYPES),
+            )
         if auth_method is AuthMethod.NONE and "client_credentials" in grant_types:
-            raise ClientError("a public client cannot use client_credentials")
+            raise ClientError(N_("a public client cannot use client_credentials"))
         if "authorization_code" in grant_types and not request.redirect_uris:
-            raise ClientError("authorization_code needs at least one redirect URI")
+            raise ClientError(N_("authorization_code needs at least one redirect URI"))
         if auth_method is AuthMethod.PRIVATE_KEY_JWT and not (request.jwks or request.jwks_uri):
-            raise ClientError("private_key_jwt needs --jwks-uri or --jwks")
+            raise ClientError(N_("private_key_jwt needs --jwks-uri or --jwks"))
         for uri in request.redirect_uris:
-            self._check_uri(uri, "redirect URI", allow_custom_scheme=auth_method is AuthMethod.NONE)
+            self._check_uri(uri, "redirect", allow_custom_scheme=auth_method is AuthMethod.NONE)
         for uri in request.post_logout_redirect_uris:
-            self._check_uri(uri, "post-logout redirect URI", allow_custom_scheme=False)
+            self._check_uri(uri, "post_logout", allow_custom_scheme=False)
         for uri in filter(None, [request.backchannel_logout_uri, request.jwks_uri]):
-            self._check_uri(uri, "URI", allow_custom_scheme=False)
+            self._check_uri(uri, "uri", allow_custom_scheme=False)
         scopes = request.scope.split()
         if not scopes or not all(_SCOPE_TOKEN.match(s) for s in scopes):
-            raise ClientError("scope: space-separated scope names")
+            raise ClientError(N_("scope: space-separated scope names"))
         if request.id_token_signed_response_alg not in {"ES256", "RS256"}:
-            raise ClientError("id token algorithm must be ES256 or RS256")
+            raise ClientError(N_("id token algorithm must be ES256 or RS256"))
         try:
             subject_type = SubjectType(request.subject_type)
         except ValueError:
-            raise ClientError("subject type must be public or pairwise") from None
+            raise ClientError(N_("subject type must be public or pairwise")) from None
         if request.min_level not in range(1, 6):
-            raise ClientError("minimum level must be 1 (any) to 5")
+            raise ClientError(N_("minimum level must be 1 (any) to 5"))
         if request.document_number_release not in DOCUMENT_NUMBER_RELEASES:
-            raise ClientError("document number release must be masked or full")
+            raise ClientError(N_("document number release must be masked or full"))
         return Client(
             client_id=request.client_id,
             name=request.name or request.client_id,
@@ -399,22 +471,25 @@ class ClientRegistry:
             min_level=request.min_level,
             document_number_release=request.document_number_release,
             require_org=request.require_org,
+            level_map=checked_level_map(request.level_map),
         )
 
-    def _check_uri(self, uri: str, what: str, *, allow_custom_scheme: bool) -> None:
+    def _check_uri(self, uri: str, kind: str, *, allow_custom_scheme: bool) -> None:
+        """``kind``: redirect, post_logout or uri (which messages a refusal uses)."""
+        fragment, plain_http, not_absolute = _URI_ERRORS[kind]
         parts = urlsplit(uri)
         if parts.fragment or "#" in uri:
-            raise ClientError(f"{what} {uri!r} must not have a fragment")
+            raise ClientError(fragment, uri=uri)
         if parts.scheme == "https" and parts.netloc:
             return
         if parts.scheme == "http" and parts.hostname:
             loopback = parts.hostname in {"localhost", "127.0.0.1", "::1"}
             if loopback or self._allow_http:
                 return
-            raise ClientError(f"{what} {uri!r} must use https (http only for loopback)")
+            raise ClientError(plain_http, uri=uri)
         if allow_custom_scheme and parts.scheme and "." in parts.scheme:
             return  # native apps: reverse-domain private-use schemes (RFC 8252 7.1)
-        raise ClientError(f"{what} {uri!r} is not an absolute https URI")
+        raise ClientError(not_absolute, uri=uri)
 
 
 def _exchange_audiences(session: Session, client_id: str, audiences: Sequence[str]) -> list[str]:
@@ -423,7 +498,37 @@ def _exchange_audiences(session: Session, client_id: str, audiences: Sequence[st
     found = list(dict.fromkeys(audiences))
     for audience in found:
         if audience == client_id:
-            raise ClientError("a client cannot be its own exchange audience")
+            raise ClientError(N_("a client cannot be its own exchange audience"))
         if session.get(Client, audience) is None:
-            raise ClientError(f"exchange audience {audience!r} is not a registered client")
+            raise ClientError(
+                N_("exchange audience '%(audience)s' is not a registered client"),
+                audience=audience,
+            )
     return found
+
+
+MAX_LEVEL_VALUE = 200
+_LEVEL_VALUE = re.compile(r"^[\x21-\x7E]+$")  # one acr value: printable, no space
+
+
+def checked_level_map(level_map: Mapping[int, str]) -> dict[str, str]:
+    """A client's vocabulary for our levels, as stored (``{"4": "THEIRS"}``): levels 1-5,
+    each value one acr token or URI (printable ASCII, no space: ``acr_values`` is
+    space-separated), no value for two levels (a request in its vocabulary must name
+    one level)."""
+    checked: dict[str, str] = {}
+    for level, theirs in sorted(level_map.items()):
+        if level not in range(1, 6):
+            raise ClientError(N_("a level map names levels 1 to 5"))
+        if not theirs or len(theirs) > MAX_LEVEL_VALUE or not _LEVEL_VALUE.match(theirs):
+            raise ClientError(
+                N_(
+                    "the level map's value for level %(level)d must be one acr value "
+                    "(printable, no spaces, at most 200 characters)"
+                ),
+                level=level,
+            )
+        if theirs in checked.values():
+            raise ClientError(N_("the level map gives '%(value)s' to two levels"), value=theirs)
+        checked[str(level)] = theirs
+    return checked

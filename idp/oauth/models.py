@@ -72,6 +72,10 @@ class Client(Base):
     # RFC 8693: the audiences (client ids) this client may exchange the tokens it
     # receives for (issue 12).
     exchange_audiences: Mapped[list[str]] = mapped_column(default=list, server_default="[]")
+    # The client's own vocabulary for our real-name levels (issue 13): level ("1".."5")
+    # -> its acr value; the acr and verified_claims it receives use it, its acr_values
+    # are read through it (`idp clients create|update --level-map OURS=THEIRS`).
+    level_map: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

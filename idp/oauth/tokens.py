@@ -36,6 +36,7 @@ from config import Settings
 from idp.core.clock import Clock
 from idp.core.keys import Secrets
 from idp.core.store import Store
+from idp.oauth.acr import AcrPolicy, ClientLevels
 from idp.oauth.clients import ClientInfo
 from idp.oauth.keys import SigningKeys
 from idp.oauth.models import Grant, RefreshToken
@@ -447,8 +448,9 @@ class TokenService:
             "auth_time": int(grant.auth_time.timestamp()),
             "amr": grant.amr,
         }
-        if grant.acr:
-            claims["acr"] = grant.acr
+        if grant.acr:  # in the client's vocabulary, when it registered one
+            policy = AcrPolicy.from_settings(self._settings)
+            claims["acr"] = ClientLevels.of(policy, client).to_client(grant.acr)
         if grant.sid:
             claims["sid"] = grant.sid
         if nonce:

@@ -27,7 +27,7 @@ from tests.accounts.test_authorisations import (
     REP_NAME,
 )
 from tests.accounts.test_organisations import ACME_CODE, ACME_NAME, OTHER_CODE
-from tests.accounts.test_realname import load_registry
+from tests.accounts.test_realname import audit_events, load_registry
 from tests.support import create_user, csrf_token, sign_in, submit
 from tests.support import text as body
 
@@ -295,7 +295,6 @@ def test_forged_forms_change_nothing(app: Flask, people: None) -> None:
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"invitee": "nobody"}, "No account has this username"),
         ({"by": "document", "invitee": "12345"}, "identity document"),
         ({"scope": "named", "clients": ""}, "name at least one service"),
         ({"scope": "named", "clients": "svc<script>"}, "letters, digits"),
@@ -424,3 +423,73 @@ def test_the_orgs_commands(app: Flask, people: None) -> None:
     assert runner.invoke(args=["orgs", "show", "12345"]).exit_code == 1
     assert runner.invoke(args=["orgs", "show"]).exit_code == 2
     assert runner.invoke(args=["orgs", "list", "--limit", "0"]).exit_code == 2
+
+
+_CSRF_INPUT = re.compile(r'name="csrf_token"[^>]*>')
+_INVITEE_VALUE = re.compile(r'(<input[^>]*name="invitee"[^>]*value=")[^"]*"')
+
+
+def _normalised(html: str) -> str:
+    """The page without its CSRF token and without the username typed."""
+    return _INVITEE_VALUE.sub(r'\1"', _CSRF_INPUT.sub("", html))
+
+
+def _notice(client: FlaskClient, response: TestResponse) -> str:
+    """The flashed message the redirect shows."""
+    match = re.search(r'role="status"[^>]*>(.*?)</', body(client.get(response.headers["Location"])))
+    assert match, "no notice"
+    return match.group(1).strip()
+
+
+def test_inviting_by_username_does_not_tell_whether_the_account_exists(
+    app: Flask, people: None
+) -> None:
+    """An administrator cannot probe usernames: an invitation to an account and to a
+    username no account has get the same answer; only the account's is offered."""
+    org_id = _claim(app)
+    rep = _client(app, "rep")
+    known = _add_agent(rep, org_id, invitee="agent")
+    known_notice = _notice(rep, known)
+    unknown = _add_agent(rep, org_id, invitee="nobody-here")
+    unknown_notice = _notice(rep, unknown)
+    assert (known.status_code, known.headers["Location"]) == (
+        unknown.status_code,
+        unknown.headers["Location"],
+    )
+    assert known.status_code == 302
+    assert body(known) == body(unknown)
+    assert known_notice == unknown_notice
+    assert "If an account with this username exists" in known_notice
+    assert "No account" not in body(rep.get(f"/org/{org_id}"))
+    # only the real account was offered an authorisation
+    (pending,) = [row for row in _members(app, org_id) if row.role.value == "agent"]
+    assert pending.status is AuthorisationStatus.PENDING
+    agent = _client(app, "agent")
+    assert pending.public_id in body(agent.get("/account/organisations"))
+    # the unknown username is audited as a refusal, without the username
+    with app.app_context():
+        events = [e for e in audit_events(app, "org.authorise") if e.outcome == "failure"]
+    assert [e.details for e in events] == [{"reason": "unknown_account"}]
+    assert "nobody-here" not in json.dumps([e.details for e in events])
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"starts_on": "2099-01-10", "ends_on": "2099-01-01"},
+        {"scope": "named", "clients": ""},
+        {"role": "legal_representative"},
+    ],
+)
+def test_a_bad_invitation_by_username_is_refused_alike_for_any_username(
+    app: Flask, people: None, fields: dict[str, str]
+) -> None:
+    org_id = _claim(app)
+    rep = _client(app, "rep")
+    known = _add_agent(rep, org_id, invitee="agent", **fields)
+    unknown = _add_agent(rep, org_id, invitee="nobody-here", **fields)
+    assert known.status_code == unknown.status_code
+    assert known.status_code in {400, 403}
+    assert 'value="nobody-here"' in body(unknown)
+    assert _normalised(body(known)) == _normalised(body(unknown))
+    assert len(_members(app, org_id)) == 1

@@ -158,6 +158,27 @@ TARGETS: dict[str, list[Target]] = {
                 "require_org",
             ),
         ),
+        Target(
+            "/staff/clients/<string:client_id>",
+            ("GET", "POST"),
+            Kind.PAGE,
+            (*FORM, "name", "redirect_uris", "scope", "min_level", "first_party", "require_org"),
+            path="/staff/clients/tax-portal",
+        ),
+        Target(
+            "/staff/clients/<string:client_id>/delete",
+            ("POST",),
+            Kind.PAGE,
+            FORM,
+            path="/staff/clients/tax-portal/delete",
+        ),
+        Target(
+            "/staff/clients/<string:client_id>/secret",
+            ("POST",),
+            Kind.PAGE,
+            FORM,
+            path="/staff/clients/tax-portal/secret",
+        ),
         Target("/account/organisations", ("GET", "POST"), Kind.PAGE, (*FORM, "uscc", "name")),
         Target(
             "/account/organisations/<string:authorisation_id>/confirm",

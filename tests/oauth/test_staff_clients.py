@@ -16,6 +16,7 @@ from accounts.container import Accounts
 from accounts.staff.services import StaffRole
 from idp.core.clock import FrozenClock
 from idp.core.runtime import db
+from idp.oauth.clients import ClientError, Registration
 from idp.oauth.server import OAuthRuntime
 from tests.accounts.test_counter import DEPARTMENT, appoint, sign_in_with_otp
 from tests.accounts.test_realname import audit_events, user_named
@@ -280,3 +281,314 @@ def test_staff_whose_role_ended_are_refused_at_once(app: Flask, admin_client: Fl
     refused = admin_client.post("/staff/clients", data={"csrf_token": token, **FORM})
     assert refused.status_code == 403
     assert_refused(app, "admin", "no_role")
+
+
+# -- changing, removing, a new secret ------------------------------------------------------
+
+EDIT = {k: v for k, v in FORM.items() if k != "client_id"}
+EDIT_URL = "/staff/clients/tax-portal"
+
+
+@pytest.fixture
+def registered_secret(admin_client: FlaskClient) -> str:
+    """tax-portal registered by the administrator; its first secret."""
+    return secret_in(body(submit(admin_client, "/staff/clients", FORM)))
+
+
+def events(app: Flask, name: str, outcome: str) -> list[Any]:
+    return [e for e in audit_events(app, name) if e.outcome == outcome]
+
+
+def test_staff_change_a_service(
+    app: Flask, admin_client: FlaskClient, registered_secret: str
+) -> None:
+    page = admin_client.get(EDIT_URL)
+    assert page.status_code == 200
+    html = body(page)
+    assert "https://tax.example/cb2" in html  # the form shows what is registered
+    assert 'name="client_id"' not in html  # the id stays
+    assert SECRET_SHOWN not in html
+    changed = {
+        **EDIT,
+        "name": "Tax portal (new)",
+        "redirect_uris": "https://tax.example/new",
+        "scope": "openid realname",
+        "min_level": "4",
+        "first_party": "",
+        "require_org": "y",
+    }
+    done = submit(admin_client, EDIT_URL, changed)
+    assert done.status_code == 302
+    assert "was changed" in body(admin_client.get(done.headers["Location"]))
+    with app.app_context():
+        client = OAuthRuntime.of().clients.get("tax-portal")
+        assert client is not None
+        assert client.name == "Tax portal (new)"
+        assert client.redirect_uris == ("https://tax.example/new",)
+        assert client.scopes == {"openid", "realname"}
+        assert (client.min_level, client.first_party, client.require_org) == (4, False, True)
+    assert authenticates(admin_client, "tax-portal", registered_secret)  # the secret stays
+    (event,) = events(app, "client.update", "success")
+    admin = user_named(app, "admin")
+    assert (event.actor, event.subject) == (f"staff:{admin.public_id}", "client:tax-portal")
+    assert event.details["changed"] == [
+        "first_party",
+        "min_level",
+        "name",
+        "redirect_uris",
+        "require_org",
+        "scope",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"redirect_uris": "javascript:alert(1)"}, "is not an absolute https URI"),
+        ({"redirect_uris": "https://tax.example/cb#x"}, "must not have a fragment"),
+        ({"redirect_uris": ""}, "authorization_code needs at least one redirect URI"),
+        ({"redirect_uris": "\n \n"}, "authorization_code needs at least one redirect URI"),
+        ({"scope": 'openid "x"'}, "space-separated scope names"),
+        ({"min_level": "9"}, "Not a valid choice"),
+        ({"name": "a\tb"}, "control characters"),
+    ],
+)
+def test_a_bad_change_is_a_400_and_changes_nothing(
+    app: Flask,
+    admin_client: FlaskClient,
+    registered_secret: str,  # registers the client
+    fields: dict[str, str],
+    message: str,
+) -> None:
+    response = submit(admin_client, EDIT_URL, {**EDIT, **fields})
+    assert response.status_code == 400
+    assert message in body(response)
+    with app.app_context():
+        client = OAuthRuntime.of().clients.find(db(), "tax-portal")
+        assert client is not None
+        assert client.redirect_uris == ("https://tax.example/cb", "https://tax.example/cb2")
+        assert client.scopes == {"openid", "profile", "realname"}
+    assert events(app, "client.update", "success") == []
+
+
+def test_a_service_without_the_code_grant_is_changed_without_redirect_uris(
+    app: Flask, admin_client: FlaskClient
+) -> None:
+    with app.app_context():
+        OAuthRuntime.of().clients.create(
+            db(), Registration(client_id="batch-job", grant_types=["client_credentials"])
+        )
+    url = "/staff/clients/batch-job"
+    done = submit(admin_client, url, {**EDIT, "redirect_uris": "", "name": "Batch"})
+    assert done.status_code == 302
+    with app.app_context():
+        client = OAuthRuntime.of().clients.find(db(), "batch-job")
+        assert client is not None
+        assert (client.name, client.redirect_uris) == ("Batch", ())
+
+
+def test_an_unknown_service_is_a_404(admin_client: FlaskClient) -> None:
+    assert admin_client.get("/staff/clients/nobody").status_code == 404
+    token = csrf_token(body(admin_client.get("/staff/clients")))
+    for url in ("/staff/clients/nobody/delete", "/staff/clients/nobody/secret"):
+        assert admin_client.post(url, data={"csrf_token": token}).status_code == 404
+    assert (
+        submit(admin_client, "/staff/clients/nobody", EDIT, form_url="/staff/clients").status_code
+        == 404
+    )
+
+
+def test_staff_give_a_service_a_new_secret_shown_once(
+    app: Flask, admin_client: FlaskClient, registered_secret: str
+) -> None:
+    response = submit(admin_client, EDIT_URL + "/secret", {}, form_url=EDIT_URL)
+    assert response.status_code == 200
+    assert response.headers["Cache-Control"] == "no-store"
+    new = secret_in(body(response))
+    assert new.startswith("dgcs_")
+    assert new != registered_secret
+    assert authenticates(admin_client, "tax-portal", new)
+    assert not authenticates(admin_client, "tax-portal", registered_secret)
+    with app.app_context():
+        stored = " ".join(
+            str(value)
+            for table in ("oauth_clients", "audit_events")
+            for row in db().execute(text(f"SELECT * FROM {table}")).mappings()  # noqa: S608
+            for value in row.values()
+        )
+        client = OAuthRuntime.of().clients.find(db(), "tax-portal")
+        assert client is not None
+        assert client.check_client_secret(new)
+    assert new not in stored  # only its HMAC
+    assert new not in body(admin_client.get(EDIT_URL))  # shown once
+    (event,) = events(app, "client.rotate_secret", "success")
+    assert event.actor == f"staff:{user_named(app, 'admin').public_id}"
+    assert event.subject == "client:tax-portal"
+
+
+def test_a_public_client_has_no_secret_to_rotate(app: Flask, admin_client: FlaskClient) -> None:
+    with app.app_context():
+        OAuthRuntime.of().clients.create(
+            db(),
+            Registration(
+                client_id="app-mobile", redirect_uris=["https://m.example/cb"], public=True
+            ),
+        )
+    url = "/staff/clients/app-mobile"
+    assert "new secret" not in body(admin_client.get(url))
+    refused = submit(admin_client, url + "/secret", {}, form_url=url)
+    assert refused.status_code == 400
+    assert "does not authenticate with a secret" in body(refused)
+    assert SECRET_SHOWN not in body(refused)
+
+
+def test_staff_remove_a_service(
+    app: Flask, admin_client: FlaskClient, registered_secret: str
+) -> None:
+    done = submit(admin_client, EDIT_URL + "/delete", {}, form_url=EDIT_URL)
+    assert done.status_code == 302
+    assert done.headers["Location"] == "/staff/clients"
+    assert "was removed" in body(admin_client.get("/staff/clients"))
+    assert registered(app) == []
+    assert not authenticates(admin_client, "tax-portal", registered_secret)
+    (event,) = events(app, "client.delete", "success")
+    assert event.actor == f"staff:{user_named(app, 'admin').public_id}"
+    assert event.subject == "client:tax-portal"
+
+
+@pytest.mark.parametrize("action", ["", "/delete", "/secret"])
+def test_the_changes_refuse_a_post_without_csrf(
+    app: Flask, admin_client: FlaskClient, registered_secret: str, action: str
+) -> None:
+    data = EDIT if action == "" else {}
+    assert admin_client.post(EDIT_URL + action, data={**data, "name": "Forged"}).status_code == 400
+    forged = admin_client.post(EDIT_URL + action, data={**data, "csrf_token": "x" * 40})
+    assert forged.status_code == 400
+    with app.app_context():
+        client = OAuthRuntime.of().clients.find(db(), "tax-portal")
+        assert client is not None
+        assert client.name == FORM["name"]
+    assert authenticates(admin_client, "tax-portal", registered_secret)
+    for name in ("client.update", "client.delete", "client.rotate_secret"):
+        assert events(app, name, "success") == []
+
+
+def register_directly(app: Flask) -> str:
+    with app.app_context():
+        _client, secret = OAuthRuntime.of().clients.create(
+            db(), Registration(client_id="tax-portal", redirect_uris=["https://tax.example/cb"])
+        )
+    assert secret is not None
+    return secret
+
+
+@pytest.mark.parametrize(
+    ("username", "reason"),
+    [
+        ("mallory", "not_staff"),
+        ("clerk", "no_role"),
+        ("junior", "staff_level_too_low"),
+        ("admin-no-otp", "no_second_factor"),
+    ],
+)
+@pytest.mark.parametrize(
+    ("action", "event"),
+    [("", "client.update"), ("/delete", "client.delete"), ("/secret", "client.rotate_secret")],
+)
+def test_the_changes_are_refused_to_others_and_audited(
+    app: Flask,
+    client: FlaskClient,
+    people: None,
+    clock: FrozenClock,
+    username: str,
+    reason: str,
+    action: str,
+    event: str,
+) -> None:
+    secret = register_directly(app)
+    if username == "mallory":
+        create_user(app, "mallory")
+    if username == "junior":
+        create_user(app, "junior")
+        appoint_as(app, "junior", StaffRole.CLIENT_ADMINISTRATOR, level=3)
+    if username == "admin-no-otp":
+        sign_in(client, "admin")  # password only
+        username = "admin"
+    else:
+        sign_in_with_otp(app, client, clock, username)
+    page = client.get(EDIT_URL)
+    assert page.status_code == 403
+    assert "https://tax.example/cb" not in body(page)
+    token = csrf_token(body(client.get("/account")))
+    data = {**EDIT, "name": "Forged"} if action == "" else {}
+    assert client.post(EDIT_URL + action, data={"csrf_token": token, **data}).status_code == 403
+    with app.app_context():
+        found = OAuthRuntime.of().clients.find(db(), "tax-portal")
+        assert found is not None
+        assert found.name == "tax-portal"
+    assert authenticates(client, "tax-portal", secret)
+    assert events(app, event, "success") == []
+    (refused,) = events(app, event, "failure")  # the POST, not the GET
+    assert refused.actor == f"staff:{user_named(app, username).public_id}"
+    assert refused.subject == "client:tax-portal"
+    assert refused.details == {"reason": reason}
+
+
+# -- the registry's refusals in the page's language ---------------------------------------
+
+
+def test_the_registrys_refusals_are_shown_in_chinese(
+    app: Flask, admin_client: FlaskClient, registered_secret: str
+) -> None:
+    admin_client.get("/locale?lang=zh_CN&next=/staff/clients")
+    bad_uri = submit(
+        admin_client,
+        "/staff/clients",
+        {**FORM, "client_id": "x2", "redirect_uris": "tax.example/cb"},
+    )
+    assert bad_uri.status_code == 400
+    html = body(bad_uri)
+    assert '<html lang="zh-CN">' in html
+    assert "服务未登记：重定向 URI“tax.example/cb”不是绝对的 https URI。" in html  # noqa: RUF001 - Chinese punctuation
+    assert "absolute https URI" not in html
+    again = body(submit(admin_client, "/staff/clients", FORM))
+    assert "客户端标识“tax-portal”已存在" in again
+    assert "already exists" not in again
+    changed = body(
+        submit(admin_client, EDIT_URL, {**EDIT, "redirect_uris": "https://t.example/#x"})
+    )
+    assert "服务未修改：重定向 URI“https://t.example/#x”不能带片段（#）。" in changed  # noqa: RUF001
+    with app.app_context():
+        OAuthRuntime.of().clients.create(
+            db(),
+            Registration(
+                client_id="app-mobile", redirect_uris=["https://m.example/cb"], public=True
+            ),
+        )
+    url = "/staff/clients/app-mobile"
+    rotated = body(submit(admin_client, url + "/secret", {}, form_url=url))
+    assert "客户端“app-mobile”不使用密钥认证" in rotated
+    assert registered_secret not in rotated
+
+
+def test_the_registrys_refusals_stay_english_for_the_cli(app: Flask) -> None:
+    with app.app_context(), pytest.raises(ClientError) as refused:
+        OAuthRuntime.of().clients.create(
+            db(), Registration(client_id="cli-app", redirect_uris=["tax.example/cb"])
+        )
+    assert str(refused.value) == "redirect URI 'tax.example/cb' is not an absolute https URI"
+    assert refused.value.message == "redirect URI '%(uri)s' is not an absolute https URI"
+    assert refused.value.params == {"uri": "tax.example/cb"}
+
+
+def test_a_refused_post_for_an_absurd_client_id_is_a_403_not_an_error(
+    app: Flask, client: FlaskClient, people: None, clock: FrozenClock
+) -> None:
+    sign_in_with_otp(app, client, clock, "clerk")
+    token = csrf_token(body(client.get("/account")))
+    long_id = "x" * 300
+    for action, event in (("", "client.update"), ("/delete", "client.delete")):
+        url = f"/staff/clients/{long_id}{action}"
+        assert client.post(url, data={"csrf_token": token}).status_code == 403
+        (refused,) = events(app, event, "failure")
+        assert refused.subject is None

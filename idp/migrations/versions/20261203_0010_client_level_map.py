@@ -1,0 +1,29 @@
+"""a client's own vocabulary for real-name levels
+
+Revision ID: 0010
+Revises: 0009
+Create Date: 2026-12-03 12:50:00.000000
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+
+revision: str = '0010'
+down_revision: str | Sequence[str] | None = '0009'
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table('oauth_clients', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('level_map', sa.JSON(), server_default='{}', nullable=False))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('oauth_clients', schema=None) as batch_op:
+        batch_op.drop_column('level_map')
