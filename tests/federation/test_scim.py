@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from sqlalchemy import func, select
 from werkzeug.test import TestResponse
 
 from accounts.container import Accounts
+from accounts.realname.models import VerificationMethod
 from federation.scim.models import ScimUser
 from federation.scim.schema import CITY_USER, CORE_USER, PATCH_OP, SEARCH_REQUEST
 from idp.core.audit.models import AuditEvent
@@ -42,13 +44,17 @@ class Scim:
         assert response.status_code == 200, response.get_data(as_text=True)
         self.token = response.get_json()["access_token"]
 
+    @property
+    def bearer(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
     def call(
         self,
         method: str,
         path: str,
         body: Any = None,
         *,
-        headers: dict[str, str] | None = None,
+        headers: Mapping[str, Any] | None = None,
         **query: Any,
     ) -> TestResponse:
         sent = {"Authorization": f"Bearer {self.token}", **(headers or {})}
@@ -321,6 +327,46 @@ def test_the_real_name_level_is_read_only(app: Flask, scim: Scim) -> None:
         user = Accounts.of().account_service().find_by_username("erin")
         assert user is not None
         assert Accounts.of().realname_service().level(user) == 1
+
+
+def test_the_level_shown_is_the_accounts_level_now(app: Flask, scim: Scim) -> None:
+    created = scim.create("fay")
+    with app.app_context():
+        user = Accounts.of().account_service().find_by_username("fay")
+        assert user is not None
+        Accounts.of().realname_service().record_verification(
+            user, method=VerificationMethod.COUNTER, level=5, source="counter:test"
+        )
+    fetched = json_of(scim.call("GET", f"/Users/{created['id']}"))
+    assert fetched[CITY_USER] == {"realNameLevel": 5}
+    # the representation changed, so its version did
+    assert fetched["meta"]["version"] != created["meta"]["version"]
+    listed = json_of(scim.call("GET", "/Users", filter='userName eq "fay"'))
+    assert listed["Resources"][0][CITY_USER] == {"realNameLevel": 5}
+
+
+def test_refused_writes_are_audited_with_the_client_as_actor(app: Flask, scim: Scim) -> None:
+    create_user(app, "taken")
+    assert (
+        scim.call("POST", "/Users", {"schemas": [CORE_USER], "userName": "taken"}).status_code
+        == 409
+    )
+    created = scim.create("gus")
+    bad = patch_body({"op": "replace", "path": "nosuch", "value": 1})
+    assert scim.call("PATCH", f"/Users/{created['id']}", bad).status_code == 400
+    with app.app_context():
+        refused = (
+            db()
+            .scalars(
+                select(AuditEvent).where(AuditEvent.outcome == "failure").order_by(AuditEvent.seq)
+            )
+            .all()
+        )
+    assert [(e.event, e.actor, e.details["reason"]) for e in refused] == [
+        ("scim.user.create", "client:hall", "uniqueness"),
+        ("scim.user.patch", "client:hall", "invalidPath"),
+    ]
+    assert audit_ok(app)
 
 
 # -- replace and patch
