@@ -35,7 +35,7 @@ from scim2_models import (
     SCIMException,
     UniquenessException,
 )
-from sqlalchemy import Select, case, select
+from sqlalchemy import Select, case, select, update
 from sqlalchemy.orm import Session
 
 from accounts.errors import AccountError
@@ -250,7 +250,7 @@ class ProvisioningService:
     def replace(
         self, public_id: str, payload: Mapping[str, Any], *, if_match: str | None
     ) -> ScimUser:
-        user, record = self._find(public_id)
+        user, record = self._find(public_id, for_update=True)
         self._check_version(user, record, if_match, "scim.user.replace")
         wanted = self._validated(payload, Context.RESOURCE_REPLACEMENT_REQUEST)
         if wanted.id is not None and wanted.id != public_id:
@@ -261,7 +261,7 @@ class ProvisioningService:
     def patch(
         self, public_id: str, payload: Mapping[str, Any], *, if_match: str | None
     ) -> ScimUser:
-        user, record = self._find(public_id)
+        user, record = self._find(public_id, for_update=True)
         self._check_version(user, record, if_match, "scim.user.patch")
         schemas = payload.get("schemas")
         if not isinstance(schemas, list) or PATCH_OP not in schemas:
@@ -288,7 +288,7 @@ class ProvisioningService:
         return self._apply(user, record, resource, "scim.user.patch")
 
     def delete(self, public_id: str, *, if_match: str | None) -> None:
-        user, record = self._find(public_id)
+        user, record = self._find(public_id, for_update=True)
         self._check_version(user, record, if_match, "scim.user.delete")
         record.deleted_at = record.last_modified = self._clock.now()
         self._audit.record(
@@ -368,7 +368,12 @@ class ProvisioningService:
             self._session.commit()
         return self._resource(user, record)
 
-    def _find(self, public_id: str) -> tuple[User, ScimRecord]:
+    def _find(self, public_id: str, *, for_update: bool = False) -> tuple[User, ScimRecord]:
+        """The client's live resource. ``for_update``: its SCIM row is locked until the
+        transaction ends (a no-op ``UPDATE``: a row lock on PostgreSQL, the write lock on
+        SQLite, where ``FOR UPDATE`` does nothing), so the ``If-Match`` check and the
+        write it allows cannot interleave with another request's (no lost update)."""
+
         def shape(statement: Select[User], columns: UserColumns) -> Select[User]:
             return (
                 statement.join(ScimRecord, ScimRecord.user_id == columns.id)
@@ -384,8 +389,22 @@ class ProvisioningService:
         if not found:
             raise NotFoundException(detail="There is no such User.")
         user = found[0]
+        if for_update:
+            self._session.execute(
+                update(ScimRecord)
+                .where(ScimRecord.user_id == user.id)
+                .values(last_modified=ScimRecord.last_modified),
+                execution_options={"synchronize_session": False},
+            )
         record = self._session.scalar(select(ScimRecord).where(ScimRecord.user_id == user.id))
-        assert record is not None
+        if record is None or record.deleted_at is not None:
+            raise NotFoundException(detail="There is no such User.")
+        if for_update:
+            # read again under the lock: another request may have changed it meanwhile
+            self._session.refresh(user)
+            self._session.refresh(record)
+            if record.deleted_at is not None:
+                raise NotFoundException(detail="There is no such User.")
         return user, record
 
     def _check_version(

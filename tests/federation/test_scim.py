@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -428,6 +429,41 @@ def test_a_stale_if_match_is_a_412_and_changes_nothing(scim: Scim) -> None:
         headers={"If-Match": "*"},
     )
     assert wildcard.status_code == 200
+
+
+def _race(app: Flask, token: str, user_id: str, version: str) -> list[int]:
+    """Four PATCHes with one version, released together; their statuses."""
+    statuses: list[int] = []
+    barrier = threading.Barrier(4)
+
+    def write(value: str) -> None:
+        other = Scim.__new__(Scim)
+        other.client, other.token = app.test_client(), token
+        barrier.wait()
+        response = other.call(
+            "PATCH",
+            f"/Users/{user_id}",
+            patch_body({"op": "replace", "path": "displayName", "value": value}),
+            headers={"If-Match": version},
+        )
+        statuses.append(response.status_code)
+
+    threads = [threading.Thread(target=write, args=(f"name {n}",)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return statuses
+
+
+def test_parallel_writes_with_one_version_never_both_succeed(app: Flask, scim: Scim) -> None:
+    """If-Match and the write it allows run under a lock on the resource: of parallel
+    PATCHes sent with the same version, one wins and the others get 412 (no lost
+    update)."""
+    for attempt in range(3):
+        created = scim.create(f"race{attempt}")
+        statuses = _race(app, scim.token, created["id"], created["meta"]["version"])
+        assert sorted(statuses) == [200, 412, 412, 412], statuses
 
 
 def test_patch_add_replace_remove_with_paths_and_value_filters(scim: Scim) -> None:
