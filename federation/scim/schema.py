@@ -33,8 +33,7 @@ MAX_RESULTS = 200  # one page at most (ServiceProviderConfig filter.maxResults)
 
 
 class CityUser(Extension):
-    """The city's extension: what this service knows of the person that the
-    provisioning client may read but never write."""
+    """The city's extension: what the city knows of the person, read-only."""
 
     __schema__ = URN(CITY_USER)
 

@@ -214,7 +214,11 @@ class ProvisioningService:
 
     def create(self, payload: Mapping[str, Any]) -> ScimUser:
         wanted = self._validated(payload, Context.RESOURCE_CREATION_REQUEST)
-        email = _email_of(wanted)
+        try:
+            email, external = _email_of(wanted), _external_id(wanted.external_id)
+        except SCIMException as exc:
+            self._refused("scim.user.create", exc.scim_type or "invalidValue")
+            raise
         try:
             user = self._accounts.provision(
                 wanted.user_name or "",
@@ -233,7 +237,7 @@ class ProvisioningService:
         record = ScimRecord(
             user_id=user.id,
             client_id=self._client_id,
-            external_id=_external_id(wanted.external_id),
+            external_id=external,
             created_at=now,
             last_modified=now,
         )
@@ -329,8 +333,11 @@ class ProvisioningService:
         return wanted
 
     def _apply(self, user: User, record: ScimRecord, wanted: ScimUser, event: str) -> ScimUser:
-        email = _email_of(wanted)
-        external = _external_id(wanted.external_id)
+        try:
+            email, external = _email_of(wanted), _external_id(wanted.external_id)
+        except SCIMException as exc:
+            self._refused(event, exc.scim_type or "invalidValue", user)
+            raise
         try:
             changed = self._accounts.update_provisioned(
                 user,

@@ -333,13 +333,26 @@ def _guarded(view: Callable[..., Response], allowed: tuple[str, ...]) -> Callabl
     return handle
 
 
+def _other_version(rest: str = "") -> Response:  # noqa: ARG001 - the rule's variable
+    error = SCIMException(detail="This service speaks SCIM 2.0 only, at /scim/v2/.")
+    error.scim_type = "invalidVers"
+    return error_answer(error)
+
+
+# /scim/v1/..., /scim/anything: not a version this service speaks (no token needed)
+versions = Blueprint("scim_versions", __name__, url_prefix="/scim")
+versions.add_url_rule("/", "root", _other_version, methods=METHODS)
+versions.add_url_rule("/<path:rest>", "other", _other_version, methods=METHODS)
+
 for _rule, _endpoint, _allowed, _view in URLS:
     bp.add_url_rule(_rule, _endpoint, _guarded(_view, _allowed), methods=METHODS)
-bp.register_error_handler(HTTPException, _http_error)
-bp.after_request(_as_scim_error)
+for _blueprint in (bp, versions):
+    _blueprint.register_error_handler(HTTPException, _http_error)
+    _blueprint.after_request(_as_scim_error)
 
 
 def init_app(app: Flask) -> None:
-    app.register_blueprint(bp)
-    app.extensions["csrf"].exempt(bp)
-    register_json_blueprint(app, bp)
+    for blueprint in (bp, versions):
+        app.register_blueprint(blueprint)
+        app.extensions["csrf"].exempt(blueprint)
+        register_json_blueprint(app, blueprint)

@@ -192,6 +192,8 @@ def test_service_provider_config_schemas_and_resource_types(scim: Scim) -> None:
     assert_error(scim.call("GET", "/Groups"), 404)
     assert_error(scim.call("GET", "/Me"), 501)
     assert_error(scim.call("DELETE", "/ServiceProviderConfig"), 405)
+    for path in ("/scim/v1/Users", "/scim/", "/scim/v3/ServiceProviderConfig"):
+        assert_error(scim.client.get(path), 400, "invalidVers")
 
 
 # -- create and get

@@ -205,6 +205,14 @@ TARGETS: dict[str, list[Target]] = {
                 ("/", None),
             )
         ),
+        Target("/scim/", SCIM_METHODS, Kind.SCIM),
+        Target(
+            "/scim/<path:rest>",
+            SCIM_METHODS,
+            Kind.SCIM,
+            path="/scim/v1/",
+            path_suffixes=True,
+        ),
         Target(
             SCIM_BASE + "/<path:rest>",
             SCIM_METHODS,
