@@ -28,7 +28,6 @@ from scim2_models import (
     InvalidSyntaxException,
     InvalidValueException,
     Meta,
-    MutabilityException,
     NotFoundException,
     PatchOp,
     PreconditionFailedException,
@@ -149,17 +148,13 @@ class ProvisioningService:
         return self._resource(user, record)
 
     def search(self, query: Query) -> Page:
-        condition = None
-
         def shape(statement: Select[User], columns: UserColumns) -> Select[User]:
-            nonlocal condition
             attributes = self._attributes(columns)
             statement = statement.join(ScimRecord, ScimRecord.user_id == columns.id).where(
                 ScimRecord.client_id == self._client_id, ScimRecord.deleted_at.is_(None)
             )
             if query.filter is not None:
-                condition = filters.condition(query.filter, attributes)
-                statement = statement.where(condition)
+                statement = statement.where(filters.condition(query.filter, attributes))
             if query.sort_by is not None:
                 sort = attributes.get(query.sort_by.lower())
                 if sort is None:
@@ -256,10 +251,8 @@ class ProvisioningService:
     ) -> ScimUser:
         user, record = self._find(public_id, for_update=True)
         self._check_version(user, record, if_match, "scim.user.replace")
+        # a readOnly "id" sent in the body is ignored (RFC 7644 3.5.1), as scim2-models does
         wanted = self._validated(payload, Context.RESOURCE_REPLACEMENT_REQUEST)
-        if wanted.id is not None and wanted.id != public_id:
-            self._refused("scim.user.replace", "mutability", user)
-            raise MutabilityException(detail="id is readOnly and names another resource.")
         return self._apply(user, record, wanted, "scim.user.replace")
 
     def patch(
