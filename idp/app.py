@@ -17,6 +17,7 @@ from flask import Flask
 from flask_wtf.csrf import CSRFProtect
 
 import accounts
+import federation
 import idp.models  # noqa: F401 - every model is mapped before the first query
 import pki
 from accounts.adapters.face import FaceVerifier
@@ -37,6 +38,8 @@ from idp.core.schema import pending_migrations
 from idp.core.sessions import StoreSessionInterface, refuse_without_store
 from idp.core.store import Store, StoreUnavailable, build_store
 from idp.oauth import lean
+from idp.oauth.client_tokens import ClientTokens
+from idp.oauth.server import OAuthRuntime
 
 log = logging.getLogger(__name__)
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -127,6 +130,8 @@ def create_app(
     )
     pki.init_app(app, core, background=background)
     oauth.init_app(app, core, background=background)
+    # below the protocol layer, federation is handed the provider's token check
+    federation.init_app(app, core, bearer=ClientTokens(OAuthRuntime.of(app)))
     # the WSGI stack, innermost first: the lean token endpoints in front of Flask (not
     # in idp.oauth.init_app: `idp` imports idp.oauth for its commands and must not load
     # prometheus_client, which lean's metrics import, before `serve` sets it up), then

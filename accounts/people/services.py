@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -15,7 +16,7 @@ from accounts.credentials.errors import InvalidCredentials
 from accounts.credentials.passwords import PasswordHasher, check_password_rules
 from accounts.errors import N_
 from accounts.identifiers import check_mobile
-from accounts.people.errors import InvalidPhone, InvalidUsername, UsernameTaken
+from accounts.people.errors import InvalidPhone, InvalidProfile, InvalidUsername, UsernameTaken
 from accounts.people.models import User, UserStatus
 from accounts.realname.models import Verification, VerificationMethod
 from accounts.signals import account_disabled
@@ -60,12 +61,70 @@ def check_username(username: str) -> str:
     return name
 
 
+@dataclass(frozen=True)
+class UserColumns:
+    """The account columns another package may filter and sort on through
+    ``AccountService.search`` (a provisioning protocol's query language): the service
+    builds the statement, the caller narrows it with these."""
+
+    id: Any
+    public_id: Any
+    username_key: Any
+    display_name: Any
+    email: Any
+    status: Any
+    created_at: Any
+    updated_at: Any
+
+
+USER_COLUMNS = UserColumns(
+    id=User.id,
+    public_id=User.public_id,
+    username_key=User.username_key,
+    display_name=User.display_name,
+    email=User.email,
+    status=User.status,
+    created_at=User.created_at,
+    updated_at=User.updated_at,
+)
+# the statuses as ``USER_COLUMNS.status`` holds them and ``set_status`` takes them
+ACTIVE_STATUS = UserStatus.ACTIVE
+DISABLED_STATUS = UserStatus.DISABLED
+DISPLAY_NAME_MAX = 64
+EMAIL_MAX = 254
+
+
 def normalise_mobile(raw: str) -> str:
     """A mainland mobile number as 11 digits; accepts spaces, hyphens, +86 and 0086."""
     result = check_mobile(raw)
     if not result.valid:
         raise InvalidPhone()
     return str(result.fields["number"])
+
+
+def check_display_name(value: str | None) -> str | None:
+    shown = unicodedata.normalize("NFKC", value or "").strip() or None
+    if shown is not None and (
+        len(shown) > DISPLAY_NAME_MAX or any(unicodedata.category(ch) == "Cc" for ch in shown)
+    ):
+        raise InvalidProfile(N_("Use at most %(max)d printable characters."), max=DISPLAY_NAME_MAX)
+    return shown
+
+
+def check_email(value: str | None) -> str | None:
+    """An e-mail address as the profile keeps it (lower case); the format only."""
+    address = (value or "").strip().lower() or None
+    if address is not None:
+        local, at, domain = address.rpartition("@")
+        if (
+            not at
+            or not local
+            or "." not in domain
+            or len(address) > EMAIL_MAX
+            or any(ch.isspace() or unicodedata.category(ch) == "Cc" for ch in address)
+        ):
+            raise InvalidProfile(N_("Enter an e-mail address such as name@example.cn."))
+    return address
 
 
 class AccountService:
@@ -114,6 +173,101 @@ class AccountService:
         )
         self._session.commit()
         return user
+
+    def provision(
+        self,
+        username: str,
+        *,
+        display_name: str | None,
+        email: str | None,
+        password: str | None,
+        active: bool = True,
+    ) -> User:
+        """Create an account for a provisioning client (SCIM). Unlike ``register`` it
+        does not commit: the caller adds its own records and commits them together, so
+        no half-created account is left. Without a password the account cannot sign in
+        with one (an upstream provider or a later password set does)."""
+        name = check_username(username)
+        if password is not None:
+            check_password_rules(password, username=name)
+        if self.find_by_username(name) is not None:
+            raise UsernameTaken()
+        now = self._clock.now()
+        user = User(
+            username=name,
+            username_key=username_key(name),
+            password_hash=self._hasher.hash(password) if password is not None else None,
+            password_changed_at=now if password is not None else None,
+            display_name=check_display_name(display_name),
+            email=check_email(email),
+            status=UserStatus.ACTIVE if active else UserStatus.DISABLED,
+            created_at=now,
+            updated_at=now,
+        )
+        self._session.add(user)
+        self._flush_unique()
+        self._audit.record("account.register", subject=user.subject, details={"provisioned": True})
+        return user
+
+    def update_provisioned(
+        self,
+        user: User,
+        *,
+        username: str,
+        display_name: str | None,
+        email: str | None,
+        password: str | None,
+    ) -> bool:
+        """Apply a provisioning client's values (not committed, as ``provision``);
+        returns whether anything changed. A new password signs the account out
+        elsewhere, as a password change does."""
+        name = check_username(username)
+        changed = False
+        if username_key(name) != user.username_key:
+            if self.find_by_username(name) is not None:
+                raise UsernameTaken()
+            user.username, user.username_key = name, username_key(name)
+            changed = True
+        elif name != user.username:
+            user.username = name
+            changed = True
+        shown, address = check_display_name(display_name), check_email(email)
+        if (shown, address) != (user.display_name, user.email):
+            user.display_name, user.email = shown, address
+            changed = True
+        if password is not None:
+            check_password_rules(password, username=name)
+            user.password_hash = self._hasher.hash(password)
+            user.password_changed_at = user.sessions_valid_after = self._clock.now()
+            changed = True
+        if changed:
+            user.updated_at = self._clock.now()
+            self._flush_unique()
+            self._audit.record(
+                "account.profile",
+                subject=user.subject,
+                details={"provisioned": True, "password": password is not None},
+            )
+        return changed
+
+    def _flush_unique(self) -> None:
+        try:
+            self._session.flush()
+        except IntegrityError:
+            # another request took the name between our check and our write
+            self._session.rollback()
+            raise UsernameTaken() from None
+
+    def search(self, shape: Callable[[Select[User], UserColumns], Select[User]]) -> list[User]:
+        """Accounts the caller's ``shape`` selects (it adds joins to its own tables,
+        conditions, order and limits on ``USER_COLUMNS``)."""
+        return list(self._session.scalars(shape(select(User), USER_COLUMNS)).all())
+
+    def count(self, shape: Callable[[Select[User], UserColumns], Select[User]]) -> int:
+        """How many accounts ``shape`` selects (its order and limits are dropped)."""
+        statement = shape(select(User), USER_COLUMNS).order_by(None).limit(None).offset(None)
+        total = self._session.scalar(select(func.count()).select_from(statement.subquery()))
+        return int(total or 0)
 
     def find_by_username(self, username: str) -> User | None:
         return self._session.scalar(select(User).where(User.username_key == username_key(username)))

@@ -12,7 +12,8 @@ interactive flow (``authorize_request`` parses and validates, ``decision`` decid
 revocation in front of Flask), ``logout`` (RP-initiated logout), ``backchannel``
 (back-channel logout notices), ``account`` (connected services), ``acting`` and
 ``act_for`` (acting for an organisation: the claims and checks, the picker),
-``staff_clients`` (staff register services on ``/staff/clients``), ``cli``.
+``staff_clients`` (staff register services on ``/staff/clients``), ``client_tokens``
+(a client's own access tokens for this service's APIs: SCIM), ``cli``.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ class Kind(Enum):
     AUTHORIZE = "authorize"  # error page, or an error redirect to a registered URI
     PAGE = "page"  # HTML pages (JSON errors only when asked for)
     PUBLIC = "public"  # discovery, JWKS, operations endpoints, static files
+    SCIM = "scim"  # SCIM 2.0: application/scim+json errors (RFC 7644 3.12)
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,9 @@ CERTIFICATE = (*FORM, "challenge", "certificate", "signature")
 REALNAME = (*FORM, "level", "id_number", "name", "phone", "otp", "photo", "action")
 AGENT = (*FORM, "by", "invitee", "scope", "clients", "scopes", "starts_on", "ends_on")
 ORG_ID = "00000000-0000-0000-0000-000000000000"
+SCIM_BASE = "/scim/v2"
+SCIM_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+SCIM_QUERY = ("filter", "sortBy", "sortOrder", "startIndex", "count", "attributes")
 
 TARGETS: dict[str, list[Target]] = {
     "machine": [
@@ -204,6 +208,40 @@ TARGETS: dict[str, list[Target]] = {
             Kind.PAGE,
             FORM,
             path=f"/org/{ORG_ID}/authorisations/{ORG_ID}/revoke",
+        ),
+    ],
+    "scim": [
+        *(
+            Target(SCIM_BASE + rule, SCIM_METHODS, Kind.SCIM, SCIM_QUERY, path=path)
+            for rule, path in (
+                ("/ServiceProviderConfig", None),
+                ("/Schemas", None),
+                ("/Schemas/<path:schema_id>", SCIM_BASE + "/Schemas/urn:x"),
+                ("/ResourceTypes", None),
+                ("/ResourceTypes/<string:name>", SCIM_BASE + "/ResourceTypes/User"),
+                ("/Users", None),
+                ("/Users/.search", None),
+                ("/.search", None),
+                ("/Users/<string:user_id>", SCIM_BASE + "/Users/" + ORG_ID),
+                ("/Me", None),
+                ("/", None),
+            )
+        ),
+        Target("/scim/", SCIM_METHODS, Kind.SCIM),
+        Target(
+            "/scim/<path:rest>",
+            SCIM_METHODS,
+            Kind.SCIM,
+            path="/scim/v1/",
+            path_suffixes=True,
+        ),
+        Target(
+            SCIM_BASE + "/<path:rest>",
+            SCIM_METHODS,
+            Kind.SCIM,
+            SCIM_QUERY,
+            path=SCIM_BASE + "/",
+            path_suffixes=True,
         ),
     ],
     "public": [

@@ -48,6 +48,16 @@ def check_json_error(answer: Answer) -> None:
     assert DESCRIPTION.match(description), data
 
 
+def check_scim_error(answer: Answer) -> None:
+    """RFC 7644 3.12: an Error message whose status is the HTTP status."""
+    data = answer.json()
+    assert isinstance(data, dict), data
+    if answer.status < 400:
+        return
+    assert data.get("schemas") == ["urn:ietf:params:scim:api:messages:2.0:Error"], data
+    assert data.get("status") == str(answer.status), data
+
+
 def check_location(answer: Answer, request: FuzzRequest, issuer: str, redirect_uri: str) -> None:
     """A redirect stays on this site, or goes to the registered redirect URI (an
     authorization answer: a code or an error, with the state sent)."""
@@ -92,6 +102,9 @@ def check_answer(
         return
     if target.kind in (Kind.TOKEN, Kind.USERINFO):
         check_json_error(answer)
+        return
+    if target.kind is Kind.SCIM and answer.mimetype == "application/scim+json":
+        check_scim_error(answer)
         return
     if answer.mimetype == "application/json":
         check_json_error(answer)
