@@ -17,6 +17,7 @@ from flask import Flask
 from flask_wtf.csrf import CSRFProtect
 
 import accounts
+import federation
 import idp.models  # noqa: F401 - every model is mapped before the first query
 import pki
 from accounts.adapters.face import FaceVerifier
@@ -126,6 +127,7 @@ def create_app(
         AccountAdapters(registry=adapters.registry, face=adapters.face, sms=adapters.sms),
     )
     pki.init_app(app, core, background=background)
+    federation.init_app(app, core)
     oauth.init_app(app, core, background=background)
     # the WSGI stack, innermost first: the lean token endpoints in front of Flask (not
     # in idp.oauth.init_app: `idp` imports idp.oauth for its commands and must not load

@@ -7,6 +7,7 @@ import accounts.credentials.models
 import accounts.organisations.models
 import accounts.people.models
 import accounts.realname.models
+import federation.upstream.models
 import idp.core.audit.models
 import idp.oauth.models
 import pki.models
@@ -20,6 +21,7 @@ MODEL_MODULES = (
     idp.core.audit.models,
     idp.oauth.models,
     pki.models,
+    federation.upstream.models,
 )
 
 __all__ = ["MODEL_MODULES", "metadata"]

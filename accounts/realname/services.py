@@ -90,6 +90,7 @@ DOCUMENT_METHODS = (
     VerificationMethod.FACE,
     VerificationMethod.COUNTER,
     VerificationMethod.CERTIFICATE,
+    VerificationMethod.FEDERATION,
 )
 
 

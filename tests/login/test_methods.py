@@ -28,6 +28,7 @@ from idp.core.signin import (
     achieved_amr,
 )
 from idp.oauth.server import OAuthRuntime
+from federation.upstream.signin import FEDERATION
 from pki.signin import CERTIFICATE
 from tests.oauth_support import RP, Flow, query_of, register
 from tests.support import create_user, sign_in, submit, text
@@ -184,7 +185,8 @@ def test_the_method_amr_reaches_the_id_token_and_sets_the_acr(
 def test_password_and_totp_are_registered_by_accounts(app: Flask) -> None:
     methods = SignInMethods.of(app)
     names = [method.name for method in methods]
-    assert names == [PASSWORD, TOTP, CERTIFICATE]  # the last one is pki's
+    # then pki's and federation's
+    assert names == [PASSWORD, TOTP, CERTIFICATE, FEDERATION]
     assert methods.form(PASSWORD).stage is Stage.FIRST
     assert methods.form(TOTP).stage is Stage.SECOND
 
