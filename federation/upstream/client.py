@@ -135,9 +135,6 @@ class UpstreamIdentity:
     amr: tuple[str, ...] = field(default=())
 
 
-Fetch = Callable[[str], Any]
-
-
 def _checked_url(url: object, what: str) -> str:
     if not isinstance(url, str):
         raise UpstreamRefused(f"{what}_missing", UNREACHABLE, 502)
@@ -160,13 +157,18 @@ def _read_json(response: requests.Response) -> Any:
         raise UpstreamRefused("not_json", UNREACHABLE, 502) from None
 
 
-def get_json(url: str, *, headers: Mapping[str, str] | None = None) -> Any:
+Timeouts = tuple[float, float]  # (connect, read) seconds
+
+
+def get_json(
+    url: str, *, headers: Mapping[str, str] | None = None, timeouts: Timeouts = TIMEOUTS
+) -> Any:
     """GET a JSON document with the bounded timeouts, no redirects."""
     try:
         response = requests.get(
             url,
             headers=dict(headers or {}),
-            timeout=TIMEOUTS,
+            timeout=timeouts,
             allow_redirects=False,
             stream=True,
         )
@@ -178,8 +180,12 @@ def get_json(url: str, *, headers: Mapping[str, str] | None = None) -> Any:
         return _read_json(response)
 
 
-def fetch_metadata(issuer: str, fetch: Fetch = get_json) -> ProviderMetadata:
+def fetch_metadata(issuer: str, *, timeouts: Timeouts = TIMEOUTS) -> ProviderMetadata:
     """Discovery and the JWKS, checked: the issuer must be exactly ours."""
+
+    def fetch(url: str) -> Any:
+        return get_json(url, timeouts=timeouts)
+
     discovery = fetch(issuer.rstrip("/") + DISCOVERY_PATH)
     if not isinstance(discovery, dict):
         raise UpstreamRefused("discovery_malformed", UNREACHABLE, 502)
@@ -226,7 +232,9 @@ class RelyingParty:
         redirect_uri: str,
         refresh_jwks: Callable[[], dict[str, Any]],
         now: Callable[[], int],
+        timeouts: Timeouts = TIMEOUTS,
     ) -> None:
+        self._timeouts = timeouts
         self._config = config
         self._metadata = metadata
         self._redirect_uri = redirect_uri
@@ -290,7 +298,11 @@ class RelyingParty:
         userinfo_url = self._metadata.discovery.get("userinfo_endpoint")
         access_token = token.get("access_token")
         if isinstance(userinfo_url, str) and isinstance(access_token, str):
-            info = get_json(userinfo_url, headers={"Authorization": f"Bearer {access_token}"})
+            info = get_json(
+                userinfo_url,
+                headers={"Authorization": f"Bearer {access_token}"},
+                timeouts=self._timeouts,
+            )
             if not isinstance(info, dict) or info.get("sub") != subject:
                 raise UpstreamRefused("userinfo_sub_mismatch")
             protocol = {"iss", "aud", "exp", "iat", "nonce", "azp"}
@@ -307,7 +319,7 @@ class RelyingParty:
                     grant_type="authorization_code",
                     code=code,
                     code_verifier=code_verifier,
-                    timeout=TIMEOUTS,
+                    timeout=self._timeouts,
                     allow_redirects=False,
                 )
         except requests.RequestException:

@@ -6,7 +6,14 @@ from __future__ import annotations
 from typing import ClassVar
 
 from accounts.container import Accounts
-from federation.upstream.client import RelyingParty, UpstreamConfig
+from federation.upstream.client import (
+    TIMEOUTS,
+    ProviderMetadata,
+    RelyingParty,
+    Timeouts,
+    UpstreamConfig,
+    fetch_metadata,
+)
 from federation.upstream.services import (
     LinkService,
     MetadataCache,
@@ -22,6 +29,11 @@ class Upstreams(Component):
     def __init__(self, core: Runtime) -> None:
         self.core = core
         self.cache = MetadataCache()
+        # (connect, read) seconds of every request to an upstream; tests shorten them
+        self.timeouts: Timeouts = TIMEOUTS
+
+    def _fetch(self, issuer: str) -> ProviderMetadata:
+        return fetch_metadata(issuer, timeouts=self.timeouts)
 
     def registry(self, actor: str | None = None) -> UpstreamRegistry:
         return UpstreamRegistry(
@@ -31,6 +43,7 @@ class Upstreams(Component):
             self.core.clock,
             configured=self.core.settings.upstream_providers,
             cache=self.cache,
+            fetch=self._fetch,
         )
 
     def links(self, actor: str | None = None) -> LinkService:
@@ -55,4 +68,5 @@ class Upstreams(Component):
             redirect_uri=self.redirect_uri(config.name),
             refresh_jwks=lambda: registry.refresh_jwks(config),
             now=lambda: int(self.core.clock.now().timestamp()),
+            timeouts=self.timeouts,
         )

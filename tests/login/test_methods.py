@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from accounts.container import Accounts
 from accounts.credentials.signin import PASSWORD, TOTP
+from federation.upstream.signin import FEDERATION
 from idp.core.audit.models import AuditEvent
 from idp.core.clock import FrozenClock
 from idp.core.navigation import safe_next
@@ -28,7 +29,6 @@ from idp.core.signin import (
     achieved_amr,
 )
 from idp.oauth.server import OAuthRuntime
-from federation.upstream.signin import FEDERATION
 from pki.signin import CERTIFICATE
 from tests.oauth_support import RP, Flow, query_of, register
 from tests.support import create_user, sign_in, submit, text
