@@ -213,6 +213,10 @@ def test_a_verified_assertion_links_the_account_holding_the_identity(
     [link] = links(upstream_app)
     assert link.user_id == holder
     assert level_of(upstream_app, holder) == 3  # never lowered
+    with upstream_app.app_context():
+        [event] = db().scalars(select(AuditEvent).where(AuditEvent.event == "federation.link"))
+        assert event.outcome == "success"
+        assert event.details == {"upstream": "province"}
 
 
 def test_an_unverified_assertion_of_a_confirmed_number_signs_nobody_in_and_links_nothing(
