@@ -444,6 +444,8 @@ class LinkService:
     ) -> User:
         """A new account for the upstream subject, linked, at the mapped level (at most
         2 and without the number when the number belongs to another account)."""
+        if self.find(identity.issuer, identity.subject) is not None:
+            raise UpstreamError("this upstream account is linked already")
         assertion = read_assertion(config, identity)
         user = self._new_user(config)
         self.link(user, config, identity, assertion)

@@ -206,6 +206,10 @@ def callback(name: str) -> ResponseReturnValue:
 def _signed_in(user: User, identity: UpstreamIdentity, next_url: str) -> ResponseReturnValue:
     flow = SignInMethods.of().flow
     if user.status != "active":
+        audit_log("web").record(
+            "federation.signin", FAILURE, subject=user.subject, details={"reason": "disabled"}
+        )
+        db().commit()
         flow.count(FEDERATION, "failure")
         return _error_page(_(DISABLED), 403)
     proof = Proof(

@@ -369,8 +369,21 @@ def test_an_unknown_kid_refetches_the_key_set_once(upstream_app: Flask, fake: Fa
     before = fake.jwks_fetches
     fake.rotate()
     client = upstream_app.test_client()
-    assert round_trip(client, fake).location == "/account"
+    # a pending authorization request survives the round trip
+    pending = "/authorize/continue?rid=abc"
+    assert round_trip(client, fake, next_url=pending).location == pending
     assert fake.jwks_fetches == before + 1
+
+
+def test_a_disabled_account_is_not_signed_in(upstream_app: Flask, fake: FakeUpstream) -> None:
+    confirmed_holder(upstream_app, level=3)
+    fake.claims = {"id_number": PERSON, "name": NAME, "level": "gov:3"}
+    result = upstream_app.test_cli_runner().invoke(args=["users", "disable", "holder"])
+    assert result.exit_code == 0, result.output
+    client = upstream_app.test_client()
+    assert round_trip(client, fake).status_code == 403
+    assert signed_in_as(client) is None
+    assert failures(upstream_app) == ["disabled"]
 
 
 @pytest.mark.parametrize("mode", ["down", "slow"])
