@@ -1,22 +1,28 @@
 """Account mutual recognition with the provincial hall and other peers (issue 13).
 
-Built so far: SCIM 2.0 provisioning (``federation.scim``: RFC 7643/7644 ``Users`` at
-``/scim/v2/``). ``Federation`` (``federation.container``) holds the app-lifetime parts;
-the provider hands it the access-token check (``BearerCheck``), since this package sits
-below the protocol layer.
+Built so far: upstream OIDC sign-in and account mapping (``federation.upstream``) and
+SCIM 2.0 provisioning (``federation.scim``: RFC 7643/7644 ``Users`` at ``/scim/v2/``).
+``Federation`` (``federation.container``) holds SCIM's app-lifetime parts; the provider
+hands it the access-token check (``BearerCheck``), since this package sits below the
+protocol layer.
 """
 
 from __future__ import annotations
 
 from flask import Flask
 
+from federation import upstream
 from federation.container import BearerCheck, Federation
 from federation.scim import views as scim_views
+from federation.upstream.cli import COMMANDS as UPSTREAM_COMMANDS
 from idp.core.runtime import Runtime
+
+COMMANDS = (*UPSTREAM_COMMANDS,)
 
 
 def init_app(app: Flask, core: Runtime, *, bearer: BearerCheck) -> Federation:
     federation = Federation(core, bearer)
     federation.install(app)
     scim_views.init_app(app)
+    upstream.init_app(app, core)
     return federation

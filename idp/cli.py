@@ -32,6 +32,7 @@ from accounts.container import Accounts
 from accounts.demo_people import DEMO_PERSON
 from config import Settings, SettingsError, load_settings, redact_url
 from config.settings import env_name
+from federation import COMMANDS as FEDERATION
 from idp.core.audit.cli import COMMANDS as AUDIT
 from idp.core.cli_support import EXIT_USAGE, echo_json, fail
 from idp.core.clock import SystemClock
@@ -430,5 +431,5 @@ def demo(host: str | None, port: int | None, pki_port: int | None) -> None:
     run(settings, host, port)
 
 
-for _command in (*ACCOUNTS, *AUDIT, *OAUTH, *PKI):
+for _command in (*ACCOUNTS, *AUDIT, *OAUTH, *PKI, *FEDERATION):
     main.add_command(_command)

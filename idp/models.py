@@ -8,6 +8,7 @@ import accounts.organisations.models
 import accounts.people.models
 import accounts.realname.models
 import federation.scim.models
+import federation.upstream.models
 import idp.core.audit.models
 import idp.oauth.models
 import pki.models
@@ -22,6 +23,7 @@ MODEL_MODULES = (
     idp.oauth.models,
     pki.models,
     federation.scim.models,
+    federation.upstream.models,
 )
 
 __all__ = ["MODEL_MODULES", "metadata"]

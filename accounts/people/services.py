@@ -269,6 +269,28 @@ class AccountService:
         total = self._session.scalar(select(func.count()).select_from(statement.subquery()))
         return int(total or 0)
 
+    def register_without_password(self, username: str, *, via: str) -> User:
+        """Create an account that signs in through another method only (an upstream
+        provider, ``via`` its name for the audit log); it can set a password later."""
+        name = check_username(username)
+        if self.find_by_username(name) is not None:
+            raise UsernameTaken()
+        user = User(
+            username=name,
+            username_key=username_key(name),
+            password_hash=None,
+            created_at=self._clock.now(),
+        )
+        self._session.add(user)
+        try:
+            self._session.flush()
+        except IntegrityError:
+            self._session.rollback()
+            raise UsernameTaken() from None
+        self._audit.record("account.register", subject=user.subject, details={"via": via})
+        self._session.commit()
+        return user
+
     def find_by_username(self, username: str) -> User | None:
         return self._session.scalar(select(User).where(User.username_key == username_key(username)))
 

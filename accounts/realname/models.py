@@ -20,6 +20,7 @@ class VerificationMethod(enum.StrEnum):
     FACE = "face"  # level 4: face check against the registry photo
     COUNTER = "counter"  # level 5: in person at a service counter
     CERTIFICATE = "certificate"  # level 5: a digital certificate
+    FEDERATION = "federation"  # 2-5: what an upstream provider asserted (issue 13)
 
 
 class Identity(Base):

@@ -91,6 +91,7 @@ DOCUMENT_METHODS = (
     VerificationMethod.FACE,
     VerificationMethod.COUNTER,
     VerificationMethod.CERTIFICATE,
+    VerificationMethod.FEDERATION,
 )
 
 

@@ -132,6 +132,7 @@ def method_name(method: VerificationMethod) -> str:
         VerificationMethod.FACE: _("Face check"),
         VerificationMethod.COUNTER: _("Service counter"),
         VerificationMethod.CERTIFICATE: _("Digital certificate"),
+        VerificationMethod.FEDERATION: _("Another identity platform"),
     }
     return str(names[method])
 

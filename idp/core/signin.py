@@ -174,6 +174,22 @@ class FormSignInMethod(SignInMethod, Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Link:
+    label: str
+    url: str
+
+
+@runtime_checkable
+class MultiEntrySignInMethod(SignInMethod, Protocol):
+    """A first factor with several entries on the sign-in page (one per upstream
+    provider), known only at the request (they may change while the app runs)."""
+
+    def entries(self, next_url: str) -> Sequence[Link]:
+        """The sign-in page's links, each label already translated."""
+        ...
+
+
 class SignInFlow(Protocol):
     """The sign-in flow (implemented by ``idp.login``)."""
 
@@ -193,12 +209,6 @@ ServiceName = Callable[[str], str | None]
 
 def _unnamed(client_id: str) -> str | None:  # noqa: ARG001 - a ServiceName
     return None
-
-
-@dataclass(frozen=True)
-class Link:
-    label: str
-    url: str
 
 
 class SignInMethods(Component):
@@ -236,9 +246,12 @@ class SignInMethods(Component):
 
     def links(self, next_url: str) -> list[Link]:
         """The first factors the sign-in page links to (those with their own entry)."""
-        links = []
+        links: list[Link] = []
         for method in self._methods.values():
             if method.stage is not Stage.FIRST:
+                continue
+            if isinstance(method, MultiEntrySignInMethod):
+                links.extend(method.entries(next_url))
                 continue
             url = method.entry(next_url)
             if url is not None:

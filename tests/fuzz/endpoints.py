@@ -139,6 +139,26 @@ TARGETS: dict[str, list[Target]] = {
         Target("/login/certificate/bind", ("GET", "POST"), Kind.PAGE, FORM),
         Target("/account/certificates", ("GET",), Kind.PAGE),
         Target(
+            "/federation/<name>/login", ("GET",), Kind.PAGE, ("next",), path="/federation/x/login"
+        ),
+        Target(
+            "/federation/<name>/callback",
+            ("GET",),
+            Kind.PAGE,
+            ("state", "code", "iss", "error"),
+            path="/federation/x/callback",
+        ),
+        Target("/federation/new", ("GET", "POST"), Kind.PAGE, FORM),
+        Target("/federation/link", ("GET", "POST"), Kind.PAGE, FORM),
+        Target("/account/federation", ("GET",), Kind.PAGE),
+        Target(
+            "/account/federation/<int:link_id>/unlink",
+            ("POST",),
+            Kind.PAGE,
+            FORM,
+            path="/account/federation/1/unlink",
+        ),
+        Target(
             "/account/certificates/<int:binding_id>/unbind",
             ("POST",),
             Kind.PAGE,

@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from accounts.container import Accounts
 from accounts.credentials.signin import PASSWORD, TOTP
+from federation.upstream.signin import FEDERATION
 from idp.core.audit.models import AuditEvent
 from idp.core.clock import FrozenClock
 from idp.core.navigation import safe_next
@@ -184,7 +185,8 @@ def test_the_method_amr_reaches_the_id_token_and_sets_the_acr(
 def test_password_and_totp_are_registered_by_accounts(app: Flask) -> None:
     methods = SignInMethods.of(app)
     names = [method.name for method in methods]
-    assert names == [PASSWORD, TOTP, CERTIFICATE]  # the last one is pki's
+    # then pki's and federation's
+    assert names == [PASSWORD, TOTP, CERTIFICATE, FEDERATION]
     assert methods.form(PASSWORD).stage is Stage.FIRST
     assert methods.form(TOTP).stage is Stage.SECOND
 

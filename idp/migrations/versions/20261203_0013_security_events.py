@@ -1,7 +1,7 @@
 """security event tokens: owed pushes and received SETs
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0012
 Create Date: 2026-12-03 13:00:00.000000
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 import idp.core.db
 
 revision: str = '0013'
-down_revision: str | Sequence[str] | None = '0011'
+down_revision: str | Sequence[str] | None = '0012'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

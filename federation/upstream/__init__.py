@@ -1,0 +1,26 @@
+"""Sign in with an upstream OpenID provider (the provincial hall, issue 13 parts 1-2):
+upstreams from the settings and the command line (``services``, ``models``), the strict
+relying party (``client``), the account mapping rules (``services.LinkService``), the
+sign-in method and its pages. ``Upstreams`` (``container``) holds the app-lifetime
+parts."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from federation.upstream import views
+from federation.upstream.cli import COMMANDS
+from federation.upstream.container import Upstreams
+from federation.upstream.signin import UpstreamMethod
+from idp.core.runtime import Runtime
+from idp.core.signin import SignInMethods
+
+
+def init_app(app: Flask, core: Runtime) -> Upstreams:
+    upstreams = Upstreams(core)
+    upstreams.install(app)
+    SignInMethods.of(app).register(UpstreamMethod())
+    views.init_app(app)
+    for command in COMMANDS:
+        app.cli.add_command(command)
+    return upstreams

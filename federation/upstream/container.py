@@ -1,0 +1,72 @@
+"""The upstream package's app-lifetime parts (the settings upstreams' metadata cache),
+and its services for one request."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from accounts.container import Accounts
+from federation.upstream.client import (
+    TIMEOUTS,
+    ProviderMetadata,
+    RelyingParty,
+    Timeouts,
+    UpstreamConfig,
+    fetch_metadata,
+)
+from federation.upstream.services import (
+    LinkService,
+    MetadataCache,
+    UpstreamRegistry,
+    redirect_uri,
+)
+from idp.core.runtime import Component, Runtime, audit_log, db
+
+
+class Upstreams(Component):
+    extension: ClassVar[str] = "federation.upstream"
+
+    def __init__(self, core: Runtime) -> None:
+        self.core = core
+        self.cache = MetadataCache()
+        # (connect, read) seconds of every request to an upstream; tests shorten them
+        self.timeouts: Timeouts = TIMEOUTS
+
+    def _fetch(self, issuer: str) -> ProviderMetadata:
+        return fetch_metadata(issuer, timeouts=self.timeouts)
+
+    def registry(self, actor: str | None = None) -> UpstreamRegistry:
+        return UpstreamRegistry(
+            db(),
+            self.core.keys.cipher,
+            audit_log(actor),
+            self.core.clock,
+            configured=self.core.settings.upstream_providers,
+            cache=self.cache,
+            fetch=self._fetch,
+        )
+
+    def links(self, actor: str | None = None) -> LinkService:
+        accounts = Accounts.of()
+        return LinkService(
+            db(),
+            accounts.account_service(actor),
+            accounts.realname_service(actor),
+            audit_log(actor),
+            self.core.clock,
+        )
+
+    def redirect_uri(self, name: str) -> str:
+        return redirect_uri(self.core.settings.issuer, name)
+
+    def relying_party(self, config: UpstreamConfig) -> RelyingParty:
+        """``UpstreamRefused`` when its metadata cannot be had."""
+        registry = self.registry(actor="web")
+        return RelyingParty(
+            config,
+            registry.metadata(config),
+            redirect_uri=self.redirect_uri(config.name),
+            refresh_jwks=lambda: registry.refresh_jwks(config),
+            now=lambda: int(self.core.clock.now().timestamp()),
+            timeouts=self.timeouts,
+        )

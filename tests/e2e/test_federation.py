@@ -1,0 +1,165 @@
+"""Two real instances of this service: the "province" is an upstream of the "city".
+
+The province's client for the city is registered with ``idp clients create``; the city
+adds the province with ``idp federation add-upstream`` (discovery fetched from the
+running province). A person at level 5 at the province signs in to the city through
+it: the first sign-in creates an account at the mapped level (5 -> 4 by the city's
+level map), the second reuses the link.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import TEST_SECRET
+from tests.e2e.servers import IDP, clean_env, free_port, running
+from tests.support import STRONG_PASSWORD
+
+pytestmark = pytest.mark.multiprocess
+CSRF = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
+PERSON = "11010519491231002X"
+
+
+def idp(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [IDP, *args], env=clean_env(env), capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def instance(tmp_path: Path, name: str, issuer: str) -> dict[str, str]:
+    data = tmp_path / name
+    data.mkdir()
+    return {
+        "IDP_DATA_DIR": str(data),
+        "IDP_SECRET_KEY": TEST_SECRET + name,
+        "IDP_ISSUER": issuer,
+        "IDP_LOG_LEVEL": "WARNING",
+    }
+
+
+@pytest.fixture
+def province_and_city(tmp_path: Path) -> Iterator[tuple[str, str, dict[str, str]]]:
+    # two hosts for one browser's cookies: localhost (province), 127.0.0.1 (city)
+    province_port, city_port = free_port(), free_port()
+    province = instance(tmp_path, "province", f"http://localhost:{province_port}")
+    city = instance(tmp_path, "city", f"http://127.0.0.1:{city_port}")
+    idp(province, "init")
+    idp(province, "users", "create", "--username", "pat", "--password", STRONG_PASSWORD)
+    idp(province, "users", "create", "--username", "clerk", "--password", STRONG_PASSWORD)
+    idp(province, "users", "staff", "clerk", "--department", "hall", "--role", "counter_verifier")
+    idp(province, "realname", "counter-verify", "pat", "--name", "王小丽", "--number", PERSON,
+        "--staff", "clerk")  # fmt: skip
+    client = json.loads(
+        idp(
+            province,
+            "clients",
+            "create",
+            "--client-id",
+            "city",
+            "--name",
+            "City hall",
+            "--redirect-uri",
+            f"{city['IDP_ISSUER']}/federation/province/callback",
+            "--scope",
+            "openid profile realname",
+            "--first-party",
+            "--document-number",
+            "full",
+            "--json",
+        )
+    )
+    idp(city, "init")
+    with running(
+        ["serve", "--port", str(province_port), "--workers", "1"],
+        province,
+        province_port,
+        tmp_path / "province.log",
+    ) as (province_url, _):
+        added = json.loads(
+            idp(
+                city,
+                "federation",
+                "add-upstream",
+                "--name",
+                "province",
+                "--issuer",
+                province["IDP_ISSUER"],
+                "--client-id",
+                "city",
+                "--client-secret",
+                client["client_secret"],
+                "--scope",
+                "openid profile realname",
+                "--identity-claim",
+                "verified_claims.claims.document_number",
+                "--identity-type",
+                "resident_id",
+                "--level-claim",
+                "verified_claims.verification.assurance_level",
+                "--level-map",
+                "3=3",
+                "--level-map",
+                "4=4",
+                "--level-map",
+                "5=4",
+                "--link-min-level",
+                "3",
+                "--json",
+            )
+        )
+        assert added["redirect_uri"] == f"{city['IDP_ISSUER']}/federation/province/callback"
+        assert client["client_secret"] not in json.dumps(added)
+        with running(
+            ["serve", "--port", str(city_port), "--workers", "1"],
+            city,
+            city_port,
+            tmp_path / "city.log",
+        ) as (city_url, _):
+            yield province_url.replace("127.0.0.1", "localhost"), city_url, city
+
+
+def sign_in_through_the_province(browser: requests.Session, city: str) -> requests.Response:
+    """From the city's sign-in page to the province's password form and back."""
+    page = browser.get(city + "/login", timeout=10)
+    assert "/federation/province/login" in page.text
+    at_province = browser.get(city + "/federation/province/login", timeout=10)
+    assert "localhost" in at_province.url
+    assert "/login" in at_province.url
+    match = CSRF.search(at_province.text)
+    assert match
+    return browser.post(
+        at_province.url,
+        data={"csrf_token": match.group(1), "username": "pat", "password": STRONG_PASSWORD},
+        timeout=20,
+    )
+
+
+def test_first_sign_in_creates_an_account_at_the_mapped_level_and_the_second_reuses_it(
+    province_and_city: tuple[str, str, dict[str, str]],
+) -> None:
+    _province, city, city_env = province_and_city
+    browser = requests.Session()
+    back = sign_in_through_the_province(browser, city)
+    assert back.url.startswith(city + "/federation/new"), back.url
+    match = CSRF.search(back.text)
+    assert match
+    created = browser.post(city + "/federation/new", data={"csrf_token": match.group(1)})
+    assert created.url == city + "/account"
+    [link] = json.loads(idp(city_env, "federation", "links", "--json"))
+    assert link["upstream"] == "province"
+    status = json.loads(idp(city_env, "realname", "status", link["username"], "--json"))
+    assert status["level"] == 4  # the province's 5, through the city's level map
+    # another browser, a second sign-in: the link, straight to the account
+    again = sign_in_through_the_province(requests.Session(), city)
+    assert again.url == city + "/account"
+    assert link["username"] in again.text
+    assert len(json.loads(idp(city_env, "federation", "links", "--json"))) == 1
