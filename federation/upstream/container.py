@@ -3,7 +3,10 @@ and its services for one request."""
 
 from __future__ import annotations
 
+import logging
 from typing import ClassVar
+
+from sqlalchemy import select
 
 from accounts.container import Accounts
 from federation.upstream.client import (
@@ -14,13 +17,17 @@ from federation.upstream.client import (
     UpstreamConfig,
     fetch_metadata,
 )
+from federation.upstream.models import Upstream
 from federation.upstream.services import (
     LinkService,
     MetadataCache,
     UpstreamRegistry,
     redirect_uri,
 )
+from idp.core.db import database_lost, error_summary
 from idp.core.runtime import Component, Runtime, audit_log, db
+
+log = logging.getLogger(__name__)
 
 
 class Upstreams(Component):
@@ -55,6 +62,24 @@ class Upstreams(Component):
             audit_log(actor),
             self.core.clock,
         )
+
+    def names(self) -> list[str]:
+        """The upstreams' names for the sign-in page. It must draw while the database
+        is down: then only the settings' upstreams are listed (the stored ones could
+        not sign anyone in before it is back)."""
+        configured = [entry.name for entry in self.core.settings.upstream_providers]
+        try:
+            stored = list(db().scalars(select(Upstream.name).order_by(Upstream.name)))
+        except Exception as exc:
+            if not database_lost(exc):
+                raise
+            log.warning("upstream providers not listed: %s", error_summary(exc))
+            try:
+                db().rollback()
+            except Exception as again:  # noqa: BLE001 - the connection is gone already
+                log.debug("rollback after a lost database: %s", error_summary(again))
+            return configured
+        return configured + stored
 
     def redirect_uri(self, name: str) -> str:
         return redirect_uri(self.core.settings.issuer, name)

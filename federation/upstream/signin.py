@@ -36,13 +36,12 @@ class UpstreamMethod:
         return None  # several: see entries
 
     def entries(self, next_url: str) -> Sequence[Link]:
-        upstreams = Upstreams.of().registry().all()
         return [
             Link(
-                _("Sign in with %(name)s", name=config.name),
-                url_for("federation_upstream.start", name=config.name, next=next_url),
+                _("Sign in with %(name)s", name=name),
+                url_for("federation_upstream.start", name=name, next=next_url),
             )
-            for config in upstreams
+            for name in Upstreams.of().names()
         ]
 
     def applies(self, first: Proof) -> bool:  # noqa: ARG002 - the interface's signature
