@@ -48,6 +48,7 @@ from accounts.realname.errors import (
 )
 from accounts.realname.services import DocumentClaim, RealNameService, VerificationMethod
 from config.sections import UpstreamProviderSettings
+from federation.signals import link_removed
 from federation.upstream.client import (
     ProviderMetadata,
     UpstreamConfig,
@@ -512,9 +513,11 @@ class LinkService:
             )
             self._session.commit()
             raise UpstreamError("last")
+        upstream, issuer, subject = link.upstream, link.issuer, link.subject
         self._session.delete(link)
         self._audit.record(
             "federation.unlink", subject=user.subject, details={"upstream": link.upstream}
         )
         self._session.commit()
+        link_removed.send(user, upstream=upstream, issuer=issuer, subject=subject)
         return True

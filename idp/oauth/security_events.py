@@ -7,12 +7,14 @@ token). What happens here that a peer must know is sent to every peer with a
 
 * an account disabled (``accounts.signals.account_disabled``): RISC ``account-disabled``;
 * a real-name level raised or lowered (``accounts.signals.level_changed``): CAEP
-  ``assurance-level-change`` (``namespace`` ``LEVEL_NAMESPACE``, levels "1"-"5").
+  ``assurance-level-change`` (``namespace`` ``LEVEL_NAMESPACE``, levels "1"-"5");
+* an upstream link removed (``federation.signals.link_removed``): ``LINK_REMOVED``,
+  its subject RFC 9493 ``aliases`` naming the account here and the upstream's subject.
 
 Each becomes a ``SetDelivery`` row in the transaction's wake, pushed by ``SetDeliverer``
 (``idp.oauth.outbox``: off the request path, retried with back-off, recorded as failed
 when the peer keeps failing or refuses the SET with RFC 8935's 400, audited). The
-subject is named as RFC 9493 ``iss_sub``: this issuer and the account's public id.
+subject is otherwise RFC 9493 ``iss_sub``: this issuer and the account's public id.
 
 ``POST /security-events`` receives a peer's SETs: the token must be a ``secevent+jwt``
 signed (ES256 or RS256 only) by a key of the peer named by its ``iss`` (its JWKS from its
@@ -21,7 +23,8 @@ recent, with one event. Each one is recorded (``ReceivedSet``, unique per peer a
 ``jti``: a retried push is answered 202 and not applied twice) and audited. Applied:
 ``account-disabled`` (the account is disabled: its sessions end, its tokens are revoked
 and its services told) and CAEP ``session-revoked`` (its sessions end), for a subject
-named by this issuer's public id. The account's own change is not echoed back to the
+named by this issuer's public id, or by the sending peer's own subject of a person
+linked here (``aliases`` of those too). The account's own change is not echoed back to the
 peer that asked for it. Other events and subjects are recorded, not applied
 (docs/decisions/0040).
 """
@@ -53,6 +56,8 @@ from accounts.container import Accounts
 from accounts.people.models import User, UserStatus
 from accounts.signals import account_disabled, level_changed
 from config.sections import PeerSettings
+from federation.signals import link_removed
+from federation.upstream.container import Upstreams
 from idp.core.audit.services import FAILURE, SUCCESS
 from idp.core.error_text import safe_description
 from idp.core.runtime import Component, Runtime, audit_log, db
@@ -69,6 +74,9 @@ CAEP = "https://schemas.openid.net/secevent/caep/event-type/"
 ACCOUNT_DISABLED = RISC + "account-disabled"
 SESSION_REVOKED = CAEP + "session-revoked"
 LEVEL_CHANGE = CAEP + "assurance-level-change"
+# a link between an account here and a peer's subject was removed (no registered event
+# type says so): the subject names both as RFC 9493 aliases
+LINK_REMOVED = "urn:cn:gov:dongguan:idp:event:federation-link-removed"
 # the vocabulary of the level-change event: Guangdong's real-name levels (可信等级) 1-5
 LEVEL_NAMESPACE = "urn:cn:gov:guangdong:trust-level"
 
@@ -78,6 +86,7 @@ ALGORITHMS = ["ES256", "RS256"]  # what a peer may sign with: never none, never 
 MAX_SET_BYTES = 16 * 1024
 MAX_FUTURE_SECONDS = 300
 MAX_AGE_SECONDS = 7 * 24 * 3600  # retries of a push may take days
+MAX_ALIASES = 8
 DISCOVERY_CACHE_SECONDS = 3600
 DISCOVERY_MAX_BYTES = 64 * 1024
 EXTENSION = "idp.oauth.security_events"
@@ -171,6 +180,16 @@ def _subject(issuer: str, user: User) -> dict[str, str]:
     return {"format": "iss_sub", "iss": issuer, "sub": user.public_id}
 
 
+def _is_iss_sub(value: Any) -> bool:
+    return (
+        isinstance(value, dict)
+        and value.get("format") == "iss_sub"
+        and isinstance(value.get("iss"), str)
+        and isinstance(value.get("sub"), str)
+        and 0 < len(value["sub"]) <= 255
+    )
+
+
 @dataclass
 class SecurityEvents(Component):
     """The app's SET sender and receiver state."""
@@ -184,9 +203,16 @@ class SecurityEvents(Component):
     _discovery: dict[str, tuple[float, str]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def publish(self, user: User, event_type: str, event: dict[str, Any]) -> int:
+    def publish(
+        self,
+        user: User,
+        event_type: str,
+        event: dict[str, Any],
+        sub_id: dict[str, Any] | None = None,
+    ) -> int:
         """Owe the event to every peer that receives SETs (but the one whose SET this
-        change applies); returns how many. Commits, and wakes the deliverer."""
+        change applies); returns how many. ``sub_id``: the subject, when not the
+        account's ``iss_sub``. Commits, and wakes the deliverer."""
         now = self.core.clock.now()
         skip = _applying_for.get()
         owed = 0
@@ -198,7 +224,7 @@ class SecurityEvents(Component):
                     peer=peer.name,
                     jti=uuid.uuid4().hex,
                     event_type=event_type,
-                    sub_id=_subject(self.issuer, user),
+                    sub_id=sub_id or _subject(self.issuer, user),
                     event=event,
                     issued_at=now,
                     created_at=now,
@@ -362,20 +388,34 @@ class SetReceiver:
         if not isinstance(event, dict) or len(str(event_type)) > 200:
             raise SetRefused("invalid_request", "the SET's event is not an object")
         sub_id = claims.get("sub_id")
-        if not (
-            isinstance(sub_id, dict)
-            and sub_id.get("format") == "iss_sub"
-            and isinstance(sub_id.get("iss"), str)
-            and isinstance(sub_id.get("sub"), str)
-            and len(sub_id["sub"]) <= 255
-        ):
-            raise SetRefused("invalid_request", "the SET's sub_id is not an iss_sub subject")
+        identifiers = [sub_id]
+        if isinstance(sub_id, dict) and sub_id.get("format") == "aliases":
+            identifiers = sub_id.get("identifiers") or [None]
+        if not isinstance(identifiers, list) or len(identifiers) > MAX_ALIASES:
+            raise SetRefused("invalid_request", "the SET's aliases are not a short list")
+        if not all(_is_iss_sub(identifier) for identifier in identifiers):
+            raise SetRefused(
+                "invalid_request", "the SET's sub_id is not an iss_sub subject (or aliases of them)"
+            )
 
     def _subject(self, received: Received) -> User | None:
-        """The account the SET is about: one of ours, named by our public id."""
-        if received.sub_id["iss"] != self._events.issuer:
-            return None
-        return self._accounts.account_service().find_by_public_id(received.sub_id["sub"])
+        """The account the SET is about: named by this issuer and its public id, or by
+        the sending peer's own subject for a person linked here (``federation_links``).
+        A subject of another issuer is nobody here."""
+        sub_id = received.sub_id
+        identifiers = sub_id["identifiers"] if sub_id.get("format") == "aliases" else [sub_id]
+        accounts = self._accounts.account_service()
+        for identifier in identifiers:
+            if identifier["iss"] == self._events.issuer:
+                user = accounts.find_by_public_id(identifier["sub"])
+            elif identifier["iss"] == received.peer.issuer:
+                link = Upstreams.of().links().find(identifier["iss"], identifier["sub"])
+                user = accounts.get(link.user_id) if link is not None else None
+            else:
+                continue
+            if user is not None:
+                return user
+        return None
 
     def _apply(self, received: Received, user: User) -> str:
         with applying_for(received.peer.name):
@@ -465,6 +505,20 @@ def on_level_changed(user: Any, *, previous: int, current: int, **_: Any) -> Non
     SecurityEvents.of().publish(user, LEVEL_CHANGE, event)
 
 
+def on_link_removed(user: Any, *, upstream: str, issuer: str, subject: str, **_: Any) -> None:
+    if not isinstance(user, User) or not _here():
+        return
+    events = SecurityEvents.of()
+    sub_id = {
+        "format": "aliases",
+        "identifiers": [
+            _subject(events.issuer, user),
+            {"format": "iss_sub", "iss": issuer, "sub": subject},
+        ],
+    }
+    events.publish(user, LINK_REMOVED, {"upstream": upstream}, sub_id=sub_id)
+
+
 def build(core: Runtime, keys: SigningKeys) -> SecurityEvents:
     issuer = core.settings.issuer
     fetcher = JwksFetcher(timeout=core.settings.set_push_timeout_seconds)
@@ -479,6 +533,7 @@ def init_app(app: Flask, core: Runtime, keys: SigningKeys, *, background: bool) 
     if any(peer.set_push_url for peer in core.settings.peers):
         account_disabled.connect(on_account_disabled, weak=False)
         level_changed.connect(on_level_changed, weak=False)
+        link_removed.connect(on_link_removed, weak=False)
         if background:
             events.deliverer.start()
 

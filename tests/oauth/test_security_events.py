@@ -26,6 +26,8 @@ from sqlalchemy import select
 
 from accounts.container import Accounts
 from accounts.people.models import UserStatus
+from federation.upstream.container import Upstreams
+from federation.upstream.models import UpstreamLink
 from idp.core.audit.models import AuditEvent
 from idp.core.clock import FrozenClock
 from idp.core.runtime import db
@@ -34,6 +36,7 @@ from idp.oauth.security_events import (
     ACCOUNT_DISABLED,
     LEVEL_CHANGE,
     LEVEL_NAMESPACE,
+    LINK_REMOVED,
     SESSION_REVOKED,
     SET_MEDIA_TYPE,
     SecurityEvents,
@@ -378,3 +381,74 @@ def test_forged_and_misaddressed_sets_are_refused(app: Flask, peer: Peer) -> Non
 def _b64(value: dict[str, Any]) -> str:
     raw = json.dumps(value).encode()
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+# --- the links with a peer that is also an upstream ------------------------------------------
+
+
+def link(app: Flask, username: str, peer: Peer, subject: str) -> int:
+    with app.app_context():
+        user = Accounts.of().account_service().find_by_username(username)
+        assert user is not None
+        row = UpstreamLink(
+            upstream="province", issuer=peer.issuer, subject=subject, user_id=user.id
+        )
+        db().add(row)
+        db().commit()
+        return row.id
+
+
+def test_a_peer_names_a_linked_person_by_its_own_subject(app: Flask, peer: Peer) -> None:
+    create_user(app, "alice")
+    create_user(app, "bob")
+    link(app, "alice", peer, "prov-123")
+    mine = {"format": "iss_sub", "iss": peer.issuer, "sub": "prov-123"}
+    assert push(app.test_client(), peer.sign(peer.event("x", sub_id=mine))).status_code == 202
+    assert status_of(app, "alice") is UserStatus.DISABLED
+    assert status_of(app, "bob") is UserStatus.ACTIVE
+    # another issuer's subject with the same value is nobody here
+    other = {"format": "iss_sub", "iss": "https://third.example", "sub": "prov-123"}
+    token = peer.sign(peer.event("x", SESSION_REVOKED, sub_id=other))
+    assert push(app.test_client(), token).status_code == 202
+    with app.app_context():
+        outcomes = [
+            row.outcome for row in db().scalars(select(ReceivedSet).order_by(ReceivedSet.id))
+        ]
+    assert outcomes == ["applied", "unknown_subject"]
+
+
+def test_aliases_name_the_person_either_way(app: Flask, peer: Peer) -> None:
+    create_user(app, "alice")
+    aliases = {
+        "format": "aliases",
+        "identifiers": [
+            {"format": "iss_sub", "iss": peer.issuer, "sub": "not-linked"},
+            {"format": "iss_sub", "iss": ISSUER, "sub": public_id(app, "alice")},
+        ],
+    }
+    assert push(app.test_client(), peer.sign(peer.event("x", sub_id=aliases))).status_code == 202
+    assert status_of(app, "alice") is UserStatus.DISABLED
+    bad = {"format": "aliases", "identifiers": [{"format": "email", "email": "a@b.c"}]}
+    refused = push(app.test_client(), peer.sign(peer.event("x", sub_id=bad)))
+    assert refused.status_code == 400
+    assert refused.get_json()["err"] == "invalid_request"
+
+
+def test_a_removed_link_is_pushed_with_both_subjects(app: Flask, peer: Peer) -> None:
+    create_user(app, "alice")  # with a password: the link is not the last way in
+    link_id = link(app, "alice", peer, "prov-123")
+    with app.app_context():
+        user = Accounts.of().account_service().find_by_username("alice")
+        assert user is not None
+        assert Upstreams.of().links().unlink(user, link_id)
+    assert deliver(app) == 1
+    ((_, body),) = peer.pushed
+    claims = pushed_claims(app, body)[1]
+    assert claims["events"] == {LINK_REMOVED: {"upstream": "province"}}
+    assert claims["sub_id"] == {
+        "format": "aliases",
+        "identifiers": [
+            {"format": "iss_sub", "iss": ISSUER, "sub": public_id(app, "alice")},
+            {"format": "iss_sub", "iss": peer.issuer, "sub": "prov-123"},
+        ],
+    }
