@@ -7,6 +7,7 @@ import accounts.credentials.models
 import accounts.organisations.models
 import accounts.people.models
 import accounts.realname.models
+import accounts.records.models
 import idp.core.audit.models
 import idp.oauth.models
 import pki.models
@@ -17,6 +18,7 @@ MODEL_MODULES = (
     accounts.credentials.models,
     accounts.realname.models,
     accounts.organisations.models,
+    accounts.records.models,
     idp.core.audit.models,
     idp.oauth.models,
     pki.models,
