@@ -25,11 +25,13 @@ from accounts.records.container import Records
 from accounts.records.models import RecordStatus, ServiceRecord
 from accounts.records.schemas import MAX_BODY_BYTES, Record, RecordCreate, RecordList, RecordUpdate
 from accounts.records.services import MAX_PAGE, RecordError, RecordService
+from idp.core.error_text import safe_description
 from idp.core.runtime import audit_log, db
 from idp.core.web import register_json_blueprint
 
 SCOPE = "records:write"
 PREFIX = "/api/v1"
+MAX_FIELD_NAME = 100
 _RECORD_ID = re.compile(r"[0-9a-f-]{36}")
 _STATUS_ERRORS = {
     400: "invalid_request",
@@ -57,7 +59,10 @@ class ApiError(Exception):
 
 
 def error_body(error: str, description: str, field: str | None = None) -> dict[str, Any]:
-    return {"error": error, "error_description": description, "field": field}
+    """RFC 6749's characters only in the description (a field name may be anything a
+    caller sent); the field as named, bounded."""
+    named = None if field is None else field[:MAX_FIELD_NAME]
+    return {"error": error, "error_description": safe_description(description), "field": named}
 
 
 def error_response(exc: ApiError) -> Response:
@@ -151,8 +156,11 @@ def _validated(model: type[M], data: Any) -> M:
         first = exc.errors(include_url=False, include_input=False)[0]
         field = ".".join(str(part) for part in first["loc"]) or None
         message = first["msg"]
-        if message.startswith("Value error, "):
-            message = message.removeprefix("Value error, ")
+        if first["type"] == "string_pattern_mismatch":
+            message = "holds characters it may not have"
+        elif first["type"] == "extra_forbidden":
+            message = "is not a field of this request"
+        message = message.removeprefix("Value error, ")
         raise ApiError(422, "invalid_request", f"{field}: {message}", field) from None
 
 

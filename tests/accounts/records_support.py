@@ -18,11 +18,11 @@ SCOPE = "openid profile enterprise records:write"
 GRANTS = ["authorization_code", "refresh_token", "client_credentials"]
 
 
-def service(app: Flask, client_id: str = "svc", **values: Any) -> RP:
+def service(app: Flask, client_id: str = "svc", redirect: str | None = None, **values: Any) -> RP:
     values.setdefault("scope", SCOPE)
     values.setdefault("grant_types", GRANTS)
     values.setdefault("first_party", True)
-    redirect = f"https://{client_id}.example.gov.cn/cb"
+    redirect = redirect or f"https://{client_id}.example.gov.cn/cb"
     values.setdefault("redirect_uris", [redirect])
     _, secret = register(app, client_id, **values)
     return RP(app, client_id, secret, redirect)

@@ -70,6 +70,7 @@ CERTIFICATE = (*FORM, "challenge", "certificate", "signature")
 REALNAME = (*FORM, "level", "id_number", "name", "phone", "otp", "photo", "action")
 AGENT = (*FORM, "by", "invitee", "scope", "clients", "scopes", "starts_on", "ends_on")
 ORG_ID = "00000000-0000-0000-0000-000000000000"
+RECORD_QUERY = ("status", "service", "item_code", "external_id", "offset", "limit")
 
 TARGETS: dict[str, list[Target]] = {
     "machine": [
@@ -183,6 +184,25 @@ TARGETS: dict[str, list[Target]] = {
             Kind.PAGE,
             FORM,
             path=f"/org/{ORG_ID}/authorisations/{ORG_ID}/revoke",
+        ),
+    ],
+    "records": [
+        # JSON always, with RFC 6749 characters in the description (the USERINFO checks)
+        Target("/api/v1/records", ("GET", "POST"), Kind.USERINFO, RECORD_QUERY),
+        Target(
+            "/api/v1/records/<record_id>",
+            ("GET", "PATCH"),
+            Kind.USERINFO,
+            path=f"/api/v1/records/{ORG_ID}",
+        ),
+        Target("/api/v1/openapi.json", ("GET",), Kind.PUBLIC),
+        Target("/account/records", ("GET",), Kind.PAGE, ("status", "service")),
+        Target(
+            "/account/records/<record_id>/rate",
+            ("POST",),
+            Kind.PAGE,
+            (*FORM, "satisfaction"),
+            path=f"/account/records/{ORG_ID}/rate",
         ),
     ],
     "public": [
