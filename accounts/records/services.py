@@ -194,18 +194,19 @@ class RecordService:
         )
         return record
 
-    def get(self, client_id: str, record_id: str) -> ServiceRecord:
-        record = self._session.scalar(
-            select(ServiceRecord).where(
-                ServiceRecord.public_id == record_id, ServiceRecord.client_id == client_id
-            )
+    def get(self, client_id: str, record_id: str, *, lock: bool = False) -> ServiceRecord:
+        query = select(ServiceRecord).where(
+            ServiceRecord.public_id == record_id, ServiceRecord.client_id == client_id
         )
+        if lock:  # two transitions at once: the second sees the first's status
+            query = query.with_for_update()
+        record = self._session.scalar(query)
         if record is None:
             raise RecordNotFound()
         return record
 
     def update(self, client_id: str, record_id: str, change: RecordUpdate) -> ServiceRecord:
-        return self._apply(self.get(client_id, record_id), change)
+        return self._apply(self.get(client_id, record_id, lock=True), change)
 
     def page(
         self,
@@ -248,6 +249,32 @@ class RecordService:
         return self._session.scalars(
             query.order_by(ServiceRecord.updated_at.desc(), ServiceRecord.id.desc()).limit(200)
         ).all()
+
+    def for_organisation(
+        self,
+        organisation_id: int,
+        *,
+        status: RecordStatus | None = None,
+        service: str | None = None,
+    ) -> Sequence[ServiceRecord]:
+        query = select(ServiceRecord).where(ServiceRecord.organisation_id == organisation_id)
+        if status is not None:
+            query = query.where(ServiceRecord.status == status)
+        if service:
+            query = query.where(ServiceRecord.service_name == service)
+        return self._session.scalars(
+            query.order_by(ServiceRecord.updated_at.desc(), ServiceRecord.id.desc()).limit(200)
+        ).all()
+
+    def services_of_organisation(self, organisation_id: int) -> list[str]:
+        return list(
+            self._session.scalars(
+                select(ServiceRecord.service_name)
+                .where(ServiceRecord.organisation_id == organisation_id)
+                .distinct()
+                .order_by(ServiceRecord.service_name)
+            )
+        )
 
     def services_of_user(self, user_id: int) -> list[str]:
         return list(

@@ -1,11 +1,15 @@
 """The holder's page of service records: their records with the timelines, filtered by
-status and service, and the rating of a completed one."""
+status and service, and the rating of a completed one; an organisation's records,
+read-only, for those who act for it (``/org/<id>/records``)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from flask import (
     Blueprint,
     Flask,
+    abort,
     flash,
     make_response,
     redirect,
@@ -17,6 +21,7 @@ from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 
+from accounts.container import Accounts
 from accounts.people.session import login_required
 from accounts.records.container import Records
 from accounts.records.forms import RATINGS, RateForm
@@ -42,27 +47,55 @@ STATUS_LABELS = {
 def mine() -> ResponseReturnValue:
     user = signed_in_user()
     service = Records.of().service()
-    status = _status(request.args.get("status"))
-    name = (request.args.get("service") or "")[:200] or None
-    return _page(service.for_user(user.id, status=status, service=name), status, name)
+    status, name = _filters()
+    return _page(
+        records=service.for_user(user.id, status=status, service=name),
+        services=service.services_of_user(user.id),
+        selected_status=status,
+        selected_service=name,
+        organisation=None,
+        action=url_for("records.mine"),
+    )
 
 
-def _page(
-    records: object, status: RecordStatus | None, name: str | None, code: int = 200
-) -> ResponseReturnValue:
+@bp.get("/org/<string:org_id>/records")
+@login_required
+def organisation(org_id: str) -> ResponseReturnValue:
+    """The organisation's records, read-only, for whoever acts for it now (a live
+    authorisation); anyone else gets "not found", as for an unknown organisation."""
     user = signed_in_user()
+    accounts = Accounts.of()
+    found = accounts.organisation_service().get(org_id[:36])
+    live = found is not None and any(
+        row.organisation_id == found.id for row in accounts.authorisation_service().live_for(user)
+    )
+    if found is None or not live:
+        abort(404)
+    service = Records.of().service()
+    status, name = _filters()
+    return _page(
+        records=service.for_organisation(found.id, status=status, service=name),
+        services=service.services_of_organisation(found.id),
+        selected_status=status,
+        selected_service=name,
+        organisation=accounts.organisation_service().name_of(found),
+        action=url_for("records.organisation", org_id=found.public_id),
+    )
+
+
+def _filters() -> tuple[RecordStatus | None, str | None]:
+    return _status(request.args.get("status")), (request.args.get("service") or "")[:200] or None
+
+
+def _page(**context: Any) -> ResponseReturnValue:
     return make_response(
         render_template(
             "records/mine.html",
-            records=records,
-            services=Records.of().service().services_of_user(user.id),
-            selected_status=status,
-            selected_service=name,
             labels=STATUS_LABELS,
             ratings=dict(RATINGS),
             form=RateForm(),
-        ),
-        code,
+            **context,
+        )
     )
 
 

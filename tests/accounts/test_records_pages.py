@@ -1,5 +1,5 @@
 """Service records for organisations (named by their sub or credit code, only when
-the client has seen them) and the holder's page: the records with their timelines,
+the client has seen them; their page for those who act for them) and the holder's page: the records with their timelines,
 filters, and the rating of a completed record (CSRF-protected, the holder's only)."""
 
 from __future__ import annotations
@@ -82,6 +82,19 @@ def test_an_organisation_the_client_has_seen(
     # a person's sub does not name an organisation
     refused = api.create(org_record(claims_of(app, tokens["id_token"])[1]["sub"], "org-case-3"))
     assert refused.status_code == 422
+    # those who act for the organisation see its records, read-only; nobody else does
+    assert api.patch(record["id"], {"status": "accepted", "remark": "已受理"}).status_code == 200
+    page = body(browser.get(f"/org/{acme}/records"))
+    assert "营业执照办理" in page
+    assert "已受理" in page
+    assert "/rate" not in page
+    assert "营业执照办理" not in body(browser.get("/account/records"))  # not the agent's own
+    assert browser.get(f"/org/{organisation_id(app, OTHER_CODE)}/records").status_code == 404
+    create_user(app, "mallory")
+    outsider = app.test_client()
+    sign_in(outsider, "mallory")
+    assert outsider.get(f"/org/{acme}/records").status_code == 404
+    assert outsider.get("/org/not-an-id/records").status_code == 404
 
 
 # -- the holder's page ---------------------------------------------------------------------

@@ -198,6 +198,13 @@ TARGETS: dict[str, list[Target]] = {
         Target("/api/v1/openapi.json", ("GET",), Kind.PUBLIC),
         Target("/account/records", ("GET",), Kind.PAGE, ("status", "service")),
         Target(
+            "/org/<string:org_id>/records",
+            ("GET",),
+            Kind.PAGE,
+            ("status", "service"),
+            path=f"/org/{ORG_ID}/records",
+        ),
+        Target(
             "/account/records/<record_id>/rate",
             ("POST",),
             Kind.PAGE,
