@@ -1,6 +1,7 @@
 """Service records for organisations (named by their sub or credit code, only when
-the client has seen them; their page for those who act for them) and the holder's page: the records with their timelines,
-filters, and the rating of a completed record (CSRF-protected, the holder's only)."""
+the client has seen them; their page for those who act for them) and the holder's
+page: the records with their timelines, filters, and the rating of a completed record
+(CSRF-protected, the holder's only)."""
 
 from __future__ import annotations
 
