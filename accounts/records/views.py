@@ -4,6 +4,7 @@ read-only, for those who act for it (``/org/<id>/records``)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import (
@@ -26,9 +27,11 @@ from accounts.people.session import login_required
 from accounts.records.container import Records
 from accounts.records.forms import RATINGS, RateForm
 from accounts.records.models import RecordStatus
-from accounts.records.services import RecordError
+from accounts.records.services import RecordError, RecordNotFound
 from accounts.web import error_message, signed_in_user
 from idp.core.runtime import db
+
+PUBLIC_ID = re.compile(r"[0-9a-f-]{36}")  # what reaches the database from a path
 
 bp = Blueprint("records", __name__, template_folder="../templates")
 
@@ -65,7 +68,7 @@ def organisation(org_id: str) -> ResponseReturnValue:
     authorisation); anyone else gets "not found", as for an unknown organisation."""
     user = signed_in_user()
     accounts = Accounts.of()
-    found = accounts.organisation_service().get(org_id[:36])
+    found = accounts.organisation_service().get(org_id) if PUBLIC_ID.fullmatch(org_id) else None
     live = found is not None and any(
         row.organisation_id == found.id for row in accounts.authorisation_service().live_for(user)
     )
@@ -109,7 +112,9 @@ def rate(record_id: str) -> ResponseReturnValue:
         flash(_("Choose how satisfied you are before sending the rating."), "error")
         return redirect(url_for("records.mine"))
     try:
-        service.rate(user.id, record_id[:64], int(form.satisfaction.data))
+        if not PUBLIC_ID.fullmatch(record_id):
+            raise RecordNotFound()
+        service.rate(user.id, record_id, int(form.satisfaction.data))
     except RecordError as exc:
         flash(error_message(exc), "error")
         return redirect(url_for("records.mine"))

@@ -96,6 +96,7 @@ def test_an_organisation_the_client_has_seen(
     sign_in(outsider, "mallory")
     assert outsider.get(f"/org/{acme}/records").status_code == 404
     assert outsider.get("/org/not-an-id/records").status_code == 404
+    assert outsider.get("/org/%00/records").status_code == 404
 
 
 # -- the holder's page ---------------------------------------------------------------------
@@ -166,6 +167,9 @@ def test_someone_else_cannot_rate_or_see_the_record(
     assert response.status_code == 302
     assert "no such record" in body(browser.get(response.headers["Location"])).lower()
     assert api.get(record_id).get_json()["satisfaction"] is None
+    for forged in ("%00", "x" * 300):
+        response = rate(browser, forged, "1")
+        assert response.status_code in (302, 404), response.status_code
     # signed out: to the sign-in page
     anonymous = app.test_client()
     assert anonymous.get("/account/records").status_code == 302
