@@ -96,9 +96,10 @@ def _answer(body: BaseModel | dict[str, Any], status: int = 200) -> Response:
 def _authenticate() -> Response | None:
     if request.endpoint == "records_api.openapi_document":
         return None
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        return error_response(_too_large())
-    request.max_content_length = MAX_BODY_BYTES
+    if request.method in {"POST", "PATCH"}:
+        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+            return error_response(_too_large())
+        request.max_content_length = MAX_BODY_BYTES
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():

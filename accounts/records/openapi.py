@@ -133,6 +133,7 @@ def document(server_url: str) -> dict[str, Any]:
                         ),
                     ],
                     "responses": {
+                        "400": _error("The query could not be read.", error),
                         "200": {
                             "description": "A page of records.",
                             "content": _json(ref["RecordList"]),
@@ -149,6 +150,7 @@ def document(server_url: str) -> dict[str, Any]:
                     "summary": "One of the client's records",
                     "responses": {
                         "200": {"description": "The record.", "content": _json(ref["Record"])},
+                        "400": _error("The request could not be read.", error),
                         **common,
                         "404": _error("No such record of this client.", error),
                     },

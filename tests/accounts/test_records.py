@@ -340,6 +340,8 @@ def test_list_parameters_are_checked(api: Api, alice_sub: str) -> None:
     refused(api.list("limit=1000"), 422, "invalid_request", "limit")
     refused(api.list("offset=-1"), 422, "invalid_request", "offset")
     refused(api.list("colour=red"), 422, "invalid_request", "colour")
+    refused(api.list("service=%ff"), 400, "invalid_request")  # not UTF-8: the app's guard
+    refused(api.list("service=a%00b"), 400, "invalid_request")
 
 
 def test_an_oversize_body_is_refused(api: Api, alice_sub: str) -> None:
