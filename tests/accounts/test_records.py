@@ -4,6 +4,7 @@ the field, oversize bodies, and every answer checked against the OpenAPI documen
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -434,3 +435,28 @@ def test_every_documented_answer_was_seen(api: Api, alice_sub: str, openapi: Ope
         ("GET", "/records/{record_id}", 404),
         ("GET", "/records", 401),
     } <= statuses
+
+
+def test_parallel_creations_make_one_record(app: Flask, api: Api, alice_sub: str) -> None:
+    statuses: list[int] = []
+    ids: set[str] = set()
+    barrier = threading.Barrier(4)
+
+    def create() -> None:
+        barrier.wait()
+        response = app.test_client().post(
+            "/api/v1/records",
+            json=new_record(alice_sub, "case-parallel"),
+            headers={"Authorization": f"Bearer {api.token}"},
+        )
+        statuses.append(response.status_code)
+        ids.add(response.get_json().get("id", ""))
+
+    threads = [threading.Thread(target=create) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [200, 200, 200, 201], statuses
+    assert len(ids) == 1
+    assert api.list("external_id=case-parallel").get_json()["total"] == 1
