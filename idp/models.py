@@ -7,6 +7,7 @@ import accounts.credentials.models
 import accounts.organisations.models
 import accounts.people.models
 import accounts.realname.models
+import accounts.records.models
 import federation.scim.models
 import federation.upstream.models
 import idp.core.audit.models
@@ -19,6 +20,7 @@ MODEL_MODULES = (
     accounts.credentials.models,
     accounts.realname.models,
     accounts.organisations.models,
+    accounts.records.models,
     idp.core.audit.models,
     idp.oauth.models,
     pki.models,

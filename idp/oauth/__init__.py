@@ -13,7 +13,9 @@ revocation in front of Flask), ``logout`` (RP-initiated logout), ``backchannel``
 (back-channel logout notices), ``account`` (connected services), ``acting`` and
 ``act_for`` (acting for an organisation: the claims and checks, the picker),
 ``staff_clients`` (staff register services on ``/staff/clients``), ``client_tokens``
-(a client's own access tokens for this service's APIs: SCIM), ``cli``.
+(a client's own access tokens for this service's APIs: SCIM and the service records)
+and ``record_subjects`` (the subjects a client may name, handed to the service records
+API), ``cli``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 from flask import Flask, current_app, has_app_context
 
+from accounts import records
 from accounts.signals import account_disabled
 from idp.core.runtime import Runtime
 from idp.core.sessions import session_ended
@@ -37,6 +40,8 @@ from idp.oauth import (
     security_events,
     staff_clients,
 )
+from idp.oauth.client_tokens import ClientTokens
+from idp.oauth.record_subjects import ClientSubjects
 from idp.oauth.server import OAuthRuntime
 
 
@@ -50,6 +55,8 @@ def init_app(app: Flask, core: Runtime, *, background: bool = False) -> None:
     act_for.init_app(app)
     staff_clients.init_app(app)
     security_events.init_app(app, core, built.keys, background=background)
+    # below the protocol layer, the records API is handed the token check and subjects
+    records.init_app(app, core, bearer=ClientTokens(built), subjects=ClientSubjects(built))
     for command in cli.COMMANDS:
         app.cli.add_command(command)
     account_disabled.connect(revoke_disabled_accounts_grants, weak=False)

@@ -74,6 +74,7 @@ ORG_ID = "00000000-0000-0000-0000-000000000000"
 SCIM_BASE = "/scim/v2"
 SCIM_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 SCIM_QUERY = ("filter", "sortBy", "sortOrder", "startIndex", "count", "attributes")
+RECORD_QUERY = ("status", "service", "item_code", "external_id", "offset", "limit")
 
 TARGETS: dict[str, list[Target]] = {
     "machine": [
@@ -262,6 +263,32 @@ TARGETS: dict[str, list[Target]] = {
             SCIM_QUERY,
             path=SCIM_BASE + "/",
             path_suffixes=True,
+        ),
+    ],
+    "records": [
+        # JSON always, with RFC 6749 characters in the description (the USERINFO checks)
+        Target("/api/v1/records", ("GET", "POST"), Kind.USERINFO, RECORD_QUERY),
+        Target(
+            "/api/v1/records/<record_id>",
+            ("GET", "PATCH"),
+            Kind.USERINFO,
+            path=f"/api/v1/records/{ORG_ID}",
+        ),
+        Target("/api/v1/openapi.json", ("GET",), Kind.PUBLIC),
+        Target("/account/records", ("GET",), Kind.PAGE, ("status", "service")),
+        Target(
+            "/org/<string:org_id>/records",
+            ("GET",),
+            Kind.PAGE,
+            ("status", "service"),
+            path=f"/org/{ORG_ID}/records",
+        ),
+        Target(
+            "/account/records/<record_id>/rate",
+            ("POST",),
+            Kind.PAGE,
+            (*FORM, "satisfaction"),
+            path=f"/account/records/{ORG_ID}/rate",
         ),
     ],
     "public": [

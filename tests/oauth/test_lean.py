@@ -268,6 +268,8 @@ COUNTERPARTS: dict[str, str] = {
     # after_request
     "hook idp.core.web._security_headers": "test_headers_and_request_ids",
     "hook idp.core.metrics._observe": "test_metrics",
+    "hook accounts.records.api._api_shape": NOT_NEEDED
+    + "it reshapes errors under /api/v1/ only, a path the lean layer does not serve",
     # app context
     "hook idp.core.runtime.close_db": "test_the_app_context_is_torn_down",
     # error handlers
