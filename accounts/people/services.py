@@ -162,12 +162,7 @@ class AccountService:
             user.phone_encrypted = self._cipher.encrypt(number, context=PHONE_CONTEXT)
             user.phone_index = self._cipher.blind_index(number, purpose=PHONE_INDEX)
         self._session.add(user)
-        try:
-            self._session.flush()
-        except IntegrityError:
-            # Another registration took the name between our check and our insert.
-            self._session.rollback()
-            raise UsernameTaken() from None
+        self._flush_unique()
         self._audit.record(
             "account.register", subject=user.subject, details={"phone": number is not None}
         )
@@ -282,11 +277,7 @@ class AccountService:
             created_at=self._clock.now(),
         )
         self._session.add(user)
-        try:
-            self._session.flush()
-        except IntegrityError:
-            self._session.rollback()
-            raise UsernameTaken() from None
+        self._flush_unique()
         self._audit.record("account.register", subject=user.subject, details={"via": via})
         self._session.commit()
         return user
