@@ -176,6 +176,11 @@ class Settings(BaseModel):
     backchannel_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     set_push_max_attempts: int = Field(default=12, ge=1, le=50)
     set_push_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    set_refusals_per_address: int = Field(
+        default=100,
+        ge=1,
+        description="Refused pushed SETs from one address in ten minutes before it gets 429s.",
+    )
     acr_password: str = Field(
         default="urn:dongguan:idp:acr:pwd",
         description="acr value for a sign-in with a password (or another single factor).",

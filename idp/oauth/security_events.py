@@ -62,6 +62,7 @@ from idp.core.audit.services import FAILURE, SUCCESS
 from idp.core.error_text import safe_description
 from idp.core.runtime import Component, Runtime, audit_log, db
 from idp.core.sessions import end_all_sessions
+from idp.core.throttle import RateLimit, Throttled
 from idp.oauth.client_auth import JwksFetcher
 from idp.oauth.keys import SigningKeys
 from idp.oauth.models import ReceivedSet, SetDelivery
@@ -87,6 +88,7 @@ MAX_SET_BYTES = 16 * 1024
 MAX_FUTURE_SECONDS = 300
 MAX_AGE_SECONDS = 7 * 24 * 3600  # retries of a push may take days
 MAX_ALIASES = 8
+REFUSAL_WINDOW_SECONDS = 600
 DISCOVERY_CACHE_SECONDS = 3600
 DISCOVERY_MAX_BYTES = 64 * 1024
 EXTENSION = "idp.oauth.security_events"
@@ -465,7 +467,25 @@ def receive() -> Response:
 
 
 def _refusal(refused: SetRefused) -> Response:
+    """A 400 (RFC 8935 2.4), audited; past ``set_refusals_per_address`` refusals from
+    one address in ``REFUSAL_WINDOW_SECONDS``, a 429 that is not audited (a flood of
+    junk must not flood the audit log)."""
     db().rollback()
+    core = Runtime.of()
+    limit = RateLimit(
+        core.store,
+        "set-refusals",
+        limit=core.settings.set_refusals_per_address,
+        window_seconds=REFUSAL_WINDOW_SECONDS,
+    )
+    try:
+        limit.hit(request.remote_addr or "unknown")
+    except Throttled as throttled:
+        body = {"err": "access_denied", "description": "too many refused SETs; try later"}
+        body |= {"error": "access_denied", "error_description": body["description"]}
+        answer = Response(json.dumps(body), status=429, mimetype="application/json")
+        answer.headers["Retry-After"] = str(throttled.retry_after)
+        return answer
     audit_log().record(
         "set.received",
         FAILURE,

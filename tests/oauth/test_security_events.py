@@ -143,7 +143,8 @@ def settings_overrides(peer: Peer) -> dict[str, Any]:
                 "set_push_url": f"{peer.url}/push",
                 "set_push_token": "push-secret",
             }
-        ]
+        ],
+        "set_refusals_per_address": 20,
     }
 
 
@@ -452,3 +453,9 @@ def test_a_removed_link_is_pushed_with_both_subjects(app: Flask, peer: Peer) -> 
             {"format": "iss_sub", "iss": peer.issuer, "sub": "prov-123"},
         ],
     }
+
+
+def test_a_flood_of_refused_sets_is_throttled_and_not_all_audited(app: Flask) -> None:
+    answers = [push(app.test_client(), "junk").status_code for _ in range(22)]
+    assert answers == [400] * 20 + [429, 429]
+    assert len(events(app, "set.received")) == 20
