@@ -336,7 +336,8 @@ class RelyingParty:
         if id_token_hint:
             params.append(("id_token_hint", id_token_hint))
         params += [("post_logout_redirect_uri", post_logout_redirect_uri), ("state", state)]
-        return add_params_to_uri(_checked_url(endpoint, "end_session_endpoint"), params)
+        url: str = add_params_to_uri(_checked_url(endpoint, "end_session_endpoint"), params)
+        return url
 
     def _redeem(self, code: str, code_verifier: str) -> dict[str, Any]:
         try:
