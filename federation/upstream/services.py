@@ -50,6 +50,7 @@ from accounts.realname.services import DocumentClaim, RealNameService, Verificat
 from config.sections import UpstreamProviderSettings
 from federation.signals import link_removed
 from federation.upstream.client import (
+    PRIVATE_KEY_JWT,
     ProviderMetadata,
     UpstreamConfig,
     UpstreamIdentity,
@@ -216,8 +217,8 @@ class UpstreamRegistry:
     def add(self, entry: UpstreamProviderSettings) -> Upstream:
         """Store an upstream after fetching and checking its discovery (``UpstreamError``
         when it is unreachable, names another issuer, or the name or issuer is used)."""
-        if entry.token_auth_method == "private_key_jwt":
-            raise UpstreamError("private_key_jwt is not supported yet for upstream providers")
+        if entry.token_auth_method == PRIVATE_KEY_JWT and entry.client_secret is not None:
+            raise UpstreamError("private_key_jwt signs with the city's key: give no client secret")
         for other in self.all():
             if other.name == entry.name:
                 raise UpstreamError(f"an upstream named {entry.name!r} exists already")
@@ -231,6 +232,12 @@ class UpstreamRegistry:
                 "unreachable": "its discovery document cannot be fetched",
             }.get(exc.code, f"its discovery document is refused ({exc.code})")
             raise UpstreamError(f"upstream {entry.issuer}: {reason}") from None
+        methods = metadata.discovery.get("token_endpoint_auth_methods_supported")
+        if isinstance(methods, list) and entry.token_auth_method not in methods:
+            raise UpstreamError(
+                f"upstream {entry.issuer}: its token endpoint does not accept "
+                f"{entry.token_auth_method}"
+            )
         secret = entry.client_secret.get_secret_value() if entry.client_secret else None
         row = Upstream(
             name=entry.name,
