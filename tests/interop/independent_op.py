@@ -19,11 +19,10 @@ from typing import Any
 from urllib.parse import urljoin
 
 import requests
-from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from tests.e2e.servers import free_port, stop
-from tests.interop.support import HERE, page_forms
+from tests.interop.support import HERE, page_forms, serving
 
 OP_SCRIPT = HERE / "op.mjs"
 START_TIMEOUT = 30.0
@@ -139,21 +138,10 @@ class TokenProxy:
         return response(environ, start_response)
 
 
-class _Quiet(WSGIRequestHandler):
-    def log(self, type: str, message: str, *args: Any) -> None:  # noqa: A002 - werkzeug's name
-        pass
-
-
 @contextmanager
 def token_proxy(target: str) -> Iterator[TokenProxy]:
     """A ``TokenProxy`` to ``target`` on a free loopback port, stopped on exit."""
-    port = free_port()
-    proxy = TokenProxy(url=f"http://127.0.0.1:{port}/token", target=target)
-    server = make_server("127.0.0.1", port, proxy, threaded=True, request_handler=_Quiet)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    proxy = TokenProxy(url="", target=target)
+    with serving(proxy) as url:
+        proxy.url = url + "/token"
         yield proxy
-    finally:
-        server.shutdown()
-        thread.join(timeout=5)

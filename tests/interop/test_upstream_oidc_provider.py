@@ -5,7 +5,8 @@ there; the tests drive its login and consent forms with ``requests``, and hand t
 redirect back to the city's callback. From the attacker's side (issue 13's Done-when):
 a mixed-up ``iss``, a tampered ID token and one minted for another sign-in's nonce (a
 man in the middle of the token endpoint, ``token_proxy``), a replayed callback and a
-state used twice.
+state used twice; ``private_key_jwt`` with the city's keys fetched from its served
+``jwks_uri``, and refused when the OP holds another key for the client.
 
 Needs ``node`` and ``tests/interop/node_modules`` with the locked ``oidc-provider``;
 skipped otherwise, unless ``IDP_TEST_INTEROP=required``.
@@ -25,6 +26,7 @@ import pytest
 import requests
 from flask import Flask
 from flask.testing import FlaskClient
+from joserfc.jwk import ECKey
 from sqlalchemy import select
 
 from federation.upstream.container import Upstreams
@@ -44,6 +46,7 @@ from tests.interop.independent_op import (
     sign_in_at,
     token_proxy,
 )
+from tests.interop.support import serving
 from tests.interop.test_openid_client import node  # noqa: F401 - a fixture
 from tests.support import csrf_token, text
 
@@ -54,16 +57,41 @@ REDIRECT_URI = "http://localhost/federation/op/callback"
 
 
 @pytest.fixture
-def op(node: str, tmp_path: Path) -> Iterator[str]:  # noqa: F811 - the node fixture
-    clients = [
+def city_jwks_uri(app: Flask) -> Iterator[str]:
+    """The city app served on a loopback port, for the OP to fetch its JWKS from."""
+    with serving(app) as url:
+        yield url + "/jwks.json"
+
+
+@pytest.fixture
+def op(node: str, tmp_path: Path, city_jwks_uri: str) -> Iterator[str]:  # noqa: F811 - the node fixture
+    code_flow: dict[str, Any] = {
+        "redirect_uris": [REDIRECT_URI],
+        "response_types": ["code"],
+        "grant_types": ["authorization_code"],
+    }
+    stranger = ECKey.generate_key("P-256", {"kid": "not-the-city"}).as_dict(private=False)
+    clients: list[dict[str, Any]] = [
         {
             "client_id": "city",
             "client_secret": SECRET,
-            "redirect_uris": [REDIRECT_URI],
             "token_endpoint_auth_method": "client_secret_basic",
-            "response_types": ["code"],
-            "grant_types": ["authorization_code"],
-        }
+            **code_flow,
+        },
+        {
+            # the city's keys, fetched from its jwks_uri
+            "client_id": "city-keys",
+            "token_endpoint_auth_method": "private_key_jwt",
+            "jwks_uri": city_jwks_uri,
+            **code_flow,
+        },
+        {
+            # someone else's key registered under this client id
+            "client_id": "city-other-keys",
+            "token_endpoint_auth_method": "private_key_jwt",
+            "jwks": {"keys": [stranger]},
+            **code_flow,
+        },
     ]
     accounts = {"pat": {"name": "王小丽", "id_number": PERSON, "trust_level": "L3"}}
     with independent_op(node, tmp_path / "op.log", clients, accounts) as running:
@@ -235,3 +263,47 @@ def _path(url: str) -> str:
 
 def _query(url: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+
+
+# -- private_key_jwt at the independent provider ----------------------------------------
+
+
+def with_assertions(app: Flask, op: str, client_id: str) -> Flask:
+    invoke_json(
+        app, "add-upstream", "--name", "op", "--issuer", op, "--client-id", client_id,
+        "--token-auth-method", "private_key_jwt", "--scope", "openid profile realname",
+        "--identity-claim", "id_number", "--identity-type", "resident_id",
+        "--level-claim", "trust_level", "--level-map", "L3=3", "--link-min-level", "3",
+    )  # fmt: skip
+    return app
+
+
+def test_the_independent_provider_accepts_the_city_client_assertion(app: Flask, op: str) -> None:
+    city = with_assertions(app, op, "city-keys")
+    client = city.test_client()
+    choice = client.get(at_the_op(client, requests.Session()))
+    assert choice.status_code == 302, text(choice)
+    assert choice.location.startswith("/federation/new")
+    page = text(client.get(choice.location))
+    assert client.post("/federation/new", data={"csrf_token": csrf_token(page)}).location == (
+        "/account"
+    )
+    [link] = links(city)
+    assert link.subject == "pat"
+    # a second sign-in: a new assertion (oidc-provider refuses a jti it has seen)
+    again = city.test_client()
+    assert again.get(at_the_op(again, requests.Session())).location == "/account"
+    assert failures(city) == []
+
+
+def test_an_assertion_signed_by_a_key_the_provider_does_not_hold_signs_nobody_in(
+    app: Flask, op: str
+) -> None:
+    city = with_assertions(app, op, "city-other-keys")
+    client = city.test_client()
+    answer = client.get(at_the_op(client, requests.Session()))
+    assert answer.status_code == 502
+    assert "identity platform" in text(answer)
+    assert signed_in_as(client) is None
+    assert links(city) == []
+    assert failures(city) == ["token_refused"]
