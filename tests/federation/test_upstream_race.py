@@ -94,8 +94,8 @@ def race(*sides: Callable[[], Any]) -> list[Any]:
 
 def test_two_workers_creating_the_first_account_leave_one_linked_account(
     make_app: AppFactory,
-    fake: FakeUpstream,
-    both_made_accounts: threading.Barrier,  # noqa: F811
+    fake: FakeUpstream,  # noqa: F811 - the fixture
+    both_made_accounts: threading.Barrier,
 ) -> None:
     workers = [make_app(), make_app()]
     add_fake(workers[0], fake)
@@ -142,8 +142,8 @@ def at_the_choice(client: FlaskClient, fake: FakeUpstream) -> str:  # noqa: F811
 
 def test_two_tabs_choosing_a_new_account_at_once_sign_in_to_one_account(
     app: Flask,
-    fake: FakeUpstream,
-    both_made_accounts: threading.Barrier,  # noqa: F811
+    fake: FakeUpstream,  # noqa: F811 - the fixture
+    both_made_accounts: threading.Barrier,
 ) -> None:
     add_fake(app, fake)
     Upstreams.of(app).timeouts = (1.0, 1.0)
