@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from flask import Flask
 
-from federation.upstream import views
+from federation.upstream import logout, views
 from federation.upstream.cli import COMMANDS
 from federation.upstream.client import ClientKey
 from federation.upstream.container import Upstreams
@@ -26,6 +26,7 @@ def init_app(
     upstreams.install(app)
     SignInMethods.of(app).register(UpstreamMethod())
     views.init_app(app)
+    logout.init_app(app)
     for command in COMMANDS:
         app.cli.add_command(command)
     return upstreams

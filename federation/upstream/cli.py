@@ -45,6 +45,8 @@ def upstream_json(config: UpstreamConfig) -> dict[str, Any]:
         "jwks_uri": (
             Upstreams.of().jwks_uri() if config.token_auth_method == PRIVATE_KEY_JWT else None
         ),
+        "post_logout_redirect_uri": Upstreams.of().logged_out_uri(config.name),
+        "backchannel_logout_uri": Upstreams.of().backchannel_logout_uri(config.name),
         "source": config.source,
     }
 

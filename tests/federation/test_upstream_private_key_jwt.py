@@ -17,7 +17,6 @@ from tests.federation.test_upstream_signin import (
     PERSON,
     confirmed_holder,
     failures,
-    fake,  # noqa: F401 - a fixture
     invoke,
     invoke_json,
     links,
@@ -53,7 +52,7 @@ def city_jwks(app: Flask) -> dict[str, object]:
 
 def test_add_upstream_with_private_key_jwt_needs_no_secret_and_names_the_jwks_uri(
     app: Flask,
-    fake: FakeUpstream,  # noqa: F811 - the fixture
+    fake: FakeUpstream,
 ) -> None:
     added = add_with_assertions(app, fake)
     assert added["token_auth_method"] == "private_key_jwt"
@@ -71,7 +70,7 @@ def test_add_upstream_with_private_key_jwt_needs_no_secret_and_names_the_jwks_ur
 
 def test_an_upstream_that_does_not_accept_private_key_jwt_is_refused_when_added(
     app: Flask,
-    fake: FakeUpstream,  # noqa: F811 - the fixture
+    fake: FakeUpstream,
 ) -> None:
     fake.mode.add("secrets_only")
     refused = invoke(app, "add-upstream", "--name", "province", "--issuer", fake.url,
@@ -84,7 +83,7 @@ def test_an_upstream_that_does_not_accept_private_key_jwt_is_refused_when_added(
 
 def test_the_code_is_redeemed_with_an_assertion_signed_by_the_city_key(
     app: Flask,
-    fake: FakeUpstream,  # noqa: F811 - the fixture
+    fake: FakeUpstream,
 ) -> None:
     add_with_assertions(app, fake)
     fake.client_keys = KeySet.import_key_set(city_jwks(app))  # type: ignore[arg-type]
@@ -108,7 +107,7 @@ def test_the_code_is_redeemed_with_an_assertion_signed_by_the_city_key(
 
 def test_an_assertion_the_upstream_cannot_verify_signs_nobody_in(
     app: Flask,
-    fake: FakeUpstream,  # noqa: F811 - the fixture
+    fake: FakeUpstream,
 ) -> None:
     """The upstream has another key registered for the city (an attacker's, or an old
     one): the city's assertion is refused there, and the sign-in ends on a page."""
@@ -130,7 +129,7 @@ def test_an_assertion_the_upstream_cannot_verify_signs_nobody_in(
 
 def test_without_the_provider_key_private_key_jwt_signs_nobody_in(
     app: Flask,
-    fake: FakeUpstream,  # noqa: F811 - the fixture
+    fake: FakeUpstream,
 ) -> None:
     """An app built without the provider's key (no ``client_key``) refuses plainly."""
     add_with_assertions(app, fake)

@@ -31,7 +31,6 @@ from tests.federation.test_upstream_signin import (
     PERSON,
     add_fake,
     confirmed_holder,
-    fake,  # noqa: F401 - a fixture
     level_of,
     links,
     round_trip,
@@ -94,7 +93,7 @@ def race(*sides: Callable[[], Any]) -> list[Any]:
 
 def test_two_workers_creating_the_first_account_leave_one_linked_account(
     make_app: AppFactory,
-    fake: FakeUpstream,  # noqa: F811 - the fixture
+    fake: FakeUpstream,
     both_made_accounts: threading.Barrier,
 ) -> None:
     workers = [make_app(), make_app()]
@@ -133,7 +132,7 @@ def test_two_workers_creating_the_first_account_leave_one_linked_account(
     assert reasons == ["linked_meanwhile"]
 
 
-def at_the_choice(client: FlaskClient, fake: FakeUpstream) -> str:  # noqa: F811
+def at_the_choice(client: FlaskClient, fake: FakeUpstream) -> str:
     """A finished round trip that waits at /federation/new; its page's CSRF token."""
     choice = round_trip(client, fake)
     assert choice.location.startswith("/federation/new"), text(choice)
@@ -142,7 +141,7 @@ def at_the_choice(client: FlaskClient, fake: FakeUpstream) -> str:  # noqa: F811
 
 def test_two_tabs_choosing_a_new_account_at_once_sign_in_to_one_account(
     app: Flask,
-    fake: FakeUpstream,  # noqa: F811 - the fixture
+    fake: FakeUpstream,
     both_made_accounts: threading.Barrier,
 ) -> None:
     add_fake(app, fake)
@@ -171,7 +170,7 @@ def test_two_tabs_choosing_a_new_account_at_once_sign_in_to_one_account(
 
 def test_a_link_made_meanwhile_to_the_same_account_is_no_error(
     make_app: AppFactory,
-    fake: FakeUpstream,  # noqa: F811
+    fake: FakeUpstream,
 ) -> None:
     """Rule 2 twice at once: both callbacks link the holder of the number; the second
     insert loses to the first and signs in to the same account."""
