@@ -38,7 +38,7 @@ from idp.core.schema import pending_migrations
 from idp.core.sessions import StoreSessionInterface, refuse_without_store
 from idp.core.store import Store, StoreUnavailable, build_store
 from idp.oauth import lean
-from idp.oauth.client_tokens import ClientTokens
+from idp.oauth.client_tokens import ClientTokens, UpstreamClientKey
 from idp.oauth.server import OAuthRuntime
 
 log = logging.getLogger(__name__)
@@ -131,8 +131,12 @@ def create_app(
     )
     pki.init_app(app, core, background=background)
     oauth.init_app(app, core, background=background)
-    # below the protocol layer, federation is handed the provider's token check
-    federation.init_app(app, core, bearer=ClientTokens(OAuthRuntime.of(app)))
+    # below the protocol layer, federation is handed the provider's token check and the
+    # key its upstream client signs client assertions with
+    provider = OAuthRuntime.of(app)
+    federation.init_app(
+        app, core, bearer=ClientTokens(provider), client_key=UpstreamClientKey(provider)
+    )
     # the WSGI stack, innermost first: the lean token endpoints in front of Flask (not
     # in idp.oauth.init_app: `idp` imports idp.oauth for its commands and must not load
     # prometheus_client, which lean's metrics import, before `serve` sets it up), then

@@ -16,6 +16,13 @@ authentication; joserfc verifies the ID token. What is checked, and refused with
   ``nonce`` this browser's sign-in started with;
 * userinfo (when the upstream has the endpoint): its ``sub`` equals the ID token's.
 
+With ``private_key_jwt`` the code is redeemed with a client assertion (RFC 7523,
+OpenID Connect Core 9) that Authlib's ``PrivateKeyJWT`` signs with the city's own
+signing key (``ClientKey``, handed in by the container: the upstream has the city's
+JWKS URI registered): ``iss`` = ``sub`` = our client id, ``aud`` the upstream's issuer
+identifier (not the token endpoint: an assertion addressed to one issuer cannot be
+replayed at another), ``exp`` a minute ahead, a fresh ``jti``.
+
 Every request has bounded connect and read timeouts, follows no redirects and reads at
 most ``MAX_DOCUMENT_BYTES``. Nothing here imports Flask.
 """
@@ -32,6 +39,8 @@ from urllib.parse import urlsplit
 import requests
 from authlib.common.urls import add_params_to_uri
 from authlib.integrations.requests_client import OAuth2Session
+from authlib.oauth2.rfc7523 import PrivateKeyJWT
+from authlib.oauth2.rfc7523.assertion import private_key_jwt_sign
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
@@ -46,6 +55,8 @@ TIMEOUTS = (CONNECT_TIMEOUT, READ_TIMEOUT)
 MAX_DOCUMENT_BYTES = 256 * 1024
 CLOCK_LEEWAY = 60  # seconds of skew allowed on exp / iat
 DISCOVERY_PATH = "/.well-known/openid-configuration"
+ASSERTION_LIFETIME = 60  # seconds a client assertion is valid
+PRIVATE_KEY_JWT = "private_key_jwt"
 BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 LOGOUT_TOKEN_MAX_AGE = 300  # seconds: an older logout token is refused (with the leeway)
 
@@ -117,6 +128,43 @@ class ProviderMetadata:
         if not isinstance(value, str):
             raise UpstreamRefused("discovery_incomplete", UNREACHABLE, 502)
         return value
+
+
+@dataclass(frozen=True)
+class ClientKey:
+    """The private key the city signs client assertions with: one of its own signing
+    keys, published at its JWKS URI under ``kid``."""
+
+    kid: str
+    alg: str
+    key: RSAKey | ECKey
+
+
+class ClientAssertion(PrivateKeyJWT):  # type: ignore[misc]
+    """Authlib's ``private_key_jwt`` with the city's key, our clock, a short lifetime and
+    the upstream's issuer as the audience (Authlib's default: the token endpoint and an
+    hour)."""
+
+    def __init__(self, key: ClientKey, *, audience: str, now: Callable[[], int]) -> None:
+        super().__init__(alg=key.alg)
+        self._key = key
+        self._audience = audience
+        self._now = now
+
+    def sign(self, auth: Any, token_endpoint: str) -> str:  # noqa: ARG002 - aud: the issuer
+        issued_at = self._now()
+        return str(
+            private_key_jwt_sign(
+                self._key.key,
+                client_id=auth.client_id,
+                token_endpoint=self._audience,
+                alg=self._key.alg,
+                claims={"jti": secrets.token_urlsafe(32)},
+                header={"kid": self._key.kid, "typ": "JWT"},
+                issued_at=issued_at,
+                expires_at=issued_at + ASSERTION_LIFETIME,
+            )
+        )
 
 
 @dataclass(frozen=True)
@@ -244,25 +292,34 @@ class RelyingParty:
         refresh_jwks: Callable[[], dict[str, Any]],
         now: Callable[[], int],
         timeouts: Timeouts = TIMEOUTS,
+        client_key: Callable[[], ClientKey] | None = None,
     ) -> None:
         self._timeouts = timeouts
+        self._client_key = client_key
         self._config = config
         self._metadata = metadata
         self._redirect_uri = redirect_uri
         self._refresh_jwks = refresh_jwks
         self._now = now
 
-    def _session(self) -> OAuth2Session:
-        if self._config.token_auth_method == "private_key_jwt":
+    def _session(self, *, redeem: bool = False) -> OAuth2Session:
+        assertion = self._config.token_auth_method == PRIVATE_KEY_JWT
+        if assertion and self._client_key is None:
             raise UpstreamRefused("auth_method_unsupported", UNREACHABLE, 502)
-        return OAuth2Session(
+        session = OAuth2Session(
             client_id=self._config.client_id,
-            client_secret=self._config.client_secret,
+            client_secret=None if assertion else self._config.client_secret,
             token_endpoint_auth_method=self._config.token_auth_method,
             scope=" ".join(self._config.scopes),
             redirect_uri=self._redirect_uri,
             code_challenge_method="S256",
         )
+        if assertion and redeem:
+            assert self._client_key is not None
+            session.register_client_auth_method(
+                ClientAssertion(self._client_key(), audience=self._config.issuer, now=self._now)
+            )
+        return session
 
     def start(self) -> AuthorizationStart:
         """The authorization request: the configured scopes in full, PKCE S256, a fresh
@@ -341,7 +398,7 @@ class RelyingParty:
 
     def _redeem(self, code: str, code_verifier: str) -> dict[str, Any]:
         try:
-            with self._session() as session:
+            with self._session(redeem=True) as session:
                 token = session.fetch_token(
                     self._metadata.endpoint("token_endpoint"),
                     grant_type="authorization_code",

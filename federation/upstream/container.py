@@ -4,6 +4,7 @@ and its services for one request."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from sqlalchemy import select
@@ -11,6 +12,7 @@ from sqlalchemy import select
 from accounts.container import Accounts
 from federation.upstream.client import (
     TIMEOUTS,
+    ClientKey,
     ProviderMetadata,
     RelyingParty,
     Timeouts,
@@ -28,6 +30,7 @@ from idp.core.db import database_lost, error_summary
 from idp.core.runtime import Component, Runtime, audit_log, db
 
 log = logging.getLogger(__name__)
+JWKS_PATH = "/jwks.json"  # the provider's (idp.oauth.endpoints)
 
 JWKS_REFRESH_SECONDS = 10
 _JWKS_REFRESHED = "fed:jwks-refreshed:"
@@ -36,8 +39,11 @@ _JWKS_REFRESHED = "fed:jwks-refreshed:"
 class Upstreams(Component):
     extension: ClassVar[str] = "federation.upstream"
 
-    def __init__(self, core: Runtime) -> None:
+    def __init__(self, core: Runtime, *, client_key: Callable[[], ClientKey] | None = None) -> None:
         self.core = core
+        # the city's key for private_key_jwt at an upstream's token endpoint (the
+        # provider's active signing key, published at its JWKS URI)
+        self.client_key = client_key
         self.cache = MetadataCache()
         # (connect, read) seconds of every request to an upstream; tests shorten them
         self.timeouts: Timeouts = TIMEOUTS
@@ -87,6 +93,10 @@ class Upstreams(Component):
     def redirect_uri(self, name: str) -> str:
         return redirect_uri(self.core.settings.issuer, name)
 
+    def jwks_uri(self) -> str:
+        """Where an upstream fetches the keys of the city's client assertions."""
+        return self.core.settings.issuer.rstrip("/") + JWKS_PATH
+
     def logged_out_uri(self, name: str) -> str:
         """The ``post_logout_redirect_uri`` to register at the upstream."""
         return f"{self.core.settings.issuer}/federation/{name}/logged-out"
@@ -114,4 +124,5 @@ class Upstreams(Component):
             refresh_jwks=lambda: self._refresh_jwks(registry, config),
             now=lambda: int(self.core.clock.now().timestamp()),
             timeouts=self.timeouts,
+            client_key=self.client_key,
         )

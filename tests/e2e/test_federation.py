@@ -6,7 +6,8 @@ running province). A person at level 5 at the province signs in to the city thro
 it: the first sign-in creates an account at the mapped level (5 -> 4 by the city's
 level map), the second reuses the link. Single logout both ways: signing out at the city
 ends the province's session (RP-initiated logout there), signing out at the province
-ends the city's (its back-channel logout token).
+ends the city's (its back-channel logout token). With ``private_key_jwt`` the city
+redeems the code with a client assertion the province checks against the city's JWKS.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import re
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -49,11 +51,13 @@ def instance(tmp_path: Path, name: str, issuer: str) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="module")
-def province_and_city(
-    tmp_path_factory: pytest.TempPathFactory,
+@contextmanager
+def two_instances(
+    tmp_path: Path, *, auth: str = "client_secret_basic"
 ) -> Iterator[tuple[str, str, dict[str, str]]]:
-    tmp_path = tmp_path_factory.mktemp("federation")
+    """The province, with a client for the city (``auth``: how the city authenticates
+    at the province's token endpoint), and the city with the province as its upstream;
+    both serving. Yields the province's URL, the city's, and the city's environment."""
     # two hosts for one browser's cookies: localhost (province), 127.0.0.1 (city)
     province_port, city_port = free_port(), free_port()
     province = instance(tmp_path, "province", f"http://localhost:{province_port}")
@@ -65,6 +69,12 @@ def province_and_city(
     idp(province, "users", "staff", "clerk", "--department", "hall", "--role", "counter_verifier")
     idp(province, "realname", "counter-verify", "pat", "--name", "王小丽", "--number", PERSON,
         "--staff", "clerk")  # fmt: skip
+    # with private_key_jwt the province fetches the city's keys from its jwks_uri
+    keys = (
+        ["--token-endpoint-auth-method", auth, "--jwks-uri", f"{city['IDP_ISSUER']}/jwks.json"]
+        if auth == "private_key_jwt"
+        else []
+    )
     client = json.loads(
         idp(
             province,
@@ -85,8 +95,14 @@ def province_and_city(
             "--first-party",
             "--document-number",
             "full",
+            *keys,
             "--json",
         )
+    )
+    secret = (
+        ["--client-secret", client["client_secret"]]
+        if auth != "private_key_jwt"
+        else ["--token-auth-method", "private_key_jwt"]
     )
     idp(city, "init")
     with running(
@@ -106,8 +122,7 @@ def province_and_city(
                 province["IDP_ISSUER"],
                 "--client-id",
                 "city",
-                "--client-secret",
-                client["client_secret"],
+                *secret,
                 "--scope",
                 "openid profile realname",
                 "--identity-claim",
@@ -134,14 +149,28 @@ def province_and_city(
         assert added["backchannel_logout_uri"] == (
             f"{city['IDP_ISSUER']}/federation/province/backchannel-logout"
         )
-        assert client["client_secret"] not in json.dumps(added)
+        if auth == "private_key_jwt":
+            assert added["jwks_uri"] == f"{city['IDP_ISSUER']}/jwks.json"
+            assert client.get("client_secret") is None
+        else:
+            assert client["client_secret"] not in json.dumps(added)
         with running(
-            ["serve", "--port", str(city_port), "--workers", "1"],
+            # the province fetches the city's JWKS while the city's callback waits for
+            # the province's token endpoint: the city needs a second thread for it
+            ["serve", "--port", str(city_port), "--workers", "1", "--threads", "4"],
             city,
             city_port,
             tmp_path / "city.log",
         ) as (city_url, _):
             yield province_url.replace("127.0.0.1", "localhost"), city_url, city
+
+
+@pytest.fixture(scope="module")
+def province_and_city(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[str, str, dict[str, str]]]:
+    with two_instances(tmp_path_factory.mktemp("federation")) as running_pair:
+        yield running_pair
 
 
 def sign_in_through_the_province(
@@ -246,3 +275,20 @@ def test_signing_out_at_the_province_ends_the_city_session_over_the_back_channel
     assert not signed_in_at(browser, city)
     # the other browser's sign-in was another province session: it stays
     assert signed_in_at(bystander, city)
+
+
+def test_the_city_authenticates_at_the_province_with_private_key_jwt(tmp_path: Path) -> None:
+    """The province has the city's jwks_uri registered and no secret: the city's client
+    assertion, signed by its own signing key, redeems the code."""
+    with two_instances(tmp_path, auth="private_key_jwt") as (_province, city, city_env):
+        browser = requests.Session()
+        back = sign_in_through_the_province(browser, city)
+        assert back.url.startswith(city + "/federation/new"), back.url
+        match = CSRF.search(back.text)
+        assert match
+        created = browser.post(city + "/federation/new", data={"csrf_token": match.group(1)})
+        assert created.url == city + "/account"
+        assert len(json.loads(idp(city_env, "federation", "links", "--json"))) == 1
+        # each redemption carries a fresh assertion (the province refuses a jti it saw)
+        again = sign_in_through_the_province(requests.Session(), city)
+        assert again.url == city + "/account"
