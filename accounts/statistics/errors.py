@@ -21,8 +21,7 @@ class InvalidMonth(InvalidStatisticsQuery):
 
 class InvalidMonthRange(InvalidStatisticsQuery):
     default_message = N_(
-        "The first month must not come after the last, and a range spans at most "
-        "%(months)d months."
+        "The first month must not come after the last, and a range spans at most %(months)d months."
     )
     field = "from"
 

@@ -50,7 +50,7 @@ MAX_SERVICE = 64  # an item code's length (ServiceRecord.item_code)
 SIGNIN_EVENT = "signin"
 STATUSES = tuple(RecordStatus)
 
-_MONTH = re.compile(r"(\d{4})-(\d{2})")
+_MONTH = re.compile(r"([0-9]{4})-([0-9]{2})")  # ASCII digits only
 
 
 class utc_month(FunctionElement[str]):  # noqa: N801 - a SQL function, named as one
@@ -322,9 +322,18 @@ class StatisticsService:
             .group_by(record.item_code, month, record.status)
         )
         found: dict[tuple[str, Month], ServiceMonth] = {}
-        for code, bucket, status, count, name, online, few, visits, rated, satisfied in (
-            self._session.execute(statement)
-        ):
+        for (
+            code,
+            bucket,
+            status,
+            count,
+            name,
+            online,
+            few,
+            visits,
+            rated,
+            satisfied,
+        ) in self._session.execute(statement):
             key = (code, Month.parse(bucket, field="month"))
             row = found.get(key)
             if row is None:
@@ -367,4 +376,3 @@ class StatisticsService:
 def as_number(value: Fraction | None, places: int = 4) -> float | None:
     """A rate for JSON and CSV: a float rounded to ``places`` decimals, or None."""
     return None if value is None else round(float(value), places)
-
