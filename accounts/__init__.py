@@ -3,9 +3,9 @@
 Sub-packages, each with the same inner shape (``models``, ``services``, ``views``,
 ``forms``, ``cli``, ``errors`` where it applies): ``people`` (accounts, registration,
 profile), ``credentials`` (passwords, TOTP, recovery codes), ``realname`` (levels 2-5,
-one module per method), ``organisations``, ``staff``, ``statistics`` (the hall's); ``adapters`` (registry, face
-check, SMS); ``identifiers`` (document numbers and codes). ``Accounts``
-(``accounts.container``) holds the app-lifetime services. ``init_app`` also registers
+one module per method), ``organisations``, ``staff``, ``statistics`` (the hall's);
+``adapters`` (registry, face check, SMS); ``identifiers`` (document numbers and codes).
+``Accounts`` (``accounts.container``) holds the app-lifetime services. ``init_app`` also registers
 the password and one-time-code sign-in methods (``accounts.credentials.signin``) and
 signs disabled accounts out everywhere.
 """

@@ -23,7 +23,7 @@ TEXT = "#1b1b1b"
 @dataclass(frozen=True)
 class Bar:
     label: str
-    value: float  # 0 or more; None-valued rows are drawn as no bar with their text
+    value: float  # 0 or more (a rate with nothing to divide by: 0, its text says so)
     text: str  # the number as the page shows it ("75.0%", "1.50", "12")
 
 
@@ -36,12 +36,16 @@ def bar_chart(
     span = WIDTH - LABEL_WIDTH - VALUE_WIDTH - 2 * PAD
     height = PAD * 2 + ROW * max(len(bars), 1)
     summary = "; ".join(f"{bar.label}: {bar.text}" for bar in bars)
-    parts = [
+    ident = escape(chart_id)
+    opening = (
         f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" '
-        f'aria-labelledby="{escape(chart_id)}-title {escape(chart_id)}-desc" '
-        f'viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}">',
-        f'<title id="{escape(chart_id)}-title">{escape(title)}</title>',
-        f'<desc id="{escape(chart_id)}-desc">{escape(description)} {escape(summary)}</desc>',
+        f'aria-labelledby="{ident}-title {ident}-desc" '
+        f'viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}">'
+    )
+    parts = [
+        opening,
+        f'<title id="{ident}-title">{escape(title)}</title>',
+        f'<desc id="{ident}-desc">{escape(description)} {escape(summary)}</desc>',
     ]
     for index, bar in enumerate(bars):
         y = PAD + index * ROW

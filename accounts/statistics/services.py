@@ -85,7 +85,7 @@ class Month:
         if found is None:
             raise InvalidMonth(field)
         year, month = int(found[1]), int(found[2])
-        if not (2000 <= year <= 2999 and 1 <= month <= 12):  # noqa: PLR2004 - the bounds
+        if not (2000 <= year <= 2999 and 1 <= month <= 12):
             raise InvalidMonth(field)
         return cls(year, month)
 

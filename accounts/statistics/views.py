@@ -98,12 +98,12 @@ def _bad_query(exc: InvalidStatisticsQuery, *, as_json: bool) -> Response:
 
 def method_label(method: str | None) -> str:
     if method is None:
-        return _("Not recorded")
+        return str(_("Not recorded"))
     return " + ".join(str(METHOD_LABELS.get(part, part)) for part in method.split("+"))
 
 
 def level_label(level: int | None) -> str:
-    return _("Not recorded") if level is None else _("Level %(level)d", level=level)
+    return str(_("Not recorded") if level is None else _("Level %(level)d", level=level))
 
 
 def percent(value: Fraction | None) -> str:
