@@ -27,10 +27,11 @@ from accounts.realname.cli import COMMANDS as REALNAME
 from accounts.signals import account_disabled
 from accounts.staff import views as staff_views
 from accounts.statistics import views as statistics_views
+from accounts.statistics.cli import COMMANDS as STATISTICS
 from idp.core.runtime import Runtime
 from idp.core.signin import SignInMethods
 
-COMMANDS = (*PEOPLE, *REALNAME, *ORGANISATIONS)
+COMMANDS = (*PEOPLE, *REALNAME, *ORGANISATIONS, *STATISTICS)
 
 
 def init_app(app: Flask, core: Runtime, adapters: AccountAdapters | None = None) -> Accounts:

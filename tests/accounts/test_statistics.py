@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -521,3 +522,21 @@ def test_an_unknown_csv_table_is_a_400(staff: FlaskClient) -> None:
 def test_the_csv_columns_follow_the_statuses() -> None:
     keys = [key for key, _ in SERVICE_COLUMNS]
     assert keys[3:9] == [f"records_{status.value}" for status in STATUSES]
+
+
+# -- the command -----------------------------------------------------------------------
+
+
+def test_the_stats_command(app: Flask, seeded: None) -> None:
+    runner = app.test_cli_runner()
+    shown = runner.invoke(args=["stats", "--from", "2026-01", "--to", "2026-02", "--json"])
+    assert shown.exit_code == 0, shown.output
+    data = json.loads(shown.output)
+    assert data["total"]["satisfaction_rate"] == 0.5  # 3 / 6
+    assert [row["item_code"] for row in data["services"]] == [A, A, B, B]
+    lines = runner.invoke(args=["stats", "--from", "2026-01", "--to", "2026-02"]).output
+    # January: 8 records, 5 completed, 2/5, 3/5, 11/5, 3/4, five sign-ins
+    assert "2026-01\t8\t5\t0.4000\t0.6000\t2.2000\t0.7500\t5" in lines.splitlines()
+    refused = runner.invoke(args=["stats", "--from", "2026-13"])
+    assert refused.exit_code == 2
+    assert "--from: A month is written YYYY-MM" in refused.output
