@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from federation.upstream import views
+from federation.upstream import logout, views
 from federation.upstream.cli import COMMANDS
 from federation.upstream.container import Upstreams
 from federation.upstream.signin import UpstreamMethod
@@ -21,6 +21,7 @@ def init_app(app: Flask, core: Runtime) -> Upstreams:
     upstreams.install(app)
     SignInMethods.of(app).register(UpstreamMethod())
     views.init_app(app)
+    logout.init_app(app)
     for command in COMMANDS:
         app.cli.add_command(command)
     return upstreams

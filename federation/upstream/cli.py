@@ -41,6 +41,8 @@ def upstream_json(config: UpstreamConfig) -> dict[str, Any]:
         "level_map": [{"theirs": theirs, "ours": ours} for theirs, ours in config.level_map],
         "link_min_level": config.link_min_level,
         "redirect_uri": Upstreams.of().redirect_uri(config.name),
+        "post_logout_redirect_uri": Upstreams.of().logged_out_uri(config.name),
+        "backchannel_logout_uri": Upstreams.of().backchannel_logout_uri(config.name),
         "source": config.source,
     }
 

@@ -45,6 +45,7 @@ class FakeUpstream:
     codes: dict[str, dict[str, str]] = field(default_factory=dict)
     published: list[RSAKey] = field(default_factory=list)
     jwks_fetches: int = 0
+    session_id: str = "upstream-session-1"  # the ID token's sid
 
     def __post_init__(self) -> None:
         self.published = [self.key]
@@ -81,6 +82,11 @@ class FakeUpstream:
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": ["RS256"],
             "authorization_response_iss_parameter_supported": True,
+            **(
+                {}
+                if "no_end_session" in self.mode
+                else {"end_session_endpoint": self.url + "/logout"}
+            ),
         }
 
     def _id_token(self, request: dict[str, str]) -> str:
@@ -92,6 +98,7 @@ class FakeUpstream:
             "iat": now,
             "exp": now - 600 if "expired" in self.mode else now + 300,
             "nonce": "not-the-nonce" if "wrong_nonce" in self.mode else request["nonce"],
+            "sid": self.session_id,
             **self.claims,
         }
         if "two_audiences" in self.mode:
@@ -111,6 +118,23 @@ class FakeUpstream:
             forged = dict(claims, sub="someone-important")
             token = f"{head}.{_b64(forged)}.{signature}"
         return token
+
+    def logout_token(self, *, header: dict[str, Any] | None = None, **claims: Any) -> str:
+        """A back-channel logout token for our client, signed with the current key;
+        ``claims`` add to or replace the defaults (a value of None removes one)."""
+        now = int(self.now())
+        body: dict[str, Any] = {
+            "iss": self.url,
+            "aud": CLIENT_ID,
+            "iat": now,
+            "jti": secrets.token_urlsafe(12),
+            "events": {"http://schemas.openid.net/event/backchannel-logout": {}},
+            "sid": self.session_id,
+        }
+        body.update(claims)
+        body = {k: v for k, v in body.items() if v is not None}
+        protected = {"alg": "RS256", "kid": self.key.kid, "typ": "logout+jwt", **(header or {})}
+        return jwt.encode(protected, body, self.key)
 
     def token(self, request: Request) -> Response:
         if "slow" in self.mode:
