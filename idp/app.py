@@ -26,7 +26,7 @@ from accounts.adapters.sms import SmsGateway
 from accounts.container import AccountAdapters
 from config import Settings, load_settings
 from idp import login, oauth
-from idp.core import i18n, metrics, ops, web
+from idp.core import display, i18n, metrics, ops, web
 from idp.core.audit.cli import COMMANDS as AUDIT_COMMANDS
 from idp.core.clock import Clock, SystemClock
 from idp.core.db import Database, DatabaseUnavailable
@@ -115,6 +115,7 @@ def create_app(
     app.before_request(refuse_without_store)
     web.init_app(app)
     i18n.init_app(app)
+    display.init_app(app)
     CSRFProtect(app)
     metrics.init_app(app)
     ops.init_app(app)

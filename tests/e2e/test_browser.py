@@ -657,6 +657,26 @@ def test_claiming_an_organisation_adding_an_agent_and_the_agent_confirming(
     expect(axel.get_by_text(now)).to_have_count(0)
 
 
+def test_the_elderly_mode_is_one_click_away_and_remembered(page: Page, server: Server) -> None:
+    """长者模式: the header's switch (a plain link) enlarges the text on every page until
+    it is switched off again."""
+
+    def text_size() -> float:
+        return float(page.evaluate("parseFloat(getComputedStyle(document.body).fontSize)"))
+
+    page.goto(server.at("/login"))
+    standard = text_size()
+    page.get_by_role("link", name="长者模式").click()
+    expect(page).to_have_url(re.compile(r"/login$"))
+    assert text_size() >= standard * 1.3
+    expect(page.locator("body")).to_have_class("elderly")
+    page.goto(server.at("/register"))  # remembered on the next page
+    assert text_size() >= standard * 1.3
+    page.get_by_role("link", name="标准模式").click()
+    expect(page).to_have_url(re.compile(r"/register$"))
+    assert text_size() == standard
+
+
 # --- automated accessibility check (axe-core) --------------------------------------------
 
 AXE_DIR = Path(__file__).resolve().parent / "axe"
@@ -679,6 +699,8 @@ SIGNED_IN_PAGES = (
     "/account/realname/face",
     "/account/certificates",
     "/account/organisations",
+    "/account/federation",
+    "/account/records",
     "/logout",
 )
 SERIOUS = ("serious", "critical")
@@ -709,17 +731,20 @@ def violations(page: Page, axe: Path) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("locale", ["zh-CN", "en"])
+@pytest.mark.parametrize(
+    ("locale", "mode"), [("zh-CN", "standard"), ("en", "standard"), ("zh-CN", "elderly")]
+)
 def test_no_serious_accessibility_violations_on_any_page(
-    browser: Browser, server: Server, axe: Path, locale: str
+    browser: Browser, server: Server, axe: Path, locale: str, mode: str
 ) -> None:
     """axe-core finds no serious or critical WCAG 2.1 AA violation on the pages,
-    signed out and signed in, in both languages (the page's own CSP is bypassed for
-    the injected checker only)."""
+    signed out and signed in, in both languages and in the elderly mode (the page's own
+    CSP is bypassed for the injected checker only)."""
     context = browser.new_context(locale=locale, bypass_csp=True)
     context.set_default_timeout(TIMEOUT_MS)
     try:
         page = context.new_page()
+        page.goto(server.at(f"/display?mode={mode}&next=/login"))
         found: list[str] = []
         for path in ANONYMOUS_PAGES:
             page.goto(server.at(path))

@@ -111,6 +111,7 @@ TARGETS: dict[str, list[Target]] = {
             (*FORM, "username", "password", "password_confirm", "phone"),
         ),
         Target("/locale", ("GET",), Kind.PAGE, ("lang", "next")),
+        Target("/display", ("GET",), Kind.PAGE, ("mode", "next")),
         Target(
             "/session/end",
             ("GET", "POST"),
