@@ -10,7 +10,8 @@ provider) call it through ``SignInMethods.of().flow`` with what they proved.
   next) for ``PENDING_TTL`` seconds and the browser goes to the second factor's page;
   otherwise the sign-in finishes.
 * ``finish``: the session starts with the achieved ``amr`` (``idp.core.signin.
-  achieved_amr``), the ``signin`` audit event is committed and counted
+  achieved_amr``), the ``signin`` audit event (the amr, the methods used, the
+  account's real-name level) is committed and counted
   (``idp_signins{step="complete",outcome="success"}``), and each method's cookies are
   set on the redirect to ``next``.
 """
@@ -24,6 +25,7 @@ from typing import Any
 from flask import redirect, session, url_for
 from werkzeug.wrappers import Response
 
+from accounts.container import Accounts
 from idp.core.metrics import SIGNINS
 from idp.core.navigation import safe_next
 from idp.core.runtime import Runtime, audit_log, db
@@ -59,6 +61,12 @@ class Pending:
             next_url=str(data["next"]),
             at=float(data["at"]),
         )
+
+
+def _level_of(uid: int) -> int | None:
+    accounts = Accounts.of()
+    user = accounts.account_service().get(uid)
+    return None if user is None else accounts.realname_service().level(user)
 
 
 def _now() -> float:
@@ -102,7 +110,13 @@ class LoginFlow:
         amr = achieved_amr(proofs)
         first = proofs[0]
         complete_sign_in(first.uid, first.sub, amr, acting_for=first.acting_for)
-        details: dict[str, object] = {"amr": amr}
+        # the methods and the account's real-name level now: the hall's statistics
+        # count sign-ins by both (decision 46)
+        details: dict[str, object] = {
+            "amr": amr,
+            "method": "+".join(proof.method for proof in proofs),
+            "level": _level_of(first.uid),
+        }
         if first.acting_for is not None:
             details["org"] = first.acting_for.organisation
         audit_log().record("signin", subject=first.subject, details=details)

@@ -51,6 +51,7 @@ AUTHZ = (
     "request_uri",
     "org_hint",
 )
+STATISTICS = ("from", "to", "service")
 TOKEN = (
     "grant_type",
     "code",
@@ -219,6 +220,9 @@ TARGETS: dict[str, list[Target]] = {
             FORM,
             path="/staff/clients/tax-portal/secret",
         ),
+        Target("/staff/statistics", ("GET",), Kind.PAGE, STATISTICS),
+        Target("/staff/statistics.json", ("GET",), Kind.PAGE, STATISTICS),
+        Target("/staff/statistics.csv", ("GET",), Kind.PAGE, (*STATISTICS, "table")),
         Target("/account/organisations", ("GET", "POST"), Kind.PAGE, (*FORM, "uscc", "name")),
         Target(
             "/account/organisations/<string:authorisation_id>/confirm",
