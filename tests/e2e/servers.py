@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -14,6 +15,19 @@ from pathlib import Path
 import requests
 
 IDP = str(Path(sys.executable).with_name("idp"))
+# runs several `idp` commands in one process (one start-up instead of one per command)
+_BATCH = """
+import json, sys
+from click.testing import CliRunner
+from idp.cli import main
+outputs = []
+for args in json.load(sys.stdin):
+    result = CliRunner().invoke(main, args, catch_exceptions=True)
+    if result.exit_code != 0:
+        sys.exit(f"idp {' '.join(args[:2])} failed ({result.exit_code}):\\n{result.output}")
+    outputs.append(result.stdout)
+json.dump(outputs, sys.stdout)
+"""
 
 
 def free_port() -> int:
@@ -25,6 +39,22 @@ def free_port() -> int:
 def clean_env(extra: dict[str, str]) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
     return {**base, **extra}
+
+
+def idp_batch(commands: list[list[str]], env: dict[str, str]) -> list[str]:
+    """Run ``idp`` commands one after the other in one process; their outputs."""
+    done = subprocess.run(
+        [sys.executable, "-c", _BATCH],
+        input=json.dumps(commands),
+        env=clean_env(env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    outputs: list[str] = json.loads(done.stdout)
+    return outputs
 
 
 def wait_until_up(url: str, process: subprocess.Popen[str], timeout: float = 30) -> None:

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import secrets
-import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,7 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
-from tests.e2e.servers import IDP, clean_env, free_port, running
+from tests.e2e.servers import free_port, idp_batch, running
 from tests.interop.support import require_node
 from tests.support import STRONG_PASSWORD
 
@@ -66,7 +65,12 @@ RITA = "rita"  # the legal representative of ACME: claims it and adds AXEL as it
 AXEL = "axel"  # confirms the authorisation
 ADA = "ada"  # visits every page for the accessibility check
 ELLA = "ella"  # signs in to a service, rates the record it pushes, withdraws its access
-USERS = (ALICE, BOB, CAROL, DORA, RITA, AXEL, ADA, ELLA)
+STAN = "stan"  # hall staff: reads the statistics (level 5 at the counter, TOTP)
+CLERK = "clerk"  # the counter clerk who verified STAN
+USERS = (ALICE, BOB, CAROL, DORA, RITA, AXEL, ADA, ELLA, STAN, CLERK)
+STAN_NAME, STAN_NUMBER = "石安", "11010519491231002X"
+# IDP_SCREENSHOTS=DIR (scripts/screenshots): the main pages are saved there as PNG
+SCREENSHOTS = os.environ.get("IDP_SCREENSHOTS")
 # a service system of the city: signs people in and pushes their service records
 SERVICE = "records-svc"
 SERVICE_NAME = "不动产登记"
@@ -107,14 +111,6 @@ class Server:
         return self.url + path
 
 
-def _run_idp(args: list[str], env: dict[str, str]) -> str:
-    result = subprocess.run(
-        [IDP, *args], env=clean_env(env), capture_output=True, text=True, timeout=60, check=False
-    )
-    assert result.returncode == 0, f"idp {args[0]} failed:\n{result.stdout}{result.stderr}"
-    return result.stdout
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     base = tmp_path_factory.mktemp("browser-server")
@@ -125,27 +121,34 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "IDP_LOG_FORMAT": "text",
         "IDP_LOG_LEVEL": "WARNING",
     }
-    _run_idp(["init"], env)
-    for username in USERS:
-        _run_idp(["users", "create", "--username", username, "--password", STRONG_PASSWORD], env)
     registry = base / "registry.csv"
     people = f"number,name\n{DORA_NUMBER},{DORA_NAME}\n{RITA_NUMBER},{RITA_NAME}\n"
     registry.write_text(people, encoding="utf-8")
-    _run_idp(["registry", "import", "--kind", "person", str(registry)], env)
     organisations = base / "organisations.csv"
     organisations.write_text(
         f"number,name,representative\n{ACME_CODE},{ACME_NAME},{RITA_NUMBER}\n", encoding="utf-8"
     )
-    _run_idp(["registry", "import", "--kind", "organisation", str(organisations)], env)
-    service = json.loads(
-        _run_idp(
+    *_, created = idp_batch(
+        [
+            ["init"],
+            *(
+                ["users", "create", "--username", username, "--password", STRONG_PASSWORD]
+                for username in USERS
+            ),
+            ["registry", "import", "--kind", "person", str(registry)],
+            ["registry", "import", "--kind", "organisation", str(organisations)],
+            ["users", "staff", CLERK, "--department", "hall", "--role", "counter_verifier"],
+            ["realname", "counter-verify", STAN, "--name", STAN_NAME, "--number", STAN_NUMBER,
+             "--staff", CLERK],
+            ["users", "staff", STAN, "--department", "hall", "--role", "statistics_viewer"],
             ["clients", "create", "--client-id", SERVICE, "--name", SERVICE_NAME,
              "--redirect-uri", SERVICE_CALLBACK, "--scope", "openid profile records:write",
              "--grant-type", "authorization_code", "--grant-type", "client_credentials",
              "--json"],
-            env,
-        )
+        ],
+        env,
     )  # fmt: skip
+    service = json.loads(created)
     with running(["serve", "--port", str(port)], env, port, base / "server.log") as (url, _):
         yield Server(url, base / "data", service["client_secret"])
 
@@ -229,6 +232,12 @@ def sign_in(page: Page, server: Server, username: str, password: str = STRONG_PA
     page.get_by_label(ZH_USERNAME, exact=True).fill(username)
     page.get_by_label(ZH_PASSWORD, exact=True).fill(password)
     page.get_by_role("button", name=ZH_SIGN_IN).click()
+
+
+def shoot(page: Page, name: str, *, full_page: bool = True) -> None:
+    """Save the page for the README (only with IDP_SCREENSHOTS set)."""
+    if SCREENSHOTS:
+        page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"), full_page=full_page)
 
 
 def expect_signed_in_as(page: Page, username: str) -> None:
@@ -612,6 +621,7 @@ def test_real_name_levels_2_3_and_4_in_the_browser(page: Page, server: Server) -
     page.get_by_label("证件号码", exact=True).fill(DORA_NUMBER)
     page.get_by_role("button", name="认证").click()
     expect(page.get_by_role("status")).to_contain_text("可信等级 3 级")
+    shoot(page, "realname")
 
     page.goto(server.at("/account/realname/face"))
     expect_every_input_labelled(page, {"面部照片": "photo"})
@@ -668,6 +678,7 @@ def test_claiming_an_organisation_adding_an_agent_and_the_agent_confirming(
     rita.reload()
     expect(rita.get_by_role("cell", name="有效", exact=True)).to_have_count(2)  # RITA and AXEL
     expect(rita.get_by_role("cell", name="已发出授权")).to_be_visible()  # the history
+    shoot(rita, "enterprise")
 
     # AXEL chooses to act for ACME, then for himself again
     axel.goto(server.at("/account/act-for"))
@@ -689,8 +700,10 @@ def test_the_elderly_mode_is_one_click_away_and_remembered(page: Page, server: S
 
     page.goto(server.at("/login"))
     standard = text_size()
+    shoot(page, "login")
     page.get_by_role("link", name="长者模式").click()
     expect(page).to_have_url(re.compile(r"/login$"))
+    shoot(page, "login-elderly")
     assert text_size() >= standard * 1.3
     expect(page.locator("body")).to_have_class("elderly")
     page.goto(server.at("/register"))  # remembered on the next page
@@ -755,6 +768,7 @@ def test_a_service_pushes_a_record_the_person_rates_it_and_then_withdraws_the_se
 ) -> None:
     sign_in(page, server, ELLA)
     expect_signed_in_as(page, ELLA)
+    shoot(page, "account")
     tokens = _signed_in_at_the_service(page, server)
     sub = _claims(tokens["id_token"])["sub"]
     # the service system pushes the person's case (client credentials, records:write)
@@ -791,6 +805,7 @@ def test_a_service_pushes_a_record_the_person_rates_it_and_then_withdraws_the_se
     expect(page.get_by_role("heading", name=SERVICE_NAME)).to_be_visible()
     expect(page.locator("ol.timeline li")).to_have_count(3)
     expect(page.locator("ol.timeline li").last).to_contain_text("已办结")
+    shoot(page, "records")
     page.get_by_label("非常满意", exact=True).check()
     page.get_by_role("button", name="提交评价").click()
     expect(page.get_by_role("status")).to_contain_text("评价")
@@ -803,10 +818,55 @@ def test_a_service_pushes_a_record_the_person_rates_it_and_then_withdraws_the_se
     page.goto(server.at("/account/services"))
     row = page.get_by_role("row").filter(has_text=SERVICE_NAME)
     expect(row).to_contain_text("profile")
+    shoot(page, "services")
     row.get_by_role("button", name="撤销授权").click()
     expect(page.get_by_role("status")).to_be_visible()
     expect(page.get_by_role("row").filter(has_text=SERVICE_NAME)).to_have_count(0)
     assert requests.get(userinfo, headers=person, timeout=10).status_code == 401
+
+
+def test_staff_read_the_halls_statistics_as_charts_and_tables(
+    page: Page, server: Server, axe: Path
+) -> None:
+    """STAN (hall staff, level 5, a second factor) reads /staff/statistics: SVG charts
+    named for assistive technology, each with its numbers as a table; no serious axe
+    violation."""
+    sign_in(page, server, STAN)
+    expect_signed_in_as(page, STAN)
+    page.goto(server.at("/account/totp"))
+    secret = page.locator(".secret").inner_text().replace(" ", "")
+    totp = pyotp.TOTP(secret)
+    enrolled = totp.now()
+    page.get_by_label(ZH_CODE_FROM_APP, exact=True).fill(enrolled)
+    page.get_by_role("button", name="确认").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("恢复码")
+    page.goto(server.at("/account"))
+    page.get_by_role("button", name=ZH_SIGN_OUT).click()
+    sign_in(page, server, STAN)
+    expect(page).to_have_url(re.compile(r"/login/otp$"))
+    while totp.now() == enrolled:  # a code is good once: wait for the next one
+        page.wait_for_timeout(500)
+    page.get_by_label(ZH_ONE_TIME_CODE, exact=True).fill(totp.now())
+    page.get_by_role("button", name="继续").click()
+    expect_signed_in_as(page, STAN)
+    page.goto(server.at("/staff/statistics"))
+    expect(page.get_by_role("heading", level=1)).to_have_text("网上办事大厅统计")
+    charts = page.get_by_role("img")
+    expect(charts.first).to_be_visible()
+    for chart in charts.all():
+        assert (chart.get_attribute("aria-labelledby") or "").strip()
+    assert page.locator("table").count() >= charts.count()
+    shoot(page, "statistics", full_page=False)
+    context = page.context.browser.new_context(  # type: ignore[union-attr]
+        locale="zh-CN", bypass_csp=True, storage_state=page.context.storage_state()
+    )
+    try:
+        checked = context.new_page()
+        checked.goto(server.at("/staff/statistics"))
+        found = violations(checked, axe)
+    finally:
+        context.close()
+    assert not found, "\n".join(found)
 
 
 # --- automated accessibility check (axe-core) --------------------------------------------
