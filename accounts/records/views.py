@@ -20,12 +20,12 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
-from flask_babel import lazy_gettext as _l
 
 from accounts.container import Accounts
 from accounts.people.session import login_required
 from accounts.records.container import Records
 from accounts.records.forms import RATINGS, RateForm
+from accounts.records.labels import STATUS_LABELS
 from accounts.records.models import RecordStatus
 from accounts.records.services import RecordError, RecordNotFound
 from accounts.web import error_message, signed_in_user
@@ -34,15 +34,6 @@ from idp.core.runtime import db
 PUBLIC_ID = re.compile(r"[0-9a-f-]{36}")  # what reaches the database from a path
 
 bp = Blueprint("records", __name__, template_folder="../templates")
-
-STATUS_LABELS = {
-    RecordStatus.SUBMITTED: _l("Submitted"),
-    RecordStatus.ACCEPTED: _l("Accepted"),
-    RecordStatus.IN_PROGRESS: _l("In progress"),
-    RecordStatus.MORE_INFO_NEEDED: _l("More information needed"),
-    RecordStatus.COMPLETED: _l("Completed"),
-    RecordStatus.REJECTED: _l("Rejected"),
-}
 
 
 @bp.get("/account/records")

@@ -21,7 +21,7 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 
 from accounts.people.session import login_required
-from accounts.records.models import RecordStatus
+from accounts.records.labels import STATUS_LABELS
 from accounts.staff.services import StaffRole
 from accounts.staff.views import staff_refusal
 from accounts.statistics.charts import Bar, bar_chart
@@ -50,14 +50,6 @@ from idp.core.web import error_response, register_json_blueprint
 bp = Blueprint("statistics", __name__, template_folder="../templates")
 api = Blueprint("statistics_api", __name__)
 
-STATUS_LABELS = {
-    RecordStatus.SUBMITTED: _l("Submitted"),
-    RecordStatus.ACCEPTED: _l("Accepted"),
-    RecordStatus.IN_PROGRESS: _l("In progress"),
-    RecordStatus.MORE_INFO_NEEDED: _l("More information needed"),
-    RecordStatus.COMPLETED: _l("Completed"),
-    RecordStatus.REJECTED: _l("Rejected"),
-}
 # the parts of a sign-in's methods ("password+totp"); another method shows its name
 METHOD_LABELS = {
     "password": _l("Password"),

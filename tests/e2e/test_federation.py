@@ -191,6 +191,23 @@ def sign_in_through_the_province(
     )
 
 
+def signed_in_at(browser: requests.Session, base: str) -> bool:
+    page = browser.get(base + "/account", timeout=10, allow_redirects=False)
+    return page.status_code == 200
+
+
+def first_sign_in(browser: requests.Session, city: str, username: str = "pat") -> None:
+    """A first sign-in through the province: the city offers a new account, which the
+    person takes."""
+    back = sign_in_through_the_province(browser, city, username)
+    assert back.url.startswith(city + "/federation/new"), back.url
+    match = CSRF.search(back.text)
+    assert match
+    assert browser.post(city + "/federation/new", data={"csrf_token": match.group(1)}).url == (
+        city + "/account"
+    )
+
+
 def test_first_sign_in_creates_an_account_at_the_mapped_level_and_the_second_reuses_it(
     province_and_city: tuple[str, str, dict[str, str]],
 ) -> None:
@@ -200,13 +217,7 @@ def test_first_sign_in_creates_an_account_at_the_mapped_level_and_the_second_reu
         return list(json.loads(idp(city_env, "federation", "links", "--json")))
 
     before = linked()
-    browser = requests.Session()
-    back = sign_in_through_the_province(browser, city)
-    assert back.url.startswith(city + "/federation/new"), back.url
-    match = CSRF.search(back.text)
-    assert match
-    created = browser.post(city + "/federation/new", data={"csrf_token": match.group(1)})
-    assert created.url == city + "/account"
+    first_sign_in(requests.Session(), city)
     [link] = [link for link in linked() if link not in before]
     assert link["upstream"] == "province"
     status = json.loads(idp(city_env, "realname", "status", link["username"], "--json"))
@@ -216,22 +227,6 @@ def test_first_sign_in_creates_an_account_at_the_mapped_level_and_the_second_reu
     assert again.url == city + "/account"
     assert link["username"] in again.text
     assert len(linked()) == len(before) + 1
-
-
-def signed_in_at(browser: requests.Session, base: str) -> bool:
-    page = browser.get(base + "/account", timeout=10, allow_redirects=False)
-    return page.status_code == 200
-
-
-def first_sign_in(browser: requests.Session, city: str, username: str) -> None:
-    """A person the province knows at level 1: the city offers a new account."""
-    back = sign_in_through_the_province(browser, city, username)
-    assert back.url.startswith(city + "/federation/new"), back.url
-    match = CSRF.search(back.text)
-    assert match
-    assert browser.post(city + "/federation/new", data={"csrf_token": match.group(1)}).url == (
-        city + "/account"
-    )
 
 
 def test_signing_out_at_the_city_ends_the_province_session_too(
@@ -282,12 +277,7 @@ def test_the_city_authenticates_at_the_province_with_private_key_jwt(tmp_path: P
     assertion, signed by its own signing key, redeems the code."""
     with two_instances(tmp_path, auth="private_key_jwt") as (_province, city, city_env):
         browser = requests.Session()
-        back = sign_in_through_the_province(browser, city)
-        assert back.url.startswith(city + "/federation/new"), back.url
-        match = CSRF.search(back.text)
-        assert match
-        created = browser.post(city + "/federation/new", data={"csrf_token": match.group(1)})
-        assert created.url == city + "/account"
+        first_sign_in(browser, city)
         assert len(json.loads(idp(city_env, "federation", "links", "--json"))) == 1
         # each redemption carries a fresh assertion (the province refuses a jti it saw)
         again = sign_in_through_the_province(requests.Session(), city)
