@@ -315,7 +315,7 @@ def describe(province: Province, city_issuer: str) -> list[str]:
         f"{credentials}   {person}",
         f'  Through the province: at {city_issuer}/login choose "Sign in with {PROVINCE}",',
         f"    sign in there as {user}: the city gives real-name level {given}.",
-        f"    A city account at level 3 as {name} is linked to it, else one is made.",
+        f"    A city account at level 3 as {name} is linked; else you choose a new one.",
         f'  With the city at the province: at {at}/login choose "Sign in with {CITY}",',
         "    sign in with a city demo account: the province receives the city's level in",
         f"    its own vocabulary ({VOCABULARY}levelN) and counts 2-4 as such, 5 as 4.",
