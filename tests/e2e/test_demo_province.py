@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -79,8 +80,10 @@ def demo(
 ) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """``idp demo --with-province`` in its own process group; the banner once printed."""
     process = subprocess.Popen(
-        [IDP, "demo", "--with-province", "--province-port", str(province_port)]
-        + ["--pki-port", str(pki_port)],
+        [
+            *(IDP, "demo", "--with-province"),
+            *("--province-port", str(province_port), "--pki-port", str(pki_port)),
+        ],
         env=clean_env(env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -108,7 +111,7 @@ def demo(
             process.stdout.close()
 
 
-def idp(env: dict[str, str], *args: str) -> object:
+def idp(env: dict[str, str], *args: str) -> Any:
     done = subprocess.run(
         [IDP, *args], env=clean_env(env), capture_output=True, text=True, timeout=60, check=False
     )
@@ -163,7 +166,8 @@ def test_demo_with_province_federates_two_instances_both_ways(tmp_path: Path) ->
         )
         assert "the city gives real-name level 4" in output
         city_match, province_match = CITY_USER.search(output), PROVINCE_USER.search(output)
-        assert city_match and province_match, output
+        assert city_match, output
+        assert province_match, output
         _, city_password = city_match.groups()
         _, province_password = province_match.groups()
         assert requests.get(province + "/healthz", timeout=5).status_code == 200
@@ -191,7 +195,7 @@ def test_demo_with_province_federates_two_instances_both_ways(tmp_path: Path) ->
             timeout=10,
         )
         assert raised.status_code == 200
-        assert idp(city_env, "realname", "status", "demo", "--json")["level"] == 3  # type: ignore[index]
+        assert idp(city_env, "realname", "status", "demo", "--json")["level"] == 3
 
         # the province signs in with the city (single sign-on there: no password asked);
         # the city's level 3, in the province's vocabulary, links the province's person
@@ -200,17 +204,20 @@ def test_demo_with_province_federates_two_instances_both_ways(tmp_path: Path) ->
         at_province = browser.get(province + "/federation/city/login", timeout=20)
         assert at_province.url == province + "/account", at_province.url
         assert "province-demo" in at_province.text
-        [link] = idp(province_env, "federation", "links", "--json")  # type: ignore[misc]
-        assert (link["upstream"], link["username"]) == ("city", "province-demo")
+        [at_the_province] = idp(province_env, "federation", "links", "--json")
+        assert (at_the_province["upstream"], at_the_province["username"]) == (
+            "city",
+            "province-demo",
+        )
 
         # the city through the province: the province's level 5 counts as 4 here, and the
         # same person's city account is linked and raised
         back = city_through_province(city, province, "province-demo", province_password)
         assert back.url == city + "/account", back.url
         assert "demo" in back.text
-        assert idp(city_env, "realname", "status", "demo", "--json")["level"] == 4  # type: ignore[index]
-        [link] = idp(city_env, "federation", "links", "--json")  # type: ignore[misc]
-        assert (link["upstream"], link["username"]) == ("province", "demo")
+        assert idp(city_env, "realname", "status", "demo", "--json")["level"] == 4
+        [at_the_city] = idp(city_env, "federation", "links", "--json")
+        assert (at_the_city["upstream"], at_the_city["username"]) == ("province", "demo")
 
         # Ctrl-C at the demo stops both
         process.send_signal(signal.SIGINT)
@@ -227,4 +234,4 @@ def test_demo_with_province_federates_two_instances_both_ways(tmp_path: Path) ->
         assert province_match.group(2) != province_password
         again = city_through_province(city, province, "province-demo", province_match.group(2))
         assert again.url == city + "/account", again.url
-        assert len(idp(city_env, "federation", "links", "--json")) == 1  # type: ignore[arg-type]
+        assert len(idp(city_env, "federation", "links", "--json")) == 1
