@@ -270,17 +270,24 @@ def start(env: Mapping[str, str], port: int, log: Path) -> subprocess.Popen[byte
         process = subprocess.Popen(  # noqa: S603 - our own command, no shell
             command, env={**base, **env}, stdout=output, stderr=subprocess.STDOUT
         )
-    url = f"http://127.0.0.1:{port}/healthz"
+    try:
+        _wait_until_up(process, f"http://127.0.0.1:{port}/healthz", log)
+    except BaseException:  # also Ctrl-C meanwhile: never leave it running
+        stop(process)
+        raise
+    return process
+
+
+def _wait_until_up(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
     deadline = time.monotonic() + START_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise ProvinceError(f"the province stopped at start:\n{_tail(log)}")
         try:
-            with urlopen(url, timeout=1):
-                return process
+            with urlopen(url, timeout=1):  # noqa: S310 - our own http://127.0.0.1 URL
+                return
         except (URLError, OSError):
             time.sleep(0.2)
-    stop(process)
     raise ProvinceError(f"the province did not answer at {url}:\n{_tail(log)}")
 
 
