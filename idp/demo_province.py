@@ -261,15 +261,25 @@ def add_province_upstream(city: Flask, province_issuer: str, secret: str) -> Non
 
 def start(env: Mapping[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
     """``idp serve`` for the province, its output in ``log``; returns once it answers
-    (``ProvinceError``, with the log's end, when it does not)."""
+    (``ProvinceError``, with the log's end, when it does not). In its own session:
+    Ctrl-C at the terminal reaches the demo alone, which then stops the province with
+    one SIGTERM (granian's worker, signalled by the terminal and by its parent both,
+    can hang until it is killed)."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
     base.pop("PROMETHEUS_MULTIPROC_DIR", None)  # its own, made by `idp serve`
     command = [sys.executable, "-m", "idp.cli", "serve", "--host", "127.0.0.1"]
     command += ["--port", str(port), "--workers", "1"]
     with log.open("wb") as output:
         process = subprocess.Popen(  # noqa: S603 - our own command, no shell
-            command, env={**base, **env}, stdout=output, stderr=subprocess.STDOUT
+            command,
+            env={**base, **env},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
+    pid = pid_file(Path(env["IDP_DATA_DIR"]))
+    pid.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    pid.write_text(f"{process.pid}\n")
     try:
         _wait_until_up(process, f"http://127.0.0.1:{port}/healthz", log)
     except BaseException:  # also Ctrl-C meanwhile: never leave it running
@@ -289,6 +299,12 @@ def _wait_until_up(process: subprocess.Popen[bytes], url: str, log: Path) -> Non
         except (URLError, OSError):
             time.sleep(0.2)
     raise ProvinceError(f"the province did not answer at {url}:\n{_tail(log)}")
+
+
+def pid_file(data_dir: Path) -> Path:
+    """Where the running province's process id is written (for whoever must stop it if
+    the demo itself is killed)."""
+    return data_dir / "run" / "province.pid"
 
 
 def stop(process: subprocess.Popen[bytes], timeout: float = 20) -> None:

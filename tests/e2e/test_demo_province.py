@@ -26,6 +26,7 @@ import pytest
 import requests
 
 from accounts.demo_people import DEMO_PERSON
+from idp.demo_province import pid_file
 from tests.e2e.servers import IDP, clean_env, free_port, wait_until_up
 
 pytestmark = pytest.mark.multiprocess
@@ -61,17 +62,23 @@ def _answers(port: int) -> bool:
     return True
 
 
-def _stop_group(process: subprocess.Popen[str]) -> None:
-    """End the demo and whatever it left (its own process group), even on failure."""
+def _stop_all(process: subprocess.Popen[str], data: Path) -> None:
+    """End the demo and whatever it left, even on failure: its own process group (the
+    sample services) and the province (in a session of its own, by its pid file)."""
     if process.poll() is None:
         process.terminate()
         try:
-            process.wait(timeout=30)
+            process.wait(timeout=40)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
     with suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
+    with suppress(OSError, ValueError):
+        province = int(pid_file(data / "province").read_text())
+        command = Path(f"/proc/{province}/cmdline").read_bytes()
+        if b"idp.cli" in command and b"serve" in command:  # not a reused pid
+            os.killpg(province, signal.SIGKILL)
 
 
 @contextmanager
@@ -106,7 +113,7 @@ def demo(
         wait_until_up(f"http://127.0.0.1:{port}", process)
         yield process, output
     finally:
-        _stop_group(process)
+        _stop_all(process, Path(env["IDP_DATA_DIR"]))
         if process.stdout:
             process.stdout.close()
 
