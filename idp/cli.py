@@ -462,11 +462,16 @@ def demo(
     issuer = urlsplit(settings.issuer)
     host = host or issuer.hostname or "127.0.0.1"
     port = port or issuer.port or (443 if issuer.scheme == "https" else 80)
-    if with_province:
-        try:  # refused before anything is made
-            demo_province.issuer_for(settings.issuer, province_port or port)
+    province_port = province_port or port + demo_province.PORT_OFFSET
+    if with_province:  # refused before anything is made
+        try:
+            demo_province.issuer_for(settings.issuer, province_port)
         except demo_province.ProvinceError as exc:
             fail(str(exc), EXIT_USAGE)
+        try:
+            demo_province.check_port(province_port)
+        except demo_province.ProvinceError as exc:
+            fail(str(exc))
 
     prepare_metrics_dir(settings)
     initialise(settings)
@@ -476,7 +481,7 @@ def demo(
     province = None
     if with_province:
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
-        province = _start_province(app, settings, province_port or port + demo_province.PORT_OFFSET)
+        province = _start_province(app, settings, province_port)
     try:
         _serve_demo(settings, host, port, accounts, services, pki, province)
     finally:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import time
@@ -105,6 +106,18 @@ def issuer_for(city_issuer: str, port: int) -> str:
         )
     other = "127.0.0.1" if host.lower() == "localhost" else "localhost"
     return urlunsplit(("http", f"{other}:{port}", "", "", ""))
+
+
+def check_port(port: int) -> None:
+    """``ProvinceError`` when the province could not listen on ``port``."""
+    try:
+        with socket.create_server(("127.0.0.1", port)):
+            pass
+    except OSError as exc:
+        raise ProvinceError(
+            f"the province cannot listen on 127.0.0.1:{port} ({exc.strerror}); "
+            "choose another port with --province-port"
+        ) from None
 
 
 def environment(city: Settings, issuer: str) -> dict[str, str]:

@@ -3,6 +3,7 @@ instances federated: ``tests/e2e/test_demo_province.py``)."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -37,4 +38,17 @@ def test_a_plain_http_issuer_off_loopback_is_refused_before_anything_is_made(
     )
     assert done.returncode == 2, done.stdout + done.stderr
     assert "--with-province needs the issuer on a loopback host" in done.stderr
+    assert not data.exists()
+
+
+def test_a_taken_province_port_is_refused_before_anything_is_made(tmp_path: Path) -> None:
+    data = tmp_path / "demo"
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        done = run(
+            ["demo", "--with-province", "--province-port", str(port)],
+            {"IDP_DATA_DIR": str(data), "IDP_ISSUER": "http://127.0.0.1:5000"},
+        )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"the province cannot listen on 127.0.0.1:{port}" in done.stderr
     assert not data.exists()
