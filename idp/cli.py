@@ -382,11 +382,9 @@ def _start_sample_services(services: list[Any], host: str) -> None:
 
 def _start_province(city_app: Flask, settings: Settings, port: int) -> Province:
     """The provincial hall: its data (a person at level 5, the city as a client), the
-    province as a client and an upstream of the city, and its process, running."""
-    try:
-        issuer = demo_province.issuer_for(settings.issuer, port)
-    except demo_province.ProvinceError as exc:
-        fail(str(exc), EXIT_USAGE)
+    province as a client and an upstream of the city, and its process, running
+    (``ProvinceError`` when it cannot be)."""
+    issuer = demo_province.issuer_for(settings.issuer, port)
     env = demo_province.environment(settings, issuer)
     secret = demo_province.register_province_at_city(city_app, issuer)
     demo_province.write_config(env, settings.issuer, secret)
@@ -400,16 +398,11 @@ def _start_province(city_app: Flask, settings: Settings, port: int) -> Province:
     city_secret = demo_province.register_city_at_province(province_app, settings.issuer)
     Runtime.of(province_app).database.dispose()
     log = province_settings.data_dir / "province.log"
-    try:
-        process = demo_province.start(env, port, log)
-    except demo_province.ProvinceError as exc:
-        fail(str(exc))
+    process = demo_province.start(env, port, log)
     try:
         demo_province.add_province_upstream(city_app, issuer, city_secret)
-    except BaseException as exc:
+    except BaseException:
         demo_province.stop(process)
-        if isinstance(exc, demo_province.ProvinceError):
-            fail(str(exc))
         raise
     return Province(
         issuer=issuer,
@@ -481,7 +474,10 @@ def demo(
     province = None
     if with_province:
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
-        province = _start_province(app, settings, province_port)
+        try:
+            province = _start_province(app, settings, province_port)
+        except demo_province.ProvinceError as exc:
+            fail(str(exc))
     try:
         _serve_demo(settings, host, port, accounts, services, pki, province)
     finally:
