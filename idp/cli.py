@@ -13,6 +13,7 @@ import logging
 import multiprocessing
 import os
 import secrets
+import signal
 import socket
 import sys
 import time
@@ -33,6 +34,7 @@ from accounts.demo_people import DEMO_PERSON
 from config import Settings, SettingsError, load_settings, redact_url
 from config.settings import env_name
 from federation import COMMANDS as FEDERATION
+from idp import demo_province
 from idp.core.audit.cli import COMMANDS as AUDIT
 from idp.core.cli_support import EXIT_USAGE, echo_json, fail
 from idp.core.clock import SystemClock
@@ -42,6 +44,7 @@ from idp.core.runtime import Runtime, db
 from idp.core.schema import pending_migrations, upgrade
 from idp.core.store import RedisStore, StoreUnavailable
 from idp.demo.rp import RelyingParty, serve_rp
+from idp.demo_province import Province
 from idp.oauth.cli import COMMANDS as OAUTH
 from idp.oauth.clients import Registration
 from idp.oauth.keys import SigningKeys
@@ -246,18 +249,21 @@ def serve(host: str, port: int, workers: int | None, threads: int | None) -> Non
     run(settings, host, port)
 
 
+def _demo_app(settings: Settings) -> Flask:
+    from idp.app import StartupError, create_app
+
+    try:
+        return create_app(settings)
+    except StartupError as exc:
+        fail(str(exc))
+
+
 def _demo_data(
-    settings: Settings, host: str, port: int, pki_url: str
+    app: Flask, settings: Settings, host: str, port: int, pki_url: str
 ) -> tuple[list[tuple[str, str, str | None]], list[Any], dict[str, Any] | None]:
     """Create (or reset) the demo accounts and the sample services' registrations, and
     make (or re-use) and register the demo PKI (None when it cannot be, said loudly)."""
 
-    from idp.app import StartupError, create_app
-
-    try:
-        app = create_app(settings)
-    except StartupError as exc:
-        fail(str(exc))
     made = []
     services = []
     with app.app_context():
@@ -374,6 +380,46 @@ def _start_sample_services(services: list[Any], host: str) -> None:
         context.Process(target=serve_rp, args=(service, host, port), daemon=True).start()
 
 
+def _start_province(city_app: Flask, settings: Settings, port: int) -> Province:
+    """The provincial hall: its data (a person at level 5, the city as a client), the
+    province as a client and an upstream of the city, and its process, running
+    (``ProvinceError`` when it cannot be)."""
+    issuer = demo_province.issuer_for(settings.issuer, port)
+    env = demo_province.environment(settings, issuer)
+    secret = demo_province.register_province_at_city(city_app, issuer)
+    demo_province.write_config(env, settings.issuer, secret)
+    try:
+        province_settings = load_settings(env)
+    except SettingsError as exc:
+        fail(f"the province's settings: {exc}", EXIT_USAGE)
+    initialise(province_settings)
+    province_app = _demo_app(province_settings)
+    password = demo_province.seed_person(province_app)
+    city_secret = demo_province.register_city_at_province(province_app, settings.issuer)
+    Runtime.of(province_app).database.dispose()
+    log = province_settings.data_dir / "province.log"
+    process = demo_province.start(env, port, log)
+    try:
+        demo_province.add_province_upstream(city_app, issuer, city_secret)
+    except BaseException:
+        demo_province.stop(process)
+        raise
+    return Province(
+        issuer=issuer,
+        data_dir=province_settings.data_dir,
+        log=log,
+        username=demo_province.USERNAME,
+        password=password,
+        process=process,
+    )
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:  # noqa: ARG001 - a signal handler
+    """Until granian takes the signals over: end through ``finally`` (which stops the
+    province), not at once."""
+    raise SystemExit(128 + signum)
+
+
 @main.command()
 @click.option("--host", default=None, help="Default: the issuer's host.")
 @click.option(
@@ -385,18 +431,69 @@ def _start_sample_services(services: list[Any], host: str) -> None:
     type=click.IntRange(1, 65535),
     help="Where the demo PKI's CRLs and OCSP are served. Default: the port + 10.",
 )
-def demo(host: str | None, port: int | None, pki_port: int | None) -> None:
+@click.option(
+    "--with-province",
+    is_flag=True,
+    help="Also run a second instance as the provincial hall, federated both ways.",
+)
+@click.option(
+    "--province-port",
+    default=None,
+    type=click.IntRange(1, 65535),
+    help="Where the province is served (with --with-province). Default: the port + 20.",
+)
+def demo(
+    host: str | None,
+    port: int | None,
+    pki_port: int | None,
+    with_province: bool,
+    province_port: int | None,
+) -> None:
     """Initialise the embedded mode, create demo accounts and a demo PKI, and serve."""
 
     settings = _settings()
     issuer = urlsplit(settings.issuer)
     host = host or issuer.hostname or "127.0.0.1"
     port = port or issuer.port or (443 if issuer.scheme == "https" else 80)
+    province_port = province_port or port + demo_province.PORT_OFFSET
+    if with_province:  # refused before anything is made
+        try:
+            demo_province.issuer_for(settings.issuer, province_port)
+        except demo_province.ProvinceError as exc:
+            fail(str(exc), EXIT_USAGE)
+        try:
+            demo_province.check_port(province_port)
+        except demo_province.ProvinceError as exc:
+            fail(str(exc))
 
     prepare_metrics_dir(settings)
     initialise(settings)
     pki_url = default_services_url(settings.issuer, pki_port or port + SERVICES_PORT_OFFSET)
-    accounts, services, pki = _demo_data(settings, host, port, pki_url)
+    app = _demo_app(settings)
+    accounts, services, pki = _demo_data(app, settings, host, port, pki_url)
+    province = None
+    if with_province:
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        try:
+            province = _start_province(app, settings, province_port)
+        except demo_province.ProvinceError as exc:
+            fail(str(exc))
+    try:
+        _serve_demo(settings, host, port, accounts, services, pki, province)
+    finally:
+        if province is not None:
+            demo_province.stop(province.process)
+
+
+def _serve_demo(
+    settings: Settings,
+    host: str,
+    port: int,
+    accounts: list[tuple[str, str, str | None]],
+    services: list[Any],
+    pki: dict[str, Any] | None,
+    province: Province | None,
+) -> None:
     _start_sample_services(services, host)
     served = pki is not None and _start_demo_ca_services(pki, host) is not None
     click.echo("")
@@ -420,6 +517,9 @@ def demo(host: str | None, port: int | None, pki_port: int | None) -> None:
         f"  At level 3 that person can claim {first[1]} (code {first[0]}) at "
         f"{settings.issuer}/account/organisations and add agents on its page."
     )
+    if province is not None:
+        for line in demo_province.describe(province, settings.issuer):
+            click.echo(line)
     click.echo("  Passwords are new each time the demo starts. Stop with Ctrl-C.")
     click.echo("=" * 72)
     if pki is not None:
@@ -433,3 +533,6 @@ def demo(host: str | None, port: int | None, pki_port: int | None) -> None:
 
 for _command in (*ACCOUNTS, *AUDIT, *OAUTH, *PKI, *FEDERATION):
     main.add_command(_command)
+
+if __name__ == "__main__":  # `python -m idp.cli`: how the demo starts the province
+    main()
