@@ -51,6 +51,7 @@ from asn1crypto import x509
 from idp.core.clock import Clock, SystemClock
 from pki.crl_index import MAX_CRL_BYTES, CrlError, CrlIndex
 from pki.ocsp_client import Fetch, FetchError, OcspAnswer, OcspError, http_fetch, query
+from pki.reasons import no_revocation_info, revocation_unknown, revoked
 
 logger = logging.getLogger(__name__)
 
@@ -415,17 +416,16 @@ class RevocationChecker:
         if mode == "off":
             return None
         if status.state == "revoked":
-            when = (status.revoked_at or datetime.min.replace(tzinfo=UTC)).astimezone(UTC)
+            when = status.revoked_at or datetime.min.replace(tzinfo=UTC)
             by = "OCSP" if status.source.startswith("OCSP") else "CRL"
-            reason = status.reason or "unspecified"
-            return f"{who} was revoked on {when:%Y-%m-%d %H:%M:%S} UTC ({reason}) by {by}"
+            return revoked(who, when, status.reason or "unspecified", by)
         if status.state == "good" or mode == "soft":
             return None
         detail = f": {'; '.join(status.failures)}" if status.failures else ""
         if mode == "require":
-            return f"no valid CRL or OCSP response for {who} (revocation mode require){detail}"
+            return no_revocation_info(who, detail)
         if status.failures:
-            return f"the revocation status of {who} cannot be established{detail}"
+            return revocation_unknown(who, detail)
         return None
 
 

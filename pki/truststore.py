@@ -43,6 +43,8 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from pki.models import BridgeCa, CaStatus, CrossCertificate, LocalCa
+from pki.reasons import Reason
+from pki.reasons import certificate as named_certificate
 from pki.revocation import RevocationChecker
 from pki.validation import (
     BadInput,
@@ -332,7 +334,7 @@ class TrustStore:
         if ca is None:  # the leaf is a cross-certificate or the bridge itself
             return TrustResult(
                 valid=False,
-                reason="the certificate is a CA certificate of the platform, not a user's",
+                reason=Reason("the certificate is a CA certificate of the platform, not a user's"),
                 path=result.path,
             )
         return TrustResult(
@@ -388,26 +390,38 @@ class TrustStore:
         if ca is None:
             return TrustResult(
                 valid=False,
-                reason=(
-                    f"the certificate was issued by {issuer_of(leaf)}, which is not a CA "
-                    "registered with the platform"
+                reason=Reason(
+                    "the certificate was issued by %(issuer)s, which is not a CA registered "
+                    "with the platform",
+                    issuer=issuer_of(leaf),
                 ),
             )
         if ca.status is CaStatus.REVOKED or ca.revoked_at is not None:
-            when = f" on {ca.revoked_at:%Y-%m-%d}" if ca.revoked_at else ""
+            cut_off = (
+                Reason(
+                    "the CA %(name)s is cut off: its cross-certificate was revoked at the "
+                    "bridge on %(date)s",
+                    name=repr(ca.name),
+                    date=f"{ca.revoked_at:%Y-%m-%d}",
+                )
+                if ca.revoked_at
+                else Reason(
+                    "the CA %(name)s is cut off: its cross-certificate was revoked at the bridge",
+                    name=repr(ca.name),
+                )
+            )
             return TrustResult(
                 valid=False,
-                reason=(
-                    f"the CA {ca.name!r} is cut off: its cross-certificate was revoked "
-                    f"at the bridge{when}"
-                ),
+                reason=cut_off,
                 ca=ca.name,
                 ca_id=ca.id,
             )
         if ca.cross_der is None:
             return TrustResult(
                 valid=False,
-                reason=f"the CA {ca.name!r} is registered but not cross-certified yet",
+                reason=Reason(
+                    "the CA %(name)s is registered but not cross-certified yet", name=repr(ca.name)
+                ),
                 ca=ca.name,
                 ca_id=ca.id,
             )
@@ -422,16 +436,14 @@ class TrustStore:
             return None
         if self.checker is None:
             if mode in ("hard", "require"):
-                return f"revocation cannot be checked here (revocation mode {mode})"
+                return Reason(
+                    "revocation cannot be checked here (revocation mode %(mode)s)", mode=mode
+                )
             return None
         chain = result.certificates  # leaf -> ... -> cross -> bridge
         for index in range(len(chain) - 3, -1, -1):
             certificate, issuer = chain[index], chain[index + 1]
-            who = (
-                "the certificate"
-                if index == 0
-                else f"intermediate certificate {result.path[index]}"
-            )
+            who = named_certificate() if index == 0 else named_certificate(result.path[index])
             status = self.checker.check(
                 certificate,
                 issuer,

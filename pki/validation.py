@@ -61,6 +61,14 @@ from pyhanko_certvalidator.sig_validate import (
 from pyhanko_certvalidator.util import ConsList, get_declared_revinfo
 from pyhanko_certvalidator.validate import async_validate_path
 
+from pki.reasons import (
+    THE_CERTIFICATE,
+    Reason,
+    certificate,
+    no_revocation_info,
+    revocation_unknown,
+    revoked,
+)
 from pki.signatures import SM2_WITH_SM3, SignatureInvalid, is_sm2_key, verify_signed
 
 logger = logging.getLogger(__name__)
@@ -588,34 +596,35 @@ class _PathBuilder:
 
     def reason_for_no_path(self, leaf: x509.Certificate) -> str:
         if self.exhausted:
-            return (
-                f"no path to a trust anchor: path building stopped after {MAX_BUILD_STEPS} "
-                "candidate issuers (too many cross-certificates with the same names)"
+            return Reason(
+                "no path to a trust anchor: path building stopped after %(steps)s candidate "
+                "issuers (too many cross-certificates with the same names)",
+                steps=str(MAX_BUILD_STEPS),
             )
         if self.missing_issuer is not None:
             holder = self.missing_issuer
-            who = (
-                "the certificate"
-                if holder is leaf
-                else f"intermediate certificate {_rfc4514(holder.subject)}"
-            )
+            who = certificate() if holder is leaf else certificate(_rfc4514(holder.subject))
             if holder is leaf and leaf.self_signed in {"yes", "maybe"}:
-                return "the certificate is self-signed and is not one of the trust anchors"
-            return (
-                "no path to a trust anchor: no trust anchor or intermediate certificate "
-                f"is the issuer {_rfc4514(holder.issuer)} of {who}"
+                return Reason("the certificate is self-signed and is not one of the trust anchors")
+            return Reason(
+                "no path to a trust anchor: no trust anchor or intermediate certificate is the "
+                "issuer %(issuer)s of %(who)s",
+                issuer=_rfc4514(holder.issuer),
+                who=who,
             )
         if self.looped:
             names = sorted({_rfc4514(cert.subject) for cert in self.looped})
-            return (
-                "no path to a trust anchor: the cross-certificates form a loop that "
-                f"reaches no anchor ({'; '.join(names)})"
+            return Reason(
+                "no path to a trust anchor: the cross-certificates form a loop that reaches no "
+                "anchor (%(names)s)",
+                names="; ".join(names),
             )
         if self.too_long:
-            return (
-                f"no path to a trust anchor within {MAX_PATH_LENGTH} certificates below the anchor"
+            return Reason(
+                "no path to a trust anchor within %(length)s certificates below the anchor",
+                length=str(MAX_PATH_LENGTH),
             )
-        return "no path to a trust anchor"
+        return Reason("no path to a trust anchor")
 
 
 # --- Revocation -------------------------------------------------------------------------
@@ -692,13 +701,14 @@ async def _revocation_of(
         return None
     detail = f": {'; '.join(dict.fromkeys(failures))}" if failures else ""
     if mode == "require":
-        return f"no valid CRL or OCSP response for {who} (revocation mode require){detail}"
+        return no_revocation_info(who, detail)
     if mode == "hard" and failures:
-        return f"the revocation status of {who} cannot be established{detail}"
+        return revocation_unknown(who, detail)
     if mode == "hard" and (declared_crl or declared_ocsp):
-        return (
-            f"no CRL or OCSP response for {who}, which names where to find them "
-            "(revocation mode hard)"
+        return Reason(
+            "no CRL or OCSP response for %(who)s, which names where to find them "
+            "(revocation mode hard)",
+            who=who,
         )
     return None
 
@@ -712,11 +722,9 @@ def _failure_texts(failures: Sequence[object]) -> list[str]:
 
 
 def _revoked(exc: RevokedError, who: str) -> str:
-    when = exc.revocation_dt.astimezone(UTC)
     code = exc.reason.native if exc.reason is not None else "unspecified"
     source = "OCSP" if str(exc).startswith("OCSP") else "CRL"
-    reason = REVOCATION_REASONS.get(str(code), str(code))
-    return f"{who} was revoked on {when:%Y-%m-%d %H:%M:%S} UTC ({reason}) by {source}"
+    return revoked(who, exc.revocation_dt, REVOCATION_REASONS.get(str(code), str(code)), source)
 
 
 # --- Reasons ----------------------------------------------------------------------------
@@ -724,10 +732,10 @@ def _revoked(exc: RevokedError, who: str) -> str:
 
 def _who(path: ValidationPath, index: int) -> str:
     if index >= path.pkix_len and path.pkix_len > 0:
-        return "the certificate"
+        return certificate()
     if index <= 0:
-        return f"trust anchor {_rfc4514(path.trust_anchor.authority.name)}"
-    return f"intermediate certificate {_rfc4514(path[index].subject)}"
+        return certificate(_rfc4514(path.trust_anchor.authority.name), anchor=True)
+    return certificate(_rfc4514(path[index].subject))
 
 
 def _position(message: str, path: ValidationPath) -> tuple[int | None, str]:
@@ -741,39 +749,65 @@ def _position(message: str, path: ValidationPath) -> tuple[int | None, str]:
 def _reason(exc: ValidationError, path: ValidationPath) -> str:  # noqa: PLR0911
     message = str(exc)
     index, named = _position(message, path)
-    who = _who(path, index) if index is not None else "a certificate of the path"
+    who = _who(path, index) if index is not None else Reason("a certificate of the path")
     named = named.removeprefix(_PREFIX).rstrip(".")
     if isinstance(exc, ExpiredError):
-        return f"{who} expired on {exc.expired_dt.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+        at = f"{exc.expired_dt.astimezone(UTC):%Y-%m-%d %H:%M:%S}"
+        return Reason("%(who)s expired on %(at)s UTC", who=who, at=at)
     if isinstance(exc, NotYetValidError):
-        return f"{who} is not valid before {exc.valid_from.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+        at = f"{exc.valid_from.astimezone(UTC):%Y-%m-%d %H:%M:%S}"
+        return Reason("%(who)s is not valid before %(at)s UTC", who=who, at=at)
     if isinstance(exc, RevokedError):
         return _revoked(exc, who)
     if isinstance(exc, DisallowedAlgorithmError):
         mechanism = re.search(r"mechanism (\S+?)\.?(?:\s|$)", message)
         algorithm = f" ({mechanism.group(1)})" if mechanism else ""
-        return f"the signature of {who} uses an algorithm that is not accepted{algorithm}"
+        return Reason(
+            "the signature of %(who)s uses an algorithm that is not accepted%(algorithm)s",
+            who=who,
+            algorithm=algorithm,
+        )
     if not isinstance(exc, PathValidationError):
         return named
     if "signature" in message and ("could not be verified" in message or "do not match" in message):
-        return f"the signature of {who} does not verify"
+        return Reason("the signature of %(who)s does not verify", who=who)
     if "no valid set of policies" in message:
-        return f"no acceptable certificate policy (the valid policy set is empty at {who})"
+        return Reason(
+            "no acceptable certificate policy (the valid policy set is empty at %(who)s)", who=who
+        )
     if "issuer name could not be matched" in message:
-        return f"the issuer name of {who} does not match the subject of its issuer"
+        return Reason(
+            "the issuer name of %(who)s does not match the subject of its issuer", who=who
+        )
     permitted = message.startswith(f"{_PREFIX}not all names of")
     if permitted or message.startswith(f"{_PREFIX}some names of"):
-        where = "outside the permitted" if permitted else "inside the excluded"
-        detail = "" if who == "the certificate" else f" ({named.rsplit('. ', 1)[-1]})"
-        return f"a name of {who} is {where} subtrees of the name constraints{detail}"
+        detail = "" if who == THE_CERTIFICATE else f" ({named.rsplit('. ', 1)[-1]})"
+        if permitted:
+            return Reason(
+                "a name of %(who)s is outside the permitted subtrees of the name "
+                "constraints%(detail)s",
+                who=who,
+                detail=detail,
+            )
+        return Reason(
+            "a name of %(who)s is inside the excluded subtrees of the name constraints%(detail)s",
+            who=who,
+            detail=detail,
+        )
     if "maximum path length" in message:
-        return "the path is longer than a CA's pathLenConstraint allows"
+        return Reason("the path is longer than a CA's pathLenConstraint allows")
     if message.endswith("is not a CA"):
-        return f"{who} is not a CA certificate (basicConstraints) but issued a certificate"
+        return Reason(
+            "%(who)s is not a CA certificate (basicConstraints) but issued a certificate", who=who
+        )
     if "not allowed to sign certificates" in message:
-        return f"{who} may not sign certificates (its keyUsage lacks keyCertSign)"
+        return Reason("%(who)s may not sign certificates (its keyUsage lacks keyCertSign)", who=who)
     if "unsupported critical extension" in message:
-        return f"{who} carries an unsupported critical extension: {named.rsplit(': ', 1)[-1]}"
+        return Reason(
+            "%(who)s carries an unsupported critical extension: %(extension)s",
+            who=who,
+            extension=named.rsplit(": ", 1)[-1],
+        )
     return named
 
 

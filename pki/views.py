@@ -53,6 +53,7 @@ from pki.challenge import ChallengeRefused, verify_challenge_signature
 from pki.container import Pki
 from pki.forms import ActionForm, CertificateLoginForm, NewAccountForm
 from pki.mtls import ForwardedCertificateRefused, forwarded_certificate, proxy_networks
+from pki.reasons import Reason
 from pki.services import CRL_PATH, PkiError
 from pki.signin import CERTIFICATE, CHALLENGE_AMR, TLS_AMR
 
@@ -61,6 +62,19 @@ if TYPE_CHECKING:
 
 bp = Blueprint("pki", __name__, template_folder="templates")
 log = logging.getLogger(__name__)
+
+
+def say(text: str) -> str:
+    """A refusal reason in the reader's language (``pki.reasons.Reason``), its named
+    parts too; any other text as it is."""
+    if not isinstance(text, Reason):
+        return text
+    return _(text.msgid, **{key: say(value) for key, value in text.params.items()})
+
+
+def _refusal(exc: CertificateRefused) -> str:
+    return _(exc.message, **{key: say(value) for key, value in exc.params.items()})
+
 
 PENDING_COOKIE = "idp_pki_pending"
 PENDING_TTL_SECONDS = 600
@@ -132,7 +146,7 @@ def certificate_login() -> ResponseReturnValue:
         return _login_page(form, next_url, 401, _(exc.reason))
     except CertificateRefused as exc:
         flow.count(CERTIFICATE, "failure")
-        return _login_page(form, next_url, 401, _(exc.message, **exc.params))
+        return _login_page(form, next_url, 401, _refusal(exc))
     return _signed_in_or_pending(checked, CHALLENGE_AMR, next_url)
 
 
@@ -162,7 +176,7 @@ def certificate_tls() -> ResponseReturnValue:
         checked = Pki.of().certificates(actor="web").check(certificate)
     except CertificateRefused as exc:
         flow.count(CERTIFICATE, "failure")
-        return _error_page(_(exc.message, **exc.params), 401)
+        return _error_page(_refusal(exc), 401)
     return _signed_in_or_pending(checked, TLS_AMR, next_url)
 
 
@@ -187,7 +201,7 @@ def _signed_in_or_pending(
         service.signed_in(user, checked)
     except CertificateRefused as exc:
         flow.count(CERTIFICATE, "failure")
-        return _error_page(_(exc.message, **exc.params), 403)
+        return _error_page(_refusal(exc), 403)
     return flow.proved(_proof(service, user, checked, amr), next_url)
 
 
@@ -291,16 +305,12 @@ def certificate_new() -> ResponseReturnValue:
     try:
         user = accounts.register(form.username.data or "", form.password.data or "")
     except AccountError as exc:
-        return make_response(
-            render_template("pki/new.html", error=_(exc.message, **exc.params), **context), 400
-        )
+        return make_response(render_template("pki/new.html", error=_refusal(exc), **context), 400)
     service = Pki.of().certificates(actor="web")
     try:
         service.bind(user, checked)
     except CertificateRefused as exc:
-        return make_response(
-            render_template("pki/new.html", error=_(exc.message, **exc.params), **context), 403
-        )
+        return make_response(render_template("pki/new.html", error=_refusal(exc), **context), 403)
     response = SignInMethods.of().flow.proved(_proof(service, user, checked, amr), next_url)
     assert isinstance(response, BaseResponse)
     _forget_pending(response)
@@ -324,9 +334,7 @@ def certificate_bind() -> ResponseReturnValue:
         Pki.of().certificates(actor="web").bind(user, checked)
     except CertificateRefused as exc:
         return make_response(
-            render_template(
-                "pki/bind.html", form=form, checked=checked, error=_(exc.message, **exc.params)
-            ),
+            render_template("pki/bind.html", form=form, checked=checked, error=_refusal(exc)),
             403,
         )
     flash(_("Your certificate is linked to your account."), "success")

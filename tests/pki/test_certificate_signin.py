@@ -264,6 +264,17 @@ def test_a_certificate_of_an_unregistered_ca_is_refused_with_its_reason(
     assert "not a CA registered" in answer.get_data(as_text=True)
 
 
+def test_the_reason_is_said_in_the_readers_language(app: Flask, city_ca: Issued) -> None:
+    stranger = make_ca("Stranger CA", policies=[LOCAL])
+    client = app.test_client()
+    client.environ_base["HTTP_ACCEPT_LANGUAGE"] = "zh-CN"
+    page = post_signed(client, person(stranger)).get_data(as_text=True)
+    assert "该 CA 未在平台登记" in page  # the reason, in Chinese
+    assert "CN=Stranger CA" in page  # the CA's name as the certificate gives it
+    assert "not a CA registered" not in page
+    assert "which is" not in page
+
+
 def test_a_cut_off_ca_signs_nobody_in(app: Flask, city_ca: Issued) -> None:
     cert = person(city_ca)
     client = app.test_client()
