@@ -15,6 +15,7 @@ CATALOGUE = TRANSLATIONS / "zh_Hans_CN" / "LC_MESSAGES" / "messages.po"
 # every package whose strings scripts/i18n extracts
 PACKAGES = ("config", "idp", "accounts", "pki", "federation")
 
+
 def test_chinese_is_the_default(client: FlaskClient) -> None:
     page = text(client.get("/login", headers={"Accept-Language": ""}))
     assert '<html lang="zh-CN">' in page
