@@ -22,7 +22,7 @@ import hashlib
 import json
 import logging
 import secrets
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flask import (
     Blueprint,
@@ -64,16 +64,19 @@ bp = Blueprint("pki", __name__, template_folder="templates")
 log = logging.getLogger(__name__)
 
 
-def say(text: str) -> str:
+def say(text: Any) -> Any:
     """A refusal reason in the reader's language (``pki.reasons.Reason``), its named
-    parts too; any other text as it is."""
+    parts too; any other value as it is."""
     if not isinstance(text, Reason):
         return text
-    return _(text.msgid, **{key: say(value) for key, value in text.params.items()})
+    translated: str = _(text.msgid, **{key: say(value) for key, value in text.params.items()})
+    return translated
 
 
-def _refusal(exc: CertificateRefused) -> str:
-    return _(exc.message, **{key: say(value) for key, value in exc.params.items()})
+def _refusal(exc: CertificateRefused | AccountError) -> str:
+    """The refusal's message (a msgid) and parameters, said in the reader's language."""
+    translated: str = _(exc.message, **{key: say(value) for key, value in exc.params.items()})
+    return translated
 
 
 PENDING_COOKIE = "idp_pki_pending"
