@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -53,7 +54,7 @@ def post_form(client: FlaskClient, page: str, url: str, **data: str) -> Any:
 
 
 @pytest.fixture
-def ended(app: Flask) -> list[dict[str, Any]]:
+def ended(app: Flask) -> Iterator[list[dict[str, Any]]]:
     """The data of every session that ended through the signal back-channel logout
     listens to."""
     seen: list[dict[str, Any]] = []
