@@ -3,9 +3,9 @@
 Sub-packages, each with the same inner shape (``models``, ``services``, ``views``,
 ``forms``, ``cli``, ``errors`` where it applies): ``people`` (accounts, registration,
 profile), ``credentials`` (passwords, TOTP, recovery codes), ``realname`` (levels 2-5,
-one module per method), ``organisations``, ``staff``; ``adapters`` (registry, face
-check, SMS); ``identifiers`` (document numbers and codes). ``Accounts``
-(``accounts.container``) holds the app-lifetime services. ``init_app`` also registers
+one module per method), ``organisations``, ``staff``, ``statistics`` (the hall's);
+``adapters`` (registry, face check, SMS); ``identifiers`` (document numbers and codes).
+``Accounts`` (``accounts.container``) holds the app-lifetime services. ``init_app`` also registers
 the password and one-time-code sign-in methods (``accounts.credentials.signin``) and
 signs disabled accounts out everywhere.
 """
@@ -27,10 +27,12 @@ from accounts.realname import views as realname_views
 from accounts.realname.cli import COMMANDS as REALNAME
 from accounts.signals import account_disabled
 from accounts.staff import views as staff_views
+from accounts.statistics import views as statistics_views
+from accounts.statistics.cli import COMMANDS as STATISTICS
 from idp.core.runtime import Runtime
 from idp.core.signin import SignInMethods
 
-COMMANDS = (*PEOPLE, *REALNAME, *ORGANISATIONS)
+COMMANDS = (*PEOPLE, *REALNAME, *ORGANISATIONS, *STATISTICS)
 
 
 def init_app(app: Flask, core: Runtime, adapters: AccountAdapters | None = None) -> Accounts:
@@ -47,6 +49,7 @@ def init_app(app: Flask, core: Runtime, adapters: AccountAdapters | None = None)
         realname_views,
         staff_views,
         organisations_views,
+        statistics_views,
     ):
         views.init_app(app)
     for command in COMMANDS:

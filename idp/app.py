@@ -26,7 +26,7 @@ from accounts.adapters.sms import SmsGateway
 from accounts.container import AccountAdapters
 from config import Settings, load_settings
 from idp import login, oauth
-from idp.core import i18n, metrics, ops, web
+from idp.core import display, i18n, metrics, ops, web
 from idp.core.audit.cli import COMMANDS as AUDIT_COMMANDS
 from idp.core.clock import Clock, SystemClock
 from idp.core.db import Database, DatabaseUnavailable
@@ -38,7 +38,7 @@ from idp.core.schema import pending_migrations
 from idp.core.sessions import StoreSessionInterface, refuse_without_store
 from idp.core.store import Store, StoreUnavailable, build_store
 from idp.oauth import lean
-from idp.oauth.client_tokens import ClientTokens
+from idp.oauth.client_tokens import ClientTokens, UpstreamClientKey
 from idp.oauth.server import OAuthRuntime
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,7 @@ def create_app(
     app.before_request(refuse_without_store)
     web.init_app(app)
     i18n.init_app(app)
+    display.init_app(app)
     CSRFProtect(app)
     metrics.init_app(app)
     ops.init_app(app)
@@ -130,8 +131,12 @@ def create_app(
     )
     pki.init_app(app, core, background=background)
     oauth.init_app(app, core, background=background)
-    # below the protocol layer, federation is handed the provider's token check
-    federation.init_app(app, core, bearer=ClientTokens(OAuthRuntime.of(app)))
+    # below the protocol layer, federation is handed the provider's token check and the
+    # key its upstream client signs client assertions with
+    provider = OAuthRuntime.of(app)
+    federation.init_app(
+        app, core, bearer=ClientTokens(provider), client_key=UpstreamClientKey(provider)
+    )
     # the WSGI stack, innermost first: the lean token endpoints in front of Flask (not
     # in idp.oauth.init_app: `idp` imports idp.oauth for its commands and must not load
     # prometheus_client, which lean's metrics import, before `serve` sets it up), then

@@ -128,7 +128,7 @@ def _activity(event: AuditEvent, user: User) -> Activity:
         succeeded=succeeded,
         address=event.client_ip,
         device=Device.from_json(device) if device is not None else None,
-        level=_level(event.details),
+        level=_level(event.details) if event.event.startswith("realname.") else None,
         reportable=reportable(event, user),
     )
 

@@ -115,7 +115,10 @@ def _find(username: str) -> User:
 @click.option("--department", default=None, help="The department the account works for.")
 @click.option(
     "--role", "roles", multiple=True, metavar="ROLE",
-    help="counter_verifier (the default), level_administrator, client_administrator.",
+    help=(
+        "counter_verifier (the default), level_administrator, client_administrator, "
+        "statistics_viewer."
+    ),
 )  # fmt: skip
 @click.option("--revoke", is_flag=True, help="End the account's staff role.")
 @with_app

@@ -402,14 +402,17 @@ class RealNameService:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def end_verifications(self, user: User, *, above: int, reason: str, actor: str) -> int:
+    def end_verifications(
+        self, user: User, *, above: int, reason: str, actor: str, source: str | None = None
+    ) -> int:
         """Lower the account's level to at most ``above`` by ending the verifications
-        over it (an administrator's decision, with a reason); returns how many ended."""
+        over it (an administrator's decision, with a reason), or only those of one
+        ``source`` (what a peer vouched for); returns how many ended."""
         previous = self._level_if_watched(user)
         now = self._clock.now()
         ended = 0
         for verification in self._live(user):
-            if verification.level > above:
+            if verification.level > above and source in (None, verification.source):
                 verification.ended_at = now
                 verification.end_reason = reason[:200]
                 ended += 1
@@ -417,7 +420,12 @@ class RealNameService:
             "realname.lower",
             subject=user.subject,
             actor=actor,
-            details={"to_at_most": above, "ended": ended, "reason": reason[:200]},
+            details={
+                "to_at_most": above,
+                "ended": ended,
+                "reason": reason[:200],
+                **({"source": source[:200]} if source is not None else {}),
+            },
         )
         self._session.commit()
         self._announce_level(user, previous)

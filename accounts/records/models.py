@@ -47,6 +47,8 @@ class ServiceRecord(Base):
             name="satisfaction_range",
         ),
         Index("ix_service_records_client_status", "client_id", "status"),
+        # the hall's statistics: records of a range of months
+        Index("ix_service_records_created_at", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -17,7 +17,8 @@ class InvalidDepartment(AccountError):
 
 class InvalidStaffRole(AccountError):
     default_message = N_(
-        "A staff role is one of counter_verifier, level_administrator and client_administrator."
+        "A staff role is one of counter_verifier, level_administrator, client_administrator "
+        "and statistics_viewer."
     )
 
 

@@ -1,7 +1,8 @@
 """Government staff: an account appointed to a department (``idp users staff``) with
 roles (issue 12): ``counter_verifier`` verifies people at a service counter
 (``accounts.realname.counter``), ``level_administrator`` lowers a level,
-``client_administrator`` registers services. A staff function on the pages needs the
+``client_administrator`` registers services, ``statistics_viewer`` reads the hall's
+statistics (``accounts.statistics``). A staff function on the pages needs the
 role, the staff member's own real-name level 4 or more and a second factor in the
 session (``check_staff``); the services check the role; both audit the staff member as
 the actor. The operator's commands (``idp realname counter-verify --staff``) run with
@@ -34,6 +35,7 @@ class StaffRole(enum.StrEnum):
     COUNTER_VERIFIER = "counter_verifier"
     LEVEL_ADMINISTRATOR = "level_administrator"
     CLIENT_ADMINISTRATOR = "client_administrator"
+    STATISTICS_VIEWER = "statistics_viewer"
 
 
 # the role an appointment gives when none is named (what staff could always do)

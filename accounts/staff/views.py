@@ -93,6 +93,10 @@ _NOT_STAFF = {
         "This page is for government staff who register services. "
         "Your account is not registered as staff."
     ),
+    StaffRole.STATISTICS_VIEWER: _l(
+        "This page is for government staff who read the hall's statistics. "
+        "Your account is not registered as staff."
+    ),
 }
 
 

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from accounts.container import Accounts
 from config.sections import UpstreamProviderSettings
-from federation.upstream.client import UpstreamConfig
+from federation.upstream.client import PRIVATE_KEY_JWT, UpstreamConfig
 from federation.upstream.container import Upstreams
 from federation.upstream.services import UpstreamError
 from idp.core.cli_support import EXIT_USAGE, echo_json, fail, with_app
@@ -41,6 +41,12 @@ def upstream_json(config: UpstreamConfig) -> dict[str, Any]:
         "level_map": [{"theirs": theirs, "ours": ours} for theirs, ours in config.level_map],
         "link_min_level": config.link_min_level,
         "redirect_uri": Upstreams.of().redirect_uri(config.name),
+        # the city's keys, for the upstream to check its client assertions
+        "jwks_uri": (
+            Upstreams.of().jwks_uri() if config.token_auth_method == PRIVATE_KEY_JWT else None
+        ),
+        "post_logout_redirect_uri": Upstreams.of().logged_out_uri(config.name),
+        "backchannel_logout_uri": Upstreams.of().backchannel_logout_uri(config.name),
         "source": config.source,
     }
 
@@ -61,7 +67,7 @@ def federation_group() -> None:
 @click.option("--name", required=True, help="Lower case; appears in /federation/NAME/login.")
 @click.option("--issuer", required=True, help="Exactly as its discovery document says.")
 @click.option("--client-id", required=True)
-@click.option("--client-secret", default=None)
+@click.option("--client-secret", default=None, help="Not with private_key_jwt.")
 @click.option(
     "--token-auth-method",
     default="client_secret_basic",
@@ -133,6 +139,8 @@ def add_upstream(
     else:
         click.echo(f"added upstream {config.name}")
         click.echo(f"register this redirect URI there: {Upstreams.of().redirect_uri(config.name)}")
+        if config.token_auth_method == PRIVATE_KEY_JWT:
+            click.echo(f"and this JWKS URI (private_key_jwt): {Upstreams.of().jwks_uri()}")
 
 
 @federation_group.command("list")

@@ -16,6 +16,13 @@ authentication; joserfc verifies the ID token. What is checked, and refused with
   ``nonce`` this browser's sign-in started with;
 * userinfo (when the upstream has the endpoint): its ``sub`` equals the ID token's.
 
+With ``private_key_jwt`` the code is redeemed with a client assertion (RFC 7523,
+OpenID Connect Core 9) that Authlib's ``PrivateKeyJWT`` signs with the city's own
+signing key (``ClientKey``, handed in by the container: the upstream has the city's
+JWKS URI registered): ``iss`` = ``sub`` = our client id, ``aud`` the upstream's issuer
+identifier (not the token endpoint: an assertion addressed to one issuer cannot be
+replayed at another), ``exp`` a minute ahead, a fresh ``jti``.
+
 Every request has bounded connect and read timeouts, follows no redirects and reads at
 most ``MAX_DOCUMENT_BYTES``. Nothing here imports Flask.
 """
@@ -30,7 +37,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+from authlib.common.urls import add_params_to_uri
 from authlib.integrations.requests_client import OAuth2Session
+from authlib.oauth2.rfc7523 import PrivateKeyJWT
+from authlib.oauth2.rfc7523.assertion import private_key_jwt_sign
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
@@ -45,6 +55,10 @@ TIMEOUTS = (CONNECT_TIMEOUT, READ_TIMEOUT)
 MAX_DOCUMENT_BYTES = 256 * 1024
 CLOCK_LEEWAY = 60  # seconds of skew allowed on exp / iat
 DISCOVERY_PATH = "/.well-known/openid-configuration"
+ASSERTION_LIFETIME = 60  # seconds a client assertion is valid
+PRIVATE_KEY_JWT = "private_key_jwt"
+BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
+LOGOUT_TOKEN_MAX_AGE = 300  # seconds: an older logout token is refused (with the leeway)
 
 # the algorithms a key of each type may sign with (never "none", never HMAC)
 _RSA_ALGS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
@@ -117,6 +131,43 @@ class ProviderMetadata:
 
 
 @dataclass(frozen=True)
+class ClientKey:
+    """The private key the city signs client assertions with: one of its own signing
+    keys, published at its JWKS URI under ``kid``."""
+
+    kid: str
+    alg: str
+    key: RSAKey | ECKey
+
+
+class ClientAssertion(PrivateKeyJWT):  # type: ignore[misc]
+    """Authlib's ``private_key_jwt`` with the city's key, our clock, a short lifetime and
+    the upstream's issuer as the audience (Authlib's default: the token endpoint and an
+    hour)."""
+
+    def __init__(self, key: ClientKey, *, audience: str, now: Callable[[], int]) -> None:
+        super().__init__(alg=key.alg)
+        self._key = key
+        self._audience = audience
+        self._now = now
+
+    def sign(self, auth: Any, token_endpoint: str) -> str:  # noqa: ARG002 - aud: the issuer
+        issued_at = self._now()
+        return str(
+            private_key_jwt_sign(
+                self._key.key,
+                client_id=auth.client_id,
+                token_endpoint=self._audience,
+                alg=self._key.alg,
+                claims={"jti": secrets.token_urlsafe(32)},
+                header={"kid": self._key.kid, "typ": "JWT"},
+                issued_at=issued_at,
+                expires_at=issued_at + ASSERTION_LIFETIME,
+            )
+        )
+
+
+@dataclass(frozen=True)
 class AuthorizationStart:
     url: str
     state: str
@@ -133,6 +184,14 @@ class UpstreamIdentity:
     subject: str
     claims: Mapping[str, Any]
     amr: tuple[str, ...] = field(default=())
+    # the ID token itself (the hint of a logout at the upstream) and its ``sid`` (the
+    # upstream's session, which its back-channel logout names)
+    id_token: str = ""
+
+    @property
+    def session_id(self) -> str | None:
+        sid = self.claims.get("sid")
+        return sid if isinstance(sid, str) and 0 < len(sid) <= 255 else None
 
 
 def _checked_url(url: object, what: str) -> str:
@@ -233,25 +292,34 @@ class RelyingParty:
         refresh_jwks: Callable[[], dict[str, Any]],
         now: Callable[[], int],
         timeouts: Timeouts = TIMEOUTS,
+        client_key: Callable[[], ClientKey] | None = None,
     ) -> None:
         self._timeouts = timeouts
+        self._client_key = client_key
         self._config = config
         self._metadata = metadata
         self._redirect_uri = redirect_uri
         self._refresh_jwks = refresh_jwks
         self._now = now
 
-    def _session(self) -> OAuth2Session:
-        if self._config.token_auth_method == "private_key_jwt":
+    def _session(self, *, redeem: bool = False) -> OAuth2Session:
+        assertion = self._config.token_auth_method == PRIVATE_KEY_JWT
+        if assertion and self._client_key is None:
             raise UpstreamRefused("auth_method_unsupported", UNREACHABLE, 502)
-        return OAuth2Session(
+        session = OAuth2Session(
             client_id=self._config.client_id,
-            client_secret=self._config.client_secret,
+            client_secret=None if assertion else self._config.client_secret,
             token_endpoint_auth_method=self._config.token_auth_method,
             scope=" ".join(self._config.scopes),
             redirect_uri=self._redirect_uri,
             code_challenge_method="S256",
         )
+        if assertion and redeem:
+            assert self._client_key is not None
+            session.register_client_auth_method(
+                ClientAssertion(self._client_key(), audience=self._config.issuer, now=self._now)
+            )
+        return session
 
     def start(self) -> AuthorizationStart:
         """The authorization request: the configured scopes in full, PKCE S256, a fresh
@@ -305,15 +373,32 @@ class RelyingParty:
             )
             if not isinstance(info, dict) or info.get("sub") != subject:
                 raise UpstreamRefused("userinfo_sub_mismatch")
-            protocol = {"iss", "aud", "exp", "iat", "nonce", "azp"}
+            protocol = {"iss", "aud", "exp", "iat", "nonce", "azp", "sid"}
             merged.update({k: v for k, v in info.items() if k not in protocol})
         amr = claims.get("amr")
         amr_values = tuple(str(v) for v in amr) if isinstance(amr, list) else ()
-        return UpstreamIdentity(issuer=issuer, subject=subject, claims=merged, amr=amr_values)
+        return UpstreamIdentity(
+            issuer=issuer, subject=subject, claims=merged, amr=amr_values, id_token=id_token
+        )
+
+    def end_session_url(
+        self, *, id_token_hint: str | None, post_logout_redirect_uri: str, state: str
+    ) -> str | None:
+        """Where to send the browser to end its session at the upstream (OpenID Connect
+        RP-Initiated Logout 1.0), or None when the upstream has no such endpoint."""
+        endpoint = self._metadata.discovery.get("end_session_endpoint")
+        if endpoint is None:
+            return None
+        params = [("client_id", self._config.client_id)]
+        if id_token_hint:
+            params.append(("id_token_hint", id_token_hint))
+        params += [("post_logout_redirect_uri", post_logout_redirect_uri), ("state", state)]
+        url: str = add_params_to_uri(_checked_url(endpoint, "end_session_endpoint"), params)
+        return url
 
     def _redeem(self, code: str, code_verifier: str) -> dict[str, Any]:
         try:
-            with self._session() as session:
+            with self._session(redeem=True) as session:
                 token = session.fetch_token(
                     self._metadata.endpoint("token_endpoint"),
                     grant_type="authorization_code",
@@ -357,20 +442,25 @@ class RelyingParty:
         self._metadata.jwks = jwks
         return jwks
 
-    def verify_id_token(self, id_token: str, *, nonce: str) -> dict[str, Any]:
+    def _signed(self, token: str, what: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The header and claims of a JWT signed by a key of the upstream's JWKS, the
+        algorithm taken from that key's type (never ``none``, never HMAC)."""
         try:
-            header = jws.extract_compact(id_token.encode()).protected
+            header = jws.extract_compact(token.encode()).protected
         except (JoseError, ValueError, TypeError):
-            raise UpstreamRefused("id_token_malformed") from None
+            raise UpstreamRefused(f"{what}_malformed") from None
         alg = header.get("alg")
         if not isinstance(alg, str) or alg == "none" or alg.startswith("HS"):
-            raise UpstreamRefused("id_token_alg")
+            raise UpstreamRefused(f"{what}_alg")
         key = self._key_for(header.get("kid"), alg)
         try:
-            token = jwt.decode(id_token, key, algorithms=[alg])
+            decoded = jwt.decode(token, key, algorithms=[alg])
         except (JoseError, ValueError, TypeError):
-            raise UpstreamRefused("id_token_signature") from None
-        claims = dict(token.claims)
+            raise UpstreamRefused(f"{what}_signature") from None
+        return dict(header), dict(decoded.claims)
+
+    def verify_id_token(self, id_token: str, *, nonce: str) -> dict[str, Any]:
+        _header, claims = self._signed(id_token, "id_token")
         registry = JWTClaimsRegistry(
             now=self._now,
             leeway=CLOCK_LEEWAY,
@@ -392,6 +482,45 @@ class RelyingParty:
         azp = claims.get("azp")
         if (len(audiences) > 1 or azp is not None) and azp != self._config.client_id:
             raise UpstreamRefused("id_token_azp")
+        return claims
+
+    def verify_logout_token(self, logout_token: str) -> dict[str, Any]:
+        """A back-channel logout token (OpenID Connect Back-Channel Logout 1.0, 2.6):
+        signed like an ID token; ``iss``, ``aud`` (our client id), a recent ``iat``, a
+        ``jti``, the back-channel logout event, ``sub`` or ``sid``, and no ``nonce`` (so
+        an ID token cannot pass for one)."""
+        header, claims = self._signed(logout_token, "logout_token")
+        typ = header.get("typ")
+        if typ is not None and str(typ).lower() not in ("logout+jwt", "application/logout+jwt"):
+            raise UpstreamRefused("logout_token_typ")
+        registry = JWTClaimsRegistry(
+            now=self._now,
+            leeway=CLOCK_LEEWAY,
+            iss={"essential": True, "value": self._config.issuer},
+            aud={"essential": True, "value": self._config.client_id},
+            iat={"essential": True},
+            jti={"essential": True},
+        )
+        try:
+            registry.validate(claims)
+        except JoseError as exc:
+            raise UpstreamRefused(f"logout_token_{_claim_of(exc)}") from None
+        iat = claims["iat"]
+        if not isinstance(iat, int | float) or self._now() - iat > LOGOUT_TOKEN_MAX_AGE:
+            raise UpstreamRefused("logout_token_stale")
+        if not isinstance(claims["jti"], str) or not 0 < len(claims["jti"]) <= 255:
+            raise UpstreamRefused("logout_token_jti")
+        events = claims.get("events")
+        if not isinstance(events, dict) or not isinstance(events.get(BACKCHANNEL_EVENT), dict):
+            raise UpstreamRefused("logout_token_events")
+        if "nonce" in claims:
+            raise UpstreamRefused("logout_token_nonce")
+        sub, sid = claims.get("sub"), claims.get("sid")
+        for value in (sub, sid):
+            if value is not None and (not isinstance(value, str) or not 0 < len(value) <= 255):
+                raise UpstreamRefused("logout_token_subject")
+        if sub is None and sid is None:
+            raise UpstreamRefused("logout_token_subject")
         return claims
 
 

@@ -4,13 +4,15 @@ and its services for one request."""
 from __future__ import annotations
 
 import logging
-from typing import ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from sqlalchemy import select
 
 from accounts.container import Accounts
 from federation.upstream.client import (
     TIMEOUTS,
+    ClientKey,
     ProviderMetadata,
     RelyingParty,
     Timeouts,
@@ -28,13 +30,20 @@ from idp.core.db import database_lost, error_summary
 from idp.core.runtime import Component, Runtime, audit_log, db
 
 log = logging.getLogger(__name__)
+JWKS_PATH = "/jwks.json"  # the provider's (idp.oauth.endpoints)
+
+JWKS_REFRESH_SECONDS = 10
+_JWKS_REFRESHED = "fed:jwks-refreshed:"
 
 
 class Upstreams(Component):
     extension: ClassVar[str] = "federation.upstream"
 
-    def __init__(self, core: Runtime) -> None:
+    def __init__(self, core: Runtime, *, client_key: Callable[[], ClientKey] | None = None) -> None:
         self.core = core
+        # the city's key for private_key_jwt at an upstream's token endpoint (the
+        # provider's active signing key, published at its JWKS URI)
+        self.client_key = client_key
         self.cache = MetadataCache()
         # (connect, read) seconds of every request to an upstream; tests shorten them
         self.timeouts: Timeouts = TIMEOUTS
@@ -84,6 +93,27 @@ class Upstreams(Component):
     def redirect_uri(self, name: str) -> str:
         return redirect_uri(self.core.settings.issuer, name)
 
+    def jwks_uri(self) -> str:
+        """Where an upstream fetches the keys of the city's client assertions."""
+        return self.core.settings.issuer.rstrip("/") + JWKS_PATH
+
+    def logged_out_uri(self, name: str) -> str:
+        """The ``post_logout_redirect_uri`` to register at the upstream."""
+        return f"{self.core.settings.issuer}/federation/{name}/logged-out"
+
+    def backchannel_logout_uri(self, name: str) -> str:
+        """The ``backchannel_logout_uri`` to register at the upstream."""
+        return f"{self.core.settings.issuer}/federation/{name}/backchannel-logout"
+
+    def _refresh_jwks(self, registry: UpstreamRegistry, config: UpstreamConfig) -> dict[str, Any]:
+        """An unknown ``kid`` fetches the key set again, at most once per
+        ``JWKS_REFRESH_SECONDS`` per upstream: tokens naming made-up keys (the back-channel
+        logout endpoint takes them from anyone) must not turn into a flood of requests
+        to the upstream."""
+        if not self.core.store.add(_JWKS_REFRESHED + config.name, b"1", JWKS_REFRESH_SECONDS):
+            return registry.metadata(config).jwks
+        return registry.refresh_jwks(config)
+
     def relying_party(self, config: UpstreamConfig) -> RelyingParty:
         """``UpstreamRefused`` when its metadata cannot be had."""
         registry = self.registry(actor="web")
@@ -91,7 +121,8 @@ class Upstreams(Component):
             config,
             registry.metadata(config),
             redirect_uri=self.redirect_uri(config.name),
-            refresh_jwks=lambda: registry.refresh_jwks(config),
+            refresh_jwks=lambda: self._refresh_jwks(registry, config),
             now=lambda: int(self.core.clock.now().timestamp()),
             timeouts=self.timeouts,
+            client_key=self.client_key,
         )

@@ -50,6 +50,7 @@ from accounts.realname.services import DocumentClaim, RealNameService, Verificat
 from config.sections import UpstreamProviderSettings
 from federation.signals import link_removed
 from federation.upstream.client import (
+    PRIVATE_KEY_JWT,
     ProviderMetadata,
     UpstreamConfig,
     UpstreamIdentity,
@@ -216,8 +217,8 @@ class UpstreamRegistry:
     def add(self, entry: UpstreamProviderSettings) -> Upstream:
         """Store an upstream after fetching and checking its discovery (``UpstreamError``
         when it is unreachable, names another issuer, or the name or issuer is used)."""
-        if entry.token_auth_method == "private_key_jwt":
-            raise UpstreamError("private_key_jwt is not supported yet for upstream providers")
+        if entry.token_auth_method == PRIVATE_KEY_JWT and entry.client_secret is not None:
+            raise UpstreamError("private_key_jwt signs with the city's key: give no client secret")
         for other in self.all():
             if other.name == entry.name:
                 raise UpstreamError(f"an upstream named {entry.name!r} exists already")
@@ -231,6 +232,12 @@ class UpstreamRegistry:
                 "unreachable": "its discovery document cannot be fetched",
             }.get(exc.code, f"its discovery document is refused ({exc.code})")
             raise UpstreamError(f"upstream {entry.issuer}: {reason}") from None
+        methods = metadata.discovery.get("token_endpoint_auth_methods_supported")
+        if isinstance(methods, list) and entry.token_auth_method not in methods:
+            raise UpstreamError(
+                f"upstream {entry.issuer}: its token endpoint does not accept "
+                f"{entry.token_auth_method}"
+            )
         secret = entry.client_secret.get_secret_value() if entry.client_secret else None
         row = Upstream(
             name=entry.name,
@@ -368,13 +375,15 @@ class LinkService:
             query = query.where(UpstreamLink.user_id == user.id)
         return list(self._session.scalars(query))
 
+    def _linked_user(self, identity: UpstreamIdentity) -> User | None:
+        link = self.find(identity.issuer, identity.subject)
+        return self._accounts.get(link.user_id) if link is not None else None
+
     def map(self, config: UpstreamConfig, identity: UpstreamIdentity) -> MappingOutcome:
         """Rules 1 and 2 (signing in), else what rule 3 offers."""
-        link = self.find(identity.issuer, identity.subject)
-        if link is not None:
-            user = self._accounts.get(link.user_id)
-            if user is not None:
-                return MappingOutcome(user=user)
+        user = self._linked_user(identity)
+        if user is not None:
+            return MappingOutcome(user=user)
         assertion = read_assertion(config, identity)
         holder = (
             self._realname.confirmed_holder(assertion.number)
@@ -382,7 +391,15 @@ class LinkService:
             else None
         )
         if holder is not None and assertion.level >= config.link_min_level:
-            self.link(holder, config, identity, assertion)
+            try:
+                self.link(holder, config, identity, assertion)
+            except UpstreamError:
+                # another request linked the subject to another account meanwhile
+                # (/federation/link): rule 1 holds now
+                winner = self._linked_user(identity)
+                if winner is None:
+                    raise
+                return MappingOutcome(user=winner)
             return MappingOutcome(user=holder, linked_now=True)
         if holder is not None:
             self._audit.record(
@@ -408,10 +425,25 @@ class LinkService:
         """Link the upstream subject to ``user`` (audited); raise the level to what the
         upstream asserted when the account's confirmed identity is the asserted one."""
         existing = self.find(identity.issuer, identity.subject)
-        if existing is not None:
-            if existing.user_id != user.id:
-                raise UpstreamError("this upstream account is linked to another account")
-            return existing
+        if existing is None:
+            link = self._insert(user, config, identity)
+            if link is not None:
+                self._session.commit()
+                self._raise_level(user, config, identity, assertion)
+                return link
+            # another request linked the subject between our check and our insert
+            existing = self.find(identity.issuer, identity.subject)
+        if existing is None or existing.user_id != user.id:
+            raise UpstreamError("this upstream account is linked to another account")
+        return existing  # the same link, made by a request racing this one
+
+    def _insert(
+        self, user: User, config: UpstreamConfig, identity: UpstreamIdentity
+    ) -> UpstreamLink | None:
+        """The link, flushed and audited but not committed; None (rolled back) when
+        another request linked this upstream subject first: the unique (issuer,
+        subject) decides, and on PostgreSQL the second insert waits for the first
+        transaction to end."""
         link = UpstreamLink(
             upstream=config.name,
             issuer=identity.issuer,
@@ -424,11 +456,19 @@ class LinkService:
             self._session.flush()
         except IntegrityError:
             self._session.rollback()
-            raise UpstreamError("this upstream account is linked to another account") from None
+            return None
         self._audit.record(
             "federation.link", subject=user.subject, details={"upstream": config.name}
         )
-        self._session.commit()
+        return link
+
+    def _raise_level(
+        self,
+        user: User,
+        config: UpstreamConfig,
+        identity: UpstreamIdentity,
+        assertion: Assertion | None,
+    ) -> None:
         assertion = assertion or read_assertion(config, identity)
         confirmed = self._realname.confirmed_identity(user)
         same = (
@@ -438,18 +478,25 @@ class LinkService:
         )
         if same and assertion.level > self._realname.level(user):
             self._record(user, config, identity, assertion.level, document=None)
-        return link
 
     def create_account(
         self, config: UpstreamConfig, identity: UpstreamIdentity, *, number_taken: bool
     ) -> User:
         """A new account for the upstream subject, linked, at the mapped level (at most
-        2 and without the number when the number belongs to another account)."""
+        2 and without the number when the number belongs to another account).
+
+        Two first sign-ins of one subject at once (two tabs, two workers) both make an
+        account; the unique link decides, and the loser removes the account it made a
+        moment before (known to nobody else) and raises ``UpstreamError``: the caller
+        signs in to the winner's account (``map``)."""
         if self.find(identity.issuer, identity.subject) is not None:
             raise UpstreamError("this upstream account is linked already")
         assertion = read_assertion(config, identity)
         user = self._new_user(config)
-        self.link(user, config, identity, assertion)
+        if self._insert(user, config, identity) is None:
+            self._discard(user, config)
+            raise UpstreamError("this upstream account is linked already")
+        self._session.commit()
         if number_taken:
             level = min(assertion.level, SELF_DECLARED_LEVEL)
             if level >= SELF_DECLARED_LEVEL:
@@ -461,6 +508,19 @@ class LinkService:
             with suppress(IdentityTaken, IdentityAlreadyVerified, VerificationConflict):
                 self._record(user, config, identity, assertion.level, document=document)
         return user
+
+    def _discard(self, user: User, config: UpstreamConfig) -> None:
+        """Remove the account a losing first sign-in made (it has no link, no password,
+        no session: nobody can have used it), audited."""
+        subject = user.subject
+        self._session.delete(user)
+        self._audit.record(
+            "federation.link",
+            FAILURE,
+            subject=subject,
+            details={"upstream": config.name, "reason": "linked_meanwhile", "removed": True},
+        )
+        self._session.commit()
 
     def _new_user(self, config: UpstreamConfig) -> User:
         for _attempt in range(5):

@@ -11,6 +11,7 @@ from flask import url_for
 from flask_babel import gettext as _
 
 from federation.upstream.container import Upstreams
+from federation.upstream.logout import logout_redirect, remember
 from idp.core.signin import Cookie, Link, Proof, Stage
 
 FEDERATION = "federation"
@@ -47,5 +48,9 @@ class UpstreamMethod:
     def applies(self, first: Proof) -> bool:  # noqa: ARG002 - the interface's signature
         return False  # a first factor only
 
-    def finished(self, proof: Proof) -> Sequence[Cookie]:  # noqa: ARG002 - the interface's signature
+    def sign_out_redirect(self, final_url: str | None) -> str | None:
+        return logout_redirect(final_url)
+
+    def finished(self, proof: Proof) -> Sequence[Cookie]:
+        remember(proof.state)  # the upstream session, for single logout
         return ()

@@ -53,6 +53,7 @@ from federation.upstream.client import (
 )
 from federation.upstream.container import Upstreams
 from federation.upstream.forms import ActionForm
+from federation.upstream.logout import proof_state
 from federation.upstream.services import UpstreamError
 from federation.upstream.signin import FEDERATION, amr_of
 from idp.core.audit.services import FAILURE
@@ -200,10 +201,12 @@ def callback(name: str) -> ResponseReturnValue:
         response = redirect(url_for("federation_upstream.new_account", next=next_url))
         _keep_pending(response, config, identity, number_taken=outcome.number_taken)
         return response
-    return _signed_in(outcome.user, identity, next_url)
+    return _signed_in(outcome.user, config, identity, next_url)
 
 
-def _signed_in(user: User, identity: UpstreamIdentity, next_url: str) -> ResponseReturnValue:
+def _signed_in(
+    user: User, config: UpstreamConfig, identity: UpstreamIdentity, next_url: str
+) -> ResponseReturnValue:
     flow = SignInMethods.of().flow
     if user.status != "active":
         audit_log("web").record(
@@ -218,6 +221,7 @@ def _signed_in(user: User, identity: UpstreamIdentity, next_url: str) -> Respons
         sub=user.public_id,
         subject=user.subject,
         amr=amr_of(identity.amr),
+        state=proof_state(config, identity),
     )
     response = flow.proved(proof, next_url)
     if isinstance(response, BaseResponse):
@@ -242,6 +246,7 @@ def _keep_pending(
         "sub": identity.subject,
         "claims": dict(identity.claims),
         "amr": list(identity.amr),
+        "idt": identity.id_token,
         "taken": number_taken,
     }
     sealed = Runtime.of().keys.cipher.encrypt(json.dumps(record), context=PENDING_CONTEXT)
@@ -272,6 +277,7 @@ def _pending() -> tuple[UpstreamConfig, UpstreamIdentity, bool] | None:
             subject=str(record["sub"]),
             claims=dict(record["claims"]),
             amr=tuple(str(v) for v in record["amr"]),
+            id_token=str(record.get("idt", "")),
         )
         taken = bool(record["taken"])
     except Exception:  # noqa: BLE001 - a record we cannot read is no record
@@ -327,7 +333,7 @@ def new_account() -> ResponseReturnValue:
         if outcome.user is None:
             return _error_page(_(REFUSED), 409)
         user = outcome.user
-    response = _signed_in(user, identity, next_url)
+    response = _signed_in(user, config, identity, next_url)
     if isinstance(response, BaseResponse):
         _forget_pending(response)
     return response

@@ -28,7 +28,7 @@ import json
 import logging
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -56,6 +56,9 @@ TOUCH_INTERVAL = 60
 # (client id -> the public id their ``sub`` derives from: an organisation's, issue 12),
 # for back-channel logout. The list of services is ``rps``.
 RP_SUBJECTS = "rps_subjects"
+# The upstream provider's session this one was signed in through (name, subject, its
+# sid and ID token), for single logout with it (``federation.upstream.logout``).
+UPSTREAM_SESSION = "upstream"
 _CREATED = "_created"
 _TOUCHED = "_touched"
 # what the sessions page shows of a signed-in session: the browser and system at sign-in
@@ -224,24 +227,41 @@ class StoreSessionInterface(SessionInterface):
         response.vary.add("Cookie")
 
 
-def end_user_sessions(store: Store, uid: int, *, keep_sid: str | None) -> list[dict[str, Any]]:
-    """End every signed-in session of a user but one; returns the ended sessions' data
-    (for back-channel logout)."""
+def end_user_sessions(
+    store: Store,
+    uid: int,
+    *,
+    keep_sid: str | None,
+    matches: Callable[[dict[str, Any]], bool] | None = None,
+) -> list[dict[str, Any]]:
+    """End a user's signed-in sessions, all but ``keep_sid``'s, or only those whose data
+    ``matches``; returns the ended sessions' data (for back-channel logout)."""
     index = _user_index(uid)
     keep = _store_key(keep_sid) if keep_sid else None
     ended = []
     for key in store.set_members(index):
         if key == keep:
             continue
+        if matches is not None:
+            data = _load(store.get(key))
+            if data is None or not matches(data):
+                continue
         raw = store.take(key)
         store.set_remove(index, key)
-        if raw is None:
-            continue  # expired meanwhile
-        try:
-            ended.append(json.loads(raw))
-        except ValueError:
-            continue
+        data = _load(raw)
+        if data is not None:
+            ended.append(data)
     return ended
+
+
+def _load(raw: bytes | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None  # expired meanwhile
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 # -- what the rest of the code asks of the session
@@ -272,7 +292,11 @@ def complete_sign_in(
     kept: dict[str, Any] = {}
     previous = session.get("uid")
     if previous == uid:
-        kept = {key: session[key] for key in ("sid", "rps", RP_SUBJECTS) if key in session}
+        kept = {
+            key: session[key]
+            for key in ("sid", "rps", RP_SUBJECTS, UPSTREAM_SESSION)
+            if key in session
+        }
     elif previous is not None:
         session_ended.send(_app(), data=dict(session))
     principal = Principal.signed_in(
@@ -287,8 +311,9 @@ def complete_sign_in(
     session.update(principal.to_session(), rps=kept.get("rps", []))
     session[DEVICE] = device_of(request.headers.get("User-Agent")).to_json()
     session[ADDRESS] = (request.remote_addr or "")[:MAX_ADDRESS] or None
-    if RP_SUBJECTS in kept:
-        session[RP_SUBJECTS] = kept[RP_SUBJECTS]
+    for key in (RP_SUBJECTS, UPSTREAM_SESSION):
+        if key in kept:
+            session[key] = kept[key]
     cast(StoreSession, session).rotate()
     return principal
 
@@ -322,6 +347,12 @@ def end_other_sessions(uid: int) -> int:
 def end_all_sessions(uid: int) -> int:
     """Sign the user out everywhere (a disabled account); needs an app context only."""
     return _announce(end_user_sessions(Runtime.of().store, uid, keep_sid=None))
+
+
+def end_sessions_where(uid: int, matches: Callable[[dict[str, Any]], bool]) -> int:
+    """End the user's sessions whose data ``matches`` (those made through one upstream
+    session, say); needs an app context only. Returns how many ended."""
+    return _announce(end_user_sessions(Runtime.of().store, uid, keep_sid=None, matches=matches))
 
 
 def _announce(ended: list[dict[str, Any]]) -> int:

@@ -190,6 +190,18 @@ class MultiEntrySignInMethod(SignInMethod, Protocol):
         ...
 
 
+@runtime_checkable
+class SignOutSignInMethod(SignInMethod, Protocol):
+    """A method whose sign-in leaves a session elsewhere to end at sign-out (an upstream
+    provider's, single logout)."""
+
+    def sign_out_redirect(self, final_url: str | None) -> str | None:
+        """Called while the session still holds the sign-in, just before it ends: where
+        to send the browser next (then on to ``final_url``, None meaning the
+        signed-out page), or None to go to ``final_url`` directly."""
+        ...
+
+
 class SignInFlow(Protocol):
     """The sign-in flow (implemented by ``idp.login``)."""
 
@@ -243,6 +255,16 @@ class SignInMethods(Component):
 
     def __iter__(self) -> Iterator[SignInMethod]:
         return iter(self._methods.values())
+
+    def sign_out_redirect(self, final_url: str | None) -> str | None:
+        """Where a sign-out goes before ``final_url``: the first method that has
+        somewhere to go (``SignOutSignInMethod``), else None."""
+        for method in self._methods.values():
+            if isinstance(method, SignOutSignInMethod):
+                url = method.sign_out_redirect(final_url)
+                if url is not None:
+                    return url
+        return None
 
     def links(self, next_url: str) -> list[Link]:
         """The first factors the sign-in page links to (those with their own entry)."""

@@ -10,7 +10,8 @@ provider) call it through ``SignInMethods.of().flow`` with what they proved.
   next) for ``PENDING_TTL`` seconds and the browser goes to the second factor's page;
   otherwise the sign-in finishes.
 * ``finish``: the session starts with the achieved ``amr`` (``idp.core.signin.
-  achieved_amr``), the ``signin`` audit event is committed and counted
+  achieved_amr``), the ``signin`` audit event (the amr, the methods used, the
+  account's real-name level) is committed and counted
   (``idp_signins{step="complete",outcome="success"}``), and each method's cookies are
   set on the redirect to ``next``.
 * ``held``: an account whose holder asked for its deletion, or reported "This wasn't
@@ -69,6 +70,12 @@ class Pending:
             next_url=str(data["next"]),
             at=float(data["at"]),
         )
+
+
+def _level_of(uid: int) -> int | None:
+    accounts = Accounts.of()
+    user = accounts.account_service().get(uid)
+    return None if user is None else accounts.realname_service().level(user)
 
 
 def _now() -> float:
@@ -160,7 +167,13 @@ class LoginFlow:
         amr = achieved_amr(proofs)
         first = proofs[0]
         complete_sign_in(first.uid, first.sub, amr, acting_for=first.acting_for)
-        details: dict[str, object] = {"amr": amr}
+        # the methods and the account's real-name level now: the hall's statistics
+        # count sign-ins by both (decision 46)
+        details: dict[str, object] = {
+            "amr": amr,
+            "method": "+".join(proof.method for proof in proofs),
+            "level": _level_of(first.uid),
+        }
         device = session.get(DEVICE)
         if isinstance(device, list) and any(device):
             details["device"] = device  # the browser and system, for the activity page

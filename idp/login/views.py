@@ -190,9 +190,11 @@ def logout() -> ResponseReturnValue:
         if user is not None:
             audit_log().record("signout", subject=user.subject)
             db().commit()
+        # signed in through an upstream: on to its sign-out next (single logout)
+        upstream = SignInMethods.of().sign_out_redirect(url_for("login.login"))
         sign_out()
         flash(_("You have signed out."), "info")
-        return redirect(url_for("login.login"))
+        return redirect(upstream or url_for("login.login"))
     if current_user() is None:
         return redirect(url_for("login.login"))
     return make_response(render_template("login/logout.html", form=form))

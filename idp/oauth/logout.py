@@ -38,6 +38,7 @@ from joserfc.errors import JoseError
 from accounts.people.session import current_user
 from idp.core.runtime import Runtime, audit_log, db
 from idp.core.sessions import RP_SUBJECTS, session_ended, sign_out
+from idp.core.signin import SignInMethods
 from idp.core.web import error_response
 from idp.oauth.clients import ClientInfo
 from idp.oauth.models import LogoutDelivery
@@ -140,8 +141,10 @@ def _log_out(redirect_uri: str | None, client: ClientInfo | None) -> ResponseRet
             details={"initiated_by": client.client_id if client else "user"},
         )
         db().commit()
+    # signed in through an upstream: on to its sign-out next (single logout)
+    upstream = SignInMethods.of().sign_out_redirect(redirect_uri)
     sign_out()
-    return _finish(redirect_uri)
+    return redirect(upstream) if upstream else _finish(redirect_uri)
 
 
 def _finish(redirect_uri: str | None) -> ResponseReturnValue:

@@ -24,9 +24,10 @@ recent, with one event. Each one is recorded (``ReceivedSet``, unique per peer a
 ``account-disabled`` (the account is disabled: its sessions end, its tokens are revoked
 and its services told) and CAEP ``session-revoked`` (its sessions end), for a subject
 named by this issuer's public id, or by the sending peer's own subject of a person
-linked here (``aliases`` of those too). The account's own change is not echoed back to the
-peer that asked for it. Other events and subjects are recorded, not applied
-(docs/decisions/0040).
+linked here (``aliases`` of those too); and a lowered ``assurance-level-change`` from a
+peer that is also an upstream, for the verifications it vouched for only. The account's
+own change is not echoed back to the peer that asked for it. Other events and subjects
+are recorded, not applied (docs/decisions/0040).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from accounts.signals import account_disabled, level_changed
 from config.sections import PeerSettings
 from federation.signals import link_removed
 from federation.upstream.container import Upstreams
+from federation.upstream.services import SOURCE_PREFIX
 from idp.core.audit.services import FAILURE, SUCCESS
 from idp.core.error_text import safe_description
 from idp.core.runtime import Component, Runtime, audit_log, db
@@ -429,7 +431,42 @@ class SetReceiver:
             if received.event_type == SESSION_REVOKED:
                 end_all_sessions(user.id)
                 return "applied"
+            if received.event_type == LEVEL_CHANGE:
+                return self._lower_level(received, user)
         return "not_applied"
+
+    def _lower_level(self, received: Received, user: User) -> str:
+        """A peer's lowered level lowers what that peer vouched for here, and nothing
+        else: the verifications a sign-in through it recorded (source ``upstream:NAME``,
+        decision 39) end above its new level, read through the upstream's level map
+        (a level number the map does not name counts as itself). A raise is never
+        applied: a level rises only through a verification here."""
+        event = received.event
+        if event.get("namespace") != LEVEL_NAMESPACE or event.get("change_direction") != (
+            "decrease"
+        ):
+            return "not_applied"
+        upstream = next(
+            (c for c in Upstreams.of().registry().all() if c.issuer == received.peer.issuer),
+            None,
+        )
+        current = event.get("current_level")
+        if upstream is None or not isinstance(current, str):
+            return "not_applied"
+        mapped = dict(upstream.level_map).get(current)
+        if mapped is None:
+            if current not in {"1", "2", "3", "4", "5"}:
+                return "not_applied"
+            mapped = int(current)
+        actor = f"peer:{received.peer.name}"
+        ended = self._accounts.realname_service(actor=actor).end_verifications(
+            user,
+            above=mapped,
+            reason=f"level lowered at {received.peer.name}",
+            actor=actor,
+            source=SOURCE_PREFIX + upstream.name,
+        )
+        return "applied" if ended else "not_applied"
 
 
 @contextmanager

@@ -109,6 +109,7 @@ def test_the_legal_representative_claims_and_sees_the_enterprise_page(
     assert "Legal representative" in html
     assert 'name="invitee"' in html  # administrators get the form
     assert "Claimed by the legal representative" in html  # the history
+    assert f'href="/org/{org_id}/records"' in html  # the organisation's service records
     mine = body(_client(app, "rep").get("/account/organisations"))
     assert ACME_NAME in mine
     assert MASKED_ACME in mine

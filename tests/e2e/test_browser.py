@@ -9,16 +9,22 @@ the tests are skipped, unless ``IDP_TEST_BROWSER=required`` (as in CI): then the
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import re
+import secrets
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pyotp
 import pytest
+import requests
 from playwright.sync_api import (
     Browser,
     BrowserContext,
@@ -26,6 +32,7 @@ from playwright.sync_api import (
     Locator,
     Page,
     Playwright,
+    Route,
     expect,
     sync_playwright,
 )
@@ -58,7 +65,12 @@ DORA = "dora"  # raises her real-name level from 1 to 4
 RITA = "rita"  # the legal representative of ACME: claims it and adds AXEL as its agent
 AXEL = "axel"  # confirms the authorisation
 ADA = "ada"  # visits every page for the accessibility check
-USERS = (ALICE, BOB, CAROL, DORA, RITA, AXEL, ADA)
+ELLA = "ella"  # signs in to a service, rates the record it pushes, withdraws its access
+USERS = (ALICE, BOB, CAROL, DORA, RITA, AXEL, ADA, ELLA)
+# a service system of the city: signs people in and pushes their service records
+SERVICE = "records-svc"
+SERVICE_NAME = "不动产登记"
+SERVICE_CALLBACK = "https://records-svc.example.gov.cn/cb"
 # DORA's identity document, in the local registry copy loaded before the server starts
 DORA_NAME, DORA_NUMBER = "王小丽", "11010519491231002X"
 RITA_NAME, RITA_NUMBER = "赵六", "110105194912310011"
@@ -89,16 +101,18 @@ ZH_WRONG_CODE = "验证码无效，请输入应用中当前显示的验证码。
 class Server:
     url: str
     data_dir: Path
+    service_secret: str
 
     def at(self, path: str) -> str:
         return self.url + path
 
 
-def _run_idp(args: list[str], env: dict[str, str]) -> None:
+def _run_idp(args: list[str], env: dict[str, str]) -> str:
     result = subprocess.run(
         [IDP, *args], env=clean_env(env), capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, f"idp {args[0]} failed:\n{result.stdout}{result.stderr}"
+    return result.stdout
 
 
 @pytest.fixture(scope="module")
@@ -123,8 +137,17 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         f"number,name,representative\n{ACME_CODE},{ACME_NAME},{RITA_NUMBER}\n", encoding="utf-8"
     )
     _run_idp(["registry", "import", "--kind", "organisation", str(organisations)], env)
+    service = json.loads(
+        _run_idp(
+            ["clients", "create", "--client-id", SERVICE, "--name", SERVICE_NAME,
+             "--redirect-uri", SERVICE_CALLBACK, "--scope", "openid profile records:write",
+             "--grant-type", "authorization_code", "--grant-type", "client_credentials",
+             "--json"],
+            env,
+        )
+    )  # fmt: skip
     with running(["serve", "--port", str(port)], env, port, base / "server.log") as (url, _):
-        yield Server(url, base / "data")
+        yield Server(url, base / "data", service["client_secret"])
 
 
 @pytest.fixture(scope="module")
@@ -657,6 +680,135 @@ def test_claiming_an_organisation_adding_an_agent_and_the_agent_confirming(
     expect(axel.get_by_text(now)).to_have_count(0)
 
 
+def test_the_elderly_mode_is_one_click_away_and_remembered(page: Page, server: Server) -> None:
+    """长者模式: the header's switch (a plain link) enlarges the text on every page until
+    it is switched off again."""
+
+    def text_size() -> float:
+        return float(page.evaluate("parseFloat(getComputedStyle(document.body).fontSize)"))
+
+    page.goto(server.at("/login"))
+    standard = text_size()
+    page.get_by_role("link", name="长者模式").click()
+    expect(page).to_have_url(re.compile(r"/login$"))
+    assert text_size() >= standard * 1.3
+    expect(page.locator("body")).to_have_class("elderly")
+    page.goto(server.at("/register"))  # remembered on the next page
+    assert text_size() >= standard * 1.3
+    page.get_by_role("link", name="标准模式").click()
+    expect(page).to_have_url(re.compile(r"/register$"))
+    assert text_size() == standard
+
+
+def _signed_in_at_the_service(page: Page, server: Server) -> dict[str, Any]:
+    """The person allows the service on the consent page; the service (this test, as
+    its back end) redeems the code. Returns its tokens."""
+    verifier = secrets.token_urlsafe(48)
+    challenge = (
+        base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    )
+    arrived: list[str] = []
+
+    def at_the_service(route: Route) -> None:  # the service's own site, played here
+        arrived.append(route.request.url)
+        route.fulfill(status=200, content_type="text/html", body="<title>ok</title>ok")
+
+    page.route(SERVICE_CALLBACK + "*", at_the_service)
+    query = {
+        "client_id": SERVICE,
+        "response_type": "code",
+        "redirect_uri": SERVICE_CALLBACK,
+        "scope": "openid profile",
+        "state": secrets.token_urlsafe(12),
+        "nonce": secrets.token_urlsafe(12),
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+    }
+    page.goto(server.at("/authorize?" + urlencode(query)))
+    expect(page.get_by_text(SERVICE_NAME).first).to_be_visible()
+    page.get_by_role("button", name="允许", exact=True).click()
+    expect(page).to_have_url(re.compile("^" + re.escape(SERVICE_CALLBACK)))
+    (url,) = arrived
+    code = parse_qs(urlsplit(url).query)["code"][0]
+    tokens = requests.post(
+        server.at("/token"),
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": SERVICE_CALLBACK,
+            "code_verifier": verifier,
+        },
+        auth=(SERVICE, server.service_secret),
+        timeout=10,
+    )
+    assert tokens.status_code == 200, tokens.text
+    return dict(tokens.json())
+
+
+def _claims(token: str) -> dict[str, Any]:
+    payload = token.split(".")[1]
+    return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
+
+
+def test_a_service_pushes_a_record_the_person_rates_it_and_then_withdraws_the_service(
+    page: Page, server: Server
+) -> None:
+    sign_in(page, server, ELLA)
+    expect_signed_in_as(page, ELLA)
+    tokens = _signed_in_at_the_service(page, server)
+    sub = _claims(tokens["id_token"])["sub"]
+    # the service system pushes the person's case (client credentials, records:write)
+    grant = requests.post(
+        server.at("/token"),
+        data={"grant_type": "client_credentials", "scope": "records:write"},
+        auth=(SERVICE, server.service_secret),
+        timeout=10,
+    )
+    bearer = {"Authorization": "Bearer " + grant.json()["access_token"]}
+    record = requests.post(
+        server.at("/api/v1/records"),
+        json={
+            "external_id": "BDC-2026-0001",
+            "subject": {"type": "person", "sub": sub},
+            "service_name": SERVICE_NAME,
+            "item_code": "DG-BDC-01",
+        },
+        headers=bearer,
+        timeout=10,
+    )
+    assert record.status_code == 201, record.text
+    record_id = record.json()["id"]
+    for status, remark in (("accepted", "已受理"), ("completed", "已办结")):
+        answer = requests.patch(
+            server.at(f"/api/v1/records/{record_id}"),
+            json={"status": status, "remark": remark, "done_online": True},
+            headers=bearer,
+            timeout=10,
+        )
+        assert answer.status_code == 200, answer.text
+    # the person sees it with its timeline and rates it
+    page.goto(server.at("/account/records"))
+    expect(page.get_by_role("heading", name=SERVICE_NAME)).to_be_visible()
+    expect(page.locator("ol.timeline li")).to_have_count(3)
+    expect(page.locator("ol.timeline li").last).to_contain_text("已办结")
+    page.get_by_label("非常满意", exact=True).check()
+    page.get_by_role("button", name="提交评价").click()
+    expect(page.get_by_role("status")).to_contain_text("评价")
+    seen = requests.get(server.at(f"/api/v1/records/{record_id}"), headers=bearer, timeout=10)
+    assert seen.json()["satisfaction"] == 5
+    # the connected service, and withdrawing its access ends its tokens
+    userinfo = server.at("/userinfo")
+    person = {"Authorization": "Bearer " + tokens["access_token"]}
+    assert requests.get(userinfo, headers=person, timeout=10).status_code == 200
+    page.goto(server.at("/account/services"))
+    row = page.get_by_role("row").filter(has_text=SERVICE_NAME)
+    expect(row).to_contain_text("profile")
+    row.get_by_role("button", name="撤销授权").click()
+    expect(page.get_by_role("status")).to_be_visible()
+    expect(page.get_by_role("row").filter(has_text=SERVICE_NAME)).to_have_count(0)
+    assert requests.get(userinfo, headers=person, timeout=10).status_code == 401
+
+
 # --- automated accessibility check (axe-core) --------------------------------------------
 
 AXE_DIR = Path(__file__).resolve().parent / "axe"
@@ -679,6 +831,8 @@ SIGNED_IN_PAGES = (
     "/account/realname/face",
     "/account/certificates",
     "/account/organisations",
+    "/account/federation",
+    "/account/records",
     "/logout",
 )
 SERIOUS = ("serious", "critical")
@@ -709,17 +863,20 @@ def violations(page: Page, axe: Path) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("locale", ["zh-CN", "en"])
+@pytest.mark.parametrize(
+    ("locale", "mode"), [("zh-CN", "standard"), ("en", "standard"), ("zh-CN", "elderly")]
+)
 def test_no_serious_accessibility_violations_on_any_page(
-    browser: Browser, server: Server, axe: Path, locale: str
+    browser: Browser, server: Server, axe: Path, locale: str, mode: str
 ) -> None:
     """axe-core finds no serious or critical WCAG 2.1 AA violation on the pages,
-    signed out and signed in, in both languages (the page's own CSP is bypassed for
-    the injected checker only)."""
+    signed out and signed in, in both languages and in the elderly mode (the page's own
+    CSP is bypassed for the injected checker only)."""
     context = browser.new_context(locale=locale, bypass_csp=True)
     context.set_default_timeout(TIMEOUT_MS)
     try:
         page = context.new_page()
+        page.goto(server.at(f"/display?mode={mode}&next=/login"))
         found: list[str] = []
         for path in ANONYMOUS_PAGES:
             page.goto(server.at(path))

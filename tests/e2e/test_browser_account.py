@@ -68,7 +68,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     for username in USERS:
         _run_idp(["users", "create", "--username", username, "--password", STRONG_PASSWORD], env)
     with running(["serve", "--port", str(port)], env, port, base / "server.log") as (url, _):
-        yield Server(url, base / "data")
+        yield Server(url, base / "data", service_secret="")  # no service registered here
 
 
 def sign_in(page: Page, server: Server, username: str, password: str = STRONG_PASSWORD) -> None:

@@ -2,7 +2,8 @@
 relying party is tested against what a conformance suite's malicious OP would send.
 
 It publishes discovery, a JWKS (an RSA key; optionally a rotated one), answers the
-token endpoint (client_secret_basic, PKCE S256 checked) and userinfo. The browser's
+token endpoint (client_secret_basic, or ``private_key_jwt`` once ``client_keys`` holds
+the city's published keys; PKCE S256 checked) and userinfo. The browser's
 visit to the authorization endpoint is played by ``authorize``: the test hands it the
 query our ``/federation/NAME/login`` redirected to and gets the callback query back.
 ``mode`` chooses the misbehaviour of the next answers.
@@ -23,7 +24,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from joserfc import jwt
-from joserfc.jwk import OctKey, RSAKey
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet, OctKey, RSAKey
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
@@ -32,6 +34,7 @@ from tests.e2e.servers import free_port
 CLIENT_ID = "city"
 CLIENT_SECRET = "city-secret-0123456789"
 SUBJECT = "province-user-1"
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
 @dataclass
@@ -45,6 +48,9 @@ class FakeUpstream:
     codes: dict[str, dict[str, str]] = field(default_factory=dict)
     published: list[RSAKey] = field(default_factory=list)
     jwks_fetches: int = 0
+    client_keys: KeySet | None = None  # the city's JWKS: private_key_jwt is required
+    assertions: list[tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=list)
+    session_id: str = "upstream-session-1"  # the ID token's sid
 
     def __post_init__(self) -> None:
         self.published = [self.key]
@@ -81,6 +87,16 @@ class FakeUpstream:
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": ["RS256"],
             "authorization_response_iss_parameter_supported": True,
+            **(
+                {"token_endpoint_auth_methods_supported": ["client_secret_basic"]}
+                if "secrets_only" in self.mode
+                else {}
+            ),
+            **(
+                {}
+                if "no_end_session" in self.mode
+                else {"end_session_endpoint": self.url + "/logout"}
+            ),
         }
 
     def _id_token(self, request: dict[str, str]) -> str:
@@ -92,6 +108,7 @@ class FakeUpstream:
             "iat": now,
             "exp": now - 600 if "expired" in self.mode else now + 300,
             "nonce": "not-the-nonce" if "wrong_nonce" in self.mode else request["nonce"],
+            "sid": self.session_id,
             **self.claims,
         }
         if "two_audiences" in self.mode:
@@ -112,13 +129,29 @@ class FakeUpstream:
             token = f"{head}.{_b64(forged)}.{signature}"
         return token
 
+    def logout_token(self, *, header: dict[str, Any] | None = None, **claims: Any) -> str:
+        """A back-channel logout token for our client, signed with the current key;
+        ``claims`` add to or replace the defaults (a value of None removes one)."""
+        now = int(self.now())
+        body: dict[str, Any] = {
+            "iss": self.url,
+            "aud": CLIENT_ID,
+            "iat": now,
+            "jti": secrets.token_urlsafe(12),
+            "events": {"http://schemas.openid.net/event/backchannel-logout": {}},
+            "sid": self.session_id,
+        }
+        body.update(claims)
+        body = {k: v for k, v in body.items() if v is not None}
+        protected = {"alg": "RS256", "kid": self.key.kid, "typ": "logout+jwt", **(header or {})}
+        return jwt.encode(protected, body, self.key)
+
     def token(self, request: Request) -> Response:
         if "slow" in self.mode:
             time.sleep(3)
         if "down" in self.mode:
             return Response("no", status=503)
-        expected = "Basic " + base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
-        if request.headers.get("Authorization") != expected:
+        if not self._client_authenticated(request):
             return _json({"error": "invalid_client"}, 401)
         authorized = self.codes.pop(request.form.get("code", ""), None)
         if authorized is None:
@@ -140,6 +173,32 @@ class FakeUpstream:
                 "expires_in": 300,
                 "id_token": self._id_token(authorized),
             }
+        )
+
+    def _client_authenticated(self, request: Request) -> bool:
+        if self.client_keys is None:
+            expected = "Basic " + base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+            return request.headers.get("Authorization") == expected
+        if request.headers.get("Authorization") or request.form.get("client_secret"):
+            return False
+        if request.form.get("client_assertion_type") != ASSERTION_TYPE:
+            return False
+        try:
+            token = jwt.decode(
+                request.form.get("client_assertion", ""), self.client_keys, algorithms=["ES256"]
+            )
+        except JoseError:
+            return False
+        claims = dict(token.claims)
+        self.assertions.append((dict(token.header), claims))
+        now = self.now()
+        return (
+            claims.get("iss") == claims.get("sub") == CLIENT_ID
+            and claims.get("aud") == self.url
+            and isinstance(claims.get("exp"), int)
+            and now < claims["exp"] <= now + 300
+            and isinstance(claims.get("jti"), str)
+            and [c["jti"] for _h, c in self.assertions].count(claims["jti"]) == 1
         )
 
     def userinfo(self) -> Response:

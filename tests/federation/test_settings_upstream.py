@@ -5,15 +5,13 @@ page)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from flask import Flask
 
 from federation.upstream.container import Upstreams
-from idp.core.clock import FrozenClock
-from tests.federation.fake_upstream import CLIENT_ID, CLIENT_SECRET, FakeUpstream, serving
+from tests.federation.fake_upstream import CLIENT_ID, CLIENT_SECRET, FakeUpstream
 from tests.federation.test_upstream_signin import (
     NAME,
     PERSON,
@@ -25,12 +23,6 @@ from tests.federation.test_upstream_signin import (
     signed_in_as,
 )
 from tests.support import text
-
-
-@pytest.fixture
-def fake(clock: FrozenClock) -> Iterator[FakeUpstream]:
-    with serving(lambda: clock.now().timestamp()) as upstream:
-        yield upstream
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ in)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 
@@ -20,12 +19,10 @@ from werkzeug.test import TestResponse
 from accounts.container import Accounts
 from accounts.realname.services import DocumentClaim, VerificationMethod
 from federation.upstream.cli import federation_group
-from federation.upstream.container import Upstreams
 from federation.upstream.models import Upstream, UpstreamLink
 from idp.core.audit.models import AuditEvent
-from idp.core.clock import FrozenClock
 from idp.core.runtime import db
-from tests.federation.fake_upstream import CLIENT_ID, CLIENT_SECRET, FakeUpstream, serving
+from tests.federation.fake_upstream import CLIENT_ID, CLIENT_SECRET, FakeUpstream
 from tests.support import create_user, csrf_token, sign_in, text
 
 PERSON = "11010519491231002X"
@@ -42,12 +39,6 @@ def invoke_json(app: Flask, *args: str) -> Any:
     return json.loads(result.output)
 
 
-@pytest.fixture
-def fake(clock: FrozenClock) -> Iterator[FakeUpstream]:
-    with serving(lambda: clock.now().timestamp()) as upstream:
-        yield upstream
-
-
 def add_fake(app: Flask, fake: FakeUpstream, *extra: str) -> Any:
     return invoke_json(
         app, "add-upstream", "--name", "province", "--issuer", fake.url,
@@ -57,13 +48,6 @@ def add_fake(app: Flask, fake: FakeUpstream, *extra: str) -> Any:
         "--level-claim", "level", "--level-map", "gov:3=3", "--level-map", "gov:2=2",
         "--link-min-level", "3", *extra,
     )  # fmt: skip
-
-
-@pytest.fixture
-def upstream_app(app: Flask, fake: FakeUpstream) -> Flask:
-    add_fake(app, fake)
-    Upstreams.of(app).timeouts = (1.0, 1.0)
-    return app
 
 
 def round_trip(

@@ -51,6 +51,7 @@ AUTHZ = (
     "request_uri",
     "org_hint",
 )
+STATISTICS = ("from", "to", "service")
 TOKEN = (
     "grant_type",
     "code",
@@ -112,6 +113,7 @@ TARGETS: dict[str, list[Target]] = {
             (*FORM, "username", "password", "password_confirm", "phone"),
         ),
         Target("/locale", ("GET",), Kind.PAGE, ("lang", "next")),
+        Target("/display", ("GET",), Kind.PAGE, ("mode", "next")),
         Target(
             "/session/end",
             ("GET", "POST"),
@@ -158,6 +160,20 @@ TARGETS: dict[str, list[Target]] = {
             Kind.PAGE,
             ("state", "code", "iss", "error"),
             path="/federation/x/callback",
+        ),
+        Target(
+            "/federation/<name>/logged-out",
+            ("GET",),
+            Kind.PAGE,
+            ("state",),
+            path="/federation/x/logged-out",
+        ),
+        Target(
+            "/federation/<name>/backchannel-logout",
+            ("POST",),
+            Kind.PUBLIC,
+            ("logout_token",),
+            path="/federation/x/backchannel-logout",
         ),
         Target("/federation/new", ("GET", "POST"), Kind.PAGE, FORM),
         Target("/federation/link", ("GET", "POST"), Kind.PAGE, FORM),
@@ -214,6 +230,9 @@ TARGETS: dict[str, list[Target]] = {
             FORM,
             path="/staff/clients/tax-portal/secret",
         ),
+        Target("/staff/statistics", ("GET",), Kind.PAGE, STATISTICS),
+        Target("/staff/statistics.json", ("GET",), Kind.PAGE, STATISTICS),
+        Target("/staff/statistics.csv", ("GET",), Kind.PAGE, (*STATISTICS, "table")),
         Target("/account/organisations", ("GET", "POST"), Kind.PAGE, (*FORM, "uscc", "name")),
         Target(
             "/account/organisations/<string:authorisation_id>/confirm",

@@ -1,7 +1,9 @@
 """An independent OpenID provider for the federation tests: panva's ``oidc-provider``
 (OpenID-certified; ``op.mjs``), run by Node.js on a free port, as the upstream the city
 signs in with. Accounts sign in through the library's development interactions (any
-password); ``sign_in_at`` drives its login and consent forms like a browser."""
+password); ``sign_in_at`` drives its login and consent forms like a browser.
+``token_proxy`` stands between the city and the OP's token endpoint and can change the
+OP's answers (the attacker's side: a tampered or swapped ID token)."""
 
 from __future__ import annotations
 
@@ -9,17 +11,18 @@ import json
 import queue
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
 
 import requests
+from werkzeug.wrappers import Request, Response
 
 from tests.e2e.servers import free_port, stop
-from tests.interop.support import HERE, page_forms
+from tests.interop.support import HERE, page_forms, serving
 
 OP_SCRIPT = HERE / "op.mjs"
 START_TIMEOUT = 30.0
@@ -97,3 +100,48 @@ def sign_in_at(http: requests.Session, url: str, account: str, stop_at: str) -> 
             timeout=HTTP_TIMEOUT,
         )
     raise AssertionError(f"the OP's flow did not reach {stop_at}")
+
+
+# -- a man in the middle of the token endpoint ------------------------------------------
+
+TokenTamper = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+@dataclass
+class TokenProxy:
+    """Forwards the city's token requests to the OP's token endpoint and hands back what
+    ``tamper`` makes of the OP's JSON answer (unchanged by default). ``passed`` holds the
+    OP's own answers, in order."""
+
+    url: str
+    target: str
+    tamper: TokenTamper | None = None
+    passed: list[dict[str, Any]] = field(default_factory=list)
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        request = Request(environ)
+        headers = {
+            name: value
+            for name, value in request.headers.items()
+            if name.lower() in {"authorization", "content-type", "accept"}
+        }
+        answer = requests.post(
+            self.target, data=request.get_data(), headers=headers, timeout=HTTP_TIMEOUT
+        )
+        body = answer.content
+        if answer.status_code == 200:
+            original = answer.json()
+            self.passed.append(original)
+            if self.tamper is not None:
+                body = json.dumps(self.tamper(dict(original))).encode()
+        response = Response(body, status=answer.status_code, mimetype="application/json")
+        return response(environ, start_response)
+
+
+@contextmanager
+def token_proxy(target: str) -> Iterator[TokenProxy]:
+    """A ``TokenProxy`` to ``target`` on a free loopback port, stopped on exit."""
+    proxy = TokenProxy(url="", target=target)
+    with serving(proxy) as url:
+        proxy.url = url + "/token"
+        yield proxy

@@ -1,6 +1,6 @@
 """What the interoperability tests share: Node.js with the locked npm packages
-(panva's openid-client and oidc-provider, ``npm ci`` when missing), and reading a
-page's forms like a browser."""
+(panva's openid-client and oidc-provider, ``npm ci`` when missing), reading a page's
+forms like a browser, and serving a WSGI app on a loopback port."""
 
 from __future__ import annotations
 
@@ -8,12 +8,21 @@ import json
 import os
 import shutil
 import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
+from werkzeug.serving import WSGIRequestHandler, make_server
+
+from tests.e2e.servers import free_port
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
 
 HERE = Path(__file__).resolve().parent
 PACKAGES = ("openid-client", "oidc-provider")
@@ -114,3 +123,22 @@ def page_forms(html: str) -> dict[str, Form]:
     parser = _FormParser()
     parser.feed(html)
     return {form.action: form for form in parser.forms}
+
+
+class _Quiet(WSGIRequestHandler):
+    def log(self, type: str, message: str, *args: Any) -> None:  # noqa: A002 - werkzeug's name
+        pass
+
+
+@contextmanager
+def serving(app: WSGIApplication) -> Iterator[str]:
+    """``app`` served on a free loopback port (a thread); its base URL. Stopped on exit."""
+    port = free_port()
+    server = make_server("127.0.0.1", port, app, threaded=True, request_handler=_Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)

@@ -128,7 +128,8 @@ def test_a_registered_first_factor_signs_in_with_its_amr(
     assert _amr_of_session(client) == ["hwk"]
     with key_app.app_context():
         event = db().scalars(select(AuditEvent).where(AuditEvent.event == "signin")).one()
-        assert event.details == {"amr": ["hwk"]}
+        # the methods and the account's level at sign-in count in the statistics
+        assert event.details == {"amr": ["hwk"], "method": "test-key", "level": 1}
 
 
 def test_the_second_factor_follows_a_first_factor_that_is_not_multi_factor(
@@ -143,6 +144,9 @@ def test_the_second_factor_follows_a_first_factor_that_is_not_multi_factor(
     assert done.status_code == 302
     assert done.headers["Location"] == "/account/profile"
     assert _amr_of_session(client) == ["hwk", "otp", "mfa"]
+    with key_app.app_context():
+        event = db().scalars(select(AuditEvent).where(AuditEvent.event == "signin")).one()
+        assert (event.details["method"], event.details["level"]) == ("test-key+totp", 1)
     # the password method's device cookie is not given: the password took no part
     assert client.get_cookie("idp_device", path="/login") is None
 

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -26,6 +27,7 @@ from sqlalchemy import select
 
 from accounts.container import Accounts
 from accounts.people.models import UserStatus
+from accounts.realname.services import DocumentClaim, VerificationMethod
 from federation.upstream.container import Upstreams
 from federation.upstream.models import UpstreamLink
 from idp.core.audit.models import AuditEvent
@@ -145,6 +147,16 @@ def settings_overrides(peer: Peer) -> dict[str, Any]:
             }
         ],
         "set_refusals_per_address": 20,
+        # the peer is also an upstream users sign in with (its levels read through the map)
+        "upstream_providers": [
+            {
+                "name": "province",
+                "issuer": peer.issuer,
+                "client_id": "city",
+                "client_secret": "city-secret",
+                "level_map": ["5=4", "4=4", "3=3"],
+            }
+        ],
     }
 
 
@@ -459,3 +471,88 @@ def test_a_flood_of_refused_sets_is_throttled_and_not_all_audited(app: Flask) ->
     answers = [push(app.test_client(), "junk").status_code for _ in range(22)]
     assert answers == [400] * 20 + [429, 429]
     assert len(events(app, "set.received")) == 20
+
+
+# --- a level lowered at the peer ------------------------------------------------------------
+
+
+def verified(app: Flask, username: str, *, level: int, method: str, source: str) -> None:
+    with app.app_context():
+        accounts = Accounts.of()
+        user = accounts.account_service().find_by_username(username)
+        assert user is not None
+        accounts.realname_service().record_verification(
+            user,
+            method=VerificationMethod(method),
+            level=level,
+            source=source,
+            document=DocumentClaim.checked("王小丽", "11010519491231002X"),
+            expires_at=datetime.now(UTC) + timedelta(days=30),
+        )
+
+
+def level_of(app: Flask, username: str) -> int:
+    with app.app_context():
+        accounts = Accounts.of()
+        user = accounts.account_service().find_by_username(username)
+        assert user is not None
+        return accounts.realname_service().level(user)
+
+
+def level_change(peer: Peer, sub: str, direction: str, current: str) -> str:
+    event = {
+        "namespace": LEVEL_NAMESPACE,
+        "current_level": current,
+        "previous_level": "5",
+        "change_direction": direction,
+    }
+    claims = peer.event(sub, LEVEL_CHANGE)
+    claims["events"] = {LEVEL_CHANGE: event}
+    return peer.sign(claims)
+
+
+def received_outcomes(app: Flask) -> list[str]:
+    with app.app_context():
+        rows = db().scalars(select(ReceivedSet).order_by(ReceivedSet.id))
+        return [row.outcome for row in rows]
+
+
+def test_a_level_lowered_at_the_peer_ends_only_what_the_peer_vouched_for(
+    app: Flask, peer: Peer
+) -> None:
+    create_user(app, "alice")
+    verified(app, "alice", level=3, method="registry", source="registry:local")
+    verified(app, "alice", level=4, method="federation", source="upstream:province")
+    assert level_of(app, "alice") == 4
+    before = len(owed(app))  # the two raises, owed to the peer
+    answer = push(app.test_client(), level_change(peer, public_id(app, "alice"), "decrease", "2"))
+    assert answer.status_code == 202, answer.get_data(as_text=True)
+    # the province's assertion ended; the registry check made here stands
+    assert level_of(app, "alice") == 3
+    assert received_outcomes(app) == ["applied"]
+    (lowered,) = events(app, "realname.lower")
+    assert lowered.actor == "peer:province"
+    assert lowered.details["source"] == "upstream:province"
+    assert len(owed(app)) == before  # not echoed back to the peer that lowered it
+
+
+def test_a_raise_or_a_level_the_map_still_allows_changes_nothing(app: Flask, peer: Peer) -> None:
+    create_user(app, "alice")
+    verified(app, "alice", level=4, method="federation", source="upstream:province")
+    sub = public_id(app, "alice")
+    # a raise is never taken on a peer's word
+    assert push(app.test_client(), level_change(peer, sub, "increase", "5")).status_code == 202
+    # the province's 5 still counts as 4 here (its level map): nothing to end
+    assert push(app.test_client(), level_change(peer, sub, "decrease", "5")).status_code == 202
+    # a value outside the vocabulary is not read as anything
+    assert push(app.test_client(), level_change(peer, sub, "decrease", "gold")).status_code == 202
+    assert level_of(app, "alice") == 4
+    assert received_outcomes(app) == ["not_applied", "not_applied", "not_applied"]
+
+
+def test_a_level_the_peer_did_not_vouch_for_is_not_lowered(app: Flask, peer: Peer) -> None:
+    create_user(app, "alice")
+    verified(app, "alice", level=4, method="face", source="face:dev")
+    push(app.test_client(), level_change(peer, public_id(app, "alice"), "decrease", "1"))
+    assert level_of(app, "alice") == 4
+    assert received_outcomes(app) == ["not_applied"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String
+from sqlalchemy import Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from idp.core.db import Base
@@ -17,6 +17,8 @@ class AuditEvent(Base):
     """One security event. Rows are only ever inserted; ``mac`` chains them."""
 
     __tablename__ = "audit_events"
+    # the hall's statistics count one kind of event over a range of months
+    __table_args__ = (Index("ix_audit_events_event_created_at", "event", "created_at"),)
 
     seq: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     created_at: Mapped[datetime]

@@ -2,7 +2,7 @@
 the account's scheduled deletion
 
 Revision ID: 0015
-Revises: 0014
+Revises: 0017
 Create Date: 2026-12-03 15:20:00.000000
 """
 
@@ -16,7 +16,7 @@ from alembic import op
 import idp.core.db
 
 revision: str = '0015'
-down_revision: str | Sequence[str] | None = '0014'
+down_revision: str | Sequence[str] | None = '0017'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
