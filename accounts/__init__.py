@@ -19,6 +19,7 @@ from accounts.credentials import signin as credentials_signin
 from accounts.credentials import views as credentials_views
 from accounts.organisations import views as organisations_views
 from accounts.organisations.cli import COMMANDS as ORGANISATIONS
+from accounts.people import personal_views
 from accounts.people import views as people_views
 from accounts.people.cli import COMMANDS as PEOPLE
 from accounts.people.session import end_disabled_accounts_sessions
@@ -43,6 +44,7 @@ def init_app(app: Flask, core: Runtime, adapters: AccountAdapters | None = None)
     account_disabled.connect(end_disabled_accounts_sessions, weak=False)
     for views in (
         people_views,
+        personal_views,
         credentials_views,
         realname_views,
         staff_views,

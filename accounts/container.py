@@ -23,6 +23,7 @@ from accounts.credentials.passwords import PasswordHasher
 from accounts.credentials.totp import TotpService
 from accounts.organisations.authorisations import AuthorisationService
 from accounts.organisations.services import OrganisationService
+from accounts.people.activity import ActivityService
 from accounts.people.services import AccountService
 from accounts.realname.counter import CounterService
 from accounts.realname.face import FaceCheckService
@@ -82,6 +83,9 @@ class Accounts(Component):
     def account_service(self, actor: str | None = None) -> AccountService:
         core = self.core
         return AccountService(db(), self.hasher, core.keys.cipher, audit_log(actor), core.clock)
+
+    def activity_service(self) -> ActivityService:
+        return ActivityService(audit_log())
 
     def totp_service(self) -> TotpService:
         core = self.core

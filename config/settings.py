@@ -126,6 +126,20 @@ class Settings(BaseModel):
     # -- sessions
     session_idle_timeout: int = Field(default=30 * 60, ge=60, le=7 * 24 * 3600)
     session_max_age: int = Field(default=8 * 3600, ge=300, le=30 * 24 * 3600)
+    reauth_max_age_seconds: int = Field(
+        default=300,
+        ge=30,
+        le=24 * 3600,
+        description="A sensitive change (password, authenticator app, recovery codes, "
+        "deletion) needs a sign-in or password confirmation at most this old.",
+    )
+    account_deletion_grace_days: int = Field(
+        default=14,
+        ge=1,
+        le=365,
+        description="Days between asking for an account's deletion and its erasure "
+        "(`idp users purge-deleted`); signing in meanwhile offers to cancel.",
+    )
 
     # -- passwords (Argon2id; OWASP minimum is m=19 MiB, t=2, p=1)
     argon2_memory_kib: int = Field(default=OWASP_MIN_ARGON2_MEMORY_KIB, ge=8, le=4 * 1024 * 1024)

@@ -22,14 +22,14 @@ from accounts.credentials.errors import (
     TotpAlreadyEnrolled,
 )
 from accounts.credentials.forms import PasswordConfirmForm, TotpConfirmForm
-from accounts.people.session import login_required
+from accounts.people.session import recent_auth_required
 from accounts.web import ActionForm, error_message, signed_in_user
 
 bp = Blueprint("credentials", __name__, template_folder="../templates")
 
 
 @bp.route("/account/totp", methods=["GET", "POST"])
-@login_required
+@recent_auth_required()
 def totp_setup() -> ResponseReturnValue:
     user = signed_in_user()
     service = Accounts.of().totp_service()
@@ -63,7 +63,7 @@ def totp_setup() -> ResponseReturnValue:
 
 
 @bp.route("/account/totp/disable", methods=["GET", "POST"])
-@login_required
+@recent_auth_required()
 def totp_disable() -> ResponseReturnValue:
     user = signed_in_user()
     form = PasswordConfirmForm()
@@ -79,7 +79,7 @@ def totp_disable() -> ResponseReturnValue:
 
 
 @bp.post("/account/recovery-codes")
-@login_required
+@recent_auth_required(back="people.account")
 def recovery_codes() -> ResponseReturnValue:
     user = signed_in_user()
     form = ActionForm()

@@ -82,6 +82,18 @@ def enable(username: str) -> None:
     _set_status(username, UserStatus.ACTIVE)
 
 
+@users.command("purge-deleted")
+@click.option("--json", "as_json", is_flag=True, help='Print {"purged": N}.')
+@with_app
+def purge_deleted(as_json: bool) -> None:
+    """Erase the accounts whose deletion grace period is over (the audit log is kept)."""
+    purged = Accounts.of().account_service(actor="cli").purge_deleted()
+    if as_json:
+        echo_json({"purged": purged})
+    else:
+        click.echo(f"purged {purged} account(s)")
+
+
 def _set_status(username: str, status: UserStatus) -> None:
     accounts = Accounts.of().account_service(actor="cli")
     user = accounts.find_by_username(username)

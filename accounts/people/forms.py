@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import PasswordField, StringField
+from wtforms import BooleanField, PasswordField, StringField
 from wtforms.validators import Email, EqualTo, InputRequired, Length, Optional
 
 
@@ -39,4 +39,11 @@ class ProfileForm(FlaskForm):  # type: ignore[misc]
             Length(max=254),
             Email(message=_l("Enter an e-mail address such as name@example.cn.")),
         ],
+    )
+
+
+class DeleteAccountForm(FlaskForm):  # type: ignore[misc]
+    confirm = BooleanField(
+        _l("I understand that my account will be erased after the waiting period."),
+        validators=[InputRequired(message=_l("Tick the box to confirm."))],
     )

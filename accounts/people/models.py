@@ -6,7 +6,7 @@ import enum
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Enum, String, Text
+from sqlalchemy import Enum, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from idp.core.db import Base, enum_column_values, utcnow
@@ -57,6 +57,12 @@ class User(Base):
     # Kept in step with a confirmed TotpCredential (accounts.credentials) by TotpService,
     # so that sign-in and authorization need not load the credential.
     totp_enabled: Mapped[bool] = mapped_column(default=False)
+    # "This wasn't me" (the activity page): the next sign-in must set a new password
+    # before the session starts.
+    password_reset_required: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # The holder asked for deletion: after this instant `idp users purge-deleted` erases
+    # the account; signing in before it offers to cancel.
+    deletion_due_at: Mapped[datetime | None] = mapped_column(index=True)
 
     @property
     def subject(self) -> str:

@@ -6,20 +6,21 @@ import re
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from accounts.credentials.errors import InvalidCredentials
+from accounts.credentials.errors import InvalidCredentials, WeakPassword
 from accounts.credentials.passwords import PasswordHasher, check_password_rules
 from accounts.errors import N_
 from accounts.identifiers import check_mobile
 from accounts.people.errors import InvalidPhone, InvalidProfile, InvalidUsername, UsernameTaken
 from accounts.people.models import User, UserStatus
 from accounts.realname.models import Verification, VerificationMethod
-from accounts.signals import account_disabled
+from accounts.signals import account_disabled, grants_withdrawn
 from idp.core.audit.services import AuditLog
 from idp.core.clock import Clock
 from idp.core.keys import DataCipher
@@ -357,6 +358,7 @@ class AccountService:
         check_password_rules(new, username=user.username)
         user.password_hash = self._hasher.hash(new)
         user.password_changed_at = user.sessions_valid_after = self._clock.now()
+        user.password_reset_required = False
         self._audit.record(event, subject=user.subject)
         self._session.commit()
 
@@ -375,3 +377,60 @@ class AccountService:
         """Cheaper than loading the account (the token endpoint asks this)."""
         status = self._session.scalar(select(User.status).where(User.id == user_id))
         return status is UserStatus.ACTIVE
+
+    # -- the holder's own security actions (the personal page)
+
+    def report_not_me(self, user: User, *, event: int) -> bool:
+        """ "This wasn't me" about one of the account's events: the next sign-in must
+        choose a new password (when the account has one; the caller ends the sessions)
+        and the account's grants are withdrawn. Returns whether a new password is
+        required."""
+        user.password_reset_required = user.password_hash is not None
+        self._audit.record(
+            "account.not_me",
+            subject=user.subject,
+            details={"event": event, "new_password": user.password_reset_required},
+        )
+        self._session.commit()
+        grants_withdrawn.send(user)
+        return user.password_reset_required
+
+    def reset_password(self, user: User, new: str) -> None:
+        """The new password a report asked for, chosen before the next sign-in starts:
+        it must differ from the one that may be known."""
+        if user.password_hash is not None and self._hasher.verify(user.password_hash, new):
+            raise WeakPassword(N_("Choose a password different from your previous one."))
+        self.set_password(user, new, event="password.reset")
+
+    def schedule_deletion(self, user: User, *, grace_days: int) -> None:
+        """The holder asked for deletion: erased after the grace period (``purge``);
+        the account's grants are withdrawn (the caller ends the sessions)."""
+        user.deletion_due_at = self._clock.now() + timedelta(days=grace_days)
+        self._audit.record(
+            "account.delete_scheduled",
+            subject=user.subject,
+            details={"due": user.deletion_due_at.isoformat(timespec="seconds")},
+        )
+        self._session.commit()
+        grants_withdrawn.send(user)
+
+    def cancel_deletion(self, user: User) -> None:
+        if user.deletion_due_at is None:
+            return
+        user.deletion_due_at = None
+        self._audit.record("account.delete_cancelled", subject=user.subject)
+        self._session.commit()
+
+    def purge_deleted(self) -> int:
+        """Erase the accounts whose deletion is due: the account row, and through the
+        database's cascades everything held for it (credentials, identity documents,
+        verifications, links, certificate bindings, consents, tokens, service records).
+        The audit log stays: it names the account by its opaque public id only."""
+        due = self._session.scalars(
+            select(User).where(User.deletion_due_at <= self._clock.now()).order_by(User.id)
+        ).all()
+        for user in due:
+            self._audit.record("account.purge", subject=user.subject)
+            self._session.execute(delete(User).where(User.id == user.id))
+            self._session.commit()
+        return len(due)

@@ -25,11 +25,12 @@ from accounts.credentials.errors import (
 from accounts.identifiers import mask
 from accounts.people.errors import InvalidPhone, InvalidUsername, UsernameTaken
 from accounts.people.forms import PasswordChangeForm, ProfileForm, RegisterForm
-from accounts.people.session import login_required
+from accounts.people.session import login_required, recent_auth_required
+from accounts.realname.views import level_name
 from accounts.web import ActionForm, error_message, signed_in_user
 from idp.core.navigation import safe_next
 from idp.core.runtime import Runtime
-from idp.core.sessions import complete_sign_in, end_other_sessions
+from idp.core.sessions import complete_sign_in, end_other_sessions, user_sessions
 from idp.core.throttle import RateLimit, Throttled
 
 bp = Blueprint("people", __name__, template_folder="../templates")
@@ -91,13 +92,16 @@ def account() -> ResponseReturnValue:
     user = signed_in_user()
     phone = Accounts.of().account_service().phone_of(user)
     totp = Accounts.of().totp_service()
+    level = Accounts.of().realname_service().level(user)
     return make_response(
         render_template(
             "accounts/account.html",
             user=user,
             phone=mask(phone) if phone else None,
             recovery_left=totp.remaining_recovery_codes(user) if user.has_totp else 0,
-            level=Accounts.of().realname_service().level(user),
+            level=level,
+            level_label=level_name(level),
+            session_count=len(user_sessions(user.id)),
             form=ActionForm(),
         )
     )
@@ -119,7 +123,7 @@ def profile() -> ResponseReturnValue:
 
 
 @bp.route("/account/password", methods=["GET", "POST"])
-@login_required
+@recent_auth_required()
 def password_change() -> ResponseReturnValue:
     user = signed_in_user()
     form = PasswordChangeForm()

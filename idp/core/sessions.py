@@ -9,7 +9,13 @@ moves the data to a fresh identifier so a planted cookie is worthless (session f
 The helpers below are what the rest of the code asks of the session: who is signed in
 (``current_principal``, an ``idp.core.principal.Principal``), ``complete_sign_in``,
 ``sign_out``, ending a user's other or all sessions, and ``session_ended``, the signal
-sent with a signed-in session's data when it ends (back-channel logout listens).
+sent with a signed-in session's data when it ends (back-channel logout listens). For the
+account's sessions page a signed-in session also records the browser (``idp.core.
+devices``: "Chrome on Windows") and the client address at sign-in, never a secret;
+``user_sessions`` lists a user's sessions under opaque handles (a hash of the store key,
+never the cookie) and ``end_session`` ends one of them by its handle, only among that
+user's own. ``confirm_recent_auth`` records a password confirmation (``/account/reauth``)
+and ``last_authenticated`` tells how recent the sign-in or confirmation is.
 Loading the account behind the principal (and refusing a disabled one) is the
 accounts package's ``current_user()``.
 """
@@ -17,20 +23,23 @@ accounts package's ``current_user()``.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import re
 import secrets
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 from blinker import Namespace
-from flask import Flask, Request, Response, current_app, session
+from flask import Flask, Request, Response, current_app, request, session
 from flask.sessions import SessionInterface, SessionMixin
 from werkzeug.datastructures import CallbackDict
 
 from config import Settings
 from idp.core.clock import Clock
+from idp.core.devices import Device, device_of
 from idp.core.principal import PRINCIPAL_KEYS, ActingFor, Principal
 from idp.core.runtime import Runtime
 from idp.core.store import Store, StoreUnavailable
@@ -52,6 +61,13 @@ RP_SUBJECTS = "rps_subjects"
 UPSTREAM_SESSION = "upstream"
 _CREATED = "_created"
 _TOUCHED = "_touched"
+# what the sessions page shows of a signed-in session: the browser and system at sign-in
+# (``Device.to_json``) and the client address
+DEVICE = "dev"
+ADDRESS = "ip"
+# when the password was last confirmed in this session (``/account/reauth``)
+REAUTH_AT = "reauth_at"
+MAX_ADDRESS = 64
 
 # Sent (sender: the app) with the session's data (uid, sub, sid, rps...) when a
 # signed-in session ends: sign-out, another user signing in, ended from elsewhere.
@@ -293,6 +309,8 @@ def complete_sign_in(
     )
     session.clear()  # includes the CSRF token: a new one is made for the new session
     session.update(principal.to_session(), rps=kept.get("rps", []))
+    session[DEVICE] = device_of(request.headers.get("User-Agent")).to_json()
+    session[ADDRESS] = (request.remote_addr or "")[:MAX_ADDRESS] or None
     for key in (RP_SUBJECTS, UPSTREAM_SESSION):
         if key in kept:
             session[key] = kept[key]
@@ -342,3 +360,105 @@ def _announce(ended: list[dict[str, Any]]) -> int:
     for data in ended:
         session_ended.send(app, data=data)
     return len(ended)
+
+
+# -- the account's sessions page
+
+
+@dataclass(frozen=True)
+class SessionSummary:
+    """One signed-in session as its owner sees it."""
+
+    handle: str  # opaque: a hash of the store key (which is itself a hash of the cookie)
+    current: bool
+    device: Device
+    address: str | None
+    signed_in_at: float
+    last_seen: float
+
+
+def _handle(key: str) -> str:
+    return hashlib.sha256(b"session-handle\0" + key.encode()).hexdigest()[:32]
+
+
+def _decode(raw: bytes | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _current_key() -> str | None:
+    sid = cast(StoreSession, session).sid
+    return _store_key(sid) if sid else None
+
+
+def user_sessions(uid: int) -> list[SessionSummary]:
+    """The user's signed-in sessions, this one first, then the newest sign-ins; entries
+    of the index that expired meanwhile are dropped from it."""
+    store = Runtime.of().store
+    index = _user_index(uid)
+    current = _current_key()
+    found, gone = [], []
+    for key in sorted(store.set_members(index)):
+        data = _decode(store.get(key))  # one by one: the keys live in several slots
+        if data is None or data.get("uid") != uid:
+            gone.append(key)
+            continue
+        found.append(
+            SessionSummary(
+                handle=_handle(key),
+                current=key == current,
+                device=Device.from_json(data.get(DEVICE)),
+                address=data.get(ADDRESS) if isinstance(data.get(ADDRESS), str) else None,
+                signed_in_at=float(data.get("auth_time") or data.get(_CREATED) or 0),
+                last_seen=float(data.get(_TOUCHED) or 0),
+            )
+        )
+    if gone:
+        store.set_remove(index, *gone)
+    found.sort(key=lambda item: (not item.current, -item.signed_in_at))
+    return found
+
+
+def end_session(uid: int, handle: str) -> bool:
+    """End one of the user's own sessions by its handle (this one: a sign-out); the
+    services of the session are told over the back channel. False: the handle names
+    none of this user's sessions (another user's, an ended one, or garbage)."""
+    store = Runtime.of().store
+    index = _user_index(uid)
+    for key in store.set_members(index):
+        if not hmac.compare_digest(_handle(key), handle):
+            continue
+        if key == _current_key():
+            sign_out()
+            return True
+        store.set_remove(index, key)
+        data = _decode(store.take(key))
+        if data is None or data.get("uid") != uid:
+            return False
+        session_ended.send(_app(), data=data)
+        return True
+    return False
+
+
+def confirm_recent_auth() -> None:
+    """The signed-in user confirmed their password just now (a re-authentication
+    before a sensitive change); the session moves to a fresh identifier."""
+    session[REAUTH_AT] = _now()
+    cast(StoreSession, session).rotate()
+
+
+def last_authenticated() -> float | None:
+    """When this session's user last proved who they are: the sign-in or a later
+    password confirmation (None: nobody is signed in)."""
+    principal = current_principal()
+    if principal is None:
+        return None
+    confirmed = session.get(REAUTH_AT)
+    if isinstance(confirmed, int | float):
+        return max(principal.auth_time, float(confirmed))
+    return principal.auth_time

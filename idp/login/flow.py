@@ -14,6 +14,10 @@ provider) call it through ``SignInMethods.of().flow`` with what they proved.
   account's real-name level) is committed and counted
   (``idp_signins{step="complete",outcome="success"}``), and each method's cookies are
   set on the redirect to ``next``.
+* ``held``: an account whose holder asked for its deletion, or reported "This wasn't
+  me", does not start a session at once: what was proved waits in the session
+  (``HELD_TTL``) while ``/login/deletion`` offers to cancel the deletion and
+  ``/login/new-password`` asks for a new password; ``release`` then finishes.
 """
 
 from __future__ import annotations
@@ -29,11 +33,16 @@ from accounts.container import Accounts
 from idp.core.metrics import SIGNINS
 from idp.core.navigation import safe_next
 from idp.core.runtime import Runtime, audit_log, db
-from idp.core.sessions import complete_sign_in
+from idp.core.sessions import DEVICE, complete_sign_in
 from idp.core.signin import Proof, SignInMethods, achieved_amr
 
 PENDING_TTL = 5 * 60
 _PENDING = "pending"
+HELD_TTL = 10 * 60
+_HELD = "held"
+# what holds a sign-in back, in the order asked: the page that resolves it
+DELETION = "deletion"
+NEW_PASSWORD = "new_password"
 
 
 @dataclass(frozen=True)
@@ -107,6 +116,54 @@ class LoginFlow:
         return self.finish([pending.first, proof], pending.next_url)
 
     def finish(self, proofs: Sequence[Proof], next_url: str) -> Response:
+        hold = self._hold_for(proofs[0].uid)
+        if hold is not None:
+            session.pop(_PENDING, None)
+            session[_HELD] = {
+                "proofs": [proof.to_json() for proof in proofs],
+                "next": next_url,
+                "at": _now(),
+            }
+            return redirect(
+                url_for("login.held_deletion" if hold == DELETION else "login.held_password")
+            )
+        return self._complete(proofs, next_url)
+
+    def _hold_for(self, uid: int) -> str | None:
+        user = Accounts.of().account_service().get(uid)
+        if user is None:
+            return None
+        if user.deletion_due_at is not None:
+            return DELETION
+        if user.password_reset_required:
+            return NEW_PASSWORD
+        return None
+
+    def held(self) -> tuple[list[Proof], str] | None:
+        """The proved sign-in waiting for its account's question, unless it expired."""
+        raw: Any = session.get(_HELD)
+        try:
+            proofs = [Proof.from_json(item) for item in raw["proofs"]]
+            next_url, at = str(raw["next"]), float(raw["at"])
+        except (KeyError, TypeError, ValueError):
+            proofs, next_url, at = [], "", 0.0
+        if not proofs or _now() - at > HELD_TTL:
+            session.pop(_HELD, None)
+            return None
+        return proofs, next_url
+
+    def drop_held(self) -> None:
+        session.pop(_HELD, None)
+
+    def release(self) -> Response:
+        """The account's question was answered: ask the next one, or finish."""
+        held = self.held()
+        if held is None:
+            return redirect(url_for("login.login"))
+        session.pop(_HELD, None)
+        return self.finish(*held)
+
+    def _complete(self, proofs: Sequence[Proof], next_url: str) -> Response:
         amr = achieved_amr(proofs)
         first = proofs[0]
         complete_sign_in(first.uid, first.sub, amr, acting_for=first.acting_for)
@@ -117,6 +174,9 @@ class LoginFlow:
             "method": "+".join(proof.method for proof in proofs),
             "level": _level_of(first.uid),
         }
+        device = session.get(DEVICE)
+        if isinstance(device, list) and any(device):
+            details["device"] = device  # the browser and system, for the activity page
         if first.acting_for is not None:
             details["org"] = first.acting_for.organisation
         audit_log().record("signin", subject=first.subject, details=details)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField
-from wtforms.validators import InputRequired, Length
+from wtforms.validators import EqualTo, InputRequired, Length
 
 
 class LoginForm(FlaskForm):  # type: ignore[misc]
@@ -18,4 +18,20 @@ class OtpForm(FlaskForm):  # type: ignore[misc]
 
 
 class LogoutForm(FlaskForm):  # type: ignore[misc]
+    pass
+
+
+class ReauthForm(FlaskForm):  # type: ignore[misc]
+    password = PasswordField(_l("Password"), validators=[InputRequired(), Length(max=1024)])
+
+
+class NewPasswordForm(FlaskForm):  # type: ignore[misc]
+    password = PasswordField(_l("New password"), validators=[InputRequired(), Length(max=1024)])
+    password_confirm = PasswordField(
+        _l("Repeat the new password"),
+        validators=[InputRequired(), EqualTo("password", message=_l("The passwords differ."))],
+    )
+
+
+class HeldDeletionForm(FlaskForm):  # type: ignore[misc]
     pass

@@ -1,7 +1,10 @@
 """Sign-in pages: ``/login`` (the password form, and links to the other first
 factors registered), ``/login/otp`` (the code form of a pending second factor),
-``/logout``. They hand the forms to the registered methods (``idp.core.signin``) and
-what those proved to the flow (``idp.login.flow``)."""
+``/logout``, ``/account/reauth`` (the password again before a sensitive change) and the
+pages of a held sign-in (``/login/deletion``: cancel a scheduled deletion;
+``/login/new-password``: the new password a "This wasn't me" report asked for). They
+hand the forms to the registered methods (``idp.core.signin``) and what those proved to
+the flow (``idp.login.flow``)."""
 
 from __future__ import annotations
 
@@ -23,11 +26,14 @@ from flask_babel import gettext as _
 from flask_babel import ngettext
 
 from accounts.container import Accounts
+from accounts.credentials.errors import WeakPassword
 from accounts.credentials.signin import PASSWORD
+from accounts.people.models import User
 from accounts.people.session import current_user
+from accounts.web import error_message
 from idp.core.navigation import safe_next
 from idp.core.runtime import audit_log, db
-from idp.core.sessions import sign_out
+from idp.core.sessions import confirm_recent_auth, sign_out
 from idp.core.signin import (
     FormSignInMethod,
     Proof,
@@ -39,7 +45,14 @@ from idp.core.store import StoreUnavailable
 from idp.core.throttle import Throttled
 from idp.core.web import RETRY_AFTER_SECONDS
 from idp.login.flow import LoginFlow
-from idp.login.forms import LoginForm, LogoutForm, OtpForm
+from idp.login.forms import (
+    HeldDeletionForm,
+    LoginForm,
+    LogoutForm,
+    NewPasswordForm,
+    OtpForm,
+    ReauthForm,
+)
 
 bp = Blueprint("login", __name__, template_folder="templates")
 log = logging.getLogger(__name__)
@@ -185,6 +198,97 @@ def logout() -> ResponseReturnValue:
     if current_user() is None:
         return redirect(url_for("login.login"))
     return make_response(render_template("login/logout.html", form=form))
+
+
+@bp.route("/account/reauth", methods=["GET", "POST"])
+def reauth() -> ResponseReturnValue:
+    """The password again before a sensitive change (``recent_auth_required``); an
+    account without a password signs in again instead (any method)."""
+    next_url = safe_next(request.values.get("next"))
+    user = current_user()
+    if user is None:
+        return redirect(url_for("login.login", next=next_url))
+    form = ReauthForm()
+    context = {
+        "form": form,
+        "next_url": next_url,
+        "has_password": user.password_hash is not None,
+        "sign_in_again": url_for("login.login", reauth="1", next=next_url),
+    }
+    if user.password_hash is None or not form.validate_on_submit():
+        status = 400 if form.errors else 200
+        return make_response(render_template("login/reauth.html", **context), status)
+    fields = {"username": user.username, "password": form.password.data or ""}
+    try:
+        proof = SignInMethods.of().form(PASSWORD).verify(fields, _sign_in_request())
+    except Throttled as exc:
+        return _throttled("login/reauth.html", exc, **context)
+    except StoreUnavailable as exc:
+        return _unavailable("login/reauth.html", exc, **context)
+    except SignInFailed:
+        form.password.errors = [_("The password is incorrect.")]
+        return make_response(render_template("login/reauth.html", **context), 401)
+    if proof.uid != user.id:  # a username changed meanwhile: never another account's
+        sign_out()
+        return redirect(url_for("login.login"))
+    confirm_recent_auth()
+    audit_log().record("signin.reauth", subject=user.subject)
+    db().commit()
+    return redirect(next_url)
+
+
+def _held_user() -> tuple[tuple[list[Proof], str] | None, User | None]:
+    held = _flow().held()
+    if held is None:
+        return None, None
+    return held, Accounts.of().account_service().get(held[0][0].uid)
+
+
+@bp.route("/login/deletion", methods=["GET", "POST"])
+def held_deletion() -> ResponseReturnValue:
+    """A sign-in to an account whose deletion is scheduled: cancel it, or leave."""
+    held, user = _held_user()
+    if held is None or user is None or user.deletion_due_at is None:
+        _flow().drop_held()
+        return redirect(url_for("login.login"))
+    form = HeldDeletionForm()
+    if not form.validate_on_submit():
+        return make_response(
+            render_template("login/held_deletion.html", form=form, due=user.deletion_due_at)
+        )
+    if request.form.get("decision") == "cancel":
+        Accounts.of().account_service().cancel_deletion(user)
+        flash(_("The deletion of your account has been cancelled."), "success")
+        return _flow().release()
+    _flow().drop_held()
+    flash(
+        _(
+            "You have not been signed in. Your account will be deleted on %(date)s.",
+            date=user.deletion_due_at.strftime("%Y-%m-%d"),
+        ),
+        "info",
+    )
+    return redirect(url_for("login.login"))
+
+
+@bp.route("/login/new-password", methods=["GET", "POST"])
+def held_password() -> ResponseReturnValue:
+    """A sign-in after "This wasn't me": a new password before the session starts."""
+    held, user = _held_user()
+    if held is None or user is None or not user.password_reset_required:
+        _flow().drop_held()
+        return redirect(url_for("login.login"))
+    form = NewPasswordForm()
+    if not form.validate_on_submit():
+        status = 400 if form.errors else 200
+        return make_response(render_template("login/new_password.html", form=form), status)
+    try:
+        Accounts.of().account_service().reset_password(user, form.password.data or "")
+    except WeakPassword as exc:
+        form.password.errors = [error_message(exc)]
+        return make_response(render_template("login/new_password.html", form=form), 400)
+    flash(_("Your new password has been saved."), "success")
+    return _flow().release()
 
 
 def init_app(app: Flask) -> None:

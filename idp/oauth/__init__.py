@@ -25,7 +25,7 @@ from typing import Any
 from flask import Flask, current_app, has_app_context
 
 from accounts import records
-from accounts.signals import account_disabled
+from accounts.signals import account_disabled, grants_withdrawn
 from idp.core.runtime import Runtime
 from idp.core.sessions import session_ended
 from idp.core.signin import SignInMethods
@@ -60,6 +60,7 @@ def init_app(app: Flask, core: Runtime, *, background: bool = False) -> None:
     for command in cli.COMMANDS:
         app.cli.add_command(command)
     account_disabled.connect(revoke_disabled_accounts_grants, weak=False)
+    grants_withdrawn.connect(revoke_withdrawn_grants, weak=False)
     session_ended.connect(revoke_session_grants, sender=app, weak=False)
     if background:
         built.backchannel.start()
@@ -71,6 +72,14 @@ def revoke_disabled_accounts_grants(user: Any, **_: Any) -> None:
         return
     tokens = OAuthRuntime.of().tokens()
     tokens.revoke_grants(tokens.active_grants(user_id=user.id), "account_disabled")
+
+
+def revoke_withdrawn_grants(user: Any, **_: Any) -> None:
+    """The holder withdrew every grant ("This wasn't me", deletion asked for)."""
+    if not has_app_context() or not OAuthRuntime.installed(current_app):
+        return
+    tokens = OAuthRuntime.of().tokens()
+    tokens.revoke_grants(tokens.active_grants(user_id=user.id), "withdrawn_by_user")
 
 
 def revoke_session_grants(sender: Flask, data: dict[str, Any], **_: Any) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,6 +140,26 @@ class AuditLog:
         if subject is not None:
             query = query.where(AuditEvent.subject == subject)
         return list(self._session.scalars(query))
+
+    def history(
+        self,
+        *,
+        subject: str,
+        events: Collection[str],
+        before: int | None = None,
+        limit: int = 20,
+    ) -> list[AuditEvent]:
+        """One page of a subject's events of the given kinds, newest first; ``before``:
+        only events older than that sequence number (the next page)."""
+        query = select(AuditEvent).where(
+            AuditEvent.subject == subject, AuditEvent.event.in_(sorted(events))
+        )
+        if before is not None:
+            query = query.where(AuditEvent.seq < before)
+        return list(self._session.scalars(query.order_by(AuditEvent.seq.desc()).limit(limit)))
+
+    def find(self, seq: int) -> AuditEvent | None:
+        return self._session.get(AuditEvent, seq)
 
 
 def _columns(row: AuditEvent) -> dict[str, Any]:
