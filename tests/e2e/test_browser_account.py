@@ -14,14 +14,12 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from tests.e2e import test_browser as shared
-from tests.e2e.servers import free_port, running
+from tests.e2e.servers import free_port, idp_batch, running
 from tests.e2e.test_browser import (
     TIMEOUT_MS,
-    ZH_PASSWORD,
-    ZH_SIGN_IN,
-    ZH_USERNAME,
     Server,
-    _run_idp,
+    shoot,
+    sign_in,
     violations,
 )
 from tests.support import STRONG_PASSWORD
@@ -64,18 +62,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "IDP_LOG_FORMAT": "text",
         "IDP_LOG_LEVEL": "WARNING",
     }
-    _run_idp(["init"], env)
-    for username in USERS:
-        _run_idp(["users", "create", "--username", username, "--password", STRONG_PASSWORD], env)
+    idp_batch(
+        [
+            ["init"],
+            *(
+                ["users", "create", "--username", username, "--password", STRONG_PASSWORD]
+                for username in USERS
+            ),
+        ],
+        env,
+    )
     with running(["serve", "--port", str(port)], env, port, base / "server.log") as (url, _):
         yield Server(url, base / "data", service_secret="")  # no service registered here
-
-
-def sign_in(page: Page, server: Server, username: str, password: str = STRONG_PASSWORD) -> None:
-    page.goto(server.at("/login"))
-    page.get_by_label(ZH_USERNAME, exact=True).fill(username)
-    page.get_by_label(ZH_PASSWORD, exact=True).fill(password)
-    page.get_by_role("button", name=ZH_SIGN_IN).click()
 
 
 def expect_account_page(page: Page) -> None:
@@ -102,6 +100,7 @@ def test_this_wasnt_me_from_the_activity_page_ends_the_other_browsers_session(
     expect(owner.get_by_role("heading", level=1)).to_have_text(ZH_ACTIVITY)
     rows = owner.locator("table.activity tbody tr")
     expect(rows).to_have_count(3)  # two sign-ins and the account's creation
+    shoot(owner, "activity")
     # the older sign-in is the intruder's
     rows.nth(1).get_by_role("button", name=re.compile(ZH_NOT_ME)).click()
     expect(owner.get_by_role("heading", level=1)).to_have_text(ZH_SECURED)
@@ -140,6 +139,7 @@ def test_signing_out_a_session_from_the_sessions_page(
     expect(rows.nth(0)).to_contain_text(ZH_THIS_BROWSER)
     expect(rows.nth(0)).to_contain_text("Chrome")
     expect(rows.nth(0)).to_contain_text("127.0.0.1")
+    shoot(here, "sessions")
     rows.nth(1).get_by_role("button", name=re.compile(ZH_SIGN_OUT)).click()
     expect(here.get_by_role("status")).to_have_text(ZH_SESSION_ENDED)
     expect(rows).to_have_count(1)
