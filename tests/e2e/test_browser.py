@@ -68,7 +68,7 @@ ELLA = "ella"  # signs in to a service, rates the record it pushes, withdraws it
 STAN = "stan"  # hall staff: reads the statistics (level 5 at the counter, TOTP)
 CLERK = "clerk"  # the counter clerk who verified STAN
 USERS = (ALICE, BOB, CAROL, DORA, RITA, AXEL, ADA, ELLA, STAN, CLERK)
-STAN_NAME, STAN_NUMBER = "石安", "11010519491231002X"
+STAN_NAME, STAN_NUMBER = "石安", "441900198001011237"
 # IDP_SCREENSHOTS=DIR (scripts/screenshots): the main pages are saved there as PNG
 SCREENSHOTS = os.environ.get("IDP_SCREENSHOTS")
 # a service system of the city: signs people in and pushes their service records
