@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 
@@ -58,3 +59,11 @@ def test_the_quickstart_has_two_commands() -> None:
     assert [line.split()[0] for line in commands] == ["scripts/demo", "scripts/test"]
     for command in ("scripts/demo", "scripts/test"):
         assert (Path(__file__).resolve().parents[1] / command).stat().st_mode & 0o111
+
+
+def test_every_screenshot_the_readme_shows_is_there() -> None:
+    root = Path(__file__).resolve().parents[1]
+    shown = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", README)
+    assert shown, "the README shows no screenshot"
+    missing = [path for path in shown if not (root / path).is_file()]
+    assert missing == []
