@@ -19,7 +19,7 @@ from accounts.credentials import signin as credentials_signin
 from accounts.credentials import views as credentials_views
 from accounts.organisations import views as organisations_views
 from accounts.organisations.cli import COMMANDS as ORGANISATIONS
-from accounts.people import personal_views
+from accounts.people import notices, personal_views
 from accounts.people import views as people_views
 from accounts.people.cli import COMMANDS as PEOPLE
 from accounts.people.session import end_disabled_accounts_sessions
@@ -29,6 +29,7 @@ from accounts.signals import account_disabled
 from accounts.staff import views as staff_views
 from accounts.statistics import views as statistics_views
 from accounts.statistics.cli import COMMANDS as STATISTICS
+from idp.core.audit.services import audit_committed
 from idp.core.runtime import Runtime
 from idp.core.signin import SignInMethods
 
@@ -42,6 +43,7 @@ def init_app(app: Flask, core: Runtime, adapters: AccountAdapters | None = None)
     for method in credentials_signin.methods(accounts, methods.flow.count):
         methods.register(method)
     account_disabled.connect(end_disabled_accounts_sessions, weak=False)
+    audit_committed.connect(notices.on_audit_committed, weak=False)
     for views in (
         people_views,
         personal_views,

@@ -15,7 +15,9 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from blinker import Namespace
 from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import event as orm_events
 from sqlalchemy.orm import Session
 
 from idp.core.audit.models import GENESIS_MAC, AuditEvent, AuditHead
@@ -36,6 +38,27 @@ _CORE = {"synchronize_session": False}
 SUCCESS = "success"
 FAILURE = "failure"
 DENIED = "denied"
+
+# Sent (sender: the event name) for each event once its transaction has committed, with
+# ``outcome`` and ``subject``: what happened is then true. Listeners must not use the
+# committing session (it is between transactions); a web listener defers its work to
+# the response (``accounts.people.notices``).
+audit_committed = Namespace().signal("audit-committed")
+_RECORDED = "audit.recorded"
+
+
+@orm_events.listens_for(Session, "after_commit")
+def _announce_committed(session: Session) -> None:
+    recorded = session.info.pop(_RECORDED, ())
+    if not audit_committed.receivers:
+        return
+    for name, outcome, subject in recorded:
+        audit_committed.send(name, outcome=outcome, subject=subject)
+
+
+@orm_events.listens_for(Session, "after_rollback")
+def _forget_rolled_back(session: Session) -> None:
+    session.info.pop(_RECORDED, None)
 
 
 @dataclass(frozen=True)
@@ -92,6 +115,7 @@ class AuditLog:
         row.mac = chain_mac(self._key, head.mac, row)
         self._session.execute(_INSERT_EVENT, _columns(row), execution_options=_CORE)
         self._session.execute(_SET_HEAD_MAC, {"mac": row.mac}, execution_options=_CORE)
+        self._session.info.setdefault(_RECORDED, []).append((event, outcome, subject))
         return row
 
     def verify(self, batch: int = 1000) -> VerifyReport:
