@@ -22,7 +22,7 @@ from accounts.adapters.face import MAX_IMAGE_BYTES
 from accounts.container import Accounts
 from accounts.errors import AccountError
 from accounts.people.errors import InvalidPhone
-from accounts.people.session import login_required
+from accounts.people.session import login_required, recent_auth_required
 from accounts.realname.errors import (
     InvalidDocument,
     InvalidName,
@@ -151,7 +151,7 @@ def done(next_url: str) -> ResponseReturnValue:
 
 
 @bp.route("/account/realname/phone", methods=["GET", "POST"])
-@login_required
+@recent_auth_required()  # it sets the account's phone number: a sensitive change
 def realname_phone() -> ResponseReturnValue:
     """Declare name, document number and mobile number; a code is texted to the phone."""
     user = signed_in_user()

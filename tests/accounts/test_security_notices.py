@@ -125,3 +125,26 @@ def test_a_gateway_that_is_down_never_undoes_the_change(make_app: Callable[..., 
     fresh = app.test_client()
     assert sign_in(fresh, "alice", NEW_PASSWORD).status_code == 302
     assert fresh.get("/account").status_code == 200
+
+
+def test_a_stale_session_cannot_start_a_phone_change(
+    noticed_app: Flask, clock: Any, gateway: RecordingGateway
+) -> None:
+    """The phone number is where these notices go: a stolen old session must confirm the
+    password before it can start changing it."""
+    create_user(noticed_app, "alice", phone=PHONE)
+    client = noticed_app.test_client()
+    sign_in(client, "alice")
+    form = client.get("/account/realname/phone")
+    assert form.status_code == 200
+    clock.advance(600)  # past the re-authentication window, within the idle timeout
+    stale = client.get("/account/realname/phone")
+    assert stale.status_code == 302
+    assert stale.location.startswith("/account/reauth")
+    fields = {"name": "王小丽", "id_number": "11010519491231002X", "phone": "13900139000"}
+    posted = client.post(
+        "/account/realname/phone", data={"csrf_token": csrf_token(text(form)), **fields}
+    )
+    assert posted.status_code == 302
+    assert posted.location.startswith("/account/reauth")
+    assert gateway.sent == []  # no code was texted anywhere
