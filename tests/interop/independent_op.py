@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urljoin
 
 import requests
@@ -26,6 +26,7 @@ from tests.interop.support import HERE, page_forms, serving
 
 OP_SCRIPT = HERE / "op.mjs"
 START_TIMEOUT = 30.0
+START_ATTEMPTS = 2
 HTTP_TIMEOUT = 10.0
 
 
@@ -40,11 +41,34 @@ def independent_op(
     node: str, log: Path, clients: list[dict[str, Any]], accounts: dict[str, dict[str, Any]]
 ) -> Iterator[RunningOp]:
     """Start ``op.mjs`` with these clients (oidc-provider's client metadata) and
-    accounts (id -> claims); stopped on exit."""
+    accounts (id -> claims); stopped on exit. A start that fails (the free port taken
+    meanwhile by another test's server, a loaded machine) is tried once more."""
+    started = None
+    for _attempt in range(START_ATTEMPTS):
+        started = _start(node, log, clients, accounts)
+        if started is not None:
+            break
+    if started is None:
+        raise RuntimeError(f"oidc-provider did not start:\n{log.read_text()}")
+    process, issuer, handle = started
+    try:
+        yield RunningOp(issuer, log)
+    finally:
+        stop(process)
+        if process.stdout is not None:
+            process.stdout.close()
+        handle.close()
+
+
+def _start(
+    node: str, log: Path, clients: list[dict[str, Any]], accounts: dict[str, dict[str, Any]]
+) -> tuple[subprocess.Popen[str], str, IO[str]] | None:
+    """The OP process, its issuer and its log handle once it said "ready"; None (the
+    process stopped) when it did not within START_TIMEOUT."""
     port = free_port()
     issuer = f"http://127.0.0.1:{port}"
     config = {"port": port, "issuer": issuer, "clients": clients, "accounts": accounts}
-    handle = log.open("w")
+    handle = log.open("a")
     process = subprocess.Popen(
         [node, str(OP_SCRIPT), json.dumps(config)],
         cwd=HERE,
@@ -62,18 +86,16 @@ def independent_op(
 
     threading.Thread(target=read, daemon=True).start()
     try:
-        try:
-            line = lines.get(timeout=START_TIMEOUT)
-        except queue.Empty:
-            line = ""
-        if line.strip() != "ready":
-            handle.flush()
-            raise RuntimeError(f"oidc-provider did not start: {line!r}\n{log.read_text()}")
-        yield RunningOp(issuer, log)
-    finally:
-        stop(process)
-        stdout.close()
-        handle.close()
+        line = lines.get(timeout=START_TIMEOUT)
+    except queue.Empty:
+        line = ""
+    if line.strip() == "ready":
+        return process, issuer, handle
+    stop(process)
+    stdout.close()
+    handle.write(f"[test] no 'ready' from port {port} (exit code {process.returncode})\n")
+    handle.close()
+    return None
 
 
 def sign_in_at(http: requests.Session, url: str, account: str, stop_at: str) -> str:
