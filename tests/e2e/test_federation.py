@@ -24,7 +24,7 @@ import pytest
 import requests
 
 from tests.conftest import TEST_SECRET
-from tests.e2e.servers import IDP, clean_env, free_port, running
+from tests.e2e.servers import IDP, clean_env, free_port, idp_batch, running
 from tests.support import STRONG_PASSWORD
 
 pytestmark = pytest.mark.multiprocess
@@ -62,43 +62,33 @@ def two_instances(
     province_port, city_port = free_port(), free_port()
     province = instance(tmp_path, "province", f"http://localhost:{province_port}")
     city = instance(tmp_path, "city", f"http://127.0.0.1:{city_port}")
-    idp(province, "init")
-    for username in ("pat", "sam", "lee"):
-        idp(province, "users", "create", "--username", username, "--password", STRONG_PASSWORD)
-    idp(province, "users", "create", "--username", "clerk", "--password", STRONG_PASSWORD)
-    idp(province, "users", "staff", "clerk", "--department", "hall", "--role", "counter_verifier")
-    idp(province, "realname", "counter-verify", "pat", "--name", "王小丽", "--number", PERSON,
-        "--staff", "clerk")  # fmt: skip
     # with private_key_jwt the province fetches the city's keys from its jwks_uri
     keys = (
         ["--token-endpoint-auth-method", auth, "--jwks-uri", f"{city['IDP_ISSUER']}/jwks.json"]
         if auth == "private_key_jwt"
         else []
     )
-    client = json.loads(
-        idp(
-            province,
-            "clients",
-            "create",
-            "--client-id",
-            "city",
-            "--name",
-            "City hall",
-            "--redirect-uri",
-            f"{city['IDP_ISSUER']}/federation/province/callback",
-            "--post-logout-redirect-uri",
-            f"{city['IDP_ISSUER']}/federation/province/logged-out",
-            "--backchannel-logout-uri",
-            f"{city['IDP_ISSUER']}/federation/province/backchannel-logout",
-            "--scope",
-            "openid profile realname",
-            "--first-party",
-            "--document-number",
-            "full",
-            *keys,
-            "--json",
-        )
-    )
+    *_, created = idp_batch(  # one process for the province's set-up
+        [
+            ["init"],
+            *(
+                ["users", "create", "--username", username, "--password", STRONG_PASSWORD]
+                for username in ("pat", "sam", "lee", "clerk")
+            ),
+            ["users", "staff", "clerk", "--department", "hall", "--role", "counter_verifier"],
+            ["realname", "counter-verify", "pat", "--name", "王小丽", "--number", PERSON,
+             "--staff", "clerk"],
+            ["clients", "create", "--client-id", "city", "--name", "City hall",
+             "--redirect-uri", f"{city['IDP_ISSUER']}/federation/province/callback",
+             "--post-logout-redirect-uri", f"{city['IDP_ISSUER']}/federation/province/logged-out",
+             "--backchannel-logout-uri",
+             f"{city['IDP_ISSUER']}/federation/province/backchannel-logout",
+             "--scope", "openid profile realname", "--first-party",
+             "--document-number", "full", *keys, "--json"],
+        ],
+        province,
+    )  # fmt: skip
+    client = json.loads(created)
     secret = (
         ["--client-secret", client["client_secret"]]
         if auth != "private_key_jwt"
