@@ -14,7 +14,7 @@ import time
 import uuid
 from http import HTTPStatus
 from typing import IO, Any
-from urllib.parse import unquote_to_bytes
+from urllib.parse import unquote_to_bytes, urlsplit
 
 from flask import (
     Blueprint,
@@ -22,19 +22,25 @@ from flask import (
     Request,
     Response,
     current_app,
+    flash,
     g,
     jsonify,
+    redirect,
     render_template,
     request,
+    session,
+    url_for,
 )
 from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.wrappers import Response as BaseResponse
 
 from idp.core.db import DatabaseUnavailable, database_lost, error_summary
 from idp.core.error_text import safe_description
+from idp.core.navigation import DEFAULT_NEXT, safe_next
 from idp.core.store import StoreUnavailable
 
 log = logging.getLogger("idp.http")
@@ -285,7 +291,14 @@ def _http_error(exc: HTTPException) -> Response:
     return error_response(status, str(message), error=error)
 
 
-def _csrf_error(_exc: CSRFError) -> Response:
+def _csrf_error(_exc: CSRFError) -> BaseResponse:
+    """A form without its token, or with a stale one. In a browser whose session has
+    ended (the token lived in it: an idle timeout, a sign-out elsewhere), the form goes
+    back to sign-in with a message, then on to the page it was sent from; otherwise the
+    page says what to do. Nothing the form asked for is done either way."""
+    if request.method == "POST" and not wants_json() and "uid" not in session:
+        flash(_("Your session has expired. Please sign in again."), "info")
+        return redirect(url_for("login.login", next=_sent_from()), code=303)
     return error_response(
         400,
         _(
@@ -295,6 +308,15 @@ def _csrf_error(_exc: CSRFError) -> Response:
         title=_("Form expired"),
         error="invalid_request",
     )
+
+
+def _sent_from() -> str:
+    """The local page a form was sent from (its Referer on this site), or the account."""
+    referrer = urlsplit(request.referrer or "")
+    if referrer.netloc != request.host or request.host == "":
+        return DEFAULT_NEXT
+    path = referrer.path + (f"?{referrer.query}" if referrer.query else "")
+    return safe_next(path)
 
 
 def unavailable_response() -> Response:

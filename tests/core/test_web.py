@@ -147,3 +147,41 @@ def test_logs_are_json_with_the_request_id(app: Flask, capsys: pytest.CaptureFix
     assert access[-1]["path"] == "/healthz"
     assert access[-1]["status"] == 200
     logging.getLogger().handlers  # noqa: B018 - handlers stay configured for later tests
+
+
+def test_a_form_from_an_ended_session_leads_back_to_sign_in_with_a_message(
+    app: Flask, clock: FrozenClock, settings: Settings
+) -> None:
+    """Issue 14's bad input: an expired session's form is not a dead end (nor a 500)."""
+    create_user(app, "alice")
+    client = app.test_client()
+    sign_in(client, "alice")
+    page = client.get("/account/sessions")
+    token = csrf_token(body(page))
+    clock.advance(settings.session_idle_timeout + 120)  # the session ends meanwhile
+    answer = client.post(
+        "/account/sessions/end-all",
+        data={"csrf_token": token},
+        headers={"Referer": "http://localhost/account/sessions"},
+    )
+    assert answer.status_code == 303
+    assert answer.location == "/login?next=/account/sessions"
+    login = client.get(answer.location)
+    assert "Your session has expired. Please sign in again." in body(login)
+    # a Referer of another site is not followed afterwards
+    other = client.post(
+        "/account/sessions/end-all",
+        data={"csrf_token": token},
+        headers={"Referer": "https://evil.example/account/sessions"},
+    )
+    assert other.location == "/login?next=/account"
+
+
+def test_a_forged_form_in_a_live_session_gets_the_form_expired_page(app: Flask) -> None:
+    create_user(app, "alice")
+    client = app.test_client()
+    sign_in(client, "alice")
+    answer = client.post("/account/sessions/end-all", data={"csrf_token": "forged"})
+    assert answer.status_code == 400
+    assert "This form has expired" in body(answer)
+    assert client.get("/account").status_code == 200  # nothing was done

@@ -67,7 +67,8 @@ ADA = "ada"  # visits every page for the accessibility check
 ELLA = "ella"  # signs in to a service, rates the record it pushes, withdraws its access
 STAN = "stan"  # hall staff: reads the statistics (level 5 at the counter, TOTP)
 CLERK = "clerk"  # the counter clerk who verified STAN
-USERS = (ALICE, BOB, CAROL, DORA, RITA, AXEL, ADA, ELLA, STAN, CLERK)
+FAY = "fay"  # chooses an account for a service, then signs out from the service
+USERS = (ALICE, BOB, CAROL, DORA, RITA, AXEL, ADA, ELLA, STAN, CLERK, FAY)
 STAN_NAME, STAN_NUMBER = "石安", "441900198001011237"
 # IDP_SCREENSHOTS=DIR (scripts/screenshots): the main pages are saved there as PNG
 SCREENSHOTS = os.environ.get("IDP_SCREENSHOTS")
@@ -897,6 +898,42 @@ def test_staff_read_the_halls_statistics_as_charts_and_tables(
         page.goto(server.at(path))
         expect(page.get_by_role("heading", level=1)).to_be_visible()
         found += violations(page, axe)
+    assert not found, "\n".join(found)
+
+
+def test_the_protocol_pages_pass_the_accessibility_check(
+    new_context: Callable[..., BrowserContext], server: Server, axe: Path
+) -> None:
+    """The pages a service sends the person to: choosing the account
+    (``prompt=select_account``), confirming a sign-out the service asked for, and the
+    signed-out page; no serious axe violation on any."""
+    page = new_context(bypass_csp=True).new_page()
+    found: list[str] = []
+    sign_in(page, server, FAY)
+    expect_signed_in_as(page, FAY)
+    query = {
+        "client_id": SERVICE,
+        "response_type": "code",
+        "redirect_uri": SERVICE_CALLBACK,
+        "scope": "openid",
+        "state": "s",
+        "nonce": "n",
+        "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+        "code_challenge_method": "S256",
+        "prompt": "select_account",
+    }
+    page.goto(server.at("/authorize?" + urlencode(query)))
+    expect(page.get_by_role("button", name=FAY, exact=True)).to_be_visible()
+    found += violations(page, axe)
+    page.goto(server.at("/session/end?" + urlencode({"client_id": SERVICE})))
+    confirm = page.get_by_role("button", name=ZH_SIGN_OUT, exact=True)
+    expect(confirm).to_be_visible()
+    found += violations(page, axe)
+    confirm.click()
+    expect(page.get_by_role("heading", level=1)).to_be_visible()
+    found += violations(page, axe)
+    page.goto(server.at("/account"))
+    expect(page).to_have_url(re.compile(r"/login"))  # signed out indeed
     assert not found, "\n".join(found)
 
 
