@@ -296,7 +296,7 @@ def _csrf_error(_exc: CSRFError) -> BaseResponse:
     ended (the token lived in it: an idle timeout, a sign-out elsewhere), the form goes
     back to sign-in with a message, then on to the page it was sent from; otherwise the
     page says what to do. Nothing the form asked for is done either way."""
-    if request.method == "POST" and not wants_json() and "uid" not in session:
+    if request.method == "POST" and not wants_json() and _session_ended():
         flash(_("Your session has expired. Please sign in again."), "info")
         return redirect(url_for("login.login", next=_sent_from()), code=303)
     return error_response(
@@ -308,6 +308,16 @@ def _csrf_error(_exc: CSRFError) -> BaseResponse:
         title=_("Form expired"),
         error="invalid_request",
     )
+
+
+def _session_ended() -> bool:
+    """The browser sent a session cookie, but no session is kept under it any more (it
+    timed out or was ended elsewhere); a form without a cookie at all, or in a session
+    that still exists, is not that."""
+    name = getattr(current_app.session_interface, "cookie_name", None)
+    if not name or name not in request.cookies:
+        return False
+    return bool(getattr(session, "new", False)) and "uid" not in session
 
 
 def _sent_from() -> str:

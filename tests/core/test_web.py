@@ -169,7 +169,11 @@ def test_a_form_from_an_ended_session_leads_back_to_sign_in_with_a_message(
     login = client.get(answer.location)
     assert "Your session has expired. Please sign in again." in body(login)
     # a Referer of another site is not followed afterwards
-    other = client.post(
+    again = app.test_client()
+    sign_in(again, "alice")
+    token = csrf_token(body(again.get("/account/sessions")))
+    clock.advance(settings.session_idle_timeout + 120)
+    other = again.post(
         "/account/sessions/end-all",
         data={"csrf_token": token},
         headers={"Referer": "https://evil.example/account/sessions"},
