@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
 
 
 class Reason(str):
@@ -27,13 +26,6 @@ class Reason(str):
         made.msgid = msgid
         made.params = params
         return made
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (self.msgid, dict(self.params)))
-
-
-def _rebuild(msgid: str, params: dict[str, str]) -> Reason:
-    return Reason(msgid, **params)
 
 
 THE_CERTIFICATE = "the certificate"

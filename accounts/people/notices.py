@@ -4,9 +4,10 @@ When a change to how an account signs in, or to what it proves, has committed (t
 audit log's ``audit_committed``: the change is then true), the person is told by SMS
 at the account's phone number: what changed and when, in the language of the page
 they were on, and how to react ("This wasn't me" on the activity page). Never a code,
-a secret, an address or a device. The message goes out after the response is made, so
-the change neither waits for the gateway nor fails with it: a gateway that is down is
-logged (without the number) and the change stands. An account without a phone number
+a secret, an address or a device. The message goes out once the change has committed,
+while the answer is finished (``after_this_request``): the page waits for the gateway
+at most its timeout, and never fails with it: a gateway that is down is logged
+(without the number) and the change stands. An account without a phone number
 has its activity page only.
 """
 
