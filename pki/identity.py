@@ -29,6 +29,7 @@ from cryptography.x509.oid import NameOID
 
 from accounts import identifiers
 from config.fields import oid as checked_oid
+from pki.reasons import Reason
 
 IdentityKind = Literal["person", "organisation"]
 
@@ -132,9 +133,10 @@ class CertificateIdentity:
 
 class IdentityRefused(Exception):
     """The certificate names no identity that may sign in; ``reason`` is one line a
-    person can act on, and never holds the full number."""
+    person can act on (a ``Reason``: pages say it in the reader's language), and never
+    holds the full number."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: Reason) -> None:
         super().__init__(reason)
         self.reason = reason
 
@@ -151,7 +153,7 @@ def extract_identity(
         values = _values(certificate, rule)
         if values:
             return _identity(rule, values, today)
-    raise IdentityRefused("the certificate carries no identity the CA's rules name")
+    raise IdentityRefused(Reason("the certificate carries no identity the CA's rules name"))
 
 
 def _load(data: bytes) -> x509.Certificate:
@@ -160,7 +162,9 @@ def _load(data: bytes) -> x509.Certificate:
             return x509.load_pem_x509_certificate(data)
         return x509.load_der_x509_certificate(data)
     except ValueError:
-        raise IdentityRefused("the certificate cannot be read (not an X.509 certificate)") from None
+        raise IdentityRefused(
+            Reason("the certificate cannot be read (not an X.509 certificate)")
+        ) from None
 
 
 def _values(certificate: x509.Certificate, rule: IdentityRule) -> list[str | bytes]:
@@ -177,8 +181,9 @@ def _values(certificate: x509.Certificate, rule: IdentityRule) -> list[str | byt
         attribute = SUBJECT_ATTRIBUTES[str(rule.subject_attribute)]
         return [str(item.value) for item in certificate.subject.get_attributes_for_oid(attribute)]
     except ValueError:
-        part = "extensions" if oid is not None else "subject"
-        raise IdentityRefused(f"the certificate's {part} cannot be read") from None
+        if oid is not None:
+            raise IdentityRefused(Reason("the certificate's extensions cannot be read")) from None
+        raise IdentityRefused(Reason("the certificate's subject cannot be read")) from None
 
 
 # --- the value ------------------------------------------------------------------------
@@ -208,7 +213,9 @@ _SEQUENCE = 16
 
 
 class _Unreadable(Exception):
-    pass
+    def __init__(self, reason: Reason) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def _decode_extension(der: bytes) -> _Text:
@@ -216,12 +223,12 @@ def _decode_extension(der: bytes) -> _Text:
     militaryOfficerCardNumber, ``[2]`` passportNumber; the standard does not say
     IMPLICIT or EXPLICIT and CAs write both); or a SEQUENCE holding one of those."""
     if len(der) > _MAX_VALUE_BYTES:
-        raise _Unreadable("the extension's value is too long for an identity")
+        raise _Unreadable(Reason("the extension's value is too long for an identity"))
     class_, method, tag, contents = _tlv(der)
     if (class_, method, tag) == (_UNIVERSAL, _CONSTRUCTED, _SEQUENCE):
         if not contents:
-            raise _Unreadable("the extension holds an empty SEQUENCE")
-        class_, method, tag, contents = _tlv(contents, inside="the SEQUENCE")
+            raise _Unreadable(Reason("the extension holds an empty SEQUENCE"))
+        class_, method, tag, contents = _tlv(contents, inside=Reason("the SEQUENCE"))
     if class_ == _UNIVERSAL and method == _PRIMITIVE and tag in _STRING_CODECS:
         return _Text(_string(tag, contents))
     if class_ == _CONTEXT and tag in _CHOICES:
@@ -230,23 +237,40 @@ def _decode_extension(der: bytes) -> _Text:
         class_, method, inner, contents = _tlv(contents, inside=f"[{tag}]")
         if class_ == _UNIVERSAL and method == _PRIMITIVE and inner in _STRING_CODECS:
             return _Text(_string(inner, contents), _CHOICES[tag])
-        raise _Unreadable(f"[{tag}] {_CHOICES[tag]} holds no string")
+        raise _Unreadable(Reason("%(choice)s holds no string", choice=f"[{tag}] {_CHOICES[tag]}"))
     raise _Unreadable(
-        "the extension holds neither a string nor a GM/T 0015 IdentifyCode "
-        f"(found {_describe(class_, method, tag)})"
+        Reason(
+            "the extension holds neither a string nor a GM/T 0015 IdentifyCode (found %(found)s)",
+            found=_describe(class_, method, tag),
+        )
     )
 
 
 def _tlv(data: bytes, *, inside: str = "") -> tuple[int, int, int, bytes]:
-    """One DER element filling ``data`` exactly: (class, method, tag, contents)."""
-    where = f" inside {inside}" if inside else ""
+    """One DER element filling ``data`` exactly: (class, method, tag, contents);
+    ``inside`` names the element that holds it."""
     try:
         class_, method, tag, _header, contents, trailer = parser.parse(data, strict=True)
     except ValueError:
-        detail = "more than one element" if inside and _parses_prefix(data) else "not DER"
-        raise _Unreadable(f"the extension's value is {detail}{where}") from None
+        if not inside:
+            raise _Unreadable(Reason("the extension's value is not DER")) from None
+        if _parses_prefix(data):
+            raise _Unreadable(
+                Reason(
+                    "the extension's value is more than one element inside %(part)s", part=inside
+                )
+            ) from None
+        raise _Unreadable(
+            Reason("the extension's value is not DER inside %(part)s", part=inside)
+        ) from None
     if trailer:
-        raise _Unreadable(f"the extension's value is not DER{where} (indefinite length)")
+        if not inside:
+            raise _Unreadable(Reason("the extension's value is not DER (indefinite length)"))
+        raise _Unreadable(
+            Reason(
+                "the extension's value is not DER inside %(part)s (indefinite length)", part=inside
+            )
+        )
     return int(class_), int(method), int(tag), bytes(contents)
 
 
@@ -263,7 +287,10 @@ def _string(tag: int, contents: bytes) -> str:
         return contents.decode(_STRING_CODECS[tag])
     except UnicodeDecodeError:
         raise _Unreadable(
-            f"the extension's {_describe(_UNIVERSAL, _PRIMITIVE, tag)} is not validly encoded"
+            Reason(
+                "the extension's %(type)s is not validly encoded",
+                type=_describe(_UNIVERSAL, _PRIMITIVE, tag),
+            )
         ) from None
 
 
@@ -302,9 +329,9 @@ _ETSI: Final = re.compile(r"([A-Z]{3})([A-Z]{2})-(.*)", re.DOTALL)
 _ETSI_PERSON: Final = frozenset({"IDC", "PNO", "TIN", "TAX"})
 _ETSI_ORGANISATION: Final = frozenset({"NTR", "VAT"})
 _ETSI_NAMES: Final = {
-    "PAS": "a passport number",
-    "PSD": "a payment-services authorisation number",
-    "LEI": "a legal entity identifier",
+    "PAS": Reason("a passport number"),
+    "PSD": Reason("a payment-services authorisation number"),
+    "LEI": Reason("a legal entity identifier"),
 }
 
 
@@ -314,14 +341,20 @@ def _identity(
     source = rule.source
     if len(values) > 1:
         raise IdentityRefused(
-            f"{source}: the certificate carries {len(values)} values; the CA's rule needs one"
+            Reason(
+                "%(source)s: the certificate carries %(count)s values; the CA's rule needs one",
+                source=source,
+                count=str(len(values)),
+            )
         )
     raw = values[0]
     if isinstance(raw, bytes):
         try:
             text = _decode_extension(raw)
         except _Unreadable as exc:
-            raise IdentityRefused(f"{source}: {exc}") from None
+            raise IdentityRefused(
+                Reason("%(source)s: %(problem)s", source=source, problem=exc.reason)
+            ) from None
         _check_choice(rule, text.choice)
         value = text.value
     else:
@@ -330,9 +363,11 @@ def _identity(
     if rule.subject_attribute in ("serialNumber", "organizationIdentifier"):
         value = _without_etsi_prefix(rule, value)
     if not value:
-        raise IdentityRefused(f"{source}: the value is empty")
+        raise IdentityRefused(Reason("%(source)s: the value is empty", source=source))
     if len(value) > _MAX_IDENTIFIER:
-        raise IdentityRefused(f"{source}: the value is too long to be an identifier")
+        raise IdentityRefused(
+            Reason("%(source)s: the value is too long to be an identifier", source=source)
+        )
     identifier_type, normalised = _checked(rule, value, today)
     return CertificateIdentity(rule.kind, identifier_type, normalised, rule)
 
@@ -342,13 +377,21 @@ def _check_choice(rule: IdentityRule, choice: str | None) -> None:
         return
     if rule.kind == "organisation":
         raise IdentityRefused(
-            f"{rule.source}: holds a person's GM/T 0015 IdentifyCode ({choice}), "
-            "not an organisation's credit code"
+            Reason(
+                "%(source)s: holds a person's GM/T 0015 IdentifyCode (%(choice)s), "
+                "not an organisation's credit code",
+                source=rule.source,
+                choice=choice,
+            )
         )
     if choice != "residenterCardNumber":
         raise IdentityRefused(
-            f"{rule.source}: holds a {choice}, which the platform cannot check; "
-            "only resident ID and permit numbers sign in"
+            Reason(
+                "%(source)s: holds a %(choice)s, which the platform cannot check; "
+                "only resident ID and permit numbers sign in",
+                source=rule.source,
+                choice=choice,
+            )
         )
 
 
@@ -360,30 +403,44 @@ def _without_etsi_prefix(rule: IdentityRule, value: str) -> str:
     expected = _ETSI_PERSON if rule.kind == "person" else _ETSI_ORGANISATION
     if semantics not in expected:
         other = _ETSI_ORGANISATION if rule.kind == "person" else _ETSI_PERSON
-        if semantics in other:
-            whose = "an organisation's" if rule.kind == "person" else "a person's"
-            what = f"{whose} identifier"
+        if semantics in other and rule.kind == "person":
+            what = Reason("an organisation's identifier")
+        elif semantics in other:
+            what = Reason("a person's identifier")
         else:
-            what = _ETSI_NAMES.get(semantics, "an unknown kind of identifier")
-        raise IdentityRefused(f"{rule.source}: {semantics}{country}- names {what}")
+            what = _ETSI_NAMES.get(semantics) or Reason("an unknown kind of identifier")
+        raise IdentityRefused(
+            Reason(
+                "%(source)s: %(prefix)s- names %(what)s",
+                source=rule.source,
+                prefix=f"{semantics}{country}",
+                what=what,
+            )
+        )
     if country != "CN":
         raise IdentityRefused(
-            f"{rule.source}: the identifier was issued in {country}; only Chinese ones sign in"
+            Reason(
+                "%(source)s: the identifier was issued in %(country)s; only Chinese ones sign in",
+                source=rule.source,
+                country=country,
+            )
         )
     return number.strip()
 
 
 _PROBLEMS: Final = {
-    "bad_length": "wrong length",
-    "bad_characters": "characters no identifier of this kind uses",
-    "unknown_address_code": "unknown address code",
-    "unknown_province_code": "unknown province code",
-    "bad_birth_date": "impossible birth date",
-    "future_birth_date": "birth date in the future",
-    "bad_checksum": "check character wrong",
-    "bad_organisation_code": "the organisation code inside it is malformed",
-    "bad_organisation_code_checksum": "the organisation code inside it has a wrong check character",
-    identifiers.CONFIRM_WITH_REGISTRY: (
+    "bad_length": Reason("wrong length"),
+    "bad_characters": Reason("characters no identifier of this kind uses"),
+    "unknown_address_code": Reason("unknown address code"),
+    "unknown_province_code": Reason("unknown province code"),
+    "bad_birth_date": Reason("impossible birth date"),
+    "future_birth_date": Reason("birth date in the future"),
+    "bad_checksum": Reason("check character wrong"),
+    "bad_organisation_code": Reason("the organisation code inside it is malformed"),
+    "bad_organisation_code_checksum": Reason(
+        "the organisation code inside it has a wrong check character"
+    ),
+    identifiers.CONFIRM_WITH_REGISTRY: Reason(
         "check character wrong (some early pilot codes fail it: confirm the code with the registry)"
     ),
 }
@@ -397,7 +454,10 @@ def _checked(rule: IdentityRule, value: str, today: date | None) -> tuple[str, s
             return str(result["kind"]), str(result["normalized"])
         if identifiers.check_uscc(value).valid:
             raise IdentityRefused(
-                f"{rule.source}: an organisation's credit code, not a person's document number"
+                Reason(
+                    "%(source)s: an organisation's credit code, not a person's document number",
+                    source=rule.source,
+                )
             )
     else:
         result = identifiers.check(value, expect="uscc")
@@ -406,10 +466,14 @@ def _checked(rule: IdentityRule, value: str, today: date | None) -> tuple[str, s
         person = identifiers.check(value, expect="person_id", today=today)
         if person["valid"]:
             raise IdentityRefused(
-                f"{rule.source}: a person's document number, not an organisation's credit code"
+                Reason(
+                    "%(source)s: a person's document number, not an organisation's credit code",
+                    source=rule.source,
+                )
             )
     problem = str(result["reason"])
-    raise IdentityRefused(f"{rule.source}: {_PROBLEMS.get(problem, problem.replace('_', ' '))}")
+    described = _PROBLEMS.get(problem) or Reason(problem.replace("_", " "))
+    raise IdentityRefused(Reason("%(source)s: %(problem)s", source=rule.source, problem=described))
 
 
 def _shown(text: str) -> str:

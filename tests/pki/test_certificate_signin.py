@@ -446,3 +446,18 @@ def test_an_enterprise_certificate_claims_its_organisation_at_level_5(
         clerk = Accounts.of().account_service().find_by_username("clerk")
         assert clerk is not None
         assert len(Accounts.of().authorisation_service().live_for(clerk)) == 1
+
+
+def test_an_identity_refusal_is_said_in_the_readers_language(app: Flask, city_ca: Issued) -> None:
+    """A CA that put a number with a wrong check character in the identity extension:
+    the page names the problem in Chinese, the rule's source as configured."""
+    client = app.test_client()
+    client.environ_base["HTTP_ACCEPT_LANGUAGE"] = "zh-CN"
+    wrong = person(city_ca, number="110105194912310021")  # the check character is X
+    page = post_signed(client, wrong).get_data(as_text=True)
+    assert "校验码错误" in page
+    assert f"ext:{GMT0015_IDENTITY_NUMBER}" in page
+    assert "check character" not in page
+    english = app.test_client()
+    english.environ_base["HTTP_ACCEPT_LANGUAGE"] = "en"
+    assert "check character wrong" in post_signed(english, wrong).get_data(as_text=True)
