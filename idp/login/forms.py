@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField
-from wtforms.validators import EqualTo, InputRequired, Length
+from wtforms.validators import EqualTo, InputRequired, Length, Optional
 
 
 class LoginForm(FlaskForm):  # type: ignore[misc]
@@ -23,6 +23,8 @@ class LogoutForm(FlaskForm):  # type: ignore[misc]
 
 class ReauthForm(FlaskForm):  # type: ignore[misc]
     password = PasswordField(_l("Password"), validators=[InputRequired(), Length(max=1024)])
+    # asked for, and required, when the account has a second factor (the view says)
+    otp = StringField(_l("One-time code"), validators=[Optional(), Length(max=32)])
 
 
 class NewPasswordForm(FlaskForm):  # type: ignore[misc]

@@ -200,39 +200,62 @@ def logout() -> ResponseReturnValue:
     return make_response(render_template("login/logout.html", form=form))
 
 
+def _second_factor(user: User) -> FormSignInMethod | None:
+    """The second factor a password sign-in of ``user`` would be asked for."""
+    password = Proof(
+        method=PASSWORD, uid=user.id, sub=user.public_id, subject=user.subject, amr=("pwd",)
+    )
+    method = SignInMethods.of().second_factor_for(password)
+    return method if isinstance(method, FormSignInMethod) else None
+
+
 @bp.route("/account/reauth", methods=["GET", "POST"])
 def reauth() -> ResponseReturnValue:
-    """The password again before a sensitive change (``recent_auth_required``); an
-    account without a password signs in again instead (any method)."""
+    """The password again before a sensitive change (``recent_auth_required``), and the
+    one-time code too when the account has a second factor (a stolen session and a
+    guessed or phished password must not be enough to turn that factor off); an account
+    without a password signs in again instead (any method)."""
     next_url = safe_next(request.values.get("next"))
     user = current_user()
     if user is None:
         return redirect(url_for("login.login", next=next_url))
     form = ReauthForm()
+    second = _second_factor(user)
     context = {
         "form": form,
         "next_url": next_url,
         "has_password": user.password_hash is not None,
+        "second_factor": second is not None,
         "sign_in_again": url_for("login.login", reauth="1", next=next_url),
     }
-    if user.password_hash is None or not form.validate_on_submit():
+    valid = form.validate_on_submit()
+    if valid and second is not None and not (form.otp.data or "").strip():
+        form.otp.errors = [_("Enter the one-time code.")]
+        valid = False
+    if user.password_hash is None or not valid:
         status = 400 if form.errors else 200
         return make_response(render_template("login/reauth.html", **context), status)
     fields = {"username": user.username, "password": form.password.data or ""}
+    failed = form.password  # the field the failing step asked for
     try:
         proof = SignInMethods.of().form(PASSWORD).verify(fields, _sign_in_request())
+        if proof.uid != user.id:  # a username changed meanwhile: never another account's
+            sign_out()
+            return redirect(url_for("login.login"))
+        if second is not None:
+            failed = form.otp
+            second.verify({"otp": form.otp.data or ""}, _sign_in_request(first=proof))
     except Throttled as exc:
         return _throttled("login/reauth.html", exc, **context)
     except StoreUnavailable as exc:
         return _unavailable("login/reauth.html", exc, **context)
-    except SignInFailed:
-        form.password.errors = [_("The password is incorrect.")]
+    except SignInFailed as exc:
+        wrong = _("The password is incorrect.") if failed is form.password else _(exc.message)
+        failed.errors = [wrong]
         return make_response(render_template("login/reauth.html", **context), 401)
-    if proof.uid != user.id:  # a username changed meanwhile: never another account's
-        sign_out()
-        return redirect(url_for("login.login"))
     confirm_recent_auth()
-    audit_log().record("signin.reauth", subject=user.subject)
+    amr = ["pwd", *sorted(second.amr)] if second is not None else ["pwd"]
+    audit_log().record("signin.reauth", subject=user.subject, details={"amr": amr})
     db().commit()
     return redirect(next_url)
 

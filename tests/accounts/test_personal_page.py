@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+import pyotp
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -431,6 +432,53 @@ def test_a_stale_session_cannot_make_recovery_codes_or_enrol_an_app(
             )
             == 0
         )
+
+
+def _with_an_authenticator_app(app: Flask, clock: FrozenClock) -> pyotp.TOTP:
+    """alice enrols an authenticator app (after she signed in); its code generator."""
+    with app.app_context():
+        user = Accounts.of().account_service().find_by_username("alice")
+        assert user is not None
+        totp = Accounts.of().totp_service()
+        secret = totp.begin_enrollment(user).secret
+        totp.confirm_enrollment(user, pyotp.TOTP(secret).at(clock.now()))
+    clock.advance(30)  # the enrolment's code is used up
+    return pyotp.TOTP(secret)
+
+
+def test_reauthentication_asks_for_the_second_factor_too(
+    app: Flask, stale: FlaskClient, clock: FrozenClock
+) -> None:
+    """A stolen session and the password are not enough where the account has an
+    authenticator app: the code is asked for, checked, and good once."""
+    app_codes = _with_an_authenticator_app(app, clock)
+    form = "/account/reauth?next=/account/totp/disable"
+    assert 'name="otp"' in body(stale.get(form))
+    for code, status in (("", 400), ("000000", 401)):
+        answer = submit(stale, "/account/reauth", {"password": STRONG_PASSWORD, "otp": code})
+        assert answer.status_code == status
+        assert 'id="otp-error"' in body(answer)
+        assert stale.get("/account/totp/disable").status_code == 302  # still stale
+    code = app_codes.at(clock.now())
+    right = submit(
+        stale,
+        "/account/reauth",
+        {"password": STRONG_PASSWORD, "otp": code, "next": "/account/totp/disable"},
+        form_url=form,
+    )
+    assert right.status_code == 302
+    assert right.headers["Location"] == "/account/totp/disable"
+    assert stale.get("/account/totp/disable").status_code == 200
+    with app.app_context():
+        event = db().scalar(select(AuditEvent).where(AuditEvent.event == "signin.reauth"))
+        assert event is not None
+        assert event.details["amr"] == ["pwd", "otp"]
+    replayed = submit(stale, "/account/reauth", {"password": STRONG_PASSWORD, "otp": code})
+    assert replayed.status_code == 401  # the same code, still in its time step: good once
+
+
+def test_reauthentication_without_a_second_factor_asks_no_code(stale: FlaskClient) -> None:
+    assert 'name="otp"' not in body(stale.get("/account/reauth?next=/account/password"))
 
 
 def test_reauth_needs_a_session(client: FlaskClient) -> None:
