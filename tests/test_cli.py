@@ -10,22 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_process import run_idp
 from tests.support import STRONG_PASSWORD
 
-IDP = str(Path(sys.executable).with_name("idp"))
 
-
-def run(args: list[str], env: dict[str, str], **kwargs: object) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
-    return subprocess.run(  # type: ignore[call-overload, no-any-return]
-        [IDP, *args],
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        **kwargs,
-    )
+def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``idp ARGS`` in a process of its own (forked from one that imported ``idp.cli``
+    already: tests/cli_process.py), with ``env`` for its ``IDP_*`` variables."""
+    return run_idp(args, env)
 
 
 def run_flask(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:

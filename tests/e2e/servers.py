@@ -14,6 +14,8 @@ from pathlib import Path
 
 import requests
 
+from tests.cli_process import run_idp
+
 IDP = str(Path(sys.executable).with_name("idp"))
 # runs several `idp` commands in one process (one start-up instead of one per command)
 _BATCH = """
@@ -39,6 +41,14 @@ def free_port() -> int:
 def clean_env(extra: dict[str, str]) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
     return {**base, **extra}
+
+
+def idp(env: dict[str, str], *args: str) -> str:
+    """``idp ARGS`` in a process of its own (tests/cli_process.py); its output, which
+    must be a success."""
+    done = run_idp(list(args), env)
+    assert done.returncode == 0, f"idp {' '.join(args[:2])} failed:\n{done.stdout}{done.stderr}"
+    return done.stdout
 
 
 def idp_batch(commands: list[list[str]], env: dict[str, str]) -> list[str]:

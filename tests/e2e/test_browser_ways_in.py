@@ -55,9 +55,8 @@ LEVELLED_CALLBACK = "https://social-security.example.gov.cn/cb"
 
 @dataclass(frozen=True)
 class Hall:
-    province: str
     city: str
-    ca: Issued
+    ca: Issued  # the city CA, cross-certified at the city's bridge
 
     def at(self, path: str) -> str:
         return self.city + path
@@ -118,7 +117,7 @@ def hall(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hall]:
         province,
         province_port,
         base / "province.log",
-    ) as (province_url, _):
+    ):
         idp_batch(  # the province's discovery document is read now
             [
                 ["federation", "add-upstream", "--name", "province",
@@ -133,7 +132,7 @@ def hall(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hall]:
             city_port,
             base / "city.log",
         ) as (city_url, _):
-            yield Hall(province_url.replace("127.0.0.1", "localhost"), city_url, ca)
+            yield Hall(city_url, ca)
 
 
 class Checked:

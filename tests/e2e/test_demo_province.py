@@ -27,7 +27,7 @@ import requests
 
 from accounts.demo_people import DEMO_PERSON
 from idp.demo_province import pid_file
-from tests.e2e.servers import IDP, clean_env, free_port, wait_until_up
+from tests.e2e.servers import IDP, clean_env, free_port, idp, wait_until_up
 
 pytestmark = pytest.mark.multiprocess
 CSRF = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
@@ -118,12 +118,8 @@ def demo(
             process.stdout.close()
 
 
-def idp(env: dict[str, str], *args: str) -> Any:
-    done = subprocess.run(
-        [IDP, *args], env=clean_env(env), capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return json.loads(done.stdout)
+def idp_json(env: dict[str, str], *args: str) -> Any:
+    return json.loads(idp(env, *args))
 
 
 def _form(page: requests.Response) -> dict[str, str]:
@@ -202,7 +198,7 @@ def test_demo_with_province_federates_two_instances_both_ways(tmp_path: Path) ->
             timeout=10,
         )
         assert raised.status_code == 200
-        assert idp(city_env, "realname", "status", "demo", "--json")["level"] == 3
+        assert idp_json(city_env, "realname", "status", "demo", "--json")["level"] == 3
 
         # the province signs in with the city (single sign-on there: no password asked);
         # the city's level 3, in the province's vocabulary, links the province's person
@@ -211,7 +207,7 @@ def test_demo_with_province_federates_two_instances_both_ways(tmp_path: Path) ->
         at_province = browser.get(province + "/federation/city/login", timeout=20)
         assert at_province.url == province + "/account", at_province.url
         assert "province-demo" in at_province.text
-        [at_the_province] = idp(province_env, "federation", "links", "--json")
+        [at_the_province] = idp_json(province_env, "federation", "links", "--json")
         assert (at_the_province["upstream"], at_the_province["username"]) == (
             "city",
             "province-demo",
@@ -222,8 +218,8 @@ def test_demo_with_province_federates_two_instances_both_ways(tmp_path: Path) ->
         back = city_through_province(city, province, "province-demo", province_password)
         assert back.url == city + "/account", back.url
         assert "demo" in back.text
-        assert idp(city_env, "realname", "status", "demo", "--json")["level"] == 4
-        [at_the_city] = idp(city_env, "federation", "links", "--json")
+        assert idp_json(city_env, "realname", "status", "demo", "--json")["level"] == 4
+        [at_the_city] = idp_json(city_env, "federation", "links", "--json")
         assert (at_the_city["upstream"], at_the_city["username"]) == ("province", "demo")
 
         # Ctrl-C at the demo stops both
@@ -241,4 +237,4 @@ def test_demo_with_province_federates_two_instances_both_ways(tmp_path: Path) ->
         assert province_match.group(2) != province_password
         again = city_through_province(city, province, "province-demo", province_match.group(2))
         assert again.url == city + "/account", again.url
-        assert len(idp(city_env, "federation", "links", "--json")) == 1
+        assert len(idp_json(city_env, "federation", "links", "--json")) == 1

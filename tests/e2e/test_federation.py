@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,20 +23,12 @@ import pytest
 import requests
 
 from tests.conftest import TEST_SECRET
-from tests.e2e.servers import IDP, clean_env, free_port, idp_batch, running
+from tests.e2e.servers import free_port, idp, idp_batch, running
 from tests.support import STRONG_PASSWORD
 
 pytestmark = pytest.mark.multiprocess
 CSRF = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
 PERSON = "11010519491231002X"
-
-
-def idp(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [IDP, *args], env=clean_env(env), capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
 
 
 def instance(tmp_path: Path, name: str, issuer: str) -> dict[str, str]:

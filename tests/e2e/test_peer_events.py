@@ -6,23 +6,14 @@ keys."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.servers import IDP, clean_env, free_port, running
+from tests.e2e.servers import free_port, idp, running
 from tests.support import STRONG_PASSWORD
 
 RISC_DISABLED = "https://schemas.openid.net/secevent/risc/event-type/account-disabled"
-
-
-def idp(env: dict[str, str], *args: str) -> str:
-    result = subprocess.run(
-        [IDP, *args], env=clean_env(env), capture_output=True, text=True, timeout=60, check=False
-    )
-    assert result.returncode == 0, f"idp {args[0]} failed:\n{result.stdout}{result.stderr}"
-    return result.stdout
 
 
 def listed(env: dict[str, str], what: str) -> list[dict[str, Any]]:

@@ -49,7 +49,7 @@ from idp.app import create_app
 from idp.core.runtime import Runtime, db
 from idp.oauth.clients import Registration
 from idp.oauth.server import OAuthRuntime
-from tests.e2e.servers import IDP, clean_env, free_port, running
+from tests.e2e.servers import free_port, idp, running
 from tests.interop.support import page_forms, require_node
 from tests.support import STRONG_PASSWORD
 
@@ -167,13 +167,7 @@ class Provider:
 
 
 def _idp(args: list[str], env: dict[str, str]) -> str:
-    result = subprocess.run(
-        [IDP, *args], env=clean_env(env), capture_output=True, text=True, timeout=60, check=False
-    )
-    assert result.returncode == 0, (
-        f"idp {' '.join(args[:2])} failed:\n{result.stdout}{result.stderr}"
-    )
-    return result.stdout
+    return idp(env, *args)
 
 
 def _create_client(env: dict[str, str], client_id: str, *options: str) -> dict[str, Any]:
