@@ -67,7 +67,7 @@ def build(core: Runtime, accounts: Accounts) -> OAuthRuntime:
     server.register_grant(TokenExchangeGrant)
     audiences = [settings.issuer, urls.token, urls.introspection, urls.revocation]
     server.register_client_auth_method(
-        "private_key_jwt", PrivateKeyJwt(audiences, core.store, JwksFetcher())
+        "private_key_jwt", PrivateKeyJwt(audiences, core.store, JwksFetcher(clock=core.clock))
     )
     server.register_endpoint(IntrospectionEndpoint(server))
     server.register_endpoint(RevocationEndpoint(server))

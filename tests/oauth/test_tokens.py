@@ -5,9 +5,11 @@ expired and ``alg: none`` tokens, client authentication."""
 from __future__ import annotations
 
 import base64
+import http.server
 import json
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,6 +20,7 @@ from joserfc.jwk import ECKey
 
 from idp.core.clock import FrozenClock
 from idp.core.runtime import db
+from idp.oauth.client_auth import JWKS_REFETCH_COOLDOWN_SECONDS
 from idp.oauth.server import OAuthRuntime
 from tests.oauth_support import RP, Flow, query_of, register
 from tests.support import create_user, sign_in
@@ -295,6 +298,87 @@ def test_private_key_jwt(app: Flask, client: FlaskClient) -> None:
         data={"grant_type": "client_credentials", "client_id": "pk", "client_secret": "dgcs_x"},
     )
     assert secret_try.get_json()["error"] == "invalid_client"
+
+
+class _KeysServer:
+    """A client's ``jwks_uri``: serves ``keys`` (changeable) and counts the fetches."""
+
+    def __init__(self) -> None:
+        self.keys: list[ECKey] = []
+        self.fetches = 0
+        served = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                served.fetches += 1
+                body = json.dumps({"keys": [k.as_dict(private=False) for k in served.keys]})
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(body.encode())
+
+            def log_message(self, *_args: object) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.uri = f"http://127.0.0.1:{self._server.server_address[1]}/jwks.json"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def keys_server() -> Iterator[_KeysServer]:
+    server = _KeysServer()
+    yield server
+    server.close()
+
+
+def _new_key() -> ECKey:
+    key = ECKey.generate_key("P-256")
+    key.ensure_kid()
+    return key
+
+
+def test_a_client_that_rolled_its_keys_over_is_fetched_again(
+    app: Flask, client: FlaskClient, keys_server: _KeysServer, clock: FrozenClock
+) -> None:
+    """Keys from a ``jwks_uri`` are cached, but an assertion signed with a key the
+    cached set does not have makes the provider fetch the set again at once (not
+    after the cache's five minutes); unknown kids cannot make it fetch more than once
+    per cooldown."""
+    old, new = _new_key(), _new_key()
+    keys_server.keys = [old]
+    register(
+        app,
+        "rolling",
+        token_endpoint_auth_method="private_key_jwt",
+        grant_types=["client_credentials"],
+        scope="api.read",
+        redirect_uris=[],
+        jwks_uri=keys_server.uri,
+    )
+    assert _pkjwt(client, _assertion(old, "rolling", "http://localhost/token")).status_code == 200
+    assert (
+        _pkjwt(client, _assertion(old, "rolling", "http://localhost", jti="2")).status_code == 200
+    )
+    assert keys_server.fetches == 1  # cached
+    keys_server.keys = [new]  # the client rolled over, a while later
+    clock.advance(JWKS_REFETCH_COOLDOWN_SECONDS)
+    rolled = _pkjwt(client, _assertion(new, "rolling", "http://localhost/token", jti="3"))
+    assert rolled.status_code == 200, rolled.get_json()
+    assert keys_server.fetches == 2
+    forged = _assertion(_new_key(), "rolling", "http://localhost/token", jti="4")
+    for _ in range(3):
+        assert _pkjwt(client, forged).get_json()["error"] == "invalid_client"
+    assert keys_server.fetches == 2  # within the cooldown: no fetch for a made-up kid
+    clock.advance(JWKS_REFETCH_COOLDOWN_SECONDS)
+    assert _pkjwt(client, forged).get_json()["error"] == "invalid_client"
+    assert keys_server.fetches == 3  # after it, one
+    retired = _pkjwt(client, _assertion(old, "rolling", "http://localhost/token", jti="5"))
+    assert retired.get_json()["error"] == "invalid_client"  # the old key is gone
 
 
 # -- client credentials
