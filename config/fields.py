@@ -25,6 +25,8 @@ _LOOPBACK_NAMES = {"localhost"}
 _TOKEN = re.compile(r"^[\x21-\x7e]{1,255}$")
 _SCOPE = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,128}$")  # RFC 6749 3.3 scope-token
 
+DISPLAY_NAME_MAX = 100
+
 
 def http_url(value: str) -> str:
     """An http(s) URL with a host; a trailing slash is dropped (base URLs)."""
@@ -106,6 +108,14 @@ def scope(value: str) -> str:
     return value
 
 
+def display_name(value: str) -> str:
+    """A name shown to people (a provincial hall's, say): 1-100 printable characters."""
+    value = value.strip()
+    if not 1 <= len(value) <= DISPLAY_NAME_MAX or not value.isprintable():
+        raise ValueError(f"must be 1-{DISPLAY_NAME_MAX} printable characters")
+    return value
+
+
 def _file_path(value: Any) -> Any:
     if isinstance(value, str) and not value.strip():
         raise ValueError("must be the path of a file")
@@ -119,3 +129,4 @@ SectionName = Annotated[str, AfterValidator(section_name)]
 Token = Annotated[str, AfterValidator(token)]
 Scope = Annotated[str, AfterValidator(scope)]
 FilePath = Annotated[Path, BeforeValidator(_file_path)]
+DisplayName = Annotated[str, AfterValidator(display_name)]

@@ -22,7 +22,17 @@ from pydantic import (
     model_validator,
 )
 
-from config.fields import FilePath, HttpUrl, IssuerUrl, Oid, Scope, SectionName, Token, oid
+from config.fields import (
+    DisplayName,
+    FilePath,
+    HttpUrl,
+    IssuerUrl,
+    Oid,
+    Scope,
+    SectionName,
+    Token,
+    oid,
+)
 
 RevocationMode = Literal["off", "soft", "hard", "require"]
 IdentityKind = Literal["person", "organisation"]
@@ -154,6 +164,7 @@ class UpstreamProviderSettings(_Section):
     """An OpenID provider users may sign in with (issue 13: ``idp federation add-upstream``)."""
 
     name: SectionName
+    display_name: DisplayName | None = None  # on the sign-in page; else the name
     issuer: IssuerUrl
     client_id: Token
     client_secret: SecretStr | None = None

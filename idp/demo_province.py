@@ -57,6 +57,9 @@ PORT_OFFSET = 20
 # the names each side knows the other by: client id there, upstream name here
 CITY = "city"
 PROVINCE = "province"
+# what each hall's sign-in page calls the other
+CITY_NAME = "东莞市网上办事大厅（演示）"  # noqa: RUF001 - Chinese punctuation
+PROVINCE_NAME = "广东省网上办事大厅（演示）"  # noqa: RUF001 - Chinese punctuation
 USERNAME = "province-demo"
 LEVEL = 5  # the province's demo person was seen at its counter
 SCOPE = "openid profile realname"
@@ -141,6 +144,7 @@ def write_config(env: Mapping[str, str], city_issuer: str, secret: str) -> None:
     entry = UpstreamProviderSettings.model_validate(
         {
             "name": CITY,
+            "display_name": CITY_NAME,
             "issuer": city_issuer,
             "client_id": PROVINCE,
             "client_secret": secret,
@@ -154,6 +158,7 @@ def write_config(env: Mapping[str, str], city_issuer: str, secret: str) -> None:
     )
     values: dict[str, object] = {
         "name": entry.name,
+        "display_name": entry.display_name,
         "issuer": entry.issuer,
         "client_id": entry.client_id,
         "client_secret": secret,
@@ -249,6 +254,7 @@ def add_province_upstream(city: Flask, province_issuer: str, secret: str) -> Non
     entry = UpstreamProviderSettings.model_validate(
         {
             "name": PROVINCE,
+            "display_name": PROVINCE_NAME,
             "issuer": province_issuer,
             "client_id": CITY,
             "client_secret": secret,

@@ -31,6 +31,7 @@ def _refuse(message: str, *, as_json: bool) -> NoReturn:
 def upstream_json(config: UpstreamConfig) -> dict[str, Any]:
     return {
         "name": config.name,
+        "display_name": config.display_name,
         "issuer": config.issuer,
         "client_id": config.client_id,
         "token_auth_method": config.token_auth_method,
@@ -65,6 +66,7 @@ def federation_group() -> None:
 
 @federation_group.command("add-upstream")
 @click.option("--name", required=True, help="Lower case; appears in /federation/NAME/login.")
+@click.option("--display-name", default=None, help="What people see it called (default: the name).")
 @click.option("--issuer", required=True, help="Exactly as its discovery document says.")
 @click.option("--client-id", required=True)
 @click.option("--client-secret", default=None, help="Not with private_key_jwt.")
@@ -93,6 +95,7 @@ def federation_group() -> None:
 @with_app
 def add_upstream(
     name: str,
+    display_name: str | None,
     issuer: str,
     client_id: str,
     client_secret: str | None,
@@ -110,6 +113,7 @@ def add_upstream(
         entry = UpstreamProviderSettings.model_validate(
             {
                 "name": name,
+                "display_name": display_name,
                 "issuer": issuer,
                 "client_id": client_id,
                 "client_secret": client_secret,

@@ -105,6 +105,12 @@ class UpstreamConfig:
     level_map: tuple[tuple[str, int], ...] = ()
     link_min_level: int = 3
     source: str = "cli"  # "cli" (the database) or "settings" (the TOML file)
+    display_name: str | None = None
+
+    @property
+    def label(self) -> str:
+        """What people see it called: its display name, else its name."""
+        return self.display_name or self.name
 
     def mapped_level(self, asserted: object) -> int:
         """Our level for what the upstream asserted (1: nothing we can map)."""

@@ -72,13 +72,20 @@ class Upstreams(Component):
             self.core.clock,
         )
 
-    def names(self) -> list[str]:
-        """The upstreams' names for the sign-in page. It must draw while the database
-        is down: then only the settings' upstreams are listed (the stored ones could
-        not sign anyone in before it is back)."""
-        configured = [entry.name for entry in self.core.settings.upstream_providers]
+    def labels(self) -> dict[str, str]:
+        """Each upstream's name and what people see it called (its display name, else
+        its name), for the sign-in and account pages. They must draw while the
+        database is down: then only the settings' upstreams are listed (the stored
+        ones could not sign anyone in before it is back)."""
+        configured = {
+            entry.name: entry.display_name or entry.name
+            for entry in self.core.settings.upstream_providers
+        }
         try:
-            stored = list(db().scalars(select(Upstream.name).order_by(Upstream.name)))
+            rows = db().execute(
+                select(Upstream.name, Upstream.display_name).order_by(Upstream.name)
+            )
+            stored = {name: shown or name for name, shown in rows}
         except Exception as exc:
             if not database_lost(exc):
                 raise
@@ -88,7 +95,7 @@ class Upstreams(Component):
             except Exception as again:  # noqa: BLE001 - the connection is gone already
                 log.debug("rollback after a lost database: %s", error_summary(again))
             return configured
-        return configured + stored
+        return configured | stored
 
     def redirect_uri(self, name: str) -> str:
         return redirect_uri(self.core.settings.issuer, name)

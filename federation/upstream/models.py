@@ -28,6 +28,7 @@ class Upstream(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(63), unique=True)
+    display_name: Mapped[str | None] = mapped_column(String(100))
     issuer: Mapped[str] = mapped_column(String(500), unique=True)
     client_id: Mapped[str] = mapped_column(String(255))
     client_secret_encrypted: Mapped[str | None] = mapped_column(Text)

@@ -101,6 +101,7 @@ def from_settings(entry: UpstreamProviderSettings) -> UpstreamConfig:
         level_map=tuple((m.theirs, m.ours) for m in entry.level_map),
         link_min_level=entry.link_min_level,
         source="settings",
+        display_name=entry.display_name,
     )
 
 
@@ -177,6 +178,7 @@ class UpstreamRegistry:
             level_claim=row.level_claim,
             level_map=tuple((str(theirs), int(ours)) for theirs, ours in row.level_map),
             link_min_level=row.link_min_level,
+            display_name=row.display_name,
         )
 
     def metadata(self, config: UpstreamConfig) -> ProviderMetadata:
@@ -241,6 +243,7 @@ class UpstreamRegistry:
         secret = entry.client_secret.get_secret_value() if entry.client_secret else None
         row = Upstream(
             name=entry.name,
+            display_name=entry.display_name,
             issuer=entry.issuer,
             client_id=entry.client_id,
             client_secret_encrypted=(

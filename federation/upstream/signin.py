@@ -39,10 +39,10 @@ class UpstreamMethod:
     def entries(self, next_url: str) -> Sequence[Link]:
         return [
             Link(
-                _("Sign in with %(name)s", name=name),
+                _("Sign in with %(name)s", name=label),
                 url_for("federation_upstream.start", name=name, next=next_url),
             )
-            for name in Upstreams.of().names()
+            for name, label in Upstreams.of().labels().items()
         ]
 
     def applies(self, first: Proof) -> bool:  # noqa: ARG002 - the interface's signature

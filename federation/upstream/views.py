@@ -317,7 +317,7 @@ def new_account() -> ResponseReturnValue:
             render_template(
                 "federation/new.html",
                 form=form,
-                name=config.name,
+                name=config.label,
                 taken=taken,
                 link_url=link_url,
                 next_url=next_url,
@@ -356,15 +356,15 @@ def link_account() -> ResponseReturnValue:
     form.next.data = next_url
     if not form.validate_on_submit():
         return make_response(
-            render_template("federation/link.html", form=form, name=config.name, next_url=next_url)
+            render_template("federation/link.html", form=form, name=config.label, next_url=next_url)
         )
     try:
         Upstreams.of().links(actor="web").link(user, config, identity)
     except UpstreamError:
         return _error_page(
-            _("This account of %(name)s is linked to another account.", name=config.name), 409
+            _("This account of %(name)s is linked to another account.", name=config.label), 409
         )
-    flash(_("You can now sign in with %(name)s.", name=config.name), "success")
+    flash(_("You can now sign in with %(name)s.", name=config.label), "success")
     response = redirect(next_url)
     _forget_pending(response)
     return response
@@ -379,7 +379,10 @@ def account_links() -> ResponseReturnValue:
     user = current_user()
     assert user is not None
     links = Upstreams.of().links().links(user)
-    return make_response(render_template("federation/links.html", links=links, form=ActionForm()))
+    labels = Upstreams.of().labels()
+    return make_response(
+        render_template("federation/links.html", links=links, labels=labels, form=ActionForm())
+    )
 
 
 @bp.post("/account/federation/<int:link_id>/unlink")

@@ -24,6 +24,7 @@ from flask import (
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from flask_babel import ngettext
+from wtforms import Field
 
 from accounts.container import Accounts
 from accounts.credentials.errors import WeakPassword
@@ -236,7 +237,7 @@ def reauth() -> ResponseReturnValue:
         status = 400 if form.errors else 200
         return make_response(render_template("login/reauth.html", **context), status)
     fields = {"username": user.username, "password": form.password.data or ""}
-    failed = form.password  # the field the failing step asked for
+    failed: Field = form.password  # the field the failing step asked for
     try:
         proof = SignInMethods.of().form(PASSWORD).verify(fields, _sign_in_request())
         if proof.uid != user.id:  # a username changed meanwhile: never another account's

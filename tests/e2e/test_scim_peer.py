@@ -16,8 +16,7 @@ import pytest
 import requests
 
 from tests.conftest import TEST_SECRET
-from tests.e2e.servers import free_port, running
-from tests.e2e.test_federation import idp
+from tests.e2e.servers import free_port, idp, running
 from tests.support import STRONG_PASSWORD
 
 pytestmark = pytest.mark.multiprocess

@@ -36,6 +36,7 @@ def settings_overrides(fake: FakeUpstream) -> dict[str, Any]:
         "identity_type": "resident_id",
         "level_claim": "level",
         "level_map": ["gov:3=3"],
+        "display_name": "省级平台",
     }
     return {"upstream_providers": [entry]}
 
@@ -43,6 +44,7 @@ def settings_overrides(fake: FakeUpstream) -> dict[str, Any]:
 def test_a_settings_upstream_is_listed_and_cannot_be_removed_by_the_command(app: Flask) -> None:
     [listed] = invoke_json(app, "list")
     assert listed["source"] == "settings"
+    assert listed["display_name"] == "省级平台"
     assert listed["redirect_uri"] == "http://localhost/federation/province/callback"
     assert CLIENT_SECRET not in str(listed)
     refused = invoke(app, "remove", "province")
@@ -54,7 +56,9 @@ def test_a_settings_upstream_signs_in(app: Flask, fake: FakeUpstream) -> None:
     confirmed_holder(app, level=3)
     fake.claims = {"id_number": PERSON, "name": NAME, "level": "gov:3"}
     client = app.test_client()
-    assert "/federation/province/login" in text(client.get("/login"))
+    login = text(client.get("/login", headers={"Accept-Language": "zh-CN"}))
+    assert "/federation/province/login" in login
+    assert "省级平台" in login
     assert round_trip(client, fake).location == "/account"
     assert "holder" in (signed_in_as(client) or "")
 

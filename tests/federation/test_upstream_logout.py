@@ -309,8 +309,8 @@ def test_no_token_or_an_unknown_upstream_is_a_clear_error(upstream_app: Flask) -
 
 def test_the_cli_prints_the_addresses_to_register_at_the_upstream(upstream_app: Flask) -> None:
     with upstream_app.app_context():
-        names = Upstreams.of().names()
-    assert names == ["province"]
+        labels = Upstreams.of().labels()
+    assert labels == {"province": "province"}  # no display name: its name
     [listed] = invoke_json(upstream_app, "list")
     assert listed["post_logout_redirect_uri"].endswith("/federation/province/logged-out")
     assert listed["backchannel_logout_uri"].endswith("/federation/province/backchannel-logout")

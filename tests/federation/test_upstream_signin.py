@@ -153,6 +153,39 @@ def test_the_sign_in_page_links_to_each_upstream(upstream_app: Flask) -> None:
     assert "/federation/province/login?next=/authorize/continue?rid%3Dabc" in page
 
 
+def test_a_display_name_is_what_people_see_the_upstream_called(
+    app: Flask, fake: FakeUpstream
+) -> None:
+    """The sign-in page, the first sign-in and the linked sign-ins pages say the display
+    name; the addresses keep the short name."""
+    hall = "广东省网上办事大厅"
+    added = add_fake(app, fake, "--display-name", f"  {hall} ")
+    assert added["display_name"] == hall  # trimmed
+    assert invoke_json(app, "list")[0]["display_name"] == hall
+    client = app.test_client()
+    client.environ_base["HTTP_ACCEPT_LANGUAGE"] = "zh-CN"
+    login = text(client.get("/login"))
+    assert f"通过 {hall} 登录" in login
+    assert "/federation/province/login" in login
+    choice = round_trip(client, fake)
+    first = text(client.get(choice.location))
+    assert hall in first
+    create_user(app, "alice")
+    link_url = first.split('href="')[-1].split('"')[0].replace("&amp;", "&")
+    sign_in(client, "alice", form_url=link_url)
+    confirm = client.get("/federation/link")
+    assert hall in text(confirm)
+    client.post("/federation/link", data={"csrf_token": csrf_token(text(confirm))})
+    assert hall in text(client.get("/account/federation"))
+    for bad in ("", "x" * 101, "a\nb"):
+        refused = invoke(
+            app, "add-upstream", "--name", "other", "--issuer", fake.url + "/x",
+            "--client-id", "c", "--client-secret", "s", "--display-name", bad,
+        )  # fmt: skip
+        assert refused.exit_code == 2, refused.output
+        assert "display-name" in refused.output
+
+
 def test_first_sign_in_creates_an_account_at_the_mapped_level_then_reuses_the_link(
     upstream_app: Flask, fake: FakeUpstream
 ) -> None:
