@@ -388,29 +388,15 @@ class AuthorisationService:
         document number). ``admin`` must administer the organisation."""
         if (user is None) == (number is None):
             raise InviteeUnknown()
-        now = self._clock.now()
         starts = self._checked_offer(admin, organisation, role, starts_at, ends_at)
         invitee_index = None
         if number is not None:
             normalised, _kind = checked_document(number)
             invitee_index = self._realname.number_index(normalised)
         scope = scope or Scope()
-        authorisation = Authorisation(
-            organisation_id=organisation.id,
-            user_id=user.id if user is not None else None,
-            invitee_index=invitee_index,
-            role=role,
-            status=AuthorisationStatus.PENDING,
-            all_services=scope.all_services,
-            clients=list(scope.clients),
-            scopes=list(scope.scopes),
-            starts_at=starts,
-            ends_at=ends_at,
-            granted_by=admin.id,
-            created_at=now,
+        authorisation = self._offer(
+            admin, organisation, user, invitee_index, role, scope, starts, ends_at
         )
-        self._session.add(authorisation)
-        self._session.flush()
         self._audit.record(
             "org.authorise",
             subject=organisation.subject,
@@ -432,15 +418,59 @@ class AuthorisationService:
         organisation: Organisation,
         *,
         role: Role = Role.AGENT,
+        scope: Scope | None = None,
         starts_at: datetime | None = None,
         ends_at: datetime | None = None,
-    ) -> None:
-        """An invitation by username that names no account: the same checks and
-        refusals as ``invite`` (so the administrator's answer is the same whether or
-        not the account exists), nothing offered; audited as ``org.authorise`` with
-        outcome failure (the username typed is not recorded)."""
-        self._checked_offer(admin, organisation, role, starts_at, ends_at)
-        self._refuse("org.authorise", organisation, admin, "unknown_account")
+    ) -> Authorisation:
+        """An invitation by username that names no account, answered and listed as one
+        that does (so the administrator cannot probe usernames): the same checks and
+        refusals as ``invite``, and a pending authorisation that nobody can confirm
+        (no account, no document number), which the administrator may revoke like any.
+        Audited as ``org.authorise`` with outcome failure (the username typed is not
+        recorded)."""
+        starts = self._checked_offer(admin, organisation, role, starts_at, ends_at)
+        offered = self._offer(
+            admin, organisation, None, None, role, scope or Scope(), starts, ends_at
+        )
+        self._audit.record(
+            "org.authorise",
+            FAILURE,
+            subject=organisation.subject,
+            actor=admin.subject,
+            details={"reason": "unknown_account", "authorisation": offered.public_id},
+        )
+        self._session.commit()
+        return offered
+
+    def _offer(
+        self,
+        admin: User,
+        organisation: Organisation,
+        user: User | None,
+        invitee_index: str | None,
+        role: Role,
+        scope: Scope,
+        starts: datetime,
+        ends_at: datetime | None,
+    ) -> Authorisation:
+        """A pending authorisation, added to the session (not committed)."""
+        authorisation = Authorisation(
+            organisation_id=organisation.id,
+            user_id=user.id if user is not None else None,
+            invitee_index=invitee_index,
+            role=role,
+            status=AuthorisationStatus.PENDING,
+            all_services=scope.all_services,
+            clients=list(scope.clients),
+            scopes=list(scope.scopes),
+            starts_at=starts,
+            ends_at=ends_at,
+            granted_by=admin.id,
+            created_at=self._clock.now(),
+        )
+        self._session.add(authorisation)
+        self._session.flush()
+        return authorisation
 
     def _checked_offer(
         self,

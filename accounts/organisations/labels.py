@@ -3,6 +3,8 @@ the reader's language (one place, so the two pages and any later one agree)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from flask_babel import gettext as _
 
 from accounts.organisations.history import Activity, ActorKind
@@ -29,6 +31,17 @@ def status(authorisation: Authorisation, live: bool) -> str:
         AuthorisationStatus.ENDED: _("Ended"),
     }
     return str(names[value])
+
+
+def holder(authorisation: Authorisation, usernames: Mapping[int, str]) -> str:
+    """Who holds it, as the organisation's page says: the account's username once its
+    holder has confirmed; before that only how it was offered, so that the list
+    cannot tell an administrator whether a username they invited exists."""
+    if authorisation.confirmed_at is None or authorisation.user_id is None:
+        if authorisation.invitee_index is not None:
+            return _("Invited by document number")
+        return _("Invited by username")
+    return usernames.get(authorisation.user_id, "")
 
 
 def kind(value: OrganisationKind) -> str:

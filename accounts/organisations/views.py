@@ -203,7 +203,7 @@ def add_agent(org_id: str) -> ResponseReturnValue:
         )
         if by_username and invitee["user"] is None:
             _service().invite_nobody(
-                user, organisation, role=role, starts_at=starts_at, ends_at=ends_at
+                user, organisation, role=role, scope=scope, starts_at=starts_at, ends_at=ends_at
             )
         else:
             _service().invite(

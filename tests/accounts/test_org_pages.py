@@ -446,7 +446,8 @@ def test_inviting_by_username_does_not_tell_whether_the_account_exists(
     app: Flask, people: None
 ) -> None:
     """An administrator cannot probe usernames: an invitation to an account and to a
-    username no account has get the same answer; only the account's is offered."""
+    username no account has get the same answer and the same kind of row in the list
+    (no username until its holder confirms); only the account's can be confirmed."""
     org_id = _claim(app)
     rep = _client(app, "rep")
     known = _add_agent(rep, org_id, invitee="agent")
@@ -461,17 +462,57 @@ def test_inviting_by_username_does_not_tell_whether_the_account_exists(
     assert body(known) == body(unknown)
     assert known_notice == unknown_notice
     assert "If an account with this username exists" in known_notice
-    assert "No account" not in body(rep.get(f"/org/{org_id}"))
-    # only the real account was offered an authorisation
-    (pending,) = [row for row in _members(app, org_id) if row.role.value == "agent"]
-    assert pending.status is AuthorisationStatus.PENDING
+    agents = [row for row in _members(app, org_id) if row.role.value == "agent"]
+    [real] = [row for row in agents if row.user_id is not None]
+    [decoy] = [row for row in agents if row.user_id is None]
+    assert real.status is decoy.status is AuthorisationStatus.PENDING
+    page = body(rep.get(f"/org/{org_id}"))
+    real_row, decoy_row = (
+        re.sub(r"\s+", " ", _row_of(page, row.public_id))
+        .replace(row.public_id, "ID")
+        .replace(row.public_id[:8], "ID")
+        for row in (real, decoy)
+    )
+    assert real_row == decoy_row  # the same row but for its id
+    assert ">agent<" not in page
+    assert "No account" not in page
+    # only the real account was offered it; once confirmed, the list names the holder
     agent = _client(app, "agent")
-    assert pending.public_id in body(agent.get("/account/organisations"))
+    offered = body(agent.get("/account/organisations"))
+    assert real.public_id in offered
+    assert decoy.public_id not in offered
+    confirmed = _action(
+        agent, f"/account/organisations/{real.public_id}/confirm", "/account/organisations"
+    )
+    assert confirmed.status_code == 302
+    assert ">agent<" in body(rep.get(f"/org/{org_id}"))
+    # nobody else can take the one offered to no account; the administrator revokes it
+    stranger = _client(app, "stranger")
+    refused = _action(
+        stranger, f"/account/organisations/{decoy.public_id}/confirm", "/account/organisations"
+    )
+    assert refused.status_code == 404
+    [still] = [row for row in _members(app, org_id) if row.public_id == decoy.public_id]
+    assert still.status is AuthorisationStatus.PENDING
+    revoked = _action(
+        rep, f"/org/{org_id}/authorisations/{decoy.public_id}/revoke", f"/org/{org_id}"
+    )
+    assert revoked.status_code == 302
     # the unknown username is audited as a refusal, without the username
     with app.app_context():
         events = [e for e in audit_events(app, "org.authorise") if e.outcome == "failure"]
-    assert [e.details for e in events] == [{"reason": "unknown_account"}]
+    assert [e.details for e in events] == [
+        {"reason": "unknown_account", "authorisation": decoy.public_id}
+    ]
     assert "nobody-here" not in json.dumps([e.details for e in events])
+
+
+def _row_of(page: str, public_id: str) -> str:
+    """The members table's row of this authorisation (its short id in the first cell)."""
+    for row in re.findall(r"<tr>(.*?)</tr>", page, re.DOTALL):
+        if public_id[:8] in row:
+            return str(re.sub(r'name="csrf_token"[^>]*>', "", row))
+    raise AssertionError(f"no row for {public_id}")
 
 
 @pytest.mark.parametrize(
