@@ -32,6 +32,18 @@ json.dump(outputs, sys.stdout)
 """
 
 
+def instance_env(data_dir: Path, issuer: str, **extra: str) -> dict[str, str]:
+    """The ``IDP_*`` settings of one instance of the service under test: its data
+    directory and issuer, logs as text from WARNING up; ``extra`` adds or replaces."""
+    return {
+        "IDP_DATA_DIR": str(data_dir),
+        "IDP_ISSUER": issuer,
+        "IDP_LOG_FORMAT": "text",
+        "IDP_LOG_LEVEL": "WARNING",
+        **extra,
+    }
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

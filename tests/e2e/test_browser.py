@@ -36,7 +36,7 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
-from tests.e2e.servers import free_port, idp_batch, running
+from tests.e2e.servers import free_port, idp_batch, instance_env, running
 from tests.interop.support import require_node
 from tests.support import STRONG_PASSWORD
 
@@ -116,12 +116,7 @@ class Server:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     base = tmp_path_factory.mktemp("browser-server")
     port = free_port()
-    env = {
-        "IDP_DATA_DIR": str(base / "data"),
-        "IDP_ISSUER": f"http://127.0.0.1:{port}",
-        "IDP_LOG_FORMAT": "text",
-        "IDP_LOG_LEVEL": "WARNING",
-    }
+    env = instance_env(base / "data", f"http://127.0.0.1:{port}")
     registry = base / "registry.csv"
     people = f"number,name\n{DORA_NUMBER},{DORA_NAME}\n{RITA_NUMBER},{RITA_NAME}\n"
     registry.write_text(people, encoding="utf-8")

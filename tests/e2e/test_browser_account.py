@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from tests.e2e import test_browser as shared
-from tests.e2e.servers import free_port, idp_batch, running
+from tests.e2e.servers import free_port, idp_batch, instance_env, running
 from tests.e2e.test_browser import (
     TIMEOUT_MS,
     Server,
@@ -56,12 +56,7 @@ ZH_YOUR_ACCOUNT = "我的账号"
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     base = tmp_path_factory.mktemp("browser-account-server")
     port = free_port()
-    env = {
-        "IDP_DATA_DIR": str(base / "data"),
-        "IDP_ISSUER": f"http://127.0.0.1:{port}",
-        "IDP_LOG_FORMAT": "text",
-        "IDP_LOG_LEVEL": "WARNING",
-    }
+    env = instance_env(base / "data", f"http://127.0.0.1:{port}")
     idp_batch(
         [
             ["init"],

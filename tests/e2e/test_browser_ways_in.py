@@ -23,7 +23,7 @@ from playwright.sync_api import BrowserContext, Page, expect
 from pki.challenge import sign_challenge
 from pki.identity import GMT0015_IDENTITY_NUMBER
 from tests.e2e import test_browser as shared
-from tests.e2e.servers import free_port, idp_batch, running
+from tests.e2e.servers import free_port, idp_batch, instance_env, running
 from tests.e2e.test_browser import violations
 from tests.pki.certs import Issued, make_ca, make_leaf, utf8_string
 from tests.pki.test_bridge import write
@@ -62,21 +62,12 @@ class Hall:
         return self.city + path
 
 
-def _instance(base: Path, name: str, issuer: str) -> dict[str, str]:
-    return {
-        "IDP_DATA_DIR": str(base / name),
-        "IDP_ISSUER": issuer,
-        "IDP_LOG_FORMAT": "text",
-        "IDP_LOG_LEVEL": "WARNING",
-    }
-
-
 @pytest.fixture(scope="module")
 def hall(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hall]:
     base = tmp_path_factory.mktemp("ways-in")
     province_port, city_port = free_port(), free_port()
-    province = _instance(base, "province", f"http://localhost:{province_port}")
-    city = _instance(base, "city", f"http://127.0.0.1:{city_port}")
+    province = instance_env(base / "province", f"http://localhost:{province_port}")
+    city = instance_env(base / "city", f"http://127.0.0.1:{city_port}")
     back = f"{city['IDP_ISSUER']}/federation/province"
     *_, created = idp_batch(
         [
