@@ -62,6 +62,17 @@ class Backend:
         return MemoryStore(lock_file=data_dir / "store.lock")
 
 
+# Few, long tests each (real servers, a browser, killed services): run first. With
+# pytest-xdist's --dist loadfile a worker takes whole files in collection order, and
+# one of these taken last would run alone while the other workers wait.
+LONG_FIRST = ("e2e", "faults", "interop")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    root = Path(__file__).resolve().parent
+    items.sort(key=lambda item: item.path.relative_to(root).parts[0] not in LONG_FIRST)
+
+
 def _fail_unreachable(what: str, url: str, exc: Exception) -> None:
     pytest.fail(
         f"{what} at {url} is unreachable ({exc}); the production back end was "
