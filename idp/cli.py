@@ -461,6 +461,9 @@ def demo(
             demo_province.issuer_for(settings.issuer, province_port)
         except demo_province.ProvinceError as exc:
             fail(str(exc), EXIT_USAGE)
+        leftover = demo_province.stop_leftover(demo_province.data_dir_of(settings))
+        if leftover is not None:
+            click.echo(f"stopped the province an earlier demo left running (pid {leftover})")
         try:
             demo_province.check_port(province_port)
         except demo_province.ProvinceError as exc:

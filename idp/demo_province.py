@@ -25,9 +25,11 @@ The functions take the apps ``idp.cli`` builds (``idp.app`` is imported only the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -123,10 +125,15 @@ def check_port(port: int) -> None:
         ) from None
 
 
+def data_dir_of(city: Settings) -> Path:
+    """The province's data directory, inside the city's."""
+    return (city.data_dir / PROVINCE).resolve()
+
+
 def environment(city: Settings, issuer: str) -> dict[str, str]:
     """The province's ``IDP_*`` settings: its own issuer, data and vocabulary, the
     embedded mode, one worker (the in-process store serves one process)."""
-    data_dir = (city.data_dir / PROVINCE).resolve()
+    data_dir = data_dir_of(city)
     return {
         "IDP_ISSUER": issuer,
         "IDP_DATA_DIR": str(data_dir),
@@ -324,6 +331,44 @@ def pid_file(data_dir: Path) -> Path:
     """Where the running province's process id is written (for whoever must stop it if
     the demo itself is killed)."""
     return data_dir / "run" / "province.pid"
+
+
+def stop_leftover(data_dir: Path, timeout: float = 20) -> int | None:
+    """Stop the province an earlier demo left running (that demo was killed, so it could
+    not stop it): the process its pid file names, if that is still a province serving
+    ``data_dir`` (its command line and environment say so; a reused pid is left
+    alone). Its process group gets SIGTERM, then SIGKILL after ``timeout``. Returns
+    the pid stopped, or None. Reads /proc: elsewhere nothing is stopped."""
+    path = pid_file(data_dir)
+    try:
+        pid = int(path.read_text())
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        path.unlink(missing_ok=True)
+        return None
+    serving = b"idp.cli" in command and b"serve" in command
+    if not serving or f"IDP_DATA_DIR={data_dir}".encode() not in environ:
+        path.unlink(missing_ok=True)
+        return None
+    os.killpg(pid, signal.SIGTERM)  # started in a session of its own: pgid = pid
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    path.unlink(missing_ok=True)
+    return pid
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie (a zombie's parent has not reaped it)."""
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return status.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def stop(process: subprocess.Popen[bytes], timeout: float = 20) -> None:

@@ -17,6 +17,7 @@ import functools
 import os
 import shutil
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,14 +64,22 @@ class Backend:
 
 
 # Few, long tests each (real servers, a browser, killed services): run first. With
-# pytest-xdist's --dist loadfile a worker takes whole files in collection order, and
-# one of these taken last would run alone while the other workers wait.
+# pytest-xdist's --dist loadfile a worker takes whole files in collection order
+# (scripts/test turns off xdist's own reordering, which puts files with many tests
+# first), and one of these taken last would run alone while the other workers wait.
+# The other files follow, those with more tests first.
 LONG_FIRST = ("e2e", "faults", "interop")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     root = Path(__file__).resolve().parent
-    items.sort(key=lambda item: item.path.relative_to(root).parts[0] not in LONG_FIRST)
+    per_file = Counter(item.path for item in items)
+
+    def order(item: pytest.Item) -> tuple[bool, int, str]:
+        long_first = item.path.relative_to(root).parts[0] in LONG_FIRST
+        return (not long_first, -per_file[item.path], str(item.path))
+
+    items.sort(key=order)  # stable: a file's tests keep their order
 
 
 def _fail_unreachable(what: str, url: str, exc: Exception) -> None:

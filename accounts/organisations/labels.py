@@ -39,8 +39,8 @@ def holder(authorisation: Authorisation, usernames: Mapping[int, str]) -> str:
     cannot tell an administrator whether a username they invited exists."""
     if authorisation.confirmed_at is None or authorisation.user_id is None:
         if authorisation.invitee_index is not None:
-            return _("Invited by document number")
-        return _("Invited by username")
+            return str(_("Invited by document number"))
+        return str(_("Invited by username"))
     return usernames.get(authorisation.user_id, "")
 
 
