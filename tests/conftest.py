@@ -17,7 +17,6 @@ import functools
 import os
 import shutil
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,25 +60,6 @@ class Backend:
         if self.redis_url:
             return RedisStore(self.redis_url, namespace=self.redis_namespace)
         return MemoryStore(lock_file=data_dir / "store.lock")
-
-
-# Few, long tests each (real servers, a browser, killed services): run first. With
-# pytest-xdist's --dist loadfile a worker takes whole files in collection order
-# (scripts/test turns off xdist's own reordering, which puts files with many tests
-# first), and one of these taken last would run alone while the other workers wait.
-# The other files follow, those with more tests first.
-LONG_FIRST = ("e2e", "faults", "interop")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    root = Path(__file__).resolve().parent
-    per_file = Counter(item.path for item in items)
-
-    def order(item: pytest.Item) -> tuple[bool, int, str]:
-        long_first = item.path.relative_to(root).parts[0] in LONG_FIRST
-        return (not long_first, -per_file[item.path], str(item.path))
-
-    items.sort(key=order)  # stable: a file's tests keep their order
 
 
 def _fail_unreachable(what: str, url: str, exc: Exception) -> None:
