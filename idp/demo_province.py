@@ -351,7 +351,11 @@ def stop_leftover(data_dir: Path, timeout: float = 20) -> int | None:
     if not serving or f"IDP_DATA_DIR={data_dir}".encode() not in environ:
         path.unlink(missing_ok=True)
         return None
-    os.killpg(pid, signal.SIGTERM)  # started in a session of its own: pgid = pid
+    try:
+        os.killpg(pid, signal.SIGTERM)  # started in a session of its own: pgid = pid
+    except ProcessLookupError:  # it ended meanwhile
+        path.unlink(missing_ok=True)
+        return None
     deadline = time.monotonic() + timeout
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
